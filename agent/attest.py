@@ -1,0 +1,148 @@
+"""One attestation: challenge, quote, event log, TPM-resident workload key and CSR;
+then install the issued credential set atomically, or keep the old one on refusal."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+
+from agent.client import AttestorClient, AttestorError
+from agent.config import AgentConfig
+from agent.enroll import CA_FILE
+from agent.files import atomic_write, install_set
+from agent.tpm.device import Tpm
+from agent.verify import check_issued
+from identity.pcr import PcrSelection, format_pcr_values
+from identity.tpm.keys import public_key
+from identity.x509.csr import assemble_csr, csr_info
+
+STATUS_FILE = "status.json"
+MAX_PCR_RACE_RETRIES = 3
+
+
+class NotProvisioned(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Issued:
+    serial: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    subject_uri: str
+    secrets: tuple[str, ...]
+
+    def renew_at(self, fraction: float) -> dt.datetime:
+        return self.not_before + (self.not_after - self.not_before) * fraction
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _quote_stable(tpm: Tpm, selection: PcrSelection, nonce: bytes,
+                  ak_handle: int) -> tuple[bytes, bytes, dict[str, dict[int, bytes]]]:
+    """Quote with the PCR values the quote covers (re-read if an extend raced us)."""
+    for _ in range(MAX_PCR_RACE_RETRIES):
+        before = tpm.pcr_read(selection)
+        signed = tpm.quote(selection, nonce, ak_handle)
+        if tpm.pcr_read(selection) == before:
+            return signed.attest, signed.signature, before
+    raise RuntimeError("PCRs kept changing while quoting")
+
+
+def read_event_log(path: Path | None) -> bytes | None:
+    if path is None or not path.exists():
+        return None
+    return path.read_bytes()
+
+
+def attest_once(config: AgentConfig, tpm: Tpm, client: AttestorClient,
+                now: dt.datetime) -> Issued:
+    """Attest and install new credentials; AttestorError on refusal (old set kept)."""
+    if not config.device_id:
+        raise NotProvisioned("this device is not provisioned: run `edge-agent provision`")
+    device_id = config.device_id
+    try:
+        return _attest(config, tpm, client, device_id, now)
+    except AttestorError as exc:
+        write_status(config.state_dir, {"last_verdict": "fail", "reasons": exc.codes,
+                                        "at": now.isoformat()})
+        raise
+
+
+def _attest(config: AgentConfig, tpm: Tpm, client: AttestorClient, device_id: str,
+            now: dt.datetime) -> Issued:
+    challenge = client.challenge(device_id)
+    nonce = base64.b64decode(challenge["nonce"])
+    selection = PcrSelection.of(challenge["pcr_selection"])
+    attest, signature, pcrs = _quote_stable(tpm, selection, nonce, config.ak_handle)
+    key = tpm.create_workload_key(config.srk_handle)
+    key_public = key.public.marshal()
+    certify = tpm.certify_key(key, nonce, config.ak_handle)
+    info = csr_info(public_key(key.public), device_id)
+    csr = assemble_csr(info, "ecdsa", "sha256", tpm.sign_digest(key, info))
+    log = read_event_log(config.event_log)
+    body = {
+        "nonce": challenge["nonce"],
+        "quote": {"attest": _b64(attest), "signature": _b64(signature)},
+        "pcrs": format_pcr_values(pcrs),
+        "event_log": _b64(log) if log is not None else None,
+        "csr": _b64(csr),
+        "key_public": _b64(key_public),
+        "key_certify": {"attest": _b64(certify.attest), "signature": _b64(certify.signature)},
+    }
+    result = client.attest(device_id, body)
+    ca_pem = (config.state_dir / CA_FILE).read_text()
+    cert = check_issued(result["certificate"], result["chain"], ca_pem,
+                        public_key(key.public), now)
+    files: dict[str, tuple[bytes, int]] = {
+        "cert.pem": (result["certificate"].encode(), 0o644),
+        "chain.pem": (result["chain"].encode(), 0o644),
+        "key.pem": (key.to_pem(), 0o600),
+    }
+    for secret in result["secrets"]:
+        files[f"secrets/{secret['name']}"] = (base64.b64decode(secret["value"]), 0o600)
+    install_set(config.state_dir, result["serial"], files)
+    issued = Issued(
+        serial=result["serial"],
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        subject_uri=_uri(cert),
+        secrets=tuple(s["name"] for s in result["secrets"]),
+    )
+    write_status(config.state_dir, {
+        "last_verdict": "pass", "reasons": [], "at": now.isoformat(),
+        "serial": issued.serial, "not_after": issued.not_after.isoformat(),
+        "renew_at": issued.renew_at(config.renew_fraction).isoformat(),
+        "warnings": result.get("warnings", []),
+    })
+    return issued
+
+
+def _uri(cert: x509.Certificate) -> str:
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    uris = san.get_values_for_type(x509.UniformResourceIdentifier)
+    return uris[0] if uris else ""
+
+
+def write_status(state_dir: Path, update: dict[str, object]) -> None:
+    path = state_dir / STATUS_FILE
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        status = {}
+    status.update(update)
+    atomic_write(path, json.dumps(status, indent=2).encode())
+
+
+def current_certificate(state_dir: Path) -> x509.Certificate | None:
+    try:
+        return x509.load_pem_x509_certificate((state_dir / "cert.pem").read_bytes())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,181 @@
+"""`edge-agent`: the device side of edgeproof."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from agent.client import AttestorClient, AttestorError, Unreachable
+from agent.config import DEFAULT_STATE_DIR, AgentConfig, ConfigError, load_config
+
+app = typer.Typer(help="edgeproof device agent: enroll, attest and renew with the TPM.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+out = Console()
+err = Console(stderr=True)
+
+StateDir = Annotated[Path, typer.Option("--state-dir", "-s", envvar="EDGE_AGENT_STATE_DIR",
+                                        help="agent state directory")]
+Tcti = Annotated[str | None, typer.Option(help="TCTI, e.g. device:/dev/tpmrm0 or "
+                                          "swtpm:host=127.0.0.1,port=2321")]
+EventLog = Annotated[Path | None, typer.Option(help="binary TCG event log to send")]
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def _client(config: AgentConfig) -> AttestorClient:
+    return AttestorClient(config.attestor_url,
+                          str(config.ca_bundle) if config.ca_bundle else None)
+
+
+def _refused(exc: AttestorError) -> NoReturn:
+    err.print(f"[bold red]refused[/] ({exc.status}): {exc.detail}")
+    failed = [c for c in exc.checks if not c.get("passed") and not c.get("skipped")]
+    for check in failed:
+        err.print(f"  reason: [red]{check.get('code')}[/] {check.get('detail', '')}")
+    if not failed:
+        for code in exc.codes:
+            err.print(f"  reason: [red]{code}[/]")
+    raise typer.Exit(3)
+
+
+@app.command()
+def provision(
+    attestor: Annotated[str, typer.Option(help="attestor base URL")],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    tcti: Tcti = None,
+    ca_bundle: Annotated[Path | None, typer.Option(help="CA bundle for HTTPS")] = None,
+    serial: Annotated[str | None, typer.Option(help="device serial number")] = None,
+    device_class: Annotated[str | None, typer.Option("--class", help="device class")] = None,
+    event_log: EventLog = None,
+) -> None:
+    """Factory enrollment: create AK and DevID in the TPM, persist them, enroll."""
+    from agent.enroll import provision as do_provision
+    from agent.tpm.device import Tpm, TpmError
+
+    config = load_config(state_dir=state_dir, attestor_url=attestor, tcti=tcti,
+                         ca_bundle=ca_bundle, serial=serial, device_class=device_class,
+                         event_log=event_log)
+    try:
+        with Tpm(config.tcti) as tpm, _client(config) as client:
+            enrolled = do_provision(config, tpm, client, now())
+    except AttestorError as exc:
+        _refused(exc)
+    except (Unreachable, TpmError) as exc:
+        fail(str(exc))
+    out.print(f"[green]enrolled[/] device [bold]{enrolled.device_id}[/] (EK {enrolled.ek_type})")
+    out.print(f"  device identity certificate valid until {enrolled.certificate.not_valid_after_utc}")
+
+
+@app.command()
+def attest(
+    once: Annotated[bool, typer.Option("--once", help="attest once and exit")] = False,
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    tcti: Tcti = None,
+    event_log: EventLog = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Attest now and install the issued credentials (use `run` for the daemon)."""
+    from agent.attest import NotProvisioned, attest_once
+    from agent.tpm.device import Tpm, TpmError
+
+    if not once:
+        fail("use `edge-agent attest --once`, or `edge-agent run` to keep renewing")
+    config = load_config(state_dir=state_dir, tcti=tcti, event_log=event_log)
+    try:
+        with Tpm(config.tcti) as tpm, _client(config) as client:
+            issued = attest_once(config, tpm, client, now())
+    except AttestorError as exc:
+        if json_out:
+            failed = [{"code": c.get("code"), "detail": c.get("detail")}
+                      for c in exc.checks if not c.get("passed") and not c.get("skipped")]
+            print(json.dumps({"verdict": "fail", "codes": exc.codes, "detail": exc.detail,
+                              "failed": failed}))
+            raise typer.Exit(3) from exc
+        _refused(exc)
+    except (Unreachable, TpmError, NotProvisioned) as exc:
+        fail(str(exc))
+    if json_out:
+        print(json.dumps({"verdict": "pass", "serial": issued.serial,
+                          "not_after": issued.not_after.isoformat(),
+                          "uri": issued.subject_uri, "secrets": list(issued.secrets)}))
+        return
+    out.print(f"[green]attested[/]: certificate {issued.serial} for {issued.subject_uri}")
+    out.print(f"  valid {issued.not_before:%H:%M:%S} → {issued.not_after:%H:%M:%S} UTC; "
+              f"renews at {issued.renew_at(config.renew_fraction):%H:%M:%S}")
+    if issued.secrets:
+        out.print(f"  secrets: {', '.join(issued.secrets)}")
+
+
+@app.command()
+def run(
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    tcti: Tcti = None,
+    event_log: EventLog = None,
+) -> None:
+    """Run as a daemon: renew before expiry, back off while the attestor is away."""
+    from agent.renew import Renewer
+    from agent.tpm.device import Tpm, TpmError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    config = load_config(state_dir=state_dir, tcti=tcti, event_log=event_log)
+    if not config.device_id:
+        fail("this device is not provisioned: run `edge-agent provision`")
+    try:
+        tpm = Tpm(config.tcti)
+    except TpmError as exc:
+        fail(str(exc))
+    with tpm, _client(config) as client:
+        renewer = Renewer(config, tpm, client, now)
+        signal.signal(signal.SIGTERM, lambda *_: renewer.stop.set())
+        signal.signal(signal.SIGINT, lambda *_: renewer.stop.set())
+        renewer.run()
+
+
+@app.command()
+def status(
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Identity, certificate expiry, last verdict and next renewal."""
+    from agent.attest import STATUS_FILE, current_certificate
+
+    config = load_config(state_dir=state_dir)
+    try:
+        info = json.loads((state_dir / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        info = {}
+    cert = current_certificate(state_dir)
+    info["device_id"] = config.device_id
+    info["certificate_not_after"] = cert.not_valid_after_utc.isoformat() if cert else None
+    if json_out:
+        print(json.dumps(info))
+        return
+    for key, value in info.items():
+        out.print(f"{key}: {value}")
+
+
+def main() -> None:
+    try:
+        app()
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] invalid configuration: {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""`make demo`: the whole job end to end on the embedded defaults.
+
+Attestor on SQLite with its local CA; one emulated device (swtpm with an EK
+certificate from a test manufacturer); measured boot; enrollment; learning the
+reference from the known-good boot; attestation with certificate and secret;
+renewal; then a tampered boot loader, refused with its reason codes.
+The real `attestor` and `edge-agent` commands do the work; exit 0 only if
+every step behaved as expected.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from cryptography import x509
+from cryptography.x509.verification import PolicyBuilder, Store
+from rich.console import Console
+
+from agent.sim.boot import simulate_boot
+from agent.sim.swtpm import Manufacturer, SwtpmProcess, free_port_pair
+from agent.tpm.device import Tpm
+
+console = Console(highlight=False, soft_wrap=True)
+BIN = Path(sys.executable).parent
+SECRET_NAME = "wifi/psk"
+
+
+class DemoFailed(Exception):
+    pass
+
+
+def step(title: str) -> None:
+    console.print(f"\n[bold cyan]▶ {title}[/]")
+
+
+def ok(message: str) -> None:
+    console.print(f"  [green]✓[/] {message}")
+
+
+def run(*args: str, expect: int = 0, env: dict[str, str] | None = None) -> str:
+    proc = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True,  # noqa: S603
+                          env={**os.environ, **(env or {}), "COLUMNS": "100"}, check=False)
+    if proc.returncode != expect:
+        raise DemoFailed(f"`{' '.join(args)}` exited {proc.returncode} (expected {expect}):\n"
+                         f"{proc.stdout}{proc.stderr}")
+    return proc.stdout + proc.stderr
+
+
+def attest_json(state: Path, expect: int) -> dict[str, object]:
+    out = run("edge-agent", "attest", "--once", "--json", "--state-dir", str(state),
+              expect=expect)
+    result: dict[str, object] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+def boot(tpm_proc: SwtpmProcess, log: Path, *, tamper: bool) -> None:
+    with Tpm(tpm_proc.tcti) as tpm:
+        simulate_boot(tpm, log, tamper=tamper)
+
+
+def main(workdir: Path) -> None:
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    data, state = workdir / "attestor", workdir / "device" / "state"
+    log = workdir / "device" / "binary_bios_measurements"
+
+    step("Attestor: SQLite database, local two-level CA (embedded defaults)")
+    run("attestor", "init", "--dev", "-d", str(data))
+    maker = Manufacturer(workdir / "tpm-manufacturer")
+    maker.ensure_config()
+    ok("initialised; CA keys encrypted, mode 0600")
+
+    step("Emulated device: swtpm manufactured with an EK certificate")
+    tpm_dir = workdir / "device" / "tpm"
+    maker.manufacture(tpm_dir)
+    run("attestor", "trust", "add", "-d", str(data), str(maker.root_certificate),
+        str(maker.intermediate_certificate))
+    ok("test manufacturer's root and intermediate imported into the EK trust store")
+    run("attestor", "secret", "put", SECRET_NAME, "--value", "correct horse battery staple",
+        "-d", str(data), "--dev")
+    ok(f"secret {SECRET_NAME!r} stored (AES-GCM in the database)")
+
+    port = free_port_pair()
+    url = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(  # noqa: S603
+        [str(BIN / "attestor"), "serve", "--dev", "-d", str(data), "--port", str(port)],
+        stdout=open(workdir / "attestor.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+    )
+    tpm_proc = SwtpmProcess(tpm_dir)
+    try:
+        _wait_healthy(url, server)
+        ok(f"attestor serving on {url}")
+        tpm_proc.start()
+        boot(tpm_proc, log, tamper=False)
+        ok(f"measured boot simulated: PCRs 0-7 extended, event log at {log.name}")
+        _enroll_attest_renew(data, state, log, url, tpm_proc)
+        _tampered(state, log, tpm_proc)
+    finally:
+        tpm_proc.stop()
+        server.terminate()
+        server.wait(timeout=10)
+
+
+def _wait_healthy(url: str, server: subprocess.Popen[bytes]) -> None:
+    for _ in range(200):
+        if server.poll() is not None:
+            raise DemoFailed("the attestor exited; see demo-run/attestor.log")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=0.5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    raise DemoFailed("the attestor did not become healthy")
+
+
+def _enroll_attest_renew(data: Path, state: Path, log: Path, url: str,
+                         tpm_proc: SwtpmProcess) -> None:
+    step("Factory enrollment: EK chain, credential activation, DevID certify")
+    out = run("edge-agent", "provision", "--attestor", url, "--tcti", tpm_proc.tcti,
+              "--state-dir", str(state), "--serial", "EDGE-0001", "--event-log", str(log))
+    device_id = next(w for w in out.split() if w.startswith("d") and len(w) == 32)
+    ok(f"device {device_id} enrolled; device identity certificate in devid.pem")
+
+    step("Reference policy learned from the known-good boot")
+    first = attest_json(state, expect=3)
+    if first.get("codes") != ["policy.no_reference"]:
+        raise DemoFailed(f"expected policy.no_reference before learning, got {first}")
+    ok("first attestation: quote verified, no reference yet (policy.no_reference)")
+    run("attestor", "policy", "learn", "--device", device_id, "--secret", SECRET_NAME,
+        "-d", str(data), "--dev")
+    ok("golden PCR 0-7 values learned; policy grants the secret")
+
+    step("Attestation: quote, event log replay, policy, TPM-resident key")
+    result = attest_json(state, expect=0)
+    cert = _show_certificate(state)
+    secret = (state / "secrets" / SECRET_NAME).read_bytes()
+    ok(f"secret {SECRET_NAME!r} delivered ({len(secret)} bytes, file mode "
+       f"{oct((state / 'secrets' / SECRET_NAME).stat().st_mode & 0o777)})")
+
+    step("Renewal")
+    renewed = attest_json(state, expect=0)
+    if renewed["serial"] == result["serial"]:
+        raise DemoFailed("renewal did not issue a new serial")
+    ok(f"renewed: serial {str(result['serial'])[:16]}… → {str(renewed['serial'])[:16]}…")
+    del cert
+
+
+def _show_certificate(state: Path) -> x509.Certificate:
+    cert = x509.load_pem_x509_certificate((state / "cert.pem").read_bytes())
+    chain = x509.load_pem_x509_certificates((state / "chain.pem").read_bytes())
+    roots = x509.load_pem_x509_certificates((state / "ca.pem").read_bytes())
+    now = dt.datetime.now(dt.UTC)
+    PolicyBuilder().store(Store(roots)).time(now).build_client_verifier().verify(cert, chain)
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    lifetime = cert.not_valid_after_utc - now
+    ok(f"certificate subject {cert.subject.rfc4514_string()}")
+    ok(f"SAN {', '.join(san.get_values_for_type(x509.UniformResourceIdentifier))}")
+    ok(f"lifetime {int(lifetime.total_seconds() // 60)} min (until "
+       f"{cert.not_valid_after_utc:%H:%M:%S} UTC); chain verifies to the attestor's CA")
+    key_pem = (state / "key.pem").read_bytes()
+    if not key_pem.startswith(b"-----BEGIN TSS2 PRIVATE KEY-----"):
+        raise DemoFailed("key.pem is not a TPM-wrapped key")
+    ok("key.pem is a TSS2 PRIVATE KEY: the private key never leaves the TPM")
+    return cert
+
+
+def _tampered(state: Path, log: Path, tpm_proc: SwtpmProcess) -> None:
+    step("Reboot with a tampered boot loader")
+    before = (state / "cert.pem").read_bytes()
+    tpm_proc.restart()
+    boot(tpm_proc, log, tamper=True)
+    ok("device power-cycled; GRUB image modified; PCR4 differs")
+    refused = attest_json(state, expect=3)
+    codes = [str(c) for c in refused.get("codes", [])]  # type: ignore[attr-defined]
+    if refused.get("verdict") != "fail" or "policy.pcr_mismatch" not in codes:
+        raise DemoFailed(f"the tampered boot was not refused as expected: {refused}")
+    if (state / "cert.pem").read_bytes() != before:
+        raise DemoFailed("credentials changed after a refused attestation")
+    console.print(f"  [bold red]✗ refused[/]: {', '.join(codes)}")
+    for failed in refused.get("failed", []):  # type: ignore[attr-defined]
+        console.print(f"    {failed['code']}: {failed['detail']}")
+    ok("nothing issued; the previous credentials stay in place")
+    console.print("\n[bold green]demo complete:[/] enrollment, attestation, certificate, "
+                  "secret, renewal, and the tampered boot refused.")
+
+
+if __name__ == "__main__":
+    try:
+        main(Path(os.environ.get("EDGEPROOF_DEMO_DIR", "demo-run")).resolve())
+    except DemoFailed as exc:
+        console.print(f"\n[bold red]demo failed:[/] {exc}")
+        sys.exit(1)

@@ -1,0 +1,31 @@
+"""Challenge and attestation for an enrolled device."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Path
+from fastapi.concurrency import run_in_threadpool
+
+from attestor.api.deps import ServicesDep
+from attestor.api.schemas import AttestationRequest, AttestationResult, Challenge
+from attestor.services import attestation
+
+router = APIRouter(prefix="/v1/devices/{device_id}", tags=["attestation"])
+DeviceId = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+PROBLEMS = {400: {"description": "malformed evidence"},
+            403: {"description": "evidence refused; `codes` lists every reason, nothing issued"},
+            404: {"description": "unknown device"}}
+
+
+@router.post("/challenge", response_model=Challenge, responses=PROBLEMS)
+async def challenge(svc: ServicesDep, device_id: str = DeviceId) -> Challenge:
+    """A single-use nonce and the PCR selection the device's policy requires."""
+    return await run_in_threadpool(attestation.challenge, svc, device_id)
+
+
+@router.post("/attestations", status_code=201, response_model=AttestationResult,
+             responses=PROBLEMS)
+async def attest(req: AttestationRequest, svc: ServicesDep,
+                 device_id: str = DeviceId) -> AttestationResult:
+    """Verify quote, event log, policy and the workload key; on a pass, a short-lived
+    certificate and the secrets the policy grants."""
+    return await run_in_threadpool(attestation.attest, svc, device_id, req)

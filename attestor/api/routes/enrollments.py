@@ -1,0 +1,34 @@
+"""Factory enrollment: POST the TPM's keys, then the activated credential."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+
+from attestor.api.deps import ServicesDep
+from attestor.api.schemas import (
+    ActivationRequest,
+    EnrolledDevice,
+    EnrollmentChallenge,
+    EnrollmentRequest,
+)
+from attestor.services import enrollment
+
+router = APIRouter(prefix="/v1/enrollments", tags=["enrollment"])
+PROBLEMS = {400: {"description": "malformed TPM structures"},
+            403: {"description": "evidence refused; `codes` lists every reason"},
+            404: {"description": "unknown enrollment"}}
+
+
+@router.post("", status_code=201, response_model=EnrollmentChallenge, responses=PROBLEMS)
+async def start_enrollment(req: EnrollmentRequest, svc: ServicesDep) -> EnrollmentChallenge:
+    """Step 1: EK certificate chain, AK attributes and the DevID certify are checked;
+    the answer is a credential-activation challenge for the TPM."""
+    return await run_in_threadpool(enrollment.start, svc, req)
+
+
+@router.post("/{enrollment_id}/activation", response_model=EnrolledDevice, responses=PROBLEMS)
+async def activate(enrollment_id: str, req: ActivationRequest, svc: ServicesDep) -> EnrolledDevice:
+    """Step 2: the secret recovered by TPM2_ActivateCredential; on a match the device
+    is enrolled and gets its device identity certificate."""
+    return await run_in_threadpool(enrollment.complete, svc, enrollment_id, req)

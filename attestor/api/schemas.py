@@ -1,0 +1,130 @@
+"""Request and response models of API v1. Requests forbid unknown fields.
+
+Binary values travel as strict standard base64 (RFC 4648 section 4, padded).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+MAX_STRUCT_B64 = 8 * 1024
+MAX_LOG_B64 = 4 * 1024 * 1024
+
+
+def _b64(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("not valid base64") from exc
+
+
+B64 = Annotated[
+    bytes,
+    BeforeValidator(_b64),
+    PlainSerializer(lambda b: base64.b64encode(b).decode(), return_type=str),
+]
+StructB64 = Annotated[B64, Field(max_length=MAX_STRUCT_B64, json_schema_extra={"format": "byte"})]
+LogB64 = Annotated[B64, Field(max_length=MAX_LOG_B64, json_schema_extra={"format": "byte"})]
+Label = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w.:@/+\- ]+$")]
+
+
+class Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SignedAttest(Request):
+    """A TPMS_ATTEST exactly as the TPM produced it, and its TPMT_SIGNATURE."""
+
+    attest: StructB64
+    signature: StructB64
+
+
+# enrollment --------------------------------------------------------------------
+
+
+class EnrollmentRequest(Request):
+    ek_public: StructB64 = Field(description="TPM2B_PUBLIC of the endorsement key")
+    ek_certificate: StructB64 | None = Field(None, description="EK certificate (DER)")
+    ek_chain: list[StructB64] = Field(default_factory=list, max_length=4)
+    ak_public: StructB64 = Field(description="TPM2B_PUBLIC of the attestation key")
+    srk_public: StructB64 | None = Field(
+        None, description="TPM2B_PUBLIC of the AK's parent (owner-hierarchy primary)"
+    )
+    devid_public: StructB64 = Field(description="TPM2B_PUBLIC of the DevID signing key")
+    devid_certify: SignedAttest = Field(description="TPM2_Certify of the DevID by the AK")
+    serial: Label | None = None
+    model: Label | None = None
+    device_class: Label = "default"
+
+
+class EnrollmentChallenge(BaseModel):
+    enrollment_id: str
+    device_id: str
+    credential_blob: B64 = Field(description="TPM2B_ID_OBJECT for TPM2_ActivateCredential")
+    encrypted_secret: B64 = Field(description="TPM2B_ENCRYPTED_SECRET")
+    expires_at: dt.datetime
+
+
+class ActivationRequest(Request):
+    secret: Annotated[B64, Field(max_length=64)]
+
+
+class EnrolledDevice(BaseModel):
+    device_id: str
+    certificate: str = Field(description="device identity certificate (PEM)")
+    chain: str = Field(description="issuing CA certificates (PEM)")
+    ca: str = Field(description="trust anchors (PEM)")
+
+
+# attestation ---------------------------------------------------------------------
+
+
+class Challenge(BaseModel):
+    nonce: B64
+    expires_at: dt.datetime
+    pcr_selection: dict[str, list[int]]
+
+
+class AttestationRequest(Request):
+    nonce: Annotated[B64, Field(max_length=64)]
+    quote: SignedAttest
+    pcrs: dict[str, dict[str, str]] = Field(description='{"sha256": {"0": "<hex>", ...}}')
+    event_log: LogB64 | None = Field(None, description="binary TCG measured-boot log")
+    csr: StructB64 = Field(description="PKCS#10 request (DER) signed by the workload key")
+    key_public: StructB64 = Field(description="TPM2B_PUBLIC of the workload key")
+    key_certify: SignedAttest = Field(description="TPM2_Certify of the workload key by the AK")
+
+
+class GrantedSecret(BaseModel):
+    name: str
+    version: int
+    value: B64
+
+
+class PolicyRef(BaseModel):
+    device_class: str
+    version: int | None
+
+
+class AttestationResult(BaseModel):
+    device_id: str
+    verdict: str
+    checks: list[dict[str, Any]]
+    warnings: list[str]
+    policy: PolicyRef
+    certificate: str
+    chain: str
+    ca: str
+    serial: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    secrets: list[GrantedSecret]

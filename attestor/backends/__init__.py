@@ -1,0 +1,1 @@
+"""Pluggable backends: one narrow Protocol per kind, implementations side by side."""

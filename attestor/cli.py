@@ -1,0 +1,311 @@
+"""`attestor`: run the attestation service and administer it (embedded setup)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from attestor.settings import CONFIG_FILE, ConfigError, Settings, load_settings
+from identity.errors import IdentityError
+
+app = typer.Typer(help="edgeproof attestor: attestation service and admin commands.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+trust_app = typer.Typer(help="The EK trust store (TPM-vendor CA certificates).",
+                        no_args_is_help=True)
+policy_app = typer.Typer(help="Reference policies per device class.", no_args_is_help=True)
+secret_app = typer.Typer(help="The embedded secret store.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+device_app = typer.Typer(help="Enrolled devices.", no_args_is_help=True)
+for sub, name in ((trust_app, "trust"), (policy_app, "policy"), (secret_app, "secret"),
+                  (db_app, "db"), (device_app, "device")):
+    app.add_typer(sub, name=name)
+
+out = Console()
+err = Console(stderr=True)
+
+DataDir = Annotated[Path, typer.Option("--data-dir", "-d", envvar="EDGEPROOF_DATA_DIR",
+                                       help="attestor data directory")]
+Dev = Annotated[bool | None, typer.Option("--dev", help="development mode (built-in CA "
+                                          "passphrase allowed)", show_default=False)]
+DEFAULT_DIR = Path("attestor-data")
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def settings_for(data_dir: Path, dev: bool | None = None, **overrides: object) -> Settings:
+    try:
+        return load_settings(data_dir, dev=dev or None, **overrides)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def services_for(data_dir: Path, dev: bool | None):  # type: ignore[no-untyped-def]
+    from attestor.services.context import build_services
+
+    try:
+        return build_services(settings_for(data_dir, dev))
+    except (ConfigError, IdentityError) as exc:
+        fail(str(exc))
+
+
+@app.command()
+def init(
+    data_dir: DataDir = DEFAULT_DIR,
+    dev: Dev = None,
+    trust_domain: Annotated[str, typer.Option(help="SPIFFE trust domain")] = "edgeproof.local",
+    ca_name: Annotated[str, typer.Option(help="CA common-name prefix")] = "edgeproof",
+) -> None:
+    """Create a data directory: SQLite database, local two-level CA, secret-store key."""
+    from attestor.backends.issuer.local_ca import LocalCa
+    from attestor.backends.secrets.embedded import EmbeddedSecretStore
+    from attestor.db.engine import make_engine, upgrade
+    from attestor.services.context import utc_now
+
+    if (data_dir / "ca" / "root.pem").exists():
+        fail(f"{data_dir} already holds an attestor; refusing to overwrite it")
+    settings = settings_for(data_dir, dev, trust_domain=trust_domain)
+    passphrase = settings.ca_passphrase()  # refuse before creating anything
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config = data_dir / CONFIG_FILE
+    if not config.exists():
+        config.write_text(f'trust_domain = "{settings.trust_domain}"\n')
+    upgrade(make_engine(settings.db_url))
+    settings.trust_dir.mkdir(parents=True, exist_ok=True)
+    LocalCa.create(settings.ca_dir, passphrase, utc_now(), name=ca_name,
+                   root_days=settings.ca.root_days, issuing_days=settings.ca.issuing_days)
+    if not settings.secret_key_file.exists():
+        EmbeddedSecretStore.create_key(settings.secret_key_file)
+    out.print(f"[green]initialised[/] {data_dir} (database {settings.db_url}, CA in "
+              f"{settings.ca_dir}, trust store {settings.trust_dir})")
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = DEFAULT_DIR,
+    dev: Dev = None,
+    host: Annotated[str | None, typer.Option(help="listen address")] = None,
+    port: Annotated[int | None, typer.Option(help="listen port")] = None,
+) -> None:
+    """Run the attestor's HTTP API under uvicorn."""
+    import uvicorn
+
+    from attestor.app import create_app
+    from attestor.services.context import build_services
+
+    settings = settings_for(data_dir, dev, host=host, port=port)
+    try:
+        services = build_services(settings)
+    except (ConfigError, IdentityError) as exc:
+        fail(str(exc))
+    if services.trust.rejected:
+        for source, why in services.trust.rejected:
+            err.print(f"[yellow]trust store:[/] skipped {source}: {why}")
+    uvicorn.run(create_app(services), host=settings.host, port=settings.port,
+                log_level="info", access_log=False)
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
+    """Apply database migrations up to the current schema."""
+    from attestor.db.engine import current_revision, make_engine, upgrade
+
+    engine = make_engine(settings_for(data_dir, dev).db_url)
+    upgrade(engine)
+    out.print(f"database at revision {current_revision(engine)}")
+
+
+@trust_app.command("add")
+def trust_add(files: list[Path], data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
+    """Import TPM-vendor root or intermediate CA certificates (PEM or DER)."""
+    from attestor.trust import import_certificates
+
+    refused = import_certificates(files, settings_for(data_dir, dev).trust_dir)
+    for path, why in refused:
+        err.print(f"[yellow]refused[/] {path}: {why}")
+    out.print(f"imported {len(files) - len(refused)} of {len(files)} file(s)")
+    if refused:
+        raise typer.Exit(1)
+
+
+@trust_app.command("list")
+def trust_list(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
+    """Show the trust store's roots and intermediates, and files it could not load."""
+    from attestor.trust import load_trust_store
+
+    store = load_trust_store(settings_for(data_dir, dev).trust_dir)
+    table = Table("kind", "subject", "not after")
+    for kind, certs in (("root", store.roots), ("intermediate", store.intermediates)):
+        for cert in certs:
+            table.add_row(kind, cert.subject.rfc4514_string(), str(cert.not_valid_after_utc))
+    out.print(table)
+    for source, why in store.rejected:
+        err.print(f"[yellow]not loaded[/] {source}: {why}")
+
+
+@policy_app.command("learn")
+def policy_learn(
+    device: Annotated[str, typer.Option(help="device whose last verified quote is known-good")],
+    secret: Annotated[list[str] | None, typer.Option(
+        help="also grant this secret on a pass (repeatable)")] = None,
+    data_dir: DataDir = DEFAULT_DIR,
+    dev: Dev = None,
+) -> None:
+    """New policy version for the device's class, golden PCRs from its last verified quote."""
+    from attestor.services.policies import learn_from_device
+
+    svc = services_for(data_dir, dev)
+    try:
+        with svc.session() as session, session.begin():
+            policy, evidence = learn_from_device(session, device, "cli", svc.clock(),
+                                                 grant=tuple(secret or ()))
+    except IdentityError as exc:
+        fail(exc.detail)
+    out.print(f"[green]policy[/] class={policy.device_class} version={policy.version} "
+              f"learned from attestation #{evidence.id} at {evidence.at:%Y-%m-%d %H:%M:%S}Z")
+    out.print_json(json.dumps(policy.document))
+
+
+@policy_app.command("show")
+def policy_show(
+    device_class: Annotated[str, typer.Option("--class", help="device class")] = "default",
+    data_dir: DataDir = DEFAULT_DIR,
+    dev: Dev = None,
+) -> None:
+    """Print the policy in force for a device class."""
+    from attestor.db import queries
+    from attestor.db.engine import make_engine
+    from sqlmodel import Session
+
+    with Session(make_engine(settings_for(data_dir, dev).db_url)) as session:
+        row = queries.current_policy(session, device_class)
+    if row is None:
+        fail(f"no policy for class {device_class!r} (learn one with `attestor policy learn`)")
+    out.print(f"class={row.device_class} version={row.version} by={row.created_by}")
+    out.print_json(json.dumps(row.document))
+
+
+@policy_app.command("set")
+def policy_set(
+    file: Annotated[Path, typer.Argument(help="policy document (JSON)")],
+    device_class: Annotated[str, typer.Option("--class", help="device class")] = "default",
+    data_dir: DataDir = DEFAULT_DIR,
+    dev: Dev = None,
+) -> None:
+    """Store a policy document as the class's next version."""
+    from attestor.services.policies import set_policy
+    from identity.policy import parse_policy
+
+    svc = services_for(data_dir, dev)
+    try:
+        document = parse_policy(json.loads(file.read_text()))
+    except (OSError, ValueError, IdentityError) as exc:
+        fail(f"{file}: {exc}")
+    with svc.session() as session, session.begin():
+        policy = set_policy(session, device_class, document, "cli", svc.clock())
+    out.print(f"[green]policy[/] class={device_class} version={policy.version}")
+
+
+@secret_app.command("put")
+def secret_put(
+    name: str,
+    value: Annotated[str | None, typer.Option(help="value (prefer --from-file or stdin)")] = None,
+    from_file: Annotated[Path | None, typer.Option(help="read the value from a file")] = None,
+    data_dir: DataDir = DEFAULT_DIR,
+    dev: Dev = None,
+) -> None:
+    """Store a new version of a secret (value from --value, --from-file or stdin)."""
+    from attestor.backends.secrets.embedded import EmbeddedSecretStore
+
+    svc = services_for(data_dir, dev)
+    if value is not None and from_file is not None:
+        fail("give --value or --from-file, not both")
+    data = (value.encode() if value is not None
+            else from_file.read_bytes() if from_file is not None else sys.stdin.buffer.read())
+    store = svc.secrets
+    if not isinstance(store, EmbeddedSecretStore):
+        fail("secrets are managed in the configured external store")
+    try:
+        version = store.put(name, data, svc.clock())
+    except IdentityError as exc:
+        fail(exc.detail)
+    out.print(f"[green]stored[/] {name} version {version} ({len(data)} bytes)")
+
+
+@secret_app.command("list")
+def secret_list(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
+    """Secret names and latest versions (never values)."""
+    from attestor.backends.secrets.embedded import EmbeddedSecretStore
+
+    store = services_for(data_dir, dev).secrets
+    if not isinstance(store, EmbeddedSecretStore):
+        fail("secrets are managed in the configured external store")
+    table = Table("name", "version")
+    for name, version in store.names():
+        table.add_row(name, str(version))
+    out.print(table)
+
+
+@app.command("ca")
+def ca_export(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
+    """Print the CA trust anchor (PEM) that relying parties and agents need."""
+    sys.stdout.write((settings_for(data_dir, dev).ca_dir / "root.pem").read_text())
+
+
+@device_app.command("list")
+def device_list(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
+    """Enrolled devices with their last verdict."""
+    from attestor.db import queries
+    from attestor.db.engine import make_engine
+    from sqlmodel import Session
+
+    with Session(make_engine(settings_for(data_dir, dev).db_url)) as session:
+        devices = queries.list_devices(session, limit=1000)
+    table = Table("device", "serial", "class", "state", "last verdict", "last attested")
+    for d in devices:
+        table.add_row(d.id, d.serial or "", d.device_class, d.state, d.last_verdict or "",
+                      str(d.last_attested_at or ""))
+    out.print(table)
+
+
+@device_app.command("show")
+def device_show(device_id: str, data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
+    """One device and its recent attestations with their reason codes."""
+    from attestor.db import queries
+    from attestor.db.engine import make_engine
+    from sqlmodel import Session
+
+    with Session(make_engine(settings_for(data_dir, dev).db_url)) as session:
+        try:
+            device = queries.get_device(session, device_id)
+        except IdentityError as exc:
+            fail(exc.detail)
+        history = queries.attestations_for(session, device_id, limit=20)
+    out.print(f"{device.id} serial={device.serial} class={device.device_class} "
+              f"state={device.state} enrolled={device.enrolled_at:%Y-%m-%d %H:%M:%S}Z")
+    table = Table("at", "verdict", "reasons", "policy", "certificate")
+    for a in history:
+        table.add_row(f"{a.at:%Y-%m-%d %H:%M:%S}", a.verdict, ", ".join(a.reasons),
+                      str(a.policy_version or ""), a.certificate_serial or "")
+    out.print(table)
+
+
+def main() -> None:
+    """Entry point: configuration problems end with one clear line, not a traceback."""
+    try:
+        app()
+    except ConfigError as exc:
+        err.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

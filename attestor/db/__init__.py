@@ -1,0 +1,1 @@
+"""Storage: tables, engine, migrations and the one data-access module (queries)."""

@@ -1,0 +1,150 @@
+"""Database tables (SQLModel). Schema changes go through Alembic migrations.
+
+Times are stored as timezone-aware UTC on both SQLite and PostgreSQL.
+Nothing here ever holds a secret value in clear: activation secrets are kept
+as digests, embedded-store secrets as AES-GCM ciphertext.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from attestor.db.types import UtcDateTime
+
+
+def _time(nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_column=sa.Column(UtcDateTime(), nullable=nullable, index=index))
+
+
+def _json() -> Any:
+    return Field(default_factory=dict, sa_column=sa.Column(sa.JSON, nullable=False))
+
+
+class Device(SQLModel, table=True):
+    __tablename__ = "devices"
+
+    id: str = Field(primary_key=True, max_length=64)
+    serial: str | None = Field(default=None, max_length=128)
+    model: str | None = Field(default=None, max_length=128)
+    device_class: str = Field(default="default", max_length=64, index=True)
+    state: str = Field(default="active", max_length=16, index=True)
+    ek_public: bytes
+    ek_certificate: bytes | None = None
+    ak_public: bytes
+    ak_name: str = Field(max_length=132)
+    ak_qualified_name: str | None = Field(default=None, max_length=132)
+    devid_public: bytes
+    devid_cert_serial: str | None = Field(default=None, max_length=64)
+    enrolled_at: dt.datetime = _time()
+    last_attested_at: dt.datetime | None = _time(nullable=True, index=True)
+    last_verdict: str | None = Field(default=None, max_length=16)
+    clock_reset_count: int | None = Field(default=None, sa_type=sa.BigInteger)
+    clock_restart_count: int | None = Field(default=None, sa_type=sa.BigInteger)
+    clock_value: int | None = Field(default=None, sa_type=sa.BigInteger)
+
+
+class Enrollment(SQLModel, table=True):
+    """A pending factory enrollment, waiting for the activated credential."""
+
+    __tablename__ = "enrollments"
+
+    id: str = Field(primary_key=True, max_length=64)
+    device_id: str = Field(max_length=64, index=True)
+    serial: str | None = Field(default=None, max_length=128)
+    model: str | None = Field(default=None, max_length=128)
+    device_class: str = Field(default="default", max_length=64)
+    ek_public: bytes
+    ek_certificate: bytes | None = None
+    ak_public: bytes
+    ak_qualified_name: str | None = Field(default=None, max_length=132)
+    devid_public: bytes
+    secret_digest: bytes
+    created_at: dt.datetime = _time()
+    expires_at: dt.datetime = _time()
+    used_at: dt.datetime | None = _time(nullable=True)
+
+
+class Nonce(SQLModel, table=True):
+    __tablename__ = "nonces"
+
+    value: str = Field(primary_key=True, max_length=64)
+    device_id: str = Field(max_length=64, index=True)
+    expires_at: dt.datetime = _time(index=True)
+    used_at: dt.datetime | None = _time(nullable=True)
+
+
+class Attestation(SQLModel, table=True):
+    __tablename__ = "attestations"
+
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: str = Field(max_length=64, index=True)
+    at: dt.datetime = _time(index=True)
+    verdict: str = Field(max_length=16)
+    reasons: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    checks: list[dict[str, Any]] = Field(
+        default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False)
+    )
+    warnings: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    policy_id: int | None = None
+    policy_version: int | None = None
+    quote_verified: bool = False
+    pcr_values: dict[str, Any] = _json()
+    evidence_sha256: str = Field(max_length=64)
+    certificate_serial: str | None = Field(default=None, max_length=64)
+
+
+class Certificate(SQLModel, table=True):
+    __tablename__ = "certificates"
+
+    serial: str = Field(primary_key=True, max_length=64)
+    device_id: str = Field(max_length=64, index=True)
+    kind: str = Field(max_length=16)  # "identity" or "workload"
+    not_before: dt.datetime = _time()
+    not_after: dt.datetime = _time(index=True)
+    pem: str
+    revoked_at: dt.datetime | None = _time(nullable=True)
+
+
+class Policy(SQLModel, table=True):
+    """Immutable policy versions per device class; the highest version is in force."""
+
+    __tablename__ = "policies"
+    __table_args__ = (sa.UniqueConstraint("device_class", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    device_class: str = Field(max_length=64, index=True)
+    version: int
+    document: dict[str, Any] = _json()
+    created_at: dt.datetime = _time()
+    created_by: str = Field(max_length=128)
+
+
+class StoredSecret(SQLModel, table=True):
+    """Embedded secret store: AES-GCM ciphertext, one row per version."""
+
+    __tablename__ = "secrets"
+    __table_args__ = (sa.UniqueConstraint("name", "version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, index=True)
+    version: int
+    key_id: str = Field(max_length=32)
+    nonce: bytes
+    ciphertext: bytes
+    created_at: dt.datetime = _time()
+
+
+class AuditEvent(SQLModel, table=True):
+    __tablename__ = "audit_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: dt.datetime = _time(index=True)
+    actor: str = Field(max_length=128)
+    action: str = Field(max_length=64, index=True)
+    outcome: str = Field(max_length=16)
+    device_id: str | None = Field(default=None, max_length=64, index=True)
+    details: dict[str, Any] = _json()

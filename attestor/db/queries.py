@@ -1,0 +1,237 @@
+"""Every query the attestor runs, in one place. Callers own the transaction.
+
+Single-use values (nonces, activation secrets) are consumed with one guarded
+UPDATE, so two replicas racing on the same value cannot both win.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from attestor.db.models import (
+    Attestation,
+    AuditEvent,
+    Certificate,
+    Device,
+    Enrollment,
+    Nonce,
+    Policy,
+    StoredSecret,
+)
+from identity.errors import (
+    ActivationExpired,
+    ActivationUnknown,
+    ActivationUsed,
+    DeviceUnknown,
+    NonceExpired,
+    NonceUnknown,
+    NonceUsed,
+    NonceWrongDevice,
+)
+
+
+def _rowcount(result: sa.Result[Any]) -> int:
+    return int(getattr(result, "rowcount", 0))
+
+
+# devices ---------------------------------------------------------------------
+
+
+def get_device(session: Session, device_id: str) -> Device:
+    device = session.get(Device, device_id)
+    if device is None:
+        raise DeviceUnknown(f"no enrolled device {device_id!r}")
+    return device
+
+
+def find_device(session: Session, device_id: str) -> Device | None:
+    return session.get(Device, device_id)
+
+
+def list_devices(session: Session, limit: int = 100) -> Sequence[Device]:
+    return session.exec(select(Device).order_by(col(Device.enrolled_at)).limit(limit)).all()
+
+
+# enrollment ------------------------------------------------------------------
+
+
+def add_enrollment(session: Session, enrollment: Enrollment) -> None:
+    session.add(enrollment)
+
+
+def consume_enrollment(session: Session, enrollment_id: str, now: dt.datetime) -> Enrollment:
+    """Mark a pending enrollment used, once; typed errors say why it cannot be."""
+    result = session.execute(
+        sa.update(Enrollment)
+        .where(
+            col(Enrollment.id) == enrollment_id,
+            col(Enrollment.used_at).is_(None),
+            col(Enrollment.expires_at) > now,
+        )
+        .values(used_at=now)
+    )
+    row = session.get(Enrollment, enrollment_id, populate_existing=True)
+    if _rowcount(result) == 1 and row is not None:
+        return row
+    if row is None:
+        raise ActivationUnknown("no pending enrollment with that id")
+    if row.used_at is not None:
+        raise ActivationUsed("this enrollment challenge was already answered")
+    raise ActivationExpired("the enrollment challenge has expired; enroll again")
+
+
+# nonces ----------------------------------------------------------------------
+
+
+def add_nonce(session: Session, nonce: Nonce) -> None:
+    session.add(nonce)
+
+
+def consume_nonce(session: Session, value: str, device_id: str, now: dt.datetime) -> None:
+    """Consume a nonce atomically; it must be known, this device's, unexpired and unused."""
+    result = session.execute(
+        sa.update(Nonce)
+        .where(
+            col(Nonce.value) == value,
+            col(Nonce.device_id) == device_id,
+            col(Nonce.used_at).is_(None),
+            col(Nonce.expires_at) > now,
+        )
+        .values(used_at=now)
+    )
+    if _rowcount(result) == 1:
+        return
+    row = session.get(Nonce, value, populate_existing=True)
+    if row is None:
+        raise NonceUnknown("the nonce was never issued by this attestor")
+    if row.device_id != device_id:
+        raise NonceWrongDevice("the nonce was issued to another device")
+    if row.used_at is not None:
+        raise NonceUsed("the nonce was already used (replay)")
+    raise NonceExpired("the nonce has expired; ask for a new challenge")
+
+
+def purge_nonces(session: Session, before: dt.datetime) -> int:
+    result = session.execute(sa.delete(Nonce).where(col(Nonce.expires_at) < before))
+    return _rowcount(result)
+
+
+# attestations and certificates ------------------------------------------------
+
+
+def add_attestation(session: Session, attestation: Attestation) -> None:
+    session.add(attestation)
+
+
+def last_verified_attestation(session: Session, device_id: str) -> Attestation | None:
+    """The latest attestation whose quote verified (its PCR values are genuine)."""
+    return session.exec(
+        select(Attestation)
+        .where(Attestation.device_id == device_id, col(Attestation.quote_verified).is_(True))
+        .order_by(col(Attestation.at).desc(), col(Attestation.id).desc())
+        .limit(1)
+    ).first()
+
+
+def attestations_for(session: Session, device_id: str, limit: int = 50) -> Sequence[Attestation]:
+    return session.exec(
+        select(Attestation)
+        .where(Attestation.device_id == device_id)
+        .order_by(col(Attestation.at).desc(), col(Attestation.id).desc())
+        .limit(limit)
+    ).all()
+
+
+def add_certificate(session: Session, cert: Certificate) -> None:
+    session.add(cert)
+
+
+# policies --------------------------------------------------------------------
+
+
+def current_policy(session: Session, device_class: str) -> Policy | None:
+    return session.exec(
+        select(Policy)
+        .where(Policy.device_class == device_class)
+        .order_by(col(Policy.version).desc())
+        .limit(1)
+    ).first()
+
+
+def add_policy_version(
+    session: Session, device_class: str, document: dict[str, Any], actor: str, now: dt.datetime
+) -> Policy:
+    """Append a new immutable version; the unique constraint settles concurrent writers."""
+    for _ in range(3):
+        latest = current_policy(session, device_class)
+        version = (latest.version if latest else 0) + 1
+        policy = Policy(
+            device_class=device_class, version=version, document=document,
+            created_at=now, created_by=actor,
+        )
+        try:
+            with session.begin_nested():
+                session.add(policy)
+            return policy
+        except IntegrityError:
+            continue
+    raise RuntimeError("could not allocate a policy version after 3 attempts")
+
+
+# embedded secret store ---------------------------------------------------------
+
+
+def latest_secret(session: Session, name: str) -> StoredSecret | None:
+    return session.exec(
+        select(StoredSecret)
+        .where(StoredSecret.name == name)
+        .order_by(col(StoredSecret.version).desc())
+        .limit(1)
+    ).first()
+
+
+def add_secret(session: Session, secret: StoredSecret) -> None:
+    session.add(secret)
+
+
+def secret_names(session: Session) -> list[tuple[str, int]]:
+    rows = session.execute(
+        sa.select(StoredSecret.name, sa.func.max(StoredSecret.version))
+        .group_by(StoredSecret.name)
+        .order_by(StoredSecret.name)
+    ).all()
+    return [(str(name), int(version)) for name, version in rows]
+
+
+# audit -----------------------------------------------------------------------
+
+
+def audit(
+    session: Session,
+    *,
+    at: dt.datetime,
+    actor: str,
+    action: str,
+    outcome: str,
+    device_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> None:
+    session.add(
+        AuditEvent(
+            at=at, actor=actor, action=action, outcome=outcome,
+            device_id=device_id, details=details or {},
+        )
+    )
+
+
+def audit_events(session: Session, device_id: str | None = None) -> Sequence[AuditEvent]:
+    query = select(AuditEvent).order_by(col(AuditEvent.id))
+    if device_id is not None:
+        query = query.where(AuditEvent.device_id == device_id)
+    return session.exec(query).all()

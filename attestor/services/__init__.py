@@ -1,0 +1,1 @@
+"""Use cases of the attestor (enrollment, attestation, policy), free of HTTP."""

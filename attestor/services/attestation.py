@@ -1,0 +1,254 @@
+"""Challenge and attestation: verify the evidence, then issue; or refuse and issue nothing.
+
+Order of work: the nonce is consumed first, in its own transaction, so a nonce
+is spent even when the rest fails. Then every check runs and is recorded. Only
+if all pass is a certificate signed and are secrets read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlmodel import Session
+
+from attestor.api.schemas import (
+    AttestationRequest,
+    AttestationResult,
+    Challenge,
+    GrantedSecret,
+    PolicyRef,
+)
+from attestor.backends.issuer import IssuedCertificate
+from attestor.db import queries
+from attestor.db.models import Attestation, Certificate, Device, Nonce, Policy
+from attestor.services.context import Services
+from attestor.services.policies import policy_for
+from identity.checks import CheckRunner
+from identity.errors import (
+    BackendUnavailable,
+    DeviceNotActive,
+    DeviceUnknown,
+    EventLogMissing,
+    IdentityError,
+    VerificationFailed,
+)
+from identity.eventlog.replay import check_replay_matches, replay
+from identity.eventlog.tcg import parse_event_log
+from identity.pcr import format_pcr_values, parse_pcr_values
+from identity.policy import PolicyDocument, evaluate_pcrs
+from identity.tpm.certify import verify_certify
+from identity.tpm.quote import ClockState, QuoteResult, verify_quote
+from identity.x509.csr import check_csr
+
+NONCE_SIZE = 32
+ACTOR = "device"
+
+
+def _active_device(session: Session, device_id: str) -> Device:
+    """The device, which must be enrolled and active."""
+    device = queries.get_device(session, device_id)
+    if device.state != "active":
+        raise DeviceNotActive(f"device is {device.state}")
+    return device
+
+
+def challenge(svc: Services, device_id: str) -> Challenge:
+    now = svc.clock()
+    nonce = secrets.token_bytes(NONCE_SIZE)
+    expires = now + dt.timedelta(seconds=svc.settings.nonce_ttl_seconds)
+    with svc.session() as session, session.begin():
+        device = _active_device(session, device_id)
+        document, _ = policy_for(session, device.device_class)
+        queries.add_nonce(session, Nonce(value=nonce.hex(), device_id=device_id, expires_at=expires))
+    return Challenge(
+        nonce=nonce, expires_at=expires, pcr_selection=document.required_selection().as_dict()
+    )
+
+
+def _previous_clock(device: Device) -> ClockState | None:
+    if device.clock_reset_count is None or device.clock_value is None:
+        return None
+    return ClockState(
+        clock=device.clock_value,
+        reset_count=device.clock_reset_count,
+        restart_count=device.clock_restart_count or 0,
+        safe=True,
+    )
+
+
+def _evidence_digest(req: AttestationRequest) -> str:
+    return hashlib.sha256(req.model_dump_json().encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    runner: CheckRunner
+    quote: QuoteResult
+
+    @property
+    def quote_ok(self) -> bool:
+        return self.quote.checks.passed
+
+
+def _verify(
+    svc: Services, device: Device, req: AttestationRequest, document: PolicyDocument
+) -> Verification:
+    """Run every check and record each outcome."""
+    runner = CheckRunner()
+    ak = svc.ak(device.ak_public)
+    pcr_values = parse_pcr_values(req.pcrs)
+    signer = bytes.fromhex(device.ak_qualified_name) if device.ak_qualified_name else None
+    quote = verify_quote(
+        ak, req.quote.attest, req.quote.signature,
+        nonce=req.nonce, pcr_values=pcr_values, required=document.required_selection(),
+        previous=_previous_clock(device), expected_signer=signer,
+    )
+    runner.extend(quote.checks)
+
+    if req.event_log is not None:
+        log = parse_event_log(req.event_log)
+        runner.run("eventlog.replay", lambda: check_replay_matches(replay(log), pcr_values))
+    elif document.require_event_log:
+        runner.fail("eventlog.present", EventLogMissing("the policy requires an event log"))
+
+    if quote.checks.passed:
+        runner.run("policy.pcrs", lambda: evaluate_pcrs(document, pcr_values))
+    else:
+        runner.skip("policy.pcrs", "PCR values are not proven by the quote")
+
+    certified = verify_certify(
+        runner, ak, req.key_certify.attest, req.key_certify.signature, req.key_public,
+        qualifying_data=req.nonce, what="key.certify",
+    )
+    if certified is not None:
+        runner.run("csr", lambda: check_csr(req.csr, expected_key=certified.key))
+    else:
+        runner.skip("csr", "the workload key is not certified by the AK")
+    return Verification(runner, quote)
+
+
+def attest(svc: Services, device_id: str, req: AttestationRequest) -> AttestationResult:
+    now = svc.clock()
+    with svc.session() as session:
+        try:
+            with session.begin():
+                device = queries.get_device(session, device_id)
+                document, policy = policy_for(session, device.device_class)
+        except DeviceUnknown:
+            with session.begin():
+                queries.audit(
+                    session, at=now, actor=ACTOR, action="attestation", outcome="fail",
+                    details={"reasons": [DeviceUnknown.code], "claimed_device": device_id},
+                )
+            raise
+        try:
+            if device.state != "active":
+                raise DeviceNotActive(f"device is {device.state}")
+            with session.begin():
+                queries.consume_nonce(session, req.nonce.hex(), device_id, now)
+            result = _verify(svc, device, req, document)
+        except IdentityError as exc:
+            _record_refusal(session, device, req, now, [exc.code], [], policy, quote_ok=False)
+            raise
+        runner = result.runner
+        if not runner.passed:
+            checks = [c.as_dict() for c in runner.checks]
+            _record_refusal(session, device, req, now, runner.reason_codes, checks, policy,
+                            quote_ok=result.quote_ok)
+            raise VerificationFailed("attestation refused", runner.checks, runner.reason_codes)
+
+        granted = _read_secrets(svc, document)
+        ttl_seconds = min(
+            document.cert_ttl_seconds or svc.settings.issuance.cert_ttl_seconds,
+            svc.settings.issuance.max_cert_ttl_seconds,
+        )
+        issued = svc.issuer.issue_workload(
+            check_csr(req.csr).public_key, device_id=device_id, now=now,
+            ttl=dt.timedelta(seconds=ttl_seconds),
+        )
+        _record_pass(session, device_id, req, now, result, policy, issued, granted)
+    return AttestationResult(
+        device_id=device_id, verdict="pass", checks=[c.as_dict() for c in runner.checks],
+        warnings=runner.warnings,
+        policy=PolicyRef(device_class=device.device_class,
+                         version=policy.version if policy else None),
+        certificate=issued.pem, chain=issued.chain_pem, ca=svc.issuer.roots_pem(),
+        serial=issued.serial, not_before=issued.cert.not_valid_before_utc,
+        not_after=issued.cert.not_valid_after_utc, secrets=granted,
+    )
+
+
+def _record_pass(
+    session: Session, device_id: str, req: AttestationRequest, now: dt.datetime,
+    result: Verification, policy: Policy | None, issued: IssuedCertificate,
+    granted: list[GrantedSecret],
+) -> None:
+    clock = result.quote.clock
+    with session.begin():
+        device = queries.get_device(session, device_id)
+        device.last_attested_at = now
+        device.last_verdict = "pass"
+        device.clock_reset_count = clock.reset_count
+        device.clock_restart_count = clock.restart_count
+        device.clock_value = clock.clock
+        session.add(device)
+        queries.add_attestation(session, Attestation(
+            device_id=device_id, at=now, verdict="pass", reasons=[],
+            checks=[c.as_dict() for c in result.runner.checks], warnings=result.runner.warnings,
+            policy_id=policy.id if policy else None,
+            policy_version=policy.version if policy else None,
+            quote_verified=True, pcr_values=format_pcr_values(parse_pcr_values(req.pcrs)),
+            evidence_sha256=_evidence_digest(req), certificate_serial=issued.serial,
+        ))
+        queries.add_certificate(session, Certificate(
+            serial=issued.serial, device_id=device_id, kind="workload",
+            not_before=issued.cert.not_valid_before_utc,
+            not_after=issued.cert.not_valid_after_utc, pem=issued.pem,
+        ))
+        queries.audit(
+            session, at=now, actor=ACTOR, action="attestation", outcome="pass",
+            device_id=device_id,
+            details={
+                "certificate_serial": issued.serial,
+                "policy_version": policy.version if policy else None,
+                "secrets": [{"name": s.name, "version": s.version} for s in granted],
+                "warnings": result.runner.warnings,
+            },
+        )
+
+
+def _read_secrets(svc: Services, document: PolicyDocument) -> list[GrantedSecret]:
+    granted = []
+    for name in document.secrets:
+        value = svc.secrets.read(name)
+        if value is None:
+            raise BackendUnavailable(f"policy grants secret {name!r}, which the store lacks")
+        granted.append(GrantedSecret(name=value.name, version=value.version, value=value.value))
+    return granted
+
+
+def _record_refusal(
+    session: Session, device: Device, req: AttestationRequest, now: dt.datetime,
+    reasons: list[str], checks: list[dict[str, object]], policy: Policy | None, quote_ok: bool,
+) -> None:
+    with session.begin():
+        fresh = queries.get_device(session, device.id)
+        fresh.last_attested_at = now
+        fresh.last_verdict = "fail"
+        session.add(fresh)
+        pcrs: dict[str, object] = {}
+        if quote_ok:
+            pcrs = dict(format_pcr_values(parse_pcr_values(req.pcrs)))
+        queries.add_attestation(session, Attestation(
+            device_id=device.id, at=now, verdict="fail", reasons=reasons, checks=checks,
+            policy_id=policy.id if policy else None,
+            policy_version=policy.version if policy else None,
+            quote_verified=quote_ok, pcr_values=pcrs, evidence_sha256=_evidence_digest(req),
+        ))
+        queries.audit(
+            session, at=now, actor=ACTOR, action="attestation", outcome="fail",
+            device_id=device.id, details={"reasons": reasons},
+        )

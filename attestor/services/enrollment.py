@@ -1,0 +1,185 @@
+"""Factory enrollment: EK chain, AK checks, DevID certify, credential activation.
+
+Step one checks everything that can be checked from the request and answers
+with a MakeCredential challenge; step two proves that the AK and the EK live
+in the same TPM and issues the long-lived device identity certificate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+from sqlmodel import Session
+
+from attestor.api.schemas import (
+    ActivationRequest,
+    EnrolledDevice,
+    EnrollmentChallenge,
+    EnrollmentRequest,
+)
+from attestor.db import queries
+from attestor.db.models import Certificate, Device, Enrollment
+from attestor.services.context import Services
+from identity.checks import CheckRunner
+from identity.ekcert import check_ek_matches, verify_ek_certificate
+from identity.errors import (
+    DeviceNotActive,
+    EkChainUntrusted,
+    EvidenceError,
+    VerificationFailed,
+)
+from identity.tpm.ak import TpmKey, check_attestation_key
+from identity.tpm.certify import verify_certify
+from identity.tpm.credential import (
+    SECRET_SIZE,
+    check_activation,
+    check_ek_public,
+    make_activation,
+    secret_digest,
+)
+from identity.tpm.keys import public_key
+from identity.protocol import device_id_for, enrollment_binding
+from identity.tpm.quote import owner_child_qualified_name
+from identity.tpm.structures import object_name, parse_public
+
+ACTOR = "device"
+
+
+def start(svc: Services, req: EnrollmentRequest) -> EnrollmentChallenge:
+    now = svc.clock()
+    runner = CheckRunner()
+    ek = check_ek_public(req.ek_public)  # malformed EK: nothing else is meaningful
+    device_id = device_id_for(req.ek_public)
+
+    def ek_chain() -> None:
+        if req.ek_certificate is None:
+            raise EkChainUntrusted(
+                "no EK certificate: EK public keys alone are accepted only when pre-registered"
+            )
+        info = verify_ek_certificate(
+            req.ek_certificate, svc.trust, now, req.ek_chain,
+            require_san=svc.settings.ek_require_san,
+        )
+        check_ek_matches(info, public_key(ek))
+
+    runner.run("ek.certificate", ek_chain)
+    ak: TpmKey | None = runner.run("ak.attributes", lambda: check_attestation_key(req.ak_public))
+    qualified: str | None = None
+    if ak is not None:
+        verify_certify(
+            runner, ak, req.devid_certify.attest, req.devid_certify.signature, req.devid_public,
+            qualifying_data=enrollment_binding(req.ek_public, ak.name), what="devid.certify",
+        )
+        if req.srk_public is not None:
+            srk_name = object_name(parse_public(req.srk_public))
+            qualified = owner_child_qualified_name(srk_name, ak.name).hex()
+    else:
+        runner.skip("devid.certify", "the AK was rejected")
+
+    with svc.session() as session, session.begin():
+        existing = queries.find_device(session, device_id)
+        if existing is not None and existing.state != "active":
+            runner.fail("device.state", DeviceNotActive(f"device is {existing.state}"))
+        if not runner.passed or ak is None:
+            queries.audit(
+                session, at=now, actor=ACTOR, action="enrollment.start", outcome="refused",
+                device_id=device_id, details={"reasons": runner.reason_codes},
+            )
+            session.commit()
+            raise VerificationFailed("enrollment refused", runner.checks, runner.reason_codes)
+        secret = secrets.token_bytes(SECRET_SIZE)
+        challenge = make_activation(ek, ak.name, secret)
+        enrollment = Enrollment(
+            id=secrets.token_urlsafe(18),
+            device_id=device_id,
+            serial=req.serial,
+            model=req.model,
+            device_class=req.device_class,
+            ek_public=req.ek_public,
+            ek_certificate=req.ek_certificate,
+            ak_public=req.ak_public,
+            ak_qualified_name=qualified,
+            devid_public=req.devid_public,
+            secret_digest=secret_digest(secret),
+            created_at=now,
+            expires_at=now + dt.timedelta(seconds=svc.settings.activation_ttl_seconds),
+        )
+        del secret
+        queries.add_enrollment(session, enrollment)
+        queries.audit(
+            session, at=now, actor=ACTOR, action="enrollment.start", outcome="challenged",
+            device_id=device_id, details={"enrollment_id": enrollment.id, "serial": req.serial},
+        )
+    return EnrollmentChallenge(
+        enrollment_id=enrollment.id,
+        device_id=device_id,
+        credential_blob=challenge.credential_blob,
+        encrypted_secret=challenge.encrypted_secret,
+        expires_at=enrollment.expires_at,
+    )
+
+
+def complete(svc: Services, enrollment_id: str, req: ActivationRequest) -> EnrolledDevice:
+    now = svc.clock()
+    with svc.session() as session:
+        try:
+            # Consumed in its own transaction: a wrong answer burns the challenge too.
+            with session.begin():
+                row = queries.consume_enrollment(session, enrollment_id, now)
+            check_activation(row.secret_digest, req.secret)
+        except EvidenceError as exc:
+            with session.begin():
+                queries.audit(
+                    session, at=now, actor=ACTOR, action="enrollment.activate",
+                    outcome="refused",
+                    details={"enrollment_id": enrollment_id, "reason": exc.code},
+                )
+            raise
+        devid = public_key(parse_public(row.devid_public))
+        issued = svc.issuer.issue_device_identity(
+            devid, device_id=row.device_id, serial=row.serial, now=now
+        )
+        with session.begin():
+            _upsert_device(session, row, issued.serial, now)
+            queries.add_certificate(
+                session,
+                Certificate(
+                    serial=issued.serial, device_id=row.device_id, kind="identity",
+                    not_before=issued.cert.not_valid_before_utc,
+                    not_after=issued.cert.not_valid_after_utc, pem=issued.pem,
+                ),
+            )
+            queries.audit(
+                session, at=now, actor=ACTOR, action="enrollment.activate", outcome="enrolled",
+                device_id=row.device_id,
+                details={"certificate_serial": issued.serial, "serial": row.serial},
+            )
+    return EnrolledDevice(
+        device_id=row.device_id, certificate=issued.pem, chain=issued.chain_pem,
+        ca=svc.issuer.roots_pem(),
+    )
+
+
+def _upsert_device(session: Session, row: Enrollment, cert_serial: str, now: dt.datetime) -> None:
+    ak_name = object_name(parse_public(row.ak_public)).hex()
+    device = queries.find_device(session, row.device_id)
+    if device is None:
+        device = Device(id=row.device_id, ek_public=row.ek_public, ak_public=row.ak_public,
+                        ak_name=ak_name, devid_public=row.devid_public, enrolled_at=now)
+    elif device.state != "active":
+        raise DeviceNotActive(f"device is {device.state}")
+    device.serial = row.serial
+    device.model = row.model
+    device.device_class = row.device_class
+    device.ek_certificate = row.ek_certificate
+    device.ak_public = row.ak_public
+    device.ak_name = ak_name
+    device.ak_qualified_name = row.ak_qualified_name
+    device.devid_public = row.devid_public
+    device.devid_cert_serial = cert_serial
+    device.enrolled_at = now
+    # A new AK starts a new clock history.
+    device.clock_reset_count = device.clock_restart_count = device.clock_value = None
+    session.add(device)
+

@@ -1,0 +1,143 @@
+"""Attestor settings: defaults < ``<data-dir>/attestor.toml`` < ``EDGEPROOF_*`` env < CLI.
+
+Built once at start-up by :func:`load_settings`, never at import. Outside
+``dev`` mode, a missing, short or well-known CA passphrase refuses to start.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE = "attestor.toml"
+DEV_PASSPHRASE = "edgeproof-development-only-passphrase"  # noqa: S105 - refused outside dev
+KNOWN_PASSPHRASES = frozenset(
+    {"", "changeme", "change-me", "password", "passphrase", "edgeproof", DEV_PASSPHRASE}
+)
+MIN_PASSPHRASE = 12
+
+
+class ConfigError(Exception):
+    """Settings are invalid or incomplete; the message says which and how to fix it."""
+
+
+class CaSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    passphrase: SecretStr | None = Field(None, description="issuing-CA key passphrase")
+    passphrase_file: Path | None = Field(None, description="file holding the passphrase")
+    root_days: int = Field(7300, ge=1)
+    issuing_days: int = Field(3650, ge=1)
+    device_identity_days: int = Field(3650, ge=1, description="DevID certificate lifetime")
+
+
+class IssuanceSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cert_ttl_seconds: int = Field(3600, ge=60, description="default workload cert lifetime")
+    max_cert_ttl_seconds: int = Field(7 * 86400, ge=60, description="upper clamp on any TTL")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> IssuanceSettings:
+        if self.cert_ttl_seconds > self.max_cert_ttl_seconds:
+            raise ValueError("cert_ttl_seconds exceeds max_cert_ttl_seconds")
+        return self
+
+
+class SecretStoreSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key_file: Path | None = Field(None, description="AES-256 key of the embedded store")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="EDGEPROOF_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path
+    dev: bool = Field(False, description="development mode: allows the built-in passphrase")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; SQLite in data dir")
+    trust_domain: str = Field("edgeproof.local", pattern=r"^[a-z0-9.\-_]+$")
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    nonce_ttl_seconds: int = Field(60, ge=10, le=600)
+    activation_ttl_seconds: int = Field(300, ge=30, le=3600)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
+    ek_require_san: bool = Field(True, description="EK certificates must carry the TCG SAN")
+    ca: CaSettings = CaSettings()
+    issuance: IssuanceSettings = IssuanceSettings()
+    secrets: SecretStoreSettings = SecretStoreSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        init_kwargs: dict[str, Any] = getattr(init_settings, "init_kwargs", {})
+        data_dir = init_kwargs.get("data_dir") or os.environ.get("EDGEPROOF_DATA_DIR")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if data_dir and (Path(data_dir) / CONFIG_FILE).is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, Path(data_dir) / CONFIG_FILE))
+        return tuple(sources)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'attestor.db'}"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.data_dir / "ca"
+
+    @property
+    def trust_dir(self) -> Path:
+        return self.data_dir / "trust" / "ek-roots"
+
+    @property
+    def secret_key_file(self) -> Path:
+        return self.secrets.key_file or self.data_dir / "secrets.key"
+
+    def ca_passphrase(self) -> bytes:
+        """The CA passphrase; refuses missing or well-known ones outside dev mode."""
+        value: str | None = None
+        if self.ca.passphrase is not None:
+            value = self.ca.passphrase.get_secret_value()
+        elif self.ca.passphrase_file is not None:
+            try:
+                value = self.ca.passphrase_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read CA passphrase file: {exc}") from exc
+        if value is None and self.dev:
+            value = DEV_PASSPHRASE
+        if value is None:
+            raise ConfigError(
+                "no CA passphrase: set EDGEPROOF_CA__PASSPHRASE or ca.passphrase_file "
+                "(or run with --dev for a development setup)"
+            )
+        if not self.dev and (value in KNOWN_PASSPHRASES or len(value) < MIN_PASSPHRASE):
+            raise ConfigError(
+                f"the CA passphrase is a default or shorter than {MIN_PASSPHRASE} characters; "
+                "choose a real one (only --dev accepts it)"
+            )
+        return value.encode()
+
+
+def load_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Build the settings once; invalid values become a :class:`ConfigError`."""
+    try:
+        return Settings(data_dir=data_dir, **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc

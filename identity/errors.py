@@ -1,0 +1,321 @@
+"""One error hierarchy for edgeproof, each class with a stable dotted reason code.
+
+The codes are wire format: they appear in problem responses, audit entries and
+metrics labels. Add codes; never rename one.
+
+    IdentityError                      identity.error
+    ├── MalformedInput                 input.malformed
+    │   ├── TpmStructureMalformed      tpm.malformed
+    │   ├── EventLogMalformed          eventlog.malformed
+    │   └── CsrMalformed               csr.malformed
+    ├── UnsupportedAlgorithm           tpm.unsupported_algorithm
+    └── EvidenceError                  evidence.invalid
+        ├── NonceError
+        │   ├── NonceUnknown           nonce.unknown
+        │   ├── NonceExpired           nonce.expired
+        │   ├── NonceUsed              nonce.used
+        │   └── NonceWrongDevice       nonce.wrong_device
+        ├── QuoteError
+        │   ├── QuoteSignatureInvalid  quote.signature_invalid
+        │   ├── QuoteSchemeMismatch    quote.scheme_mismatch
+        │   ├── QuoteMagicInvalid      quote.magic_invalid
+        │   ├── QuoteTypeInvalid       quote.type_invalid
+        │   ├── QuoteNonceMismatch     quote.nonce_mismatch
+        │   ├── PcrSelectionMismatch   quote.pcr_selection_mismatch
+        │   ├── PcrDigestMismatch      quote.pcr_digest_mismatch
+        │   ├── ResetCountRollback     quote.reset_count_rollback
+        │   ├── ClockRollback          quote.clock_rollback
+        │   └── FirmwareDenied         quote.firmware_denied
+        ├── AttestationKeyInvalid      ak.invalid
+        ├── CertifyError
+        │   ├── CertifySignatureInvalid   certify.signature_invalid
+        │   ├── CertifySchemeMismatch     certify.scheme_mismatch
+        │   ├── CertifyMagicInvalid       certify.magic_invalid
+        │   ├── CertifyTypeInvalid        certify.type_invalid
+        │   ├── CertifyNameMismatch       certify.name_mismatch
+        │   ├── CertifyQualifyingMismatch certify.qualifying_data_mismatch
+        │   └── CertifiedKeyInvalid       certify.key_attributes_invalid
+        ├── ActivationError
+        │   ├── ActivationUnknown      activation.unknown
+        │   ├── ActivationExpired      activation.expired
+        │   ├── ActivationUsed         activation.used
+        │   └── ActivationMismatch     activation.secret_mismatch
+        ├── EkError
+        │   ├── EkChainUntrusted       ek.chain_untrusted
+        │   ├── EkProfileInvalid       ek.profile_invalid
+        │   ├── EkKeyMismatch          ek.key_mismatch
+        │   └── EkPublicInvalid        ek.public_invalid
+        ├── EventLogReplayMismatch     eventlog.replay_mismatch
+        ├── EventLogMissing            eventlog.missing
+        ├── PolicyError
+        │   ├── PolicyMissing          policy.missing
+        │   ├── PolicyNoReference      policy.no_reference
+        │   └── PolicyPcrMismatch      policy.pcr_mismatch
+        ├── CsrError
+        │   ├── CsrSignatureInvalid    csr.signature_invalid
+        │   ├── CsrKeyWeak             csr.key_weak
+        │   └── CsrKeyMismatch         csr.key_mismatch
+        ├── DeviceError
+        │   ├── DeviceUnknown          device.unknown
+        │   └── DeviceNotActive        device.not_active
+        └── VerificationFailed         attestation.refused (carries every failed check)
+    ServiceError                       service.error (our fault, not the device's)
+    └── BackendUnavailable             backend.unavailable
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from identity.checks import Check
+
+
+class IdentityError(Exception):
+    """Base of every edgeproof error; ``code`` is the stable reason code."""
+
+    code: ClassVar[str] = "identity.error"
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail or self.code)
+        self.detail = detail or self.code
+
+
+class MalformedInput(IdentityError):
+    code = "input.malformed"
+
+
+class TpmStructureMalformed(MalformedInput):
+    code = "tpm.malformed"
+
+
+class EventLogMalformed(MalformedInput):
+    code = "eventlog.malformed"
+
+
+class CsrMalformed(MalformedInput):
+    code = "csr.malformed"
+
+
+class UnsupportedAlgorithm(IdentityError):
+    code = "tpm.unsupported_algorithm"
+
+
+class EvidenceError(IdentityError):
+    """The evidence parsed but does not prove what it claims."""
+
+    code = "evidence.invalid"
+
+
+class NonceError(EvidenceError):
+    code = "nonce.invalid"
+
+
+class NonceUnknown(NonceError):
+    code = "nonce.unknown"
+
+
+class NonceExpired(NonceError):
+    code = "nonce.expired"
+
+
+class NonceUsed(NonceError):
+    code = "nonce.used"
+
+
+class NonceWrongDevice(NonceError):
+    code = "nonce.wrong_device"
+
+
+class QuoteError(EvidenceError):
+    code = "quote.invalid"
+
+
+class QuoteSignatureInvalid(QuoteError):
+    code = "quote.signature_invalid"
+
+
+class QuoteSchemeMismatch(QuoteError):
+    code = "quote.scheme_mismatch"
+
+
+class QuoteMagicInvalid(QuoteError):
+    code = "quote.magic_invalid"
+
+
+class QuoteTypeInvalid(QuoteError):
+    code = "quote.type_invalid"
+
+
+class QuoteNonceMismatch(QuoteError):
+    code = "quote.nonce_mismatch"
+
+
+class PcrSelectionMismatch(QuoteError):
+    code = "quote.pcr_selection_mismatch"
+
+
+class PcrDigestMismatch(QuoteError):
+    code = "quote.pcr_digest_mismatch"
+
+
+class ResetCountRollback(QuoteError):
+    code = "quote.reset_count_rollback"
+
+
+class ClockRollback(QuoteError):
+    code = "quote.clock_rollback"
+
+
+class FirmwareDenied(QuoteError):
+    code = "quote.firmware_denied"
+
+
+class AttestationKeyInvalid(EvidenceError):
+    code = "ak.invalid"
+
+
+class CertifyError(EvidenceError):
+    code = "certify.invalid"
+
+
+class CertifySignatureInvalid(CertifyError):
+    code = "certify.signature_invalid"
+
+
+class CertifySchemeMismatch(CertifyError):
+    code = "certify.scheme_mismatch"
+
+
+class CertifyMagicInvalid(CertifyError):
+    code = "certify.magic_invalid"
+
+
+class CertifyTypeInvalid(CertifyError):
+    code = "certify.type_invalid"
+
+
+class CertifyNameMismatch(CertifyError):
+    code = "certify.name_mismatch"
+
+
+class CertifyQualifyingMismatch(CertifyError):
+    code = "certify.qualifying_data_mismatch"
+
+
+class CertifiedKeyInvalid(CertifyError):
+    code = "certify.key_attributes_invalid"
+
+
+class ActivationError(EvidenceError):
+    code = "activation.invalid"
+
+
+class ActivationUnknown(ActivationError):
+    code = "activation.unknown"
+
+
+class ActivationExpired(ActivationError):
+    code = "activation.expired"
+
+
+class ActivationUsed(ActivationError):
+    code = "activation.used"
+
+
+class ActivationMismatch(ActivationError):
+    code = "activation.secret_mismatch"
+
+
+class EkError(EvidenceError):
+    code = "ek.invalid"
+
+
+class EkChainUntrusted(EkError):
+    code = "ek.chain_untrusted"
+
+
+class EkProfileInvalid(EkError):
+    code = "ek.profile_invalid"
+
+
+class EkKeyMismatch(EkError):
+    code = "ek.key_mismatch"
+
+
+class EkPublicInvalid(EkError):
+    code = "ek.public_invalid"
+
+
+class EventLogReplayMismatch(EvidenceError):
+    code = "eventlog.replay_mismatch"
+
+
+class EventLogMissing(EvidenceError):
+    code = "eventlog.missing"
+
+
+class PolicyError(EvidenceError):
+    code = "policy.invalid"
+
+
+class PolicyMissing(PolicyError):
+    code = "policy.missing"
+
+
+class PolicyNoReference(PolicyError):
+    code = "policy.no_reference"
+
+
+class PolicyPcrMismatch(PolicyError):
+    code = "policy.pcr_mismatch"
+
+
+class CsrError(EvidenceError):
+    code = "csr.invalid"
+
+
+class CsrSignatureInvalid(CsrError):
+    code = "csr.signature_invalid"
+
+
+class CsrKeyWeak(CsrError):
+    code = "csr.key_weak"
+
+
+class CsrKeyMismatch(CsrError):
+    code = "csr.key_mismatch"
+
+
+class DeviceError(EvidenceError):
+    code = "device.invalid"
+
+
+class DeviceUnknown(DeviceError):
+    code = "device.unknown"
+
+
+class DeviceNotActive(DeviceError):
+    code = "device.not_active"
+
+
+class VerificationFailed(EvidenceError):
+    """Evidence was refused; ``checks`` lists every check with its outcome."""
+
+    code = "attestation.refused"
+
+    def __init__(self, detail: str, checks: Sequence[Check], reasons: Sequence[str]) -> None:
+        super().__init__(detail)
+        self.checks = list(checks)
+        self.reasons = list(reasons)
+
+
+class ServiceError(IdentityError):
+    """A fault on our side (backend down, misconfiguration): never the device's fault."""
+
+    code = "service.error"
+
+
+class BackendUnavailable(ServiceError):
+    code = "backend.unavailable"

@@ -1,0 +1,108 @@
+"""Reference policy per device class: golden PCR values, granted secrets, certificate TTL.
+
+A minimal appraisal: the quoted PCRs (already proven by the quote) must equal
+the golden values learned from a known-good boot. Measured-boot appraisal of
+the event log's contents builds on this.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from identity.errors import MalformedInput, PolicyNoReference, PolicyPcrMismatch
+from identity.pcr import MAX_PCR, PcrSelection, PcrValues
+from identity.tpm.structures import DIGEST_SIZES
+
+DEFAULT_PCRS = tuple(range(8))
+
+
+class PolicyDocument(BaseModel):
+    """What an operator writes (or ``policy learn`` produces) for one device class."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pcr_bank: str = Field("sha256", description="PCR bank the quote must cover")
+    pcrs: tuple[int, ...] = Field(DEFAULT_PCRS, description="PCR indices to quote")
+    golden: dict[int, str] = Field(
+        default_factory=dict, description="PCR index -> expected value (hex)"
+    )
+    secrets: tuple[str, ...] = Field((), description="secret names released on a pass")
+    cert_ttl_seconds: int | None = Field(
+        None, ge=60, description="lifetime of issued certificates; the server default if unset"
+    )
+    require_event_log: bool = Field(True, description="refuse evidence without an event log")
+
+    @field_validator("pcr_bank")
+    @classmethod
+    def _bank(cls, v: str) -> str:
+        if v not in DIGEST_SIZES:
+            raise ValueError(f"unknown PCR bank {v!r}")
+        return v
+
+    @field_validator("pcrs")
+    @classmethod
+    def _pcrs(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v or any(not 0 <= i <= MAX_PCR for i in v):
+            raise ValueError("pcrs must be a non-empty list of indices 0..23")
+        return tuple(sorted(set(v)))
+
+    @field_validator("golden")
+    @classmethod
+    def _golden(cls, v: dict[int, str]) -> dict[int, str]:
+        for index, value in v.items():
+            try:
+                bytes.fromhex(value)
+            except ValueError as exc:
+                raise ValueError(f"golden PCR {index} is not hex") from exc
+        return {i: value.lower() for i, value in v.items()}
+
+    @model_validator(mode="after")
+    def _golden_fits(self) -> PolicyDocument:
+        size = DIGEST_SIZES[self.pcr_bank]
+        for index, value in self.golden.items():
+            if index not in self.pcrs:
+                raise ValueError(f"golden value for PCR {index}, which is not quoted")
+            if len(bytes.fromhex(value)) != size:
+                raise ValueError(f"golden PCR {index} is not a {self.pcr_bank} digest")
+        return self
+
+    def required_selection(self) -> PcrSelection:
+        return PcrSelection.of({self.pcr_bank: self.pcrs})
+
+
+def parse_policy(document: Mapping[str, Any]) -> PolicyDocument:
+    try:
+        return PolicyDocument.model_validate(document)
+    except ValueError as exc:
+        raise MalformedInput(f"policy document: {exc}") from exc
+
+
+def evaluate_pcrs(policy: PolicyDocument, values: PcrValues) -> None:
+    """Every quoted PCR must equal its golden value; all differences are named."""
+    if not policy.golden:
+        raise PolicyNoReference(
+            "the policy holds no golden PCR values yet (learn them from a known-good boot)"
+        )
+    bank = values.get(policy.pcr_bank, {})
+    differing = [
+        i for i, want in sorted(policy.golden.items()) if bank.get(i, b"").hex() != want
+    ]
+    missing = [i for i in policy.pcrs if i not in policy.golden]
+    if missing:
+        raise PolicyNoReference(f"no golden value for quoted PCRs {missing}")
+    if differing:
+        raise PolicyPcrMismatch(
+            f"{policy.pcr_bank} PCR {', '.join(map(str, differing))} differ from the reference"
+        )
+
+
+def learn(base: PolicyDocument, values: PcrValues) -> PolicyDocument:
+    """A new document whose golden values are the (verified) quoted PCRs."""
+    bank = values.get(base.pcr_bank)
+    if not bank or any(i not in bank for i in base.pcrs):
+        raise MalformedInput(f"evidence lacks the {base.pcr_bank} PCRs {list(base.pcrs)}")
+    golden = {i: bank[i].hex() for i in base.pcrs}
+    return base.model_copy(update={"golden": golden})

@@ -1,0 +1,236 @@
+"""Verification of a TPM2_Quote (TPM 2.0 Library Part 2 10.12, Part 3 18.4).
+
+Every check runs and is reported; the caller issues nothing unless all pass.
+PCR indices come only from the signed ``pcrSelect``; values the device sends
+are trusted only once they hash to the signed ``pcrDigest``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tpm2_pytss import TPMS_ATTEST
+
+from identity.checks import CheckRunner
+from identity.errors import (
+    ClockRollback,
+    EvidenceError,
+    FirmwareDenied,
+    PcrDigestMismatch,
+    PcrSelectionMismatch,
+    QuoteMagicInvalid,
+    QuoteNonceMismatch,
+    QuoteSchemeMismatch,
+    QuoteSignatureInvalid,
+    QuoteTypeInvalid,
+    ResetCountRollback,
+)
+from identity.pcr import PcrSelection, PcrValues, check_values_match_selection, pcr_digest
+from identity.tpm.ak import TpmKey
+from identity.tpm.keys import signature_scheme, verify_tpm_signature
+from identity.tpm.structures import HASH_IDS, parse_attest, parse_signature
+
+TPM_GENERATED_VALUE = 0xFF544347
+TPM_ST_ATTEST_QUOTE = 0x8018
+TPM_ST_ATTEST_CERTIFY = 0x8017
+TPM_RH_OWNER = 0x40000001
+
+
+@dataclass(frozen=True, slots=True)
+class ClockState:
+    """TPMS_CLOCK_INFO of the last accepted quote of an AK."""
+
+    clock: int
+    reset_count: int
+    restart_count: int
+    safe: bool
+
+    @classmethod
+    def from_attest(cls, att: TPMS_ATTEST) -> ClockState:
+        ci = att.clockInfo
+        return cls(int(ci.clock), int(ci.resetCount), int(ci.restartCount), bool(ci.safe))
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteResult:
+    checks: CheckRunner
+    selection: PcrSelection | None
+    clock: ClockState
+    firmware_version: int
+    reset_since_last: bool
+
+
+def qualified_name(parent_qualified_name: bytes, name: bytes) -> bytes:
+    """QN(child) = nameAlg || H_nameAlg(QN(parent) || Name(child)) (Part 1, 16)."""
+    alg = int.from_bytes(name[:2], "big")
+    hash_name = {v: k for k, v in HASH_IDS.items()}.get(alg)
+    if hash_name is None:
+        raise ValueError(f"unknown nameAlg 0x{alg:04x}")
+    return name[:2] + hashlib.new(hash_name, parent_qualified_name + name).digest()
+
+
+def owner_child_qualified_name(parent_name: bytes, name: bytes) -> bytes:
+    """QN of a key whose parent is a primary key in the owner hierarchy."""
+    owner_qn = TPM_RH_OWNER.to_bytes(4, "big")
+    return qualified_name(qualified_name(owner_qn, parent_name), name)
+
+
+@dataclass(frozen=True, slots=True)
+class AttestErrors:
+    """The reason codes a signed TPMS_ATTEST check raises, per structure kind."""
+
+    scheme: type[EvidenceError]
+    signature: type[EvidenceError]
+    magic: type[EvidenceError]
+
+
+QUOTE_ERRORS = AttestErrors(QuoteSchemeMismatch, QuoteSignatureInvalid, QuoteMagicInvalid)
+
+
+def check_signed_attest(
+    runner: CheckRunner,
+    key: TpmKey,
+    attest: bytes,
+    signature: bytes,
+    what: str,
+    errors: AttestErrors = QUOTE_ERRORS,
+) -> TPMS_ATTEST:
+    """Parse, then check scheme pinning, signature and magic; return the TPMS_ATTEST."""
+    att = parse_attest(attest)
+    sig = parse_signature(signature)
+    scheme = signature_scheme(sig)
+
+    def pinned() -> None:
+        if key.scheme is None or scheme != key.scheme:
+            raise errors.scheme(f"{what} uses {scheme}, the key is pinned to {key.scheme}")
+
+    def signed() -> None:
+        if not verify_tpm_signature(key.key, sig, attest):
+            raise errors.signature(f"{what} signature does not verify with the enrolled AK")
+
+    def magic() -> None:
+        if int(att.magic) != TPM_GENERATED_VALUE:
+            raise errors.magic(f"magic 0x{int(att.magic):08x} is not TPM_GENERATED_VALUE")
+
+    runner.run(f"{what}.scheme", pinned)
+    if key.scheme is not None and scheme == key.scheme:
+        runner.run(f"{what}.signature", signed)
+    else:
+        runner.skip(f"{what}.signature", "signature scheme not the pinned one")
+    runner.run(f"{what}.magic", magic)
+    return att
+
+
+def verify_quote(
+    ak: TpmKey,
+    attest: bytes,
+    signature: bytes,
+    *,
+    nonce: bytes,
+    pcr_values: PcrValues,
+    required: PcrSelection,
+    previous: ClockState | None = None,
+    firmware_denied: Callable[[int], bool] | None = None,
+    expected_signer: bytes | None = None,
+) -> QuoteResult:
+    """Verify a quote by the enrolled AK over ``pcr_values`` with ``nonce``.
+
+    ``previous`` is the clock state of the last accepted quote of this AK.
+    ``expected_signer`` is the AK's qualified name when it can be computed.
+    Malformed structures raise :class:`TpmStructureMalformed`.
+    """
+    runner = CheckRunner()
+    att = check_signed_attest(runner, ak, attest, signature, "quote")
+    hash_name = ak.scheme.hash_name if ak.scheme else "sha256"
+
+    def quote_type() -> None:
+        if int(att.type) != TPM_ST_ATTEST_QUOTE:
+            raise QuoteTypeInvalid(f"type 0x{int(att.type):04x} is not TPM_ST_ATTEST_QUOTE")
+
+    def extra_data() -> None:
+        if not hmac.compare_digest(bytes(att.extraData), nonce):
+            raise QuoteNonceMismatch("extraData is not the nonce this attestation was given")
+
+    def signer() -> None:
+        if expected_signer is not None and not hmac.compare_digest(
+            bytes(att.qualifiedSigner), expected_signer
+        ):
+            raise QuoteSignatureInvalid("qualifiedSigner is not the enrolled AK")
+
+    runner.run("quote.type", quote_type)
+    runner.run("quote.nonce", extra_data)
+    if expected_signer is not None:
+        runner.run("quote.qualified_signer", signer)
+
+    selection: PcrSelection | None = None
+    if int(att.type) == TPM_ST_ATTEST_QUOTE:
+        info = att.attested.quote
+        selection = PcrSelection.from_tpml(info.pcrSelect)
+        signed_selection = selection
+
+        def required_inside() -> None:
+            missing = signed_selection.covers(required)
+            if missing:
+                raise PcrSelectionMismatch(f"signed selection lacks {', '.join(missing)}")
+
+        def values_exact() -> None:
+            problems = check_values_match_selection(signed_selection, pcr_values)
+            if problems:
+                raise PcrSelectionMismatch("; ".join(problems))
+
+        runner.run("quote.pcr_selection", required_inside)
+        if not runner.check("quote.pcr_values", values_exact):
+            runner.skip("quote.pcr_digest", "PCR values do not match the signed selection")
+        else:
+
+            def digest() -> None:
+                expected = pcr_digest(signed_selection, pcr_values, hash_name)
+                if not hmac.compare_digest(expected, bytes(info.pcrDigest)):
+                    raise PcrDigestMismatch("PCR values do not hash to the signed pcrDigest")
+
+            runner.run("quote.pcr_digest", digest)
+    else:
+        runner.skip("quote.pcr_digest", "not a quote structure")
+
+    clock = ClockState.from_attest(att)
+    reset = _check_clock(runner, clock, previous)
+    firmware = int(att.firmwareVersion)
+    if firmware_denied is not None:
+
+        def firmware_ok() -> None:
+            if firmware_denied(firmware):
+                raise FirmwareDenied(f"TPM firmware version 0x{firmware:016x} is denied")
+
+        runner.run("quote.firmware", firmware_ok)
+    return QuoteResult(runner, selection, clock, firmware, reset)
+
+
+def _check_clock(runner: CheckRunner, now: ClockState, previous: ClockState | None) -> bool:
+    """Counters never decrease; clock never goes back while ``safe``. True if reset."""
+    if previous is None:
+        return False
+    counters_now = (now.reset_count, now.restart_count)
+    counters_before = (previous.reset_count, previous.restart_count)
+
+    def counters() -> None:
+        if counters_now < counters_before:
+            raise ResetCountRollback(
+                f"resetCount/restartCount {counters_now} below last accepted {counters_before}"
+            )
+
+    runner.run("quote.reset_count", counters)
+    if not now.safe:
+        # safe == 0 follows a power loss: Clock may legitimately have gone back.
+        # Freshness comes from the nonce, so skip only this comparison.
+        runner.warnings.append("clock.unsafe: TPM reports safe=0 (power loss); clock not compared")
+    else:
+
+        def clock() -> None:
+            if now.clock < previous.clock:
+                raise ClockRollback(f"clock {now.clock} is before last accepted {previous.clock}")
+
+        runner.run("quote.clock", clock)
+    return now.reset_count > previous.reset_count

@@ -1,0 +1,99 @@
+"""Certificate signing requests for keys that cannot leave a TPM.
+
+`cryptography` signs a CSR only with a key object it holds, so the device side
+builds the CertificationRequestInfo with asn1crypto, has the TPM sign its
+digest, and assembles the request. The server side parses and checks it with
+`cryptography`. The subject a device asks for is informational only: names
+in issued certificates always come from the device record.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asn1crypto import csr as asn1_csr
+from asn1crypto import keys as asn1_keys
+from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from identity.errors import CsrKeyMismatch, CsrKeyWeak, CsrMalformed, CsrSignatureInvalid
+from identity.tpm.keys import PublicKey
+
+MAX_CSR_SIZE = 16 * 1024
+_SIG_ALGS = {("ecdsa", "sha256"): "sha256_ecdsa", ("ecdsa", "sha384"): "sha384_ecdsa",
+             ("rsassa", "sha256"): "sha256_rsa", ("rsassa", "sha384"): "sha384_rsa"}
+
+
+def csr_info(public: PublicKey, common_name: str) -> bytes:
+    """DER of the CertificationRequestInfo to be signed (by the TPM)."""
+    spki = public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    info = asn1_csr.CertificationRequestInfo(
+        {
+            "version": "v1",
+            "subject": asn1_x509.Name.build({"common_name": common_name}),
+            "subject_pk_info": asn1_keys.PublicKeyInfo.load(spki),
+            "attributes": [],
+        }
+    )
+    der: bytes = info.dump()
+    return der
+
+
+def assemble_csr(info: bytes, scheme: str, hash_name: str, signature: bytes) -> bytes:
+    """The DER CSR from its signed info and a DER signature (ECDSA) or raw one (RSA)."""
+    try:
+        alg = _SIG_ALGS[(scheme, hash_name)]
+    except KeyError:
+        raise ValueError(f"no CSR signature algorithm for {scheme}-{hash_name}") from None
+    request = asn1_csr.CertificationRequest(
+        {
+            "certification_request_info": asn1_csr.CertificationRequestInfo.load(info),
+            "signature_algorithm": {"algorithm": alg},
+            "signature": signature,
+        }
+    )
+    der: bytes = request.dump()
+    return der
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedCsr:
+    public_key: PublicKey
+    subject: str
+
+
+def check_csr(data: bytes, expected_key: PublicKey | None = None) -> CheckedCsr:
+    """Parse a CSR (DER or PEM), check its signature and key; match ``expected_key``."""
+    if len(data) > MAX_CSR_SIZE:
+        raise CsrMalformed(f"CSR of {len(data)} bytes is too large")
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            csr = x509.load_pem_x509_csr(data)
+        else:
+            csr = x509.load_der_x509_csr(data)
+        key = csr.public_key()
+    except (ValueError, TypeError) as exc:
+        raise CsrMalformed(f"CSR does not parse: {exc}") from exc
+    if not csr.is_signature_valid:
+        raise CsrSignatureInvalid("the CSR is not signed by the key it names")
+    if isinstance(key, rsa.RSAPublicKey):
+        if key.key_size < 2048:
+            raise CsrKeyWeak(f"RSA-{key.key_size} is below 2048 bits")
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        if key.curve.key_size < 256:
+            raise CsrKeyWeak(f"curve {key.curve.name} is below P-256")
+    else:
+        raise CsrKeyWeak("only RSA and ECC keys are accepted")
+    if expected_key is not None and _spki(key) != _spki(expected_key):
+        raise CsrKeyMismatch("the CSR's key is not the TPM-certified key")
+    return CheckedCsr(key, csr.subject.rfc4514_string())
+
+
+def _spki(key: PublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )

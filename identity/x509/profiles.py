@@ -1,0 +1,171 @@
+"""Certificate profiles: the local CA pair, device identity (LDevID-style), workload.
+
+Pure builders: keys, names, serials and the time are inputs. Names in device
+certificates come from the device record, never from a CSR.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from identity.tpm.keys import PublicKey
+
+CLOCK_SKEW = dt.timedelta(minutes=5)  # backdate notBefore for devices with drifting clocks
+
+
+@dataclass(frozen=True, slots=True)
+class SigningCa:
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+
+
+def spiffe_id(trust_domain: str, device_id: str) -> str:
+    return f"spiffe://{trust_domain}/device/{device_id}"
+
+
+def _name(common_name: str, org: str = "edgeproof") -> x509.Name:
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+
+
+def _ca_builder(
+    subject: x509.Name, public: PublicKey, now: dt.datetime, days: int, path_length: int
+) -> x509.CertificateBuilder:
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+    )
+
+
+def root_ca(key: ec.EllipticCurvePrivateKey, name: str, now: dt.datetime, days: int) -> x509.Certificate:
+    subject = _name(name)
+    builder = _ca_builder(subject, key.public_key(), now, days, path_length=1).issuer_name(subject)
+    return builder.sign(key, hashes.SHA256())
+
+
+def issuing_ca(
+    root: SigningCa, key: ec.EllipticCurvePrivateKey, name: str, now: dt.datetime, days: int
+) -> x509.Certificate:
+    builder = (
+        _ca_builder(_name(name), key.public_key(), now, days, path_length=0)
+        .issuer_name(root.cert.subject)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(root.key.public_key()),
+            critical=False,
+        )
+    )
+    return builder.sign(root.key, hashes.SHA256())
+
+
+def _leaf(
+    issuer: SigningCa,
+    subject: x509.Name,
+    public: PublicKey,
+    sans: list[x509.GeneralName],
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    ekus: list[x509.ObjectIdentifier],
+) -> x509.Certificate:
+    not_after = min(not_after, issuer.cert.not_valid_after_utc)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.cert.subject)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                crl_sign=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
+            critical=False,
+        )
+        .sign(issuer.key, hashes.SHA256())
+    )
+
+
+def device_identity_certificate(
+    issuer: SigningCa,
+    public: PublicKey,
+    *,
+    device_id: str,
+    serial: str | None,
+    trust_domain: str,
+    now: dt.datetime,
+    days: int,
+) -> x509.Certificate:
+    """Long-lived certificate for the TPM-resident DevID key (IEEE 802.1AR LDevID style)."""
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgeproof device")]
+    if serial:
+        attrs.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, serial))
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, device_id))
+    return _leaf(
+        issuer,
+        x509.Name(attrs),
+        public,
+        [x509.UniformResourceIdentifier(spiffe_id(trust_domain, device_id))],
+        now - CLOCK_SKEW,
+        now + dt.timedelta(days=days),
+        [ExtendedKeyUsageOID.CLIENT_AUTH],
+    )
+
+
+def workload_certificate(
+    issuer: SigningCa,
+    public: PublicKey,
+    *,
+    device_id: str,
+    trust_domain: str,
+    now: dt.datetime,
+    ttl: dt.timedelta,
+    dns_names: tuple[str, ...] = (),
+) -> x509.Certificate:
+    """Short-lived mTLS certificate with a SPIFFE-style URI SAN built from the record."""
+    sans: list[x509.GeneralName] = [
+        x509.UniformResourceIdentifier(spiffe_id(trust_domain, device_id))
+    ]
+    sans.extend(x509.DNSName(name) for name in dns_names)
+    return _leaf(
+        issuer,
+        _name(device_id),
+        public,
+        sans,
+        now - dt.timedelta(seconds=30),
+        now + ttl,
+        [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
+    )
