@@ -8,8 +8,10 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
+from tpm2_pytss.tsskey import TSSPrivKey
 
 from agent.client import AttestorClient, AttestorError
 from agent.config import AgentConfig
@@ -76,28 +78,39 @@ def attest_once(config: AgentConfig, tpm: Tpm, client: AttestorClient,
         raise
 
 
-def _attest(config: AgentConfig, tpm: Tpm, client: AttestorClient, device_id: str,
-            now: dt.datetime) -> Issued:
-    challenge = client.challenge(device_id)
-    nonce = base64.b64decode(challenge["nonce"])
-    selection = PcrSelection.of(challenge["pcr_selection"])
+@dataclass(frozen=True)
+class Evidence:
+    body: dict[str, object]
+    key: TSSPrivKey
+
+
+def collect_evidence(config: AgentConfig, tpm: Tpm, device_id: str,
+                     challenge: dict[str, object]) -> Evidence:
+    """Quote, PCRs, event log, a new TPM-resident workload key, its certify and CSR."""
+    nonce_b64 = str(challenge["nonce"])
+    nonce = base64.b64decode(nonce_b64)
+    selection = PcrSelection.of(challenge["pcr_selection"])  # type: ignore[arg-type]
     attest, signature, pcrs = _quote_stable(tpm, selection, nonce, config.ak_handle)
     key = tpm.create_workload_key(config.srk_handle)
-    key_public = key.public.marshal()
     certify = tpm.certify_key(key, nonce, config.ak_handle)
     info = csr_info(public_key(key.public), device_id)
     csr = assemble_csr(info, "ecdsa", "sha256", tpm.sign_digest(key, info))
     log = read_event_log(config.event_log)
-    body = {
-        "nonce": challenge["nonce"],
+    body: dict[str, object] = {
+        "nonce": nonce_b64,
         "quote": {"attest": _b64(attest), "signature": _b64(signature)},
         "pcrs": format_pcr_values(pcrs),
         "event_log": _b64(log) if log is not None else None,
         "csr": _b64(csr),
-        "key_public": _b64(key_public),
+        "key_public": _b64(key.public.marshal()),
         "key_certify": {"attest": _b64(certify.attest), "signature": _b64(certify.signature)},
     }
-    result = client.attest(device_id, body)
+    return Evidence(body, key)
+
+
+def install_result(config: AgentConfig, key: TSSPrivKey, result: dict[str, Any],
+                   now: dt.datetime) -> Issued:
+    """Check the issued certificate against our key and CA, then install the set."""
     ca_pem = (config.state_dir / CA_FILE).read_text()
     cert = check_issued(result["certificate"], result["chain"], ca_pem,
                         public_key(key.public), now)
@@ -123,6 +136,14 @@ def _attest(config: AgentConfig, tpm: Tpm, client: AttestorClient, device_id: st
         "warnings": result.get("warnings", []),
     })
     return issued
+
+
+def _attest(config: AgentConfig, tpm: Tpm, client: AttestorClient, device_id: str,
+            now: dt.datetime) -> Issued:
+    challenge = client.challenge(device_id)
+    evidence = collect_evidence(config, tpm, device_id, challenge)
+    result = client.attest(device_id, evidence.body)
+    return install_result(config, evidence.key, result, now)
 
 
 def _uri(cert: x509.Certificate) -> str:

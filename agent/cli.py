@@ -78,7 +78,8 @@ def provision(
     except (Unreachable, TpmError) as exc:
         fail(str(exc))
     out.print(f"[green]enrolled[/] device [bold]{enrolled.device_id}[/] (EK {enrolled.ek_type})")
-    out.print(f"  device identity certificate valid until {enrolled.certificate.not_valid_after_utc}")
+    not_after = enrolled.certificate.not_valid_after_utc
+    out.print(f"  device identity certificate valid until {not_after}")
 
 
 @app.command()

@@ -36,5 +36,5 @@ def check_issued(cert_pem: str, chain_pem: str, ca_pem: str, key: PublicKey,
     try:
         verifier.verify(cert, chain)
     except VerificationError as exc:
-        raise IssuedCertificateInvalid(f"issued certificate does not chain to the CA: {exc}") from exc
+        raise IssuedCertificateInvalid(f"certificate does not chain to the CA: {exc}") from exc
     return cert

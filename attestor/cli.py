@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from attestor.settings import CONFIG_FILE, ConfigError, Settings, load_settings
+from attestor.settings import ConfigError, Settings, load_settings
 from identity.errors import IdentityError
 
 app = typer.Typer(help="edgeproof attestor: attestation service and admin commands.",
@@ -65,25 +65,13 @@ def init(
     ca_name: Annotated[str, typer.Option(help="CA common-name prefix")] = "edgeproof",
 ) -> None:
     """Create a data directory: SQLite database, local two-level CA, secret-store key."""
-    from attestor.backends.issuer.local_ca import LocalCa
-    from attestor.backends.secrets.embedded import EmbeddedSecretStore
-    from attestor.db.engine import make_engine, upgrade
     from attestor.services.context import utc_now
+    from attestor.setup import initialise
 
     if (data_dir / "ca" / "root.pem").exists():
         fail(f"{data_dir} already holds an attestor; refusing to overwrite it")
     settings = settings_for(data_dir, dev, trust_domain=trust_domain)
-    passphrase = settings.ca_passphrase()  # refuse before creating anything
-    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    config = data_dir / CONFIG_FILE
-    if not config.exists():
-        config.write_text(f'trust_domain = "{settings.trust_domain}"\n')
-    upgrade(make_engine(settings.db_url))
-    settings.trust_dir.mkdir(parents=True, exist_ok=True)
-    LocalCa.create(settings.ca_dir, passphrase, utc_now(), name=ca_name,
-                   root_days=settings.ca.root_days, issuing_days=settings.ca.issuing_days)
-    if not settings.secret_key_file.exists():
-        EmbeddedSecretStore.create_key(settings.secret_key_file)
+    initialise(settings, utc_now(), ca_name)
     out.print(f"[green]initialised[/] {data_dir} (database {settings.db_url}, CA in "
               f"{settings.ca_dir}, trust store {settings.trust_dir})")
 
@@ -181,9 +169,10 @@ def policy_show(
     dev: Dev = None,
 ) -> None:
     """Print the policy in force for a device class."""
+    from sqlmodel import Session
+
     from attestor.db import queries
     from attestor.db.engine import make_engine
-    from sqlmodel import Session
 
     with Session(make_engine(settings_for(data_dir, dev).db_url)) as session:
         row = queries.current_policy(session, device_class)
@@ -263,9 +252,10 @@ def ca_export(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
 @device_app.command("list")
 def device_list(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
     """Enrolled devices with their last verdict."""
+    from sqlmodel import Session
+
     from attestor.db import queries
     from attestor.db.engine import make_engine
-    from sqlmodel import Session
 
     with Session(make_engine(settings_for(data_dir, dev).db_url)) as session:
         devices = queries.list_devices(session, limit=1000)
@@ -279,9 +269,10 @@ def device_list(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
 @device_app.command("show")
 def device_show(device_id: str, data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
     """One device and its recent attestations with their reason codes."""
+    from sqlmodel import Session
+
     from attestor.db import queries
     from attestor.db.engine import make_engine
-    from sqlmodel import Session
 
     with Session(make_engine(settings_for(data_dir, dev).db_url)) as session:
         try:

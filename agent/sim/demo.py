@@ -30,7 +30,7 @@ from agent.tpm.device import Tpm
 
 console = Console(highlight=False, soft_wrap=True)
 BIN = Path(sys.executable).parent
-SECRET_NAME = "wifi/psk"
+SECRET_NAME = "wifi/psk"  # noqa: S105 - a name, not a value
 
 
 class DemoFailed(Exception):

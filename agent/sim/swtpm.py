@@ -60,17 +60,22 @@ class Manufacturer:
             raise SwtpmError(f"swtpm_setup failed ({proc.returncode}): {proc.stderr[-400:]}")
 
     def ensure_config(self) -> None:
-        if (self.directory / "swtpm_setup.conf").exists():
-            return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        scratch = self.directory / ".config-scratch"
-        scratch.mkdir(exist_ok=True)
-        self._setup("--tpmstate", str(scratch), "--create-config-files", "overwrite,root")
+        """swtpm_setup's configuration and the manufacturer's CA (root and intermediate)."""
+        scratch = self.directory / ".scratch-tpm"
+        if not (self.directory / "swtpm_setup.conf").exists():
+            self.directory.mkdir(parents=True, exist_ok=True)
+            scratch.mkdir(exist_ok=True)
+            self._setup("--tpmstate", str(scratch), "--create-config-files", "overwrite,root")
+        if not self.root_certificate.exists():
+            # swtpm_localca creates its CA on first use: manufacture one throwaway TPM.
+            self.manufacture(scratch)
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def manufacture(self, state_dir: Path, *, ecc: bool = False,
                     banks: tuple[str, ...] = ("sha256",)) -> Path:
         """A new TPM in ``state_dir`` with an EK certificate (RSA-2048, or ECC P-384)."""
-        self.ensure_config()
+        if not (self.directory / "swtpm_setup.conf").exists():
+            self.ensure_config()
         state_dir.mkdir(parents=True, exist_ok=True)
         args = ["--tpmstate", str(state_dir), "--create-ek-cert", "--create-platform-cert",
                 "--overwrite", "--pcr-banks", ",".join(banks)]

@@ -37,6 +37,25 @@ LogB64 = Annotated[B64, Field(max_length=MAX_LOG_B64, json_schema_extra={"format
 Label = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w.:@/+\- ]+$")]
 
 
+class Problem(BaseModel):
+    """RFC 9457 problem details with edgeproof's stable reason codes."""
+
+    type: str = Field(examples=["https://edgeproof.dev/problems/policy.pcr_mismatch"])
+    title: str
+    status: int
+    code: str = Field(description="the main reason code", examples=["policy.pcr_mismatch"])
+    detail: str | None = None
+    codes: list[str] = Field(default_factory=list, description="every failed check's code")
+    checks: list[dict[str, Any]] = Field(default_factory=list,
+                                         description="every check with its outcome")
+
+
+def problems(**described: str) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for problem responses, keyed by status."""
+    return {int(status.removeprefix("s")): {"model": Problem, "description": text}
+            for status, text in described.items()}
+
+
 class Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
 

@@ -202,9 +202,9 @@ def add_secret(session: Session, secret: StoredSecret) -> None:
 
 def secret_names(session: Session) -> list[tuple[str, int]]:
     rows = session.execute(
-        sa.select(StoredSecret.name, sa.func.max(StoredSecret.version))
-        .group_by(StoredSecret.name)
-        .order_by(StoredSecret.name)
+        sa.select(col(StoredSecret.name), sa.func.max(col(StoredSecret.version)))
+        .group_by(col(StoredSecret.name))
+        .order_by(col(StoredSecret.name))
     ).all()
     return [(str(name), int(version)) for name, version in rows]
 

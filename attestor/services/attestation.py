@@ -62,7 +62,9 @@ def challenge(svc: Services, device_id: str) -> Challenge:
     with svc.session() as session, session.begin():
         device = _active_device(session, device_id)
         document, _ = policy_for(session, device.device_class)
-        queries.add_nonce(session, Nonce(value=nonce.hex(), device_id=device_id, expires_at=expires))
+        queries.add_nonce(
+            session, Nonce(value=nonce.hex(), device_id=device_id, expires_at=expires)
+        )
     return Challenge(
         nonce=nonce, expires_at=expires, pcr_selection=document.required_selection().as_dict()
     )

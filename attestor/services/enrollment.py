@@ -29,6 +29,7 @@ from identity.errors import (
     EvidenceError,
     VerificationFailed,
 )
+from identity.protocol import device_id_for, enrollment_binding
 from identity.tpm.ak import TpmKey, check_attestation_key
 from identity.tpm.certify import verify_certify
 from identity.tpm.credential import (
@@ -39,7 +40,6 @@ from identity.tpm.credential import (
     secret_digest,
 )
 from identity.tpm.keys import public_key
-from identity.protocol import device_id_for, enrollment_binding
 from identity.tpm.quote import owner_child_qualified_name
 from identity.tpm.structures import object_name, parse_public
 

@@ -61,7 +61,9 @@ def _ca_builder(
     )
 
 
-def root_ca(key: ec.EllipticCurvePrivateKey, name: str, now: dt.datetime, days: int) -> x509.Certificate:
+def root_ca(
+    key: ec.EllipticCurvePrivateKey, name: str, now: dt.datetime, days: int
+) -> x509.Certificate:
     subject = _name(name)
     builder = _ca_builder(subject, key.public_key(), now, days, path_length=1).issuer_name(subject)
     return builder.sign(key, hashes.SHA256())

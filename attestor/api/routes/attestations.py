@@ -6,14 +6,14 @@ from fastapi import APIRouter, Path
 from fastapi.concurrency import run_in_threadpool
 
 from attestor.api.deps import ServicesDep
-from attestor.api.schemas import AttestationRequest, AttestationResult, Challenge
+from attestor.api.schemas import AttestationRequest, AttestationResult, Challenge, problems
 from attestor.services import attestation
 
 router = APIRouter(prefix="/v1/devices/{device_id}", tags=["attestation"])
 DeviceId = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
-PROBLEMS = {400: {"description": "malformed evidence"},
-            403: {"description": "evidence refused; `codes` lists every reason, nothing issued"},
-            404: {"description": "unknown device"}}
+PROBLEMS = problems(s400="malformed evidence",
+                    s403="evidence refused; `codes` lists every reason, nothing issued",
+                    s404="unknown device")
 
 
 @router.post("/challenge", response_model=Challenge, responses=PROBLEMS)

@@ -11,13 +11,14 @@ from attestor.api.schemas import (
     EnrolledDevice,
     EnrollmentChallenge,
     EnrollmentRequest,
+    problems,
 )
 from attestor.services import enrollment
 
 router = APIRouter(prefix="/v1/enrollments", tags=["enrollment"])
-PROBLEMS = {400: {"description": "malformed TPM structures"},
-            403: {"description": "evidence refused; `codes` lists every reason"},
-            404: {"description": "unknown enrollment"}}
+PROBLEMS = problems(s400="malformed TPM structures",
+                    s403="evidence refused; `codes` lists every reason",
+                    s404="unknown enrollment")
 
 
 @router.post("", status_code=201, response_model=EnrollmentChallenge, responses=PROBLEMS)

@@ -1,0 +1,29 @@
+"""Creating an attestor's data directory (``attestor init``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from attestor.backends.issuer.local_ca import LocalCa
+from attestor.backends.secrets.embedded import EmbeddedSecretStore
+from attestor.db.engine import make_engine, upgrade
+from attestor.settings import CONFIG_FILE, Settings
+
+
+def initialise(settings: Settings, now: dt.datetime, ca_name: str = "edgeproof") -> None:
+    """Database schema, local CA (root + issuing, keys encrypted), secret-store key."""
+    passphrase = settings.ca_passphrase()  # refuse before creating anything
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    config = settings.data_dir / CONFIG_FILE
+    if not config.exists():
+        config.write_text(f'trust_domain = "{settings.trust_domain}"\n')
+    engine = make_engine(settings.db_url)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+    settings.trust_dir.mkdir(parents=True, exist_ok=True)
+    LocalCa.create(settings.ca_dir, passphrase, now, name=ca_name,
+                   root_days=settings.ca.root_days, issuing_days=settings.ca.issuing_days)
+    if not settings.secret_key_file.exists():
+        EmbeddedSecretStore.create_key(settings.secret_key_file)

@@ -1,0 +1,109 @@
+"""Shared fixtures: the external corpus, PostgreSQL, swtpm devices, a live attestor.
+
+- ``corpus``: ../shared/corpus or $EDGEPROOF_CORPUS; skipped when absent.
+- ``pg_url``: a fresh database on 127.0.0.1:5432. Under CI=true it must work
+  (the test fails rather than skips).
+- ``manufacturer`` / ``device``: swtpm TPMs with EK certificates from a test CA.
+- ``attestor``: the real FastAPI app under uvicorn on a free port (real HTTP).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+import agent  # noqa: F401 - sets TSS2_LOG before tpm2-pytss loads
+from agent.sim.swtpm import Manufacturer
+from tests.harness import Device, LiveAttestor
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("EDGEPROOF_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI") == "true"
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    candidates = [os.environ.get("EDGEPROOF_CORPUS"), str(ROOT.parent / "shared" / "corpus")]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    pytest.skip("external corpus not found (../shared/corpus or $EDGEPROOF_CORPUS)")
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The admin URL of a reachable PostgreSQL; fails under CI, skips elsewhere."""
+    engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        if IN_CI:
+            pytest.fail(f"CI=true but PostgreSQL is unreachable at {PG_ADMIN_URL}: {exc}")
+        pytest.skip(f"PostgreSQL unreachable at {PG_ADMIN_URL}")
+    finally:
+        engine.dispose()
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A fresh, empty database for one test, dropped afterwards."""
+    name = f"edgeproof_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = pg_server.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def manufacturer(tmp_path_factory: pytest.TempPathFactory) -> Manufacturer:
+    maker = Manufacturer(tmp_path_factory.mktemp("manufacturer"))
+    maker.ensure_config()
+    return maker
+
+
+@pytest.fixture(scope="session")
+def rogue_manufacturer(tmp_path_factory: pytest.TempPathFactory) -> Manufacturer:
+    """A TPM 'vendor' the attestor does not trust."""
+    maker = Manufacturer(tmp_path_factory.mktemp("rogue-manufacturer"))
+    maker.ensure_config()
+    return maker
+
+
+@pytest.fixture
+def attestor(tmp_path: Path, manufacturer: Manufacturer) -> Iterator[LiveAttestor]:
+    live = LiveAttestor(tmp_path / "attestor", [manufacturer]).start()
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture
+def device(tmp_path: Path, manufacturer: Manufacturer) -> Iterator[Device]:
+    dev = Device(manufacturer, tmp_path / "device")
+    try:
+        yield dev
+    finally:
+        dev.close()
+
+
+@pytest.fixture
+def other_device(tmp_path: Path, manufacturer: Manufacturer) -> Iterator[Device]:
+    dev = Device(manufacturer, tmp_path / "other-device", serial="SN-2")
+    try:
+        yield dev
+    finally:
+        dev.close()

@@ -1,0 +1,158 @@
+"""Negative end-to-end tests over real HTTP against swtpm, each asserting its reason code."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent.attest import attest_once, collect_evidence
+from agent.client import AttestorError
+from agent.enroll import provision
+from agent.sim.swtpm import Manufacturer
+from attestor.db import queries
+from tests.harness import Device, LiveAttestor, enroll_and_learn, now
+
+pytestmark = [pytest.mark.e2e, pytest.mark.tpm]
+
+
+def _refusal(exc: pytest.ExceptionInfo[AttestorError]) -> list[str]:
+    return exc.value.codes
+
+
+def test_replayed_nonce_is_refused(attestor: LiveAttestor, device: Device) -> None:
+    config = enroll_and_learn(attestor, device)
+    assert config.device_id
+    with attestor.client() as client:
+        challenge = client.challenge(config.device_id)
+        evidence = collect_evidence(config, device.tpm, config.device_id, challenge)
+        client.attest(config.device_id, evidence.body)
+        with pytest.raises(AttestorError) as replay:
+            client.attest(config.device_id, evidence.body)
+    assert replay.value.status == 403
+    assert _refusal(replay) == ["nonce.used"]
+
+
+def test_expired_nonce_is_refused(attestor: LiveAttestor, device: Device) -> None:
+    config = enroll_and_learn(attestor, device)
+    assert config.device_id
+    with attestor.client() as client:
+        challenge = client.challenge(config.device_id)
+        evidence = collect_evidence(config, device.tpm, config.device_id, challenge)
+        attestor.clock.offset = dt.timedelta(seconds=61)  # nonces live 60 s
+        with pytest.raises(AttestorError) as expired:
+            client.attest(config.device_id, evidence.body)
+    assert _refusal(expired) == ["nonce.expired"]
+
+
+def test_quote_signed_by_another_devices_ak_is_refused(
+    attestor: LiveAttestor, device: Device, other_device: Device
+) -> None:
+    config = enroll_and_learn(attestor, device)
+    other = other_device.config(attestor.url)
+    assert config.device_id
+    with attestor.client() as client:
+        provision(other, other_device.tpm, client, now())
+        challenge = client.challenge(config.device_id)
+        genuine = collect_evidence(config, device.tpm, config.device_id, challenge)
+        # The other TPM quotes the same PCR values with this device's nonce.
+        forged = collect_evidence(config.model_copy(update={"tcti": other.tcti}),
+                                  other_device.tpm, config.device_id, challenge)
+        body = dict(genuine.body, quote=forged.body["quote"])
+        with pytest.raises(AttestorError) as refused:
+            client.attest(config.device_id, body)
+    assert "quote.signature_invalid" in _refusal(refused)
+    assert refused.value.status == 403
+
+
+def test_ek_from_unknown_manufacturer_is_refused(
+    attestor: LiveAttestor, rogue_manufacturer: Manufacturer, tmp_path: Path
+) -> None:
+    rogue = Device(rogue_manufacturer, tmp_path / "rogue")
+    try:
+        with attestor.client() as client, pytest.raises(AttestorError) as refused:
+            provision(rogue.config(attestor.url), rogue.tpm, client, now())
+    finally:
+        rogue.close()
+    assert _refusal(refused) == ["ek.chain_untrusted"]
+    with attestor.services.session() as session:
+        outcomes = [(e.action, e.outcome) for e in queries.audit_events(session)]
+    assert ("enrollment.start", "refused") in outcomes
+
+
+def test_wrong_activation_secret_is_refused_without_echo(
+    attestor: LiveAttestor, device: Device
+) -> None:
+    from agent.enroll import _b64
+    from identity.protocol import enrollment_binding
+    from identity.tpm.structures import object_name, parse_public
+
+    tpm = device.tpm
+    ek = tpm.endorsement()
+    srk = tpm.ensure_srk()
+    ak = tpm.create_ak()
+    devid = tpm.create_devid()
+    certify = tpm.certify_persistent(0x81000003, enrollment_binding(
+        ek.public, object_name(parse_public(ak))))
+    body = {"ek_public": _b64(ek.public), "ek_certificate": _b64(ek.certificate or b""),
+            "ak_public": _b64(ak), "srk_public": _b64(srk), "devid_public": _b64(devid),
+            "devid_certify": {"attest": _b64(certify.attest),
+                              "signature": _b64(certify.signature)}}
+    challenge = httpx.post(f"{attestor.url}/v1/enrollments", json=body).json()
+    expected = tpm.activate_credential(base64.b64decode(challenge["credential_blob"]),
+                                       base64.b64decode(challenge["encrypted_secret"]))
+    wrong = bytes(b ^ 0xFF for b in expected)
+    response = httpx.post(f"{attestor.url}/v1/enrollments/{challenge['enrollment_id']}/activation",
+                          json={"secret": _b64(wrong)})
+    assert response.status_code == 403
+    assert response.json()["code"] == "activation.secret_mismatch"
+    text = response.text
+    for form in (expected.hex(), expected.hex().upper(), _b64(expected),
+                 base64.urlsafe_b64encode(expected).decode().rstrip("=")):
+        assert form not in text
+    # The challenge was burnt by the wrong answer: the right one no longer works.
+    retry = httpx.post(f"{attestor.url}/v1/enrollments/{challenge['enrollment_id']}/activation",
+                       json={"secret": _b64(expected)})
+    assert retry.json()["code"] == "activation.used"
+
+
+def test_tampered_boot_is_refused_and_nothing_issued(
+    attestor: LiveAttestor, device: Device
+) -> None:
+    config = enroll_and_learn(attestor, device)
+    assert config.device_id
+    with attestor.client() as client:
+        good = attest_once(config, device.tpm, client, now())
+        device.reboot(tamper=True)
+        with pytest.raises(AttestorError) as refused:
+            attest_once(config, device.tpm, client, now())
+    assert _refusal(refused) == ["policy.pcr_mismatch"]
+    failed = [c for c in refused.value.checks if not c["passed"]]
+    assert [c["detail"] for c in failed] == ["sha256 PCR 4 differ from the reference"]
+    with attestor.services.session() as session:
+        certs = [a.certificate_serial for a in queries.attestations_for(session, config.device_id)]
+    assert certs[0] is None and good.serial in certs  # newest first: refused, nothing issued
+    assert (config.state_dir / "cert.pem").read_text().strip()  # old credentials kept
+
+
+def test_unknown_device_is_refused(attestor: LiveAttestor, device: Device) -> None:
+    config = enroll_and_learn(attestor, device)
+    assert config.device_id
+    unknown = "d" + "0" * 31
+    with attestor.client() as client:
+        with pytest.raises(AttestorError) as no_challenge:
+            client.challenge(unknown)
+        # Genuine evidence from an enrolled TPM, presented under an unknown device id.
+        evidence = collect_evidence(config, device.tpm, config.device_id,
+                                    client.challenge(config.device_id))
+        with pytest.raises(AttestorError) as no_attestation:
+            client.attest(unknown, evidence.body)
+    for refused in (no_challenge, no_attestation):
+        assert refused.value.status == 404
+        assert _refusal(refused) == ["device.unknown"]
+    with attestor.services.session() as session:
+        events = queries.audit_events(session)
+    assert any(e.details.get("claimed_device") == unknown for e in events)

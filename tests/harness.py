@@ -1,0 +1,126 @@
+"""Test harness: a live attestor over real HTTP, and emulated devices on swtpm."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from pathlib import Path
+
+import uvicorn
+
+from agent.client import AttestorClient
+from agent.config import AgentConfig
+from agent.sim.boot import simulate_boot
+from agent.sim.swtpm import Manufacturer, SwtpmProcess, free_port_pair
+from agent.tpm.device import Tpm
+from attestor.app import create_app
+from attestor.services.context import Services, build_services
+from attestor.services.policies import learn_from_device
+from attestor.settings import load_settings
+from attestor.setup import initialise
+from attestor.trust import import_certificates
+
+
+class MutableClock:
+    """The attestor's clock: real time plus an offset a test can move."""
+
+    def __init__(self) -> None:
+        self.offset = dt.timedelta()
+
+    def __call__(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + self.offset
+
+
+class LiveAttestor:
+    def __init__(self, data_dir: Path, trusted: list[Manufacturer],
+                 database_url: str | None = None) -> None:
+        self.settings = load_settings(data_dir, dev=True, database_url=database_url)
+        initialise(self.settings, dt.datetime.now(dt.UTC))
+        for maker in trusted:
+            refused = import_certificates(
+                [maker.root_certificate, maker.intermediate_certificate], self.settings.trust_dir
+            )
+            assert not refused, refused
+        self.clock = MutableClock()
+        self.services: Services = build_services(self.settings, clock=self.clock)
+        self.port = free_port_pair()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(create_app(self.services), host="127.0.0.1", port=self.port,
+                                log_level="warning", lifespan="off")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> LiveAttestor:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("attestor did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+        self.services.engine.dispose()
+
+    def client(self) -> AttestorClient:
+        return AttestorClient(self.url)
+
+    def learn(self, device_id: str, grant: tuple[str, ...] = ()) -> None:
+        with self.services.session() as session, session.begin():
+            learn_from_device(session, device_id, "test", self.clock(), grant=grant)
+
+    def put_secret(self, name: str, value: bytes) -> None:
+        self.services.secrets.put(name, value, self.clock())  # type: ignore[attr-defined]
+
+
+class Device:
+    """One emulated device: a manufactured swtpm, its measured boot and agent state."""
+
+    def __init__(self, maker: Manufacturer, root: Path, serial: str = "SN-1") -> None:
+        self.root = root
+        self.serial = serial
+        maker.manufacture(root / "tpm")
+        self.process = SwtpmProcess(root / "tpm").start()
+        self.tpm = Tpm(self.process.tcti)
+        self.log = root / "binary_bios_measurements"
+        simulate_boot(self.tpm, self.log)
+
+    def config(self, attestor_url: str) -> AgentConfig:
+        return AgentConfig(state_dir=self.root / "state", attestor_url=attestor_url,
+                           tcti=self.process.tcti, event_log=self.log, serial=self.serial)
+
+    def reboot(self, *, tamper: bool = False) -> None:
+        """Power-cycle the TPM (PCRs reset, resetCount+1) and boot again."""
+        self.tpm.close()
+        self.process.restart()
+        self.tpm = Tpm(self.process.tcti)
+        simulate_boot(self.tpm, self.log, tamper=tamper)
+
+    def close(self) -> None:
+        self.tpm.close()
+        self.process.stop()
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def enroll_and_learn(attestor: LiveAttestor, device: Device) -> AgentConfig:
+    """Provision ``device`` and learn its class's golden values from its current boot."""
+    from agent.attest import attest_once
+    from agent.client import AttestorError
+    from agent.enroll import provision
+
+    config = device.config(attestor.url)
+    with attestor.client() as client:
+        provision(config, device.tpm, client, now())
+        try:
+            attest_once(config, device.tpm, client, now())
+        except AttestorError as exc:
+            assert exc.codes == ["policy.no_reference"], exc.codes
+        assert config.device_id is not None
+        attestor.learn(config.device_id)
+    return config
