@@ -120,16 +120,19 @@ def verify_ek_certificate(
         verified = verifier.verify(cert, extra)
     except VerificationError as exc:
         raise EkChainUntrusted(f"EK certificate does not chain to a trusted root: {exc}") from exc
-    manufacturer, model, version = _check_profile(cert, require_san)
+    manufacturer, model, version = check_ek_profile(cert, require_san)
     key = cert.public_key()
     if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
         raise EkProfileInvalid("EK certificate key is neither RSA nor ECC")
     return EkCertificateInfo(manufacturer, model, version, key, tuple(verified.chain))
 
 
-def _check_profile(
+def check_ek_profile(
     cert: x509.Certificate, require_san: bool
 ) -> tuple[str | None, str | None, str | None]:
+    """TCG EK Credential Profile: not a CA; EKU (if any) has tcg-kp-EKCertificate;
+    SAN directory name with TPM manufacturer, model and version (if required).
+    Returns (manufacturer, model, version)."""
     exts = cert.extensions
     try:
         bc = exts.get_extension_for_oid(ExtensionOID.BASIC_CONSTRAINTS).value

@@ -17,6 +17,7 @@ metrics labels. Add codes; never rename one.
         │   └── NonceWrongDevice       nonce.wrong_device
         ├── QuoteError
         │   ├── QuoteSignatureInvalid  quote.signature_invalid
+        │   ├── QuoteSignerMismatch    quote.signer_mismatch
         │   ├── QuoteSchemeMismatch    quote.scheme_mismatch
         │   ├── QuoteMagicInvalid      quote.magic_invalid
         │   ├── QuoteTypeInvalid       quote.type_invalid
@@ -134,6 +135,10 @@ class QuoteError(EvidenceError):
 
 class QuoteSignatureInvalid(QuoteError):
     code = "quote.signature_invalid"
+
+
+class QuoteSignerMismatch(QuoteError):
+    code = "quote.signer_mismatch"
 
 
 class QuoteSchemeMismatch(QuoteError):

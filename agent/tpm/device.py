@@ -78,8 +78,9 @@ class Signed:
 class Tpm:
     """One ESAPI connection to a TPM, named by a TCTI string."""
 
-    def __init__(self, tcti: str) -> None:
+    def __init__(self, tcti: str, ek_types: tuple[str, ...] = EK_TYPES) -> None:
         self.tcti = tcti
+        self.ek_types = ek_types
         try:
             self.ectx = ESAPI(open_tcti(tcti))
         except TSS2_Exception as exc:
@@ -99,7 +100,7 @@ class Tpm:
     def _ek_template(self) -> tuple[bytes | None, TPM2B_PUBLIC, str]:
         reader = NVReadEK(self.ectx)
         fallback: tuple[bytes | None, TPM2B_PUBLIC, str] | None = None
-        for ek_type in EK_TYPES:
+        for ek_type in self.ek_types:
             try:
                 cert, template = create_ek_template(ek_type, reader)
             except (NoSuchIndex, ValueError, TSS2_Exception):

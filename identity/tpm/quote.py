@@ -25,6 +25,7 @@ from identity.errors import (
     QuoteNonceMismatch,
     QuoteSchemeMismatch,
     QuoteSignatureInvalid,
+    QuoteSignerMismatch,
     QuoteTypeInvalid,
     ResetCountRollback,
 )
@@ -158,7 +159,7 @@ def verify_quote(
         if expected_signer is not None and not hmac.compare_digest(
             bytes(att.qualifiedSigner), expected_signer
         ):
-            raise QuoteSignatureInvalid("qualifiedSigner is not the enrolled AK")
+            raise QuoteSignerMismatch("qualifiedSigner is not the enrolled AK")
 
     runner.run("quote.type", quote_type)
     runner.run("quote.nonce", extra_data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -10,13 +11,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store
 from tpm2_pytss.tsskey import TSSPrivKey
 
-from agent.attest import attest_once
+from agent.attest import attest_once, collect_evidence
 from agent.client import AttestorError
 from agent.enroll import provision
+from agent.sim.swtpm import Manufacturer
 from attestor.db import queries
 from identity.tpm.keys import public_key
 from identity.tpm.structures import parse_public
-from tests.harness import Device, LiveAttestor
+from tests.harness import Device, LiveAttestor, enroll_and_learn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tpm]
 
@@ -76,3 +78,24 @@ def test_enroll_attest_certificate_renew(attestor: LiveAttestor, device: Device)
     assert renewed.serial != issued.serial
     cert2 = x509.load_pem_x509_certificate((config.state_dir / "cert.pem").read_bytes())
     assert f"{cert2.serial_number:x}" == renewed.serial
+
+
+@pytest.mark.pg
+def test_flow_on_postgresql(tmp_path: Path, manufacturer: Manufacturer, device: Device,
+                            pg_url: str) -> None:
+    """The same service on PostgreSQL: enrollment, learning, attestation, replay refused."""
+    live = LiveAttestor(tmp_path / "attestor-pg", [manufacturer], database_url=pg_url).start()
+    try:
+        assert live.services.engine.dialect.name == "postgresql"
+        config = enroll_and_learn(live, device)
+        assert config.device_id
+        with live.client() as client:
+            challenge = client.challenge(config.device_id)
+            evidence = collect_evidence(config, device.tpm, config.device_id, challenge)
+            result = client.attest(config.device_id, evidence.body)
+            assert result["verdict"] == "pass"
+            with pytest.raises(AttestorError) as replay:
+                client.attest(config.device_id, evidence.body)
+        assert replay.value.codes == ["nonce.used"]
+    finally:
+        live.stop()

@@ -1,0 +1,134 @@
+"""Storage on SQLite and PostgreSQL: migrations, single-use values under races, policies."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlmodel import Session, SQLModel
+
+from attestor.db import queries
+from attestor.db.engine import head_revision, is_current
+from attestor.db.models import Enrollment, Nonce
+from identity.errors import (
+    ActivationExpired,
+    ActivationUnknown,
+    ActivationUsed,
+    NonceExpired,
+    NonceUnknown,
+    NonceUsed,
+    NonceWrongDevice,
+)
+
+NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
+
+
+def test_migrations_reach_head_and_match_the_models(engine: sa.Engine) -> None:
+    assert is_current(engine) and head_revision() == "0001"
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+    assert diff == []
+
+
+def test_times_come_back_timezone_aware(engine: sa.Engine) -> None:
+    with Session(engine) as session, session.begin():
+        queries.add_nonce(session, Nonce(value="aa", device_id="d", expires_at=NOW))
+    with Session(engine) as session:
+        row = session.get(Nonce, "aa")
+        assert row is not None and row.expires_at == NOW and row.expires_at.tzinfo is not None
+
+
+def _nonce(engine: sa.Engine, value: str = "n1", device: str = "d1",
+           expires: dt.datetime = NOW + dt.timedelta(seconds=60)) -> None:
+    with Session(engine) as session, session.begin():
+        queries.add_nonce(session, Nonce(value=value, device_id=device, expires_at=expires))
+
+
+def _consume(engine: sa.Engine, value: str = "n1", device: str = "d1",
+             now: dt.datetime = NOW) -> None:
+    with Session(engine) as session, session.begin():
+        queries.consume_nonce(session, value, device, now)
+
+
+def test_nonce_is_single_use(engine: sa.Engine) -> None:
+    _nonce(engine)
+    _consume(engine)
+    with pytest.raises(NonceUsed):
+        _consume(engine)
+
+
+@pytest.mark.parametrize(("kwargs", "error"), [
+    ({"value": "never-issued"}, NonceUnknown),
+    ({"device": "d2"}, NonceWrongDevice),
+    ({"now": NOW + dt.timedelta(seconds=61)}, NonceExpired),
+])
+def test_nonce_refusals(engine: sa.Engine, kwargs: dict[str, object], error: type) -> None:
+    _nonce(engine)
+    with pytest.raises(error):
+        _consume(engine, **kwargs)  # type: ignore[arg-type]
+
+
+def test_racing_consumers_spend_a_nonce_once(engine: sa.Engine) -> None:
+    """Eight threads (as eight replicas would) race for each of 20 nonces."""
+    for i in range(20):
+        _nonce(engine, value=f"race{i}")
+    wins: list[str] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def worker() -> None:
+        barrier.wait()
+        for i in range(20):
+            try:
+                _consume(engine, value=f"race{i}")
+            except NonceUsed:
+                continue
+            except sa.exc.OperationalError:  # SQLite busy: a loss, never a double win
+                continue
+            with lock:
+                wins.append(f"race{i}")
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == len(set(wins))
+    assert len(wins) >= 1
+
+
+def _enrollment(engine: sa.Engine, expires: dt.datetime) -> None:
+    with Session(engine) as session, session.begin():
+        queries.add_enrollment(session, Enrollment(
+            id="e1", device_id="d1", ek_public=b"ek", ak_public=b"ak", devid_public=b"dv",
+            secret_digest=b"\x00" * 32, created_at=NOW, expires_at=expires))
+
+
+def test_enrollment_challenge_is_single_use_and_expires(engine: sa.Engine) -> None:
+    _enrollment(engine, NOW + dt.timedelta(minutes=5))
+    with Session(engine) as session, session.begin():
+        assert queries.consume_enrollment(session, "e1", NOW).device_id == "d1"
+    for enrollment_id, error in (("e1", ActivationUsed), ("e2", ActivationUnknown)):
+        with Session(engine) as session, session.begin(), pytest.raises(error):
+            queries.consume_enrollment(session, enrollment_id, NOW)
+
+
+def test_expired_enrollment_challenge(engine: sa.Engine) -> None:
+    _enrollment(engine, NOW - dt.timedelta(seconds=1))
+    with Session(engine) as session, session.begin(), pytest.raises(ActivationExpired):
+        queries.consume_enrollment(session, "e1", NOW)
+
+
+def test_policy_versions_are_immutable_and_increasing(engine: sa.Engine) -> None:
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        first = queries.add_policy_version(session, "cam", {"pcrs": [0]}, "t", NOW)
+        second = queries.add_policy_version(session, "cam", {"pcrs": [1]}, "t", NOW)
+        other = queries.add_policy_version(session, "gw", {"pcrs": [2]}, "t", NOW)
+    assert (first.version, second.version, other.version) == (1, 2, 1)
+    with Session(engine) as session:
+        current = queries.current_policy(session, "cam")
+        assert current is not None and current.document == {"pcrs": [1]}
