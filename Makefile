@@ -11,10 +11,12 @@ demo: setup
 
 test: setup
 	@scripts/ensure-postgres.sh
+	$(VENV)/bin/ruff check identity attestor agent tests
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check identity attestor agent tests bench
+	$(VENV)/bin/ruff check identity attestor agent tests
 	$(VENV)/bin/mypy
 
 setup: sysdeps $(STAMP)

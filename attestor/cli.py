@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from attestor.settings import ConfigError, Settings, load_settings
 from identity.errors import IdentityError
+
+if TYPE_CHECKING:
+    from attestor.services.context import Services
 
 app = typer.Typer(help="edgeproof attestor: attestation service and admin commands.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -48,7 +51,7 @@ def settings_for(data_dir: Path, dev: bool | None = None, **overrides: object) -
         fail(str(exc))
 
 
-def services_for(data_dir: Path, dev: bool | None):  # type: ignore[no-untyped-def]
+def services_for(data_dir: Path, dev: bool | None) -> Services:
     from attestor.services.context import build_services
 
     try:

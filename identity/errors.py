@@ -49,7 +49,6 @@ metrics labels. Add codes; never rename one.
         ├── EventLogReplayMismatch     eventlog.replay_mismatch
         ├── EventLogMissing            eventlog.missing
         ├── PolicyError
-        │   ├── PolicyMissing          policy.missing
         │   ├── PolicyNoReference      policy.no_reference
         │   └── PolicyPcrMismatch      policy.pcr_mismatch
         ├── CsrError
@@ -263,10 +262,6 @@ class EventLogMissing(EvidenceError):
 
 class PolicyError(EvidenceError):
     code = "policy.invalid"
-
-
-class PolicyMissing(PolicyError):
-    code = "policy.missing"
 
 
 class PolicyNoReference(PolicyError):

@@ -156,3 +156,41 @@ def test_unknown_device_is_refused(attestor: LiveAttestor, device: Device) -> No
     with attestor.services.session() as session:
         events = queries.audit_events(session)
     assert any(e.details.get("claimed_device") == unknown for e in events)
+
+
+def test_event_log_of_another_boot_is_refused(attestor: LiveAttestor, device: Device) -> None:
+    """The PCRs are the good boot's; the log the agent sends is a tampered boot's."""
+    from agent.sim.boot import boot_events, encode_log
+
+    config = enroll_and_learn(attestor, device)
+    assert config.device_id
+    with attestor.client() as client:
+        evidence = collect_evidence(config, device.tpm, config.device_id,
+                                    client.challenge(config.device_id))
+        other_log = encode_log(boot_events(tamper=True), ("sha256",))
+        body = dict(evidence.body, event_log=base64.b64encode(other_log).decode())
+        with pytest.raises(AttestorError) as refused:
+            client.attest(config.device_id, body)
+    assert _refusal(refused) == ["eventlog.replay_mismatch"]
+    assert "PCR4" in str(refused.value.checks)
+
+
+def test_missing_event_log_is_refused(attestor: LiveAttestor, device: Device) -> None:
+    config = enroll_and_learn(attestor, device)
+    assert config.device_id
+    with attestor.client() as client:
+        evidence = collect_evidence(config, device.tpm, config.device_id,
+                                    client.challenge(config.device_id))
+        with pytest.raises(AttestorError) as refused:
+            client.attest(config.device_id, dict(evidence.body, event_log=None))
+    assert _refusal(refused) == ["eventlog.missing"]
+
+
+def test_device_that_is_not_active_gets_nothing(attestor: LiveAttestor, device: Device) -> None:
+    config = enroll_and_learn(attestor, device)
+    assert config.device_id
+    with attestor.services.session() as session, session.begin():
+        queries.get_device(session, config.device_id).state = "quarantined"
+    with attestor.client() as client, pytest.raises(AttestorError) as refused:
+        attest_once(config, device.tpm, client, now())
+    assert _refusal(refused) == ["device.not_active"]

@@ -63,3 +63,30 @@ def test_restricted_key_is_not_a_workload_key() -> None:
     ak, other_ak = SoftKey(), SoftKey()
     assert run(ak, *ak.certify(other_ak.public, Q), other_ak) == (
         False, ["certify.key_attributes_invalid"])
+
+
+def test_certify_with_forged_magic_is_refused() -> None:
+    """A software-signed TPMS_ATTEST a TPM would never produce (magic != TPM_GENERATED)."""
+    from tpm2_pytss import TPMS_ATTEST
+
+    ak, key = SoftKey(), SoftKey(attributes=int(SIGNING_KEY_ATTRS))
+    attest, _ = ak.certify(key.public, Q)
+    att, _ = TPMS_ATTEST.unmarshal(attest)
+    att.magic = 0x54435047  # bytes swapped
+    forged = bytes(att.marshal())
+    assert run(ak, forged, ak.sign(forged), key) == (False, ["certify.magic_invalid"])
+
+
+def test_certify_signed_with_unpinned_scheme_is_refused() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+    from tpm2_pytss import TPM2_ALG, TPMS_SIGNATURE_ECC, TPMT_SIGNATURE, TPMU_SIGNATURE
+
+    ak, key = SoftKey(), SoftKey(attributes=int(SIGNING_KEY_ATTRS))
+    attest, _ = ak.certify(key.public, Q)
+    r, s = decode_dss_signature(ak.private.sign(attest, ec.ECDSA(hashes.SHA512())))
+    ecc = TPMS_SIGNATURE_ECC(hash=TPM2_ALG.SHA512)
+    ecc.signatureR.buffer, ecc.signatureS.buffer = r.to_bytes(32, "big"), s.to_bytes(32, "big")
+    sig = TPMT_SIGNATURE(sigAlg=TPM2_ALG.ECDSA, signature=TPMU_SIGNATURE(ecdsa=ecc))
+    assert run(ak, attest, bytes(sig.marshal()), key) == (False, ["certify.scheme_mismatch"])

@@ -198,3 +198,16 @@ def test_quote_result_is_frozen() -> None:
     result = verify(ak, *ak.quote(SEL, software_pcrs(SEL), NONCE))
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.firmware_version = 0  # type: ignore[misc]
+
+
+def test_hmac_signature_is_an_unsupported_algorithm() -> None:
+    from tpm2_pytss import TPMT_HA
+
+    from identity.errors import UnsupportedAlgorithm
+
+    ak = SoftKey()
+    attest, _ = ak.quote(SEL, software_pcrs(SEL), NONCE)
+    ha = TPMT_HA(hashAlg=TPM2_ALG.SHA256)
+    sig = TPMT_SIGNATURE(sigAlg=TPM2_ALG.HMAC, signature=TPMU_SIGNATURE(hmac=ha))
+    with pytest.raises(UnsupportedAlgorithm):
+        verify(ak, attest, bytes(sig.marshal()))

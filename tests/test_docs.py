@@ -1,0 +1,55 @@
+"""README, docs and --help stay true to the code."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import attestor.backends.issuer.local_ca
+import attestor.backends.secrets.embedded  # noqa: F401 - registers their error classes
+from identity.errors import IdentityError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _codes(cls: type[IdentityError]) -> Iterator[str]:
+    yield cls.code
+    for sub in cls.__subclasses__():
+        yield from _codes(sub)
+
+
+def test_every_reason_code_is_documented() -> None:
+    doc = (ROOT / "docs" / "reason-codes.md").read_text()
+    documented = set(re.findall(r"^\| `([a-z_.]+)` \|", doc, re.MULTILINE))
+    missing = set(_codes(IdentityError)) - documented
+    assert not missing, f"codes missing from docs/reason-codes.md: {sorted(missing)}"
+
+
+def test_reason_codes_are_unique() -> None:
+    codes = list(_codes(IdentityError))
+    assert len(codes) == len(set(codes))
+
+
+def test_readme_opens_with_the_two_commands() -> None:
+    lines = [ln for ln in (ROOT / "README.md").read_text().splitlines() if ln.strip()]
+    commands = [ln.split("#")[0].strip() for ln in lines[1:6] if ln.startswith("make ")]
+    assert commands == ["make demo", "make test"]
+
+
+def test_cli_help_lists_the_commands_the_docs_use() -> None:
+    from agent.cli import app as agent_app
+    from attestor.cli import app as attestor_app
+
+    runner = CliRunner()
+    attestor_help = runner.invoke(attestor_app, ["--help"]).output
+    agent_help = runner.invoke(agent_app, ["--help"]).output
+    for command in ("init", "serve", "trust", "policy", "secret", "db", "device"):
+        assert command in attestor_help
+    for command in ("provision", "attest", "run", "status"):
+        assert command in agent_help
+    readme = (ROOT / "README.md").read_text()
+    for used in re.findall(r"^(?:attestor|edge-agent) ([a-z]+)", readme, re.MULTILINE):
+        assert used in attestor_help + agent_help, used
