@@ -16,7 +16,6 @@ from tpm2_pytss import TPM2B_PUBLIC
 from identity.errors import AttestationKeyInvalid, IdentityError
 from identity.tpm.keys import (
     ALG_ECC,
-    ALG_ECDSA,
     ALG_RSA,
     PublicKey,
     SigningScheme,
@@ -24,6 +23,7 @@ from identity.tpm.keys import (
     public_key,
 )
 from identity.tpm.structures import HASH_ALGS, object_name, parse_public
+from identity.tpm.views import ALG_ECDSA
 
 # TPMA_OBJECT bits (TPM 2.0 Part 2, 8.3).
 FIXED_TPM = 1 << 1

@@ -49,17 +49,17 @@ def verify_certify(
         return None
 
     def certify_type() -> None:
-        if int(att.type) != TPM_ST_ATTEST_CERTIFY:
-            raise CertifyTypeInvalid(f"type 0x{int(att.type):04x} is not TPM_ST_ATTEST_CERTIFY")
+        if att.type != TPM_ST_ATTEST_CERTIFY:
+            raise CertifyTypeInvalid(f"type 0x{att.type:04x} is not TPM_ST_ATTEST_CERTIFY")
 
     def name_matches() -> None:
-        if int(att.type) != TPM_ST_ATTEST_CERTIFY:
+        if att.type != TPM_ST_ATTEST_CERTIFY:
             raise CertifyNameMismatch("no certified name in a non-certify structure")
-        if not hmac.compare_digest(bytes(att.attested.certify.name), certified.name):
+        if not hmac.compare_digest(att.certified_name, certified.name):
             raise CertifyNameMismatch("certified Name is not the Name of the presented key")
 
     def qualifying() -> None:
-        if not hmac.compare_digest(bytes(att.extraData), qualifying_data):
+        if not hmac.compare_digest(att.extra_data, qualifying_data):
             raise CertifyQualifyingMismatch("qualifying data is not bound to this challenge")
 
     def attributes() -> None:

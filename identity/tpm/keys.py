@@ -13,19 +13,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from tpm2_pytss import TPM2B_PUBLIC, TPMT_SIGNATURE, TSS2_Exception
+from tpm2_pytss import TPM2B_PUBLIC, TSS2_Exception
 
 from identity.errors import TpmStructureMalformed, UnsupportedAlgorithm
 from identity.tpm.structures import HASH_ALGS
+from identity.tpm.views import ALG_ECDSA, ALG_RSAPSS, ALG_RSASSA, SignatureView
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 ALG_RSA = 0x0001
 ALG_ECC = 0x0023
 ALG_NULL = 0x0010
-ALG_RSASSA = 0x0014
-ALG_RSAPSS = 0x0016
-ALG_ECDSA = 0x0018
 
 SCHEME_NAMES = {ALG_RSASSA: "rsassa", ALG_RSAPSS: "rsapss", ALG_ECDSA: "ecdsa"}
 
@@ -92,45 +90,33 @@ def key_scheme(public: TPM2B_PUBLIC) -> SigningScheme | None:
     return SigningScheme(alg, hash_name)
 
 
-def signature_scheme(sig: TPMT_SIGNATURE) -> SigningScheme:
-    alg = int(sig.sigAlg)
-    if alg in (ALG_RSASSA, ALG_RSAPSS):
-        hash_alg = int(sig.signature.rsassa.hash)
-    elif alg == ALG_ECDSA:
-        hash_alg = int(sig.signature.ecdsa.hash)
-    else:
-        raise UnsupportedAlgorithm(f"signature algorithm 0x{alg:04x}")
-    return SigningScheme(alg, HASH_ALGS.get(hash_alg, "unknown"))
+def signature_scheme(sig: SignatureView) -> SigningScheme:
+    return SigningScheme(sig.alg, sig.hash_name)
 
 
-def verify_tpm_signature(key: PublicKey, sig: TPMT_SIGNATURE, data: bytes) -> bool:
+def verify_tpm_signature(key: PublicKey, sig: SignatureView, data: bytes) -> bool:
     """True only if ``sig`` is a valid signature over ``data`` by ``key``.
 
     RSAPSS is accepted with any salt length (TPMs differ); the hash is the one
     named in the signature, which the caller has already pinned.
     """
-    scheme = signature_scheme(sig)
-    digest = hash_algorithm(scheme.hash_name)
+    digest = hash_algorithm(sig.hash_name)
     try:
-        if scheme.alg == ALG_ECDSA:
+        if sig.alg == ALG_ECDSA:
             if not isinstance(key, ec.EllipticCurvePublicKey):
                 return False
-            r = int.from_bytes(bytes(sig.signature.ecdsa.signatureR), "big")
-            s = int.from_bytes(bytes(sig.signature.ecdsa.signatureS), "big")
+            r, s = int.from_bytes(sig.r, "big"), int.from_bytes(sig.s, "big")
             if r == 0 or s == 0:
                 return False
             key.verify(encode_dss_signature(r, s), data, ec.ECDSA(digest))
             return True
-        if not isinstance(key, rsa.RSAPublicKey):
+        if not isinstance(key, rsa.RSAPublicKey) or len(sig.raw) != key.key_size // 8:
             return False
-        raw = bytes(sig.signature.rsassa.sig)
-        if len(raw) != key.key_size // 8:
-            return False
-        if scheme.alg == ALG_RSASSA:
-            key.verify(raw, data, padding.PKCS1v15(), digest)
+        if sig.alg == ALG_RSASSA:
+            key.verify(sig.raw, data, padding.PKCS1v15(), digest)
         else:
             pss = padding.PSS(mgf=padding.MGF1(digest), salt_length=padding.PSS.AUTO)
-            key.verify(raw, data, pss, digest)
+            key.verify(sig.raw, data, pss, digest)
         return True
     except InvalidSignature:
         return False

@@ -12,8 +12,6 @@ import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from tpm2_pytss import TPMS_ATTEST
-
 from identity.checks import CheckRunner
 from identity.errors import (
     ClockRollback,
@@ -32,11 +30,17 @@ from identity.errors import (
 from identity.pcr import PcrSelection, PcrValues, check_values_match_selection, pcr_digest
 from identity.tpm.ak import TpmKey
 from identity.tpm.keys import signature_scheme, verify_tpm_signature
-from identity.tpm.structures import HASH_IDS, parse_attest, parse_signature
+from identity.tpm.structures import HASH_IDS
+from identity.tpm.views import (
+    TPM_ST_ATTEST_CERTIFY,
+    TPM_ST_ATTEST_QUOTE,
+    AttestView,
+    read_attest,
+    read_signature,
+)
 
 TPM_GENERATED_VALUE = 0xFF544347
-TPM_ST_ATTEST_QUOTE = 0x8018
-TPM_ST_ATTEST_CERTIFY = 0x8017
+__all__ = ["TPM_ST_ATTEST_CERTIFY", "TPM_ST_ATTEST_QUOTE", "verify_quote"]
 TPM_RH_OWNER = 0x40000001
 
 
@@ -50,9 +54,8 @@ class ClockState:
     safe: bool
 
     @classmethod
-    def from_attest(cls, att: TPMS_ATTEST) -> ClockState:
-        ci = att.clockInfo
-        return cls(int(ci.clock), int(ci.resetCount), int(ci.restartCount), bool(ci.safe))
+    def from_attest(cls, att: AttestView) -> ClockState:
+        return cls(att.clock, att.reset_count, att.restart_count, att.safe)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +101,10 @@ def check_signed_attest(
     signature: bytes,
     what: str,
     errors: AttestErrors = QUOTE_ERRORS,
-) -> TPMS_ATTEST:
-    """Parse, then check scheme pinning, signature and magic; return the TPMS_ATTEST."""
-    att = parse_attest(attest)
-    sig = parse_signature(signature)
+) -> AttestView:
+    """Parse, then check scheme pinning, signature and magic; return the attest's fields."""
+    att = read_attest(attest)
+    sig = read_signature(signature)
     scheme = signature_scheme(sig)
 
     def pinned() -> None:
@@ -113,8 +116,8 @@ def check_signed_attest(
             raise errors.signature(f"{what} signature does not verify with the enrolled AK")
 
     def magic() -> None:
-        if int(att.magic) != TPM_GENERATED_VALUE:
-            raise errors.magic(f"magic 0x{int(att.magic):08x} is not TPM_GENERATED_VALUE")
+        if att.magic != TPM_GENERATED_VALUE:
+            raise errors.magic(f"magic 0x{att.magic:08x} is not TPM_GENERATED_VALUE")
 
     runner.run(f"{what}.scheme", pinned)
     if key.scheme is not None and scheme == key.scheme:
@@ -148,16 +151,16 @@ def verify_quote(
     hash_name = ak.scheme.hash_name if ak.scheme else "sha256"
 
     def quote_type() -> None:
-        if int(att.type) != TPM_ST_ATTEST_QUOTE:
-            raise QuoteTypeInvalid(f"type 0x{int(att.type):04x} is not TPM_ST_ATTEST_QUOTE")
+        if att.type != TPM_ST_ATTEST_QUOTE:
+            raise QuoteTypeInvalid(f"type 0x{att.type:04x} is not TPM_ST_ATTEST_QUOTE")
 
     def extra_data() -> None:
-        if not hmac.compare_digest(bytes(att.extraData), nonce):
+        if not hmac.compare_digest(att.extra_data, nonce):
             raise QuoteNonceMismatch("extraData is not the nonce this attestation was given")
 
     def signer() -> None:
         if expected_signer is not None and not hmac.compare_digest(
-            bytes(att.qualifiedSigner), expected_signer
+            att.qualified_signer, expected_signer
         ):
             raise QuoteSignerMismatch("qualifiedSigner is not the enrolled AK")
 
@@ -167,9 +170,8 @@ def verify_quote(
         runner.run("quote.qualified_signer", signer)
 
     selection: PcrSelection | None = None
-    if int(att.type) == TPM_ST_ATTEST_QUOTE:
-        info = att.attested.quote
-        selection = PcrSelection.from_tpml(info.pcrSelect)
+    if att.type == TPM_ST_ATTEST_QUOTE and att.pcr_selection is not None:
+        selection = att.pcr_selection
         signed_selection = selection
 
         def required_inside() -> None:
@@ -189,7 +191,7 @@ def verify_quote(
 
             def digest() -> None:
                 expected = pcr_digest(signed_selection, pcr_values, hash_name)
-                if not hmac.compare_digest(expected, bytes(info.pcrDigest)):
+                if not hmac.compare_digest(expected, att.pcr_digest):
                     raise PcrDigestMismatch("PCR values do not hash to the signed pcrDigest")
 
             runner.run("quote.pcr_digest", digest)
@@ -198,7 +200,7 @@ def verify_quote(
 
     clock = ClockState.from_attest(att)
     reset = _check_clock(runner, clock, previous)
-    firmware = int(att.firmwareVersion)
+    firmware = att.firmware_version
     if firmware_denied is not None:
 
         def firmware_ok() -> None:
