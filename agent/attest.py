@@ -20,7 +20,8 @@ from agent.files import atomic_write, install_set
 from agent.tpm.device import Tpm
 from agent.verify import check_issued
 from identity.pcr import PcrSelection, format_pcr_values
-from identity.tpm.keys import public_key
+from identity.tpm.keys import PublicKey, public_key
+from identity.tpm.structures import parse_public
 from identity.x509.csr import assemble_csr, csr_info
 
 STATUS_FILE = "status.json"
@@ -41,6 +42,10 @@ class Issued:
 
     def renew_at(self, fraction: float) -> dt.datetime:
         return self.not_before + (self.not_after - self.not_before) * fraction
+
+
+def workload_public_key(key: TSSPrivKey) -> PublicKey:
+    return public_key(parse_public(key.public.marshal()))
 
 
 def _b64(data: bytes) -> str:
@@ -93,7 +98,7 @@ def collect_evidence(config: AgentConfig, tpm: Tpm, device_id: str,
     attest, signature, pcrs = _quote_stable(tpm, selection, nonce, config.ak_handle)
     key = tpm.create_workload_key(config.srk_handle)
     certify = tpm.certify_key(key, nonce, config.ak_handle)
-    info = csr_info(public_key(key.public), device_id)
+    info = csr_info(workload_public_key(key), device_id)
     csr = assemble_csr(info, "ecdsa", "sha256", tpm.sign_digest(key, info))
     log = read_event_log(config.event_log)
     body: dict[str, object] = {
@@ -113,7 +118,7 @@ def install_result(config: AgentConfig, key: TSSPrivKey, result: dict[str, Any],
     """Check the issued certificate against our key and CA, then install the set."""
     ca_pem = (config.state_dir / CA_FILE).read_text()
     cert = check_issued(result["certificate"], result["chain"], ca_pem,
-                        public_key(key.public), now)
+                        workload_public_key(key), now)
     files: dict[str, tuple[bytes, int]] = {
         "cert.pem": (result["certificate"].encode(), 0o644),
         "chain.pem": (result["chain"].encode(), 0o644),

@@ -6,6 +6,7 @@ TPM concatenates PCR values in the order of the TPML_PCR_SELECTION it signed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,9 @@ from identity.errors import MalformedInput, TpmStructureMalformed
 from identity.tpm.structures import DIGEST_SIZES, HASH_ALGS, HASH_IDS
 
 MAX_PCR = 23  # PC Client TPMs have 24 PCRs per bank
+_HASH_CONSTRUCTORS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256,
+                      "sha384": hashlib.sha384, "sha512": hashlib.sha512}
+_BITS = tuple(tuple(bit for bit in range(8) if value >> bit & 1) for value in range(256))
 PcrValues = Mapping[str, Mapping[int, bytes]]
 """bank name -> PCR index -> value."""
 
@@ -41,24 +45,31 @@ class PcrSelection:
 
     @classmethod
     def from_tpml(cls, tpml: TPML_PCR_SELECTION) -> PcrSelection:
-        """From the signed TPML_PCR_SELECTION; unknown banks are refused."""
-        banks: list[tuple[str, tuple[int, ...]]] = []
-        seen: set[str] = set()
+        """From a tpm2-pytss TPML_PCR_SELECTION (as ESAPI returns it)."""
+        pairs = []
         for i in range(int(tpml.count)):
             sel: TPMS_PCR_SELECTION = tpml.pcrSelections[i]
-            bank = HASH_ALGS.get(int(sel.hash))
+            pairs.append((int(sel.hash), bytes(sel.pcrSelect)[: int(sel.sizeofSelect)]))
+        return cls.from_wire(tuple(pairs))
+
+    @classmethod
+    def from_wire(cls, selections: tuple[tuple[int, bytes], ...]) -> PcrSelection:
+        """From a decoded TPML_PCR_SELECTION: (hash alg, bitmap) pairs, signed order."""
+        return _from_wire(selections)
+
+    @classmethod
+    def _decode(cls, selections: tuple[tuple[int, bytes], ...]) -> PcrSelection:
+        banks: list[tuple[str, tuple[int, ...]]] = []
+        seen: set[str] = set()
+        for alg, bitmap in selections:
+            bank = HASH_ALGS.get(alg)
             if bank is None:
-                raise TpmStructureMalformed(f"unknown PCR bank 0x{int(sel.hash):04x}")
+                raise TpmStructureMalformed(f"unknown PCR bank 0x{alg:04x}")
             if bank in seen:
                 raise TpmStructureMalformed(f"PCR bank {bank} selected twice")
             seen.add(bank)
-            bitmap = bytes(sel.pcrSelect)[: int(sel.sizeofSelect)]
-            idx = tuple(
-                byte * 8 + bit
-                for byte, value in enumerate(bitmap)
-                for bit in range(8)
-                if value >> bit & 1
-            )
+            idx = tuple(byte * 8 + bit for byte, value in enumerate(bitmap)
+                        for bit in _BITS[value])
             if any(i > MAX_PCR for i in idx):
                 raise TpmStructureMalformed(f"PCR index above {MAX_PCR} in bank {bank}")
             if idx:
@@ -74,17 +85,33 @@ class PcrSelection:
 
     def covers(self, other: PcrSelection) -> list[str]:
         """What of ``other`` this selection lacks, as ``bank:index`` strings."""
-        mine = {bank: set(idx) for bank, idx in self.banks}
-        return [
-            f"{bank}:{i}" for bank, idx in other.banks for i in idx if i not in mine.get(bank, ())
-        ]
+        return list(_lacking(self, other))
 
     def __str__(self) -> str:
         return "+".join(f"{b}:{','.join(map(str, i))}" for b, i in self.banks) or "(empty)"
 
 
+@functools.lru_cache(maxsize=256)
+def _from_wire(selections: tuple[tuple[int, bytes], ...]) -> PcrSelection:
+    # A fleet quotes a handful of distinct selections: decode each once.
+    return PcrSelection._decode(selections)
+
+
+@functools.lru_cache(maxsize=256)
+def _lacking(have: PcrSelection, want: PcrSelection) -> tuple[str, ...]:
+    mine = {bank: set(idx) for bank, idx in have.banks}
+    return tuple(f"{bank}:{i}" for bank, idx in want.banks for i in idx
+                 if i not in mine.get(bank, ()))
+
+
 def check_values_match_selection(selection: PcrSelection, values: PcrValues) -> list[str]:
     """Problems if ``values`` is not exactly the selected PCRs with the right sizes."""
+    if len(values) == len(selection.banks) and all(
+        bank in values and len(values[bank]) == len(idx)
+        and all(len(values[bank].get(i, b"")) == DIGEST_SIZES[bank] for i in idx)
+        for bank, idx in selection.banks
+    ):
+        return []
     problems: list[str] = []
     selected = {bank: set(idx) for bank, idx in selection.banks}
     for bank in values:
@@ -106,7 +133,8 @@ def check_values_match_selection(selection: PcrSelection, values: PcrValues) -> 
 
 def pcr_digest(selection: PcrSelection, values: PcrValues, hash_name: str) -> bytes:
     """H(concatenated values in selection order), H being the quote's signing hash."""
-    h = hashlib.new(hash_name)
+    h = _HASH_CONSTRUCTORS[hash_name]() if hash_name in _HASH_CONSTRUCTORS else hashlib.new(
+        hash_name)
     for bank, idx in selection.banks:
         for i in idx:
             h.update(values[bank][i])

@@ -89,7 +89,7 @@ def start(svc: Services, req: EnrollmentRequest) -> EnrollmentChallenge:
             session.commit()
             raise VerificationFailed("enrollment refused", runner.checks, runner.reason_codes)
         secret = secrets.token_bytes(SECRET_SIZE)
-        challenge = make_activation(ek, ak.name, secret)
+        challenge = make_activation(req.ek_public, ak.name, secret)
         enrollment = Enrollment(
             id=secrets.token_urlsafe(18),
             device_id=device_id,

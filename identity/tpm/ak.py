@@ -11,19 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from tpm2_pytss import TPM2B_PUBLIC
 
 from identity.errors import AttestationKeyInvalid, IdentityError
-from identity.tpm.keys import (
-    ALG_ECC,
-    ALG_RSA,
-    PublicKey,
-    SigningScheme,
-    key_scheme,
-    public_key,
-)
+from identity.tpm import wire
+from identity.tpm.keys import PublicKey, SigningScheme, key_scheme, public_key
 from identity.tpm.structures import HASH_ALGS, object_name, parse_public
-from identity.tpm.views import ALG_ECDSA
 
 # TPMA_OBJECT bits (TPM 2.0 Part 2, 8.3).
 FIXED_TPM = 1 << 1
@@ -65,11 +57,11 @@ def load_key(public_bytes: bytes) -> TpmKey:
         name=object_name(public),
         key=public_key(public),
         scheme=key_scheme(public),
-        attributes=int(public.publicArea.objectAttributes),
+        attributes=public.attributes,
     )
 
 
-def key_strength_problem(public: TPM2B_PUBLIC, key: PublicKey) -> str | None:
+def key_strength_problem(key: PublicKey) -> str | None:
     """Why a key is too weak (RSA < 2048, ECC < P-256), or None."""
     if isinstance(key, rsa.RSAPublicKey):
         return None if key.key_size >= 2048 else f"RSA-{key.key_size} is below 2048 bits"
@@ -95,10 +87,10 @@ def check_attestation_key(public_bytes: bytes) -> TpmKey:
             problems.append(f"{label} is not set")
     if attrs & DECRYPT:
         problems.append("decrypt is set")
-    name_alg = HASH_ALGS.get(int(public.publicArea.nameAlg), "unknown")
+    name_alg = HASH_ALGS.get(public.name_alg, "unknown")
     if name_alg not in STRONG_NAME_ALGS:
         problems.append(f"nameAlg {name_alg} is weaker than SHA-256")
-    weak = key_strength_problem(public, ak.key)
+    weak = key_strength_problem(ak.key)
     if weak:
         problems.append(weak)
     scheme = ak.scheme
@@ -107,11 +99,7 @@ def check_attestation_key(public_bytes: bytes) -> TpmKey:
     else:
         if scheme.hash_name not in SIGNING_HASHES:
             problems.append(f"signing hash {scheme.hash_name} is not accepted")
-        key_type = int(public.publicArea.type)
-        if (key_type == ALG_ECC) != (scheme.alg == ALG_ECDSA) or key_type not in (
-            ALG_ECC,
-            ALG_RSA,
-        ):
+        if (public.type == wire.ECC) != (scheme.alg == wire.ECDSA):
             problems.append(f"scheme {scheme} does not fit the key type")
     if problems:
         raise AttestationKeyInvalid("AK rejected: " + "; ".join(problems))

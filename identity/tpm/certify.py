@@ -20,7 +20,6 @@ from identity.errors import (
 )
 from identity.tpm.ak import FIXED_TPM, RESTRICTED, SIGN, TpmKey, key_strength_problem, load_key
 from identity.tpm.quote import TPM_ST_ATTEST_CERTIFY, AttestErrors, check_signed_attest
-from identity.tpm.structures import parse_public
 
 CERTIFY_ERRORS = AttestErrors(CertifySchemeMismatch, CertifySignatureInvalid, CertifyMagicInvalid)
 
@@ -43,7 +42,6 @@ def verify_certify(
     att = check_signed_attest(runner, ak, attest, signature, what, CERTIFY_ERRORS)
     try:
         certified = load_key(certified_public)
-        public = parse_public(certified_public)
     except IdentityError as exc:
         runner.fail(f"{what}.key", CertifiedKeyInvalid(f"certified public area: {exc.detail}"))
         return None
@@ -70,7 +68,7 @@ def verify_certify(
             problems.append("sign is not set")
         if certified.attributes & RESTRICTED:
             problems.append("restricted is set")
-        weak = key_strength_problem(public, certified.key)
+        weak = key_strength_problem(certified.key)
         if weak:
             problems.append(weak)
         if problems:

@@ -17,8 +17,9 @@ from tpm2_pytss.utils import make_credential
 
 from identity.errors import ActivationMismatch, EkPublicInvalid, IdentityError
 from identity.tpm.ak import DECRYPT, FIXED_PARENT, FIXED_TPM, RESTRICTED, SIGN
-from identity.tpm.keys import ALG_ECC, ALG_RSA, public_key
-from identity.tpm.structures import HASH_ALGS, parse_public
+from identity.tpm.keys import public_key
+from identity.tpm.structures import HASH_ALGS, NAME_HASHES, parse_public
+from identity.tpm.wire import Public
 
 SECRET_SIZE = 32  # fits TPM2B_DIGEST of every nameAlg we accept
 
@@ -29,36 +30,37 @@ class ActivationChallenge:
     encrypted_secret: bytes  # marshalled TPM2B_ENCRYPTED_SECRET
 
 
-def check_ek_public(ek_public: bytes) -> TPM2B_PUBLIC:
+def check_ek_public(ek_public: bytes) -> Public:
     """An EK public area: restricted decryption key, fixed to its TPM, RSA or ECC."""
     try:
         public = parse_public(ek_public)
         public_key(public)
     except IdentityError as exc:
         raise EkPublicInvalid(f"EK public area: {exc.detail}") from exc
-    area = public.publicArea
-    attrs = int(area.objectAttributes)
+    attrs = public.attributes
     problems = []
-    if int(area.type) not in (ALG_RSA, ALG_ECC):
-        problems.append("not an RSA or ECC key")
     for label, bit in (("restricted", RESTRICTED), ("decrypt", DECRYPT), ("fixedTPM", FIXED_TPM),
                        ("fixedParent", FIXED_PARENT)):
         if not attrs & bit:
             problems.append(f"{label} is not set")
     if attrs & SIGN:
         problems.append("sign is set")
-    if HASH_ALGS.get(int(area.nameAlg)) not in {"sha256", "sha384", "sha512"}:
+    if HASH_ALGS.get(public.name_alg) not in NAME_HASHES:
         problems.append("nameAlg is weaker than SHA-256")
     if problems:
         raise EkPublicInvalid("EK rejected: " + "; ".join(problems))
     return public
 
 
-def make_activation(ek: TPM2B_PUBLIC, ak_name: bytes, secret: bytes) -> ActivationChallenge:
-    """MakeCredential to ``ek`` (OAEP/KDFa/HMAC with the EK's nameAlg), bound to ``ak_name``."""
+def make_activation(ek_public: bytes, ak_name: bytes, secret: bytes) -> ActivationChallenge:
+    """MakeCredential to the EK (OAEP/KDFa/HMAC with its nameAlg), bound to ``ak_name``.
+
+    ``ek_public`` must have passed :func:`check_ek_public`.
+    """
     if len(secret) != SECRET_SIZE:
         raise ValueError("activation secret must be 32 bytes")
     try:
+        ek, _ = TPM2B_PUBLIC.unmarshal(bytes(ek_public))
         blob, encrypted = make_credential(ek, secret, TPM2B_NAME(ak_name))
     except (TSS2_Exception, ValueError, TypeError) as exc:
         raise EkPublicInvalid(f"cannot encrypt a credential to this EK: {exc}") from exc

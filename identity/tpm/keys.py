@@ -1,8 +1,8 @@
 """TPM public areas as `cryptography` keys, and TPMT_SIGNATURE verification.
 
-The hot path verifies with a `cryptography` key built once per enrolled key
-(rebuilding it per call costs 4x; see TPM-NOTES). Signature schemes are pinned:
-a signature must use exactly the scheme and hash fixed at enrollment.
+The hot path verifies with a `cryptography` key built once per enrolled key.
+Signature schemes are pinned: a signature must use exactly the scheme and
+hash fixed at enrollment.
 """
 
 from __future__ import annotations
@@ -10,30 +10,28 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from tpm2_pytss import TPM2B_PUBLIC, TSS2_Exception
 
 from identity.errors import TpmStructureMalformed, UnsupportedAlgorithm
+from identity.tpm import wire
 from identity.tpm.structures import HASH_ALGS
-from identity.tpm.views import ALG_ECDSA, ALG_RSAPSS, ALG_RSASSA, SignatureView
+from identity.tpm.wire import Public, Signature
 
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
-ALG_RSA = 0x0001
-ALG_ECC = 0x0023
-ALG_NULL = 0x0010
-
-SCHEME_NAMES = {ALG_RSASSA: "rsassa", ALG_RSAPSS: "rsapss", ALG_ECDSA: "ecdsa"}
+SCHEME_NAMES = {wire.RSASSA: "rsassa", wire.RSAPSS: "rsapss", wire.ECDSA: "ecdsa"}
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha256": hashes.SHA256,
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
 }
-# TPM_ECC_CURVE ids accepted for signing keys (Part 2, 6.4).
-ECC_CURVES: dict[int, str] = {0x0003: "P-256", 0x0004: "P-384", 0x0005: "P-521"}
+# TPM_ECC_CURVE ids (Part 2, 6.4) accepted for keys.
+ECC_CURVES: dict[int, ec.EllipticCurve] = {
+    0x0003: ec.SECP256R1(), 0x0004: ec.SECP384R1(), 0x0005: ec.SECP521R1(),
+}
 
 
 def hash_algorithm(name: str) -> hashes.HashAlgorithm:
@@ -55,54 +53,51 @@ class SigningScheme:
         return f"{SCHEME_NAMES.get(self.alg, hex(self.alg))}-{self.hash_name}"
 
 
-def public_key(public: TPM2B_PUBLIC) -> PublicKey:
+def public_key(public: Public) -> PublicKey:
     """The public area's key as a `cryptography` object (RSA or ECC only)."""
-    area = public.publicArea
-    if int(area.type) not in (ALG_RSA, ALG_ECC):
-        raise UnsupportedAlgorithm(f"key type 0x{int(area.type):04x} is not RSA or ECC")
-    if int(area.type) == ALG_ECC and int(area.parameters.eccDetail.curveID) not in ECC_CURVES:
-        raise UnsupportedAlgorithm(f"ECC curve 0x{int(area.parameters.eccDetail.curveID):04x}")
     try:
-        der = public.to_der()
-        key = serialization.load_der_public_key(der)
-    except (TSS2_Exception, ValueError, TypeError) as exc:
+        if public.type == wire.RSA:
+            if not public.rsa_modulus or public.rsa_modulus[0] == 0:
+                raise TpmStructureMalformed("RSA public area holds no modulus")
+            exponent = public.exponent or 65537
+            return rsa.RSAPublicNumbers(exponent, int.from_bytes(public.rsa_modulus, "big")
+                                        ).public_key()
+        if public.type == wire.ECC:
+            curve = ECC_CURVES.get(public.curve)
+            if curve is None:
+                raise UnsupportedAlgorithm(f"ECC curve 0x{public.curve:04x}")
+            x = int.from_bytes(public.ecc_x, "big")
+            y = int.from_bytes(public.ecc_y, "big")
+            return ec.EllipticCurvePublicNumbers(x, y, curve).public_key()
+    except ValueError as exc:  # not on the curve, bad exponent
         raise TpmStructureMalformed(f"public area holds no usable key: {exc}") from exc
-    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
-        raise UnsupportedAlgorithm("key is neither RSA nor ECC")
-    return key
+    raise UnsupportedAlgorithm(f"key type 0x{public.type:04x} is not RSA or ECC")
 
 
-def key_scheme(public: TPM2B_PUBLIC) -> SigningScheme | None:
+def key_scheme(public: Public) -> SigningScheme | None:
     """The signing scheme fixed in the key's public area, or None if TPM_ALG_NULL."""
-    area = public.publicArea
-    if int(area.type) == ALG_RSA:
-        scheme = area.parameters.rsaDetail.scheme
-    elif int(area.type) == ALG_ECC:
-        scheme = area.parameters.eccDetail.scheme
-    else:
-        raise UnsupportedAlgorithm(f"key type 0x{int(area.type):04x}")
-    alg = int(scheme.scheme)
-    if alg == ALG_NULL:
+    if public.scheme == wire.NULL:
         return None
-    if alg not in SCHEME_NAMES:
-        raise UnsupportedAlgorithm(f"signing scheme 0x{alg:04x}")
-    hash_name = HASH_ALGS.get(int(scheme.details.anySig.hashAlg), "unknown")
-    return SigningScheme(alg, hash_name)
+    if public.scheme not in SCHEME_NAMES:
+        raise UnsupportedAlgorithm(f"signing scheme 0x{public.scheme:04x}")
+    return SigningScheme(public.scheme, HASH_ALGS.get(public.scheme_hash, "unknown"))
 
 
-def signature_scheme(sig: SignatureView) -> SigningScheme:
-    return SigningScheme(sig.alg, sig.hash_name)
+def signature_scheme(sig: Signature) -> SigningScheme:
+    if sig.alg not in SCHEME_NAMES:
+        raise UnsupportedAlgorithm(f"signature algorithm 0x{sig.alg:04x}")
+    return SigningScheme(sig.alg, HASH_ALGS.get(sig.hash_alg, "unknown"))
 
 
-def verify_tpm_signature(key: PublicKey, sig: SignatureView, data: bytes) -> bool:
+def verify_tpm_signature(key: PublicKey, sig: Signature, data: bytes) -> bool:
     """True only if ``sig`` is a valid signature over ``data`` by ``key``.
 
     RSAPSS is accepted with any salt length (TPMs differ); the hash is the one
     named in the signature, which the caller has already pinned.
     """
-    digest = hash_algorithm(sig.hash_name)
+    digest = hash_algorithm(HASH_ALGS.get(sig.hash_alg, "unknown"))
     try:
-        if sig.alg == ALG_ECDSA:
+        if sig.alg == wire.ECDSA:
             if not isinstance(key, ec.EllipticCurvePublicKey):
                 return False
             r, s = int.from_bytes(sig.r, "big"), int.from_bytes(sig.s, "big")
@@ -112,11 +107,13 @@ def verify_tpm_signature(key: PublicKey, sig: SignatureView, data: bytes) -> boo
             return True
         if not isinstance(key, rsa.RSAPublicKey) or len(sig.raw) != key.key_size // 8:
             return False
-        if sig.alg == ALG_RSASSA:
+        if sig.alg == wire.RSASSA:
             key.verify(sig.raw, data, padding.PKCS1v15(), digest)
-        else:
+            return True
+        if sig.alg == wire.RSAPSS:
             pss = padding.PSS(mgf=padding.MGF1(digest), salt_length=padding.PSS.AUTO)
             key.verify(sig.raw, data, pss, digest)
-        return True
+            return True
+        return False
     except InvalidSignature:
         return False

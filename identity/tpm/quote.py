@@ -30,17 +30,13 @@ from identity.errors import (
 from identity.pcr import PcrSelection, PcrValues, check_values_match_selection, pcr_digest
 from identity.tpm.ak import TpmKey
 from identity.tpm.keys import signature_scheme, verify_tpm_signature
-from identity.tpm.structures import HASH_IDS
-from identity.tpm.views import (
-    TPM_ST_ATTEST_CERTIFY,
-    TPM_ST_ATTEST_QUOTE,
-    AttestView,
-    read_attest,
-    read_signature,
-)
+from identity.tpm.structures import HASH_IDS, parse_attest, parse_signature
+from identity.tpm.wire import ST_CERTIFY as TPM_ST_ATTEST_CERTIFY
+from identity.tpm.wire import ST_QUOTE as TPM_ST_ATTEST_QUOTE
+from identity.tpm.wire import Attest
 
-TPM_GENERATED_VALUE = 0xFF544347
 __all__ = ["TPM_ST_ATTEST_CERTIFY", "TPM_ST_ATTEST_QUOTE", "verify_quote"]
+TPM_GENERATED_VALUE = 0xFF544347
 TPM_RH_OWNER = 0x40000001
 
 
@@ -54,7 +50,7 @@ class ClockState:
     safe: bool
 
     @classmethod
-    def from_attest(cls, att: AttestView) -> ClockState:
+    def from_attest(cls, att: Attest) -> ClockState:
         return cls(att.clock, att.reset_count, att.restart_count, att.safe)
 
 
@@ -101,10 +97,10 @@ def check_signed_attest(
     signature: bytes,
     what: str,
     errors: AttestErrors = QUOTE_ERRORS,
-) -> AttestView:
+) -> Attest:
     """Parse, then check scheme pinning, signature and magic; return the attest's fields."""
-    att = read_attest(attest)
-    sig = read_signature(signature)
+    att = parse_attest(attest)
+    sig = parse_signature(signature)
     scheme = signature_scheme(sig)
 
     def pinned() -> None:
@@ -170,8 +166,8 @@ def verify_quote(
         runner.run("quote.qualified_signer", signer)
 
     selection: PcrSelection | None = None
-    if att.type == TPM_ST_ATTEST_QUOTE and att.pcr_selection is not None:
-        selection = att.pcr_selection
+    if att.type == TPM_ST_ATTEST_QUOTE:
+        selection = PcrSelection.from_wire(att.pcr_select)
         signed_selection = selection
 
         def required_inside() -> None:

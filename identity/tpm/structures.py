@@ -1,24 +1,23 @@
-"""Strict unmarshalling of TPM 2.0 structures with tpm2-pytss types.
+"""Parsing entry points for TPM structures, and the algorithm tables.
 
-Every parser consumes its whole input: trailing bytes are a forgery signal, not
-padding to ignore. tpm2-pytss's own unmarshal errors become
-:class:`TpmStructureMalformed` with the structure named.
+Every parser consumes its whole input (trailing bytes are a forgery signal,
+not padding) and raises :class:`TpmStructureMalformed` naming the structure.
+The decoding itself is in :mod:`identity.tpm.wire`.
 """
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
-
-from tpm2_pytss import (
-    TPM2B_PUBLIC,
-    TPMS_ATTEST,
-    TPMT_SIGNATURE,
-    TSS2_Exception,
-)
+import hashlib
 
 from identity.errors import TpmStructureMalformed
-
-T = TypeVar("T")
+from identity.tpm.wire import (
+    Attest,
+    Public,
+    Signature,
+    decode_attest,
+    decode_public,
+    decode_signature,
+)
 
 # TPM 2.0 Part 2, 6.3 (TPM_ALG_ID): hash algorithms by id and by name.
 HASH_ALGS: dict[int, str] = {
@@ -36,54 +35,40 @@ DIGEST_SIZES: dict[str, int] = {
     "sha512": 64,
     "sm3_256": 32,
 }
+NAME_HASHES = {"sha256", "sha384", "sha512"}
 
 # Upper bound on any marshalled structure we accept (TPM2B_PUBLIC of RSA-4096
 # is ~600 bytes; TPMS_ATTEST of a quote is a few hundred).
 MAX_STRUCTURE = 4096
 
 
-def _unmarshal(cls: Any, data: bytes, what: str) -> Any:
+def _bounded(data: bytes, what: str) -> bytes:
     if not isinstance(data, bytes | bytearray | memoryview):
         raise TpmStructureMalformed(f"{what}: expected bytes")
-    data = bytes(data)
     if not data:
         raise TpmStructureMalformed(f"{what}: empty")
     if len(data) > MAX_STRUCTURE:
         raise TpmStructureMalformed(f"{what}: {len(data)} bytes is too long")
-    try:
-        value, consumed = cls.unmarshal(data)
-    except (TSS2_Exception, ValueError, TypeError) as exc:
-        raise TpmStructureMalformed(f"{what}: {exc}") from exc
-    if consumed != len(data):
-        raise TpmStructureMalformed(
-            f"{what}: {len(data) - consumed} trailing bytes after the structure"
-        )
-    return value
+    return bytes(data)
 
 
-def parse_public(data: bytes) -> TPM2B_PUBLIC:
+def parse_public(data: bytes) -> Public:
     """A marshalled TPM2B_PUBLIC (size-prefixed TPMT_PUBLIC)."""
-    pub: TPM2B_PUBLIC = _unmarshal(TPM2B_PUBLIC, data, "TPM2B_PUBLIC")
-    return pub
+    return decode_public(_bounded(data, "TPM2B_PUBLIC"))
 
 
-def parse_attest(data: bytes) -> TPMS_ATTEST:
+def parse_attest(data: bytes) -> Attest:
     """A marshalled TPMS_ATTEST: exactly the bytes the TPM signed."""
-    att: TPMS_ATTEST = _unmarshal(TPMS_ATTEST, data, "TPMS_ATTEST")
-    return att
+    return decode_attest(_bounded(data, "TPMS_ATTEST"))
 
 
-def parse_signature(data: bytes) -> TPMT_SIGNATURE:
-    sig: TPMT_SIGNATURE = _unmarshal(TPMT_SIGNATURE, data, "TPMT_SIGNATURE")
-    return sig
+def parse_signature(data: bytes) -> Signature:
+    return decode_signature(_bounded(data, "TPMT_SIGNATURE"))
 
 
-def object_name(public: TPM2B_PUBLIC) -> bytes:
+def object_name(public: Public) -> bytes:
     """The object's Name: nameAlg || H_nameAlg(TPMT_PUBLIC), computed here."""
-    name_alg = int(public.publicArea.nameAlg)
-    if HASH_ALGS.get(name_alg) not in {"sha256", "sha384", "sha512"}:
-        raise TpmStructureMalformed(f"unsupported nameAlg 0x{name_alg:04x}")
-    try:
-        return bytes(public.get_name())
-    except (TSS2_Exception, ValueError) as exc:
-        raise TpmStructureMalformed(f"cannot compute Name: {exc}") from exc
+    hash_name = HASH_ALGS.get(public.name_alg)
+    if hash_name not in NAME_HASHES:
+        raise TpmStructureMalformed(f"unsupported nameAlg 0x{public.name_alg:04x}")
+    return public.name_alg.to_bytes(2, "big") + hashlib.new(hash_name, public.area).digest()

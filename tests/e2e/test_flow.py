@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.verification import PolicyBuilder, Store
 from tpm2_pytss.tsskey import TSSPrivKey
 
-from agent.attest import attest_once, collect_evidence
+from agent.attest import attest_once, collect_evidence, workload_public_key
 from agent.client import AttestorError
 from agent.enroll import provision
 from agent.sim.swtpm import Manufacturer
@@ -70,7 +70,7 @@ def test_enroll_attest_certificate_renew(attestor: LiveAttestor, device: Device)
 
         # The leaf's key is the TPM key the CSR named (key.pem wraps it for the TPM).
         tpm_key = TSSPrivKey.from_pem((config.state_dir / "key.pem").read_bytes())
-        assert spki(cert.public_key()) == spki(public_key(tpm_key.public))
+        assert spki(cert.public_key()) == spki(workload_public_key(tpm_key))
         assert (config.state_dir / "key.pem").stat().st_mode & 0o777 == 0o600
         assert (config.state_dir / "secrets" / "wifi/psk").read_bytes() == b"s3cret-value"
 
