@@ -49,6 +49,7 @@ def provision(config: AgentConfig, tpm: Tpm, client: AttestorClient, now: dt.dat
     body = {
         "ek_public": _b64(ek.public),
         "ek_certificate": _b64(ek.certificate) if ek.certificate else None,
+        "ek_chain": [_b64(cert) for cert in ek.chain[:8]],
         "ak_public": _b64(ak),
         "srk_public": _b64(srk),
         "devid_public": _b64(devid),

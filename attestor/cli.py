@@ -138,6 +138,8 @@ def trust_list(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
         for cert in certs:
             table.add_row(kind, cert.subject.rfc4514_string(), str(cert.not_valid_after_utc))
     out.print(table)
+    for source in store.normalized:
+        err.print(f"[yellow]re-encoded[/] {source}: root with non-DER names, trusted as re-encoded")
     for source, why in store.rejected:
         err.print(f"[yellow]not loaded[/] {source}: {why}")
 

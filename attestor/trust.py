@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from identity.ekcert import TrustStore, load_certificates
+from identity.truststore import TrustStore, load_certificates
 
 SUFFIXES = {".pem", ".crt", ".cer", ".der"}
 

@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtensionOID, ObjectIdentifier
@@ -21,59 +20,17 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from identity.errors import EkChainUntrusted, EkKeyMismatch, EkProfileInvalid
+from identity.errors import EkChainUntrusted, EkKeyMismatch, EkKeyWeak, EkProfileInvalid
+from identity.roca import roca_vulnerable
 from identity.tpm.keys import PublicKey
+from identity.truststore import TrustStore, load_certificates
+
+__all__ = ["TrustStore", "check_ek_matches", "check_ek_profile", "verify_ek_certificate"]
 
 EK_CERTIFICATE_EKU = ObjectIdentifier("2.23.133.8.1")
 TPM_MANUFACTURER = ObjectIdentifier("2.23.133.2.1")
 TPM_MODEL = ObjectIdentifier("2.23.133.2.2")
 TPM_VERSION = ObjectIdentifier("2.23.133.2.3")
-
-
-@dataclass(frozen=True, slots=True)
-class TrustStore:
-    """TPM-vendor roots and intermediates, plus what could not be loaded and why."""
-
-    roots: tuple[x509.Certificate, ...]
-    intermediates: tuple[x509.Certificate, ...]
-    rejected: tuple[tuple[str, str], ...] = ()
-
-    @classmethod
-    def from_blobs(cls, blobs: Iterable[tuple[str, bytes]]) -> TrustStore:
-        """Load certificates from (source, PEM-or-DER bytes); self-signed ones are roots."""
-        roots: list[x509.Certificate] = []
-        inter: list[x509.Certificate] = []
-        rejected: list[tuple[str, str]] = []
-        for source, data in blobs:
-            try:
-                certs = load_certificates(data)
-            except ValueError as exc:
-                rejected.append((source, str(exc)))
-                continue
-            for cert in certs:
-                (roots if _self_signed(cert) else inter).append(cert)
-        return cls(tuple(roots), tuple(inter), tuple(rejected))
-
-
-def load_certificates(data: bytes) -> list[x509.Certificate]:
-    """One DER certificate or any number of PEM ones; ValueError if none."""
-    if b"-----BEGIN" in data:
-        certs = x509.load_pem_x509_certificates(data)
-    else:
-        certs = [x509.load_der_x509_certificate(data)]
-    if not certs:
-        raise ValueError("no certificate found")
-    return certs
-
-
-def _self_signed(cert: x509.Certificate) -> bool:
-    if cert.issuer != cert.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(cert)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,16 +81,22 @@ def verify_ek_certificate(
     key = cert.public_key()
     if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
         raise EkProfileInvalid("EK certificate key is neither RSA nor ECC")
+    if isinstance(key, rsa.RSAPublicKey) and roca_vulnerable(key.public_numbers().n):
+        raise EkKeyWeak("the EK's RSA modulus is from the ROCA-vulnerable generator "
+                        "(CVE-2017-15361): update the TPM firmware and re-provision")
     return EkCertificateInfo(manufacturer, model, version, key, tuple(verified.chain))
 
 
 def check_ek_profile(
     cert: x509.Certificate, require_san: bool
 ) -> tuple[str | None, str | None, str | None]:
-    """TCG EK Credential Profile: not a CA; EKU (if any) has tcg-kp-EKCertificate;
-    SAN directory name with TPM manufacturer, model and version (if required).
-    Returns (manufacturer, model, version)."""
+    """TCG EK Credential Profile: v3, not a CA, key usage fit for an EK, EKU (if any)
+    with tcg-kp-EKCertificate, SAN directory name with TPM manufacturer, model and
+    version (if required). Returns (manufacturer, model, version)."""
+    if cert.version != x509.Version.v3:
+        raise EkProfileInvalid("EK certificate is not X.509 v3")
     exts = cert.extensions
+    _check_key_usage(cert)
     try:
         bc = exts.get_extension_for_oid(ExtensionOID.BASIC_CONSTRAINTS).value
         if isinstance(bc, x509.BasicConstraints) and bc.ca:
@@ -158,6 +121,22 @@ def check_ek_profile(
     if require_san and not {TPM_MANUFACTURER, TPM_MODEL, TPM_VERSION} <= attrs.keys():
         raise EkProfileInvalid("EK certificate SAN lacks TPM manufacturer, model or version")
     return attrs.get(TPM_MANUFACTURER), attrs.get(TPM_MODEL), attrs.get(TPM_VERSION)
+
+
+def _check_key_usage(cert: x509.Certificate) -> None:
+    """An EK decrypts (RSA: keyEncipherment) or agrees keys (ECC: keyAgreement); it never
+    signs certificates. Key usage is optional in the profile; when present it must fit."""
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return
+    if usage.key_cert_sign or usage.crl_sign:
+        raise EkProfileInvalid("EK certificate key usage allows signing certificates")
+    key = cert.public_key()
+    if isinstance(key, rsa.RSAPublicKey) and not usage.key_encipherment:
+        raise EkProfileInvalid("RSA EK certificate key usage lacks keyEncipherment")
+    if isinstance(key, ec.EllipticCurvePublicKey) and not usage.key_agreement:
+        raise EkProfileInvalid("ECC EK certificate key usage lacks keyAgreement")
 
 
 def check_ek_matches(info: EkCertificateInfo, ek_key: PublicKey) -> None:

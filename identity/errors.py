@@ -27,7 +27,17 @@ metrics labels. Add codes; never rename one.
         │   ├── ResetCountRollback     quote.reset_count_rollback
         │   ├── ClockRollback          quote.clock_rollback
         │   └── FirmwareDenied         quote.firmware_denied
-        ├── AttestationKeyInvalid      ak.invalid
+        ├── AttestationKeyInvalid      ak.invalid (does not parse or holds no usable key)
+        │   ├── AkNotRestricted        ak.not_restricted
+        │   ├── AkNotSigning           ak.not_signing
+        │   ├── AkNotFixedTpm          ak.not_fixed_tpm
+        │   ├── AkNotFixedParent       ak.not_fixed_parent
+        │   ├── AkNotSensitiveDataOrigin ak.not_sensitive_data_origin
+        │   ├── AkNoUserWithAuth       ak.no_user_with_auth
+        │   ├── AkCanDecrypt           ak.decrypt_set
+        │   ├── AkWeakNameAlg          ak.weak_name_alg
+        │   ├── AkWeakKey              ak.weak_key
+        │   └── AkSchemeInvalid        ak.scheme_invalid
         ├── CertifyError
         │   ├── CertifySignatureInvalid   certify.signature_invalid
         │   ├── CertifySchemeMismatch     certify.scheme_mismatch
@@ -45,6 +55,7 @@ metrics labels. Add codes; never rename one.
         │   ├── EkChainUntrusted       ek.chain_untrusted
         │   ├── EkProfileInvalid       ek.profile_invalid
         │   ├── EkKeyMismatch          ek.key_mismatch
+        │   ├── EkKeyWeak              ek.key_weak
         │   └── EkPublicInvalid        ek.public_invalid
         ├── EventLogReplayMismatch     eventlog.replay_mismatch
         ├── EventLogMissing            eventlog.missing
@@ -180,6 +191,46 @@ class AttestationKeyInvalid(EvidenceError):
     code = "ak.invalid"
 
 
+class AkNotRestricted(AttestationKeyInvalid):
+    code = "ak.not_restricted"
+
+
+class AkNotSigning(AttestationKeyInvalid):
+    code = "ak.not_signing"
+
+
+class AkNotFixedTpm(AttestationKeyInvalid):
+    code = "ak.not_fixed_tpm"
+
+
+class AkNotFixedParent(AttestationKeyInvalid):
+    code = "ak.not_fixed_parent"
+
+
+class AkNotSensitiveDataOrigin(AttestationKeyInvalid):
+    code = "ak.not_sensitive_data_origin"
+
+
+class AkNoUserWithAuth(AttestationKeyInvalid):
+    code = "ak.no_user_with_auth"
+
+
+class AkCanDecrypt(AttestationKeyInvalid):
+    code = "ak.decrypt_set"
+
+
+class AkWeakNameAlg(AttestationKeyInvalid):
+    code = "ak.weak_name_alg"
+
+
+class AkWeakKey(AttestationKeyInvalid):
+    code = "ak.weak_key"
+
+
+class AkSchemeInvalid(AttestationKeyInvalid):
+    code = "ak.scheme_invalid"
+
+
 class CertifyError(EvidenceError):
     code = "certify.invalid"
 
@@ -246,6 +297,10 @@ class EkProfileInvalid(EkError):
 
 class EkKeyMismatch(EkError):
     code = "ek.key_mismatch"
+
+
+class EkKeyWeak(EkError):
+    code = "ek.key_weak"
 
 
 class EkPublicInvalid(EkError):

@@ -46,6 +46,7 @@ from identity.tpm.structures import HASH_IDS
 SRK_HANDLE = 0x81000001
 AK_HANDLE = 0x81000002
 DEVID_HANDLE = 0x81000003
+EK_CHAIN_FIRST, EK_CHAIN_LAST = 0x01C00100, 0x01C001FF
 EK_TYPES = ("EK-RSA2048", "EK-HIGH-ECC384", "EK-ECC256", "EK-HIGH-RSA2048")
 _KEY_ATTRS = (
     TPMA_OBJECT.FIXEDTPM
@@ -67,6 +68,7 @@ class Endorsement:
     certificate: bytes | None
     public: bytes
     ek_type: str
+    chain: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +124,21 @@ class Tpm:
             yield handle, public, cert, ek_type
 
     def endorsement(self) -> Endorsement:
-        """The EK certificate from NV (None if the TPM has none) and the EK public area."""
+        """The EK certificate from NV (None if the TPM has none), the EK public area, and
+        any EK chain certificates the manufacturer stored in NV."""
         with self._ek() as (_, public, cert, ek_type):
-            return Endorsement(cert, public.marshal(), ek_type)
+            return Endorsement(cert, public.marshal(), ek_type, self._ek_chain())
+
+    def _ek_chain(self) -> tuple[bytes, ...]:
+        """TCG EK certificate chain NV indices 0x01C00100-0x01C001FF, read until one is absent."""
+        reader = NVReadEK(self.ectx)
+        chain: list[bytes] = []
+        for index in range(EK_CHAIN_FIRST, EK_CHAIN_LAST + 1):
+            try:
+                chain.append(bytes(reader(index)))
+            except (NoSuchIndex, TSS2_Exception):
+                break
+        return tuple(chain)
 
     # persistent keys -------------------------------------------------------------
 

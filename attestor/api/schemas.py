@@ -73,7 +73,8 @@ class SignedAttest(Request):
 class EnrollmentRequest(Request):
     ek_public: StructB64 = Field(description="TPM2B_PUBLIC of the endorsement key")
     ek_certificate: StructB64 | None = Field(None, description="EK certificate (DER)")
-    ek_chain: list[StructB64] = Field(default_factory=list, max_length=4)
+    ek_chain: list[StructB64] = Field(default_factory=list, max_length=8,
+                                      description="EK chain certificates (DER) from TPM NV")
     ak_public: StructB64 = Field(description="TPM2B_PUBLIC of the attestation key")
     srk_public: StructB64 | None = Field(
         None, description="TPM2B_PUBLIC of the AK's parent (owner-hierarchy primary)"

@@ -30,7 +30,7 @@ from identity.errors import (
     VerificationFailed,
 )
 from identity.protocol import device_id_for, enrollment_binding
-from identity.tpm.ak import TpmKey, check_attestation_key
+from identity.tpm.ak import TpmKey, record_attestation_key
 from identity.tpm.certify import verify_certify
 from identity.tpm.credential import (
     SECRET_SIZE,
@@ -64,7 +64,7 @@ def start(svc: Services, req: EnrollmentRequest) -> EnrollmentChallenge:
         check_ek_matches(info, public_key(ek))
 
     runner.run("ek.certificate", ek_chain)
-    ak: TpmKey | None = runner.run("ak.attributes", lambda: check_attestation_key(req.ak_public))
+    ak: TpmKey | None = record_attestation_key(runner, req.ak_public)
     qualified: str | None = None
     if ak is not None:
         verify_certify(

@@ -12,7 +12,22 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from identity.errors import AttestationKeyInvalid, IdentityError
+from identity.checks import Check, CheckRunner
+from identity.errors import (
+    AkCanDecrypt,
+    AkNotFixedParent,
+    AkNotFixedTpm,
+    AkNotRestricted,
+    AkNotSensitiveDataOrigin,
+    AkNotSigning,
+    AkNoUserWithAuth,
+    AkSchemeInvalid,
+    AkWeakKey,
+    AkWeakNameAlg,
+    AttestationKeyInvalid,
+    IdentityError,
+)
+from identity.roca import roca_vulnerable
 from identity.tpm import wire
 from identity.tpm.keys import PublicKey, SigningScheme, key_scheme, public_key
 from identity.tpm.structures import HASH_ALGS, object_name, parse_public
@@ -26,14 +41,14 @@ RESTRICTED = 1 << 16
 DECRYPT = 1 << 17
 SIGN = 1 << 18
 
-AK_REQUIRED = {
-    "restricted": RESTRICTED,
-    "sign": SIGN,
-    "fixedTPM": FIXED_TPM,
-    "fixedParent": FIXED_PARENT,
-    "sensitiveDataOrigin": SENSITIVE_DATA_ORIGIN,
-    "userWithAuth": USER_WITH_AUTH,
-}
+AK_REQUIRED: tuple[tuple[type[AttestationKeyInvalid], int, str], ...] = (
+    (AkNotRestricted, RESTRICTED, "restricted"),
+    (AkNotSigning, SIGN, "sign"),
+    (AkNotFixedTpm, FIXED_TPM, "fixedTPM"),
+    (AkNotFixedParent, FIXED_PARENT, "fixedParent"),
+    (AkNotSensitiveDataOrigin, SENSITIVE_DATA_ORIGIN, "sensitiveDataOrigin"),
+    (AkNoUserWithAuth, USER_WITH_AUTH, "userWithAuth"),
+)
 STRONG_NAME_ALGS = {"sha256", "sha384", "sha512"}
 SIGNING_HASHES = {"sha256", "sha384", "sha512"}
 
@@ -64,43 +79,68 @@ def load_key(public_bytes: bytes) -> TpmKey:
 def key_strength_problem(key: PublicKey) -> str | None:
     """Why a key is too weak (RSA < 2048, ECC < P-256), or None."""
     if isinstance(key, rsa.RSAPublicKey):
-        return None if key.key_size >= 2048 else f"RSA-{key.key_size} is below 2048 bits"
+        if key.key_size < 2048:
+            return f"RSA-{key.key_size} is below 2048 bits"
+        if roca_vulnerable(key.public_numbers().n):
+            return "RSA modulus is from the ROCA-vulnerable generator (CVE-2017-15361)"
+        return None
     if isinstance(key, ec.EllipticCurvePublicKey):
         return None if key.curve.key_size >= 256 else f"curve {key.curve.name} is below P-256"
     return "unsupported key type"
 
 
+def attestation_key_problems(public_bytes: bytes) -> tuple[TpmKey | None,
+                                                          list[AttestationKeyInvalid]]:
+    """Every requirement the AK public area breaks, each as its own typed error."""
+    try:
+        public = parse_public(public_bytes)
+    except IdentityError as exc:
+        return None, [AttestationKeyInvalid(f"AK public area: {exc.detail}")]
+    problems: list[AttestationKeyInvalid] = []
+    for error, bit, label in AK_REQUIRED:
+        if not public.attributes & bit:
+            problems.append(error(f"AK attribute {label} is not set"))
+    if public.attributes & DECRYPT:
+        problems.append(AkCanDecrypt("AK attribute decrypt is set: it could decrypt too"))
+    name_alg = HASH_ALGS.get(public.name_alg, f"0x{public.name_alg:04x}")
+    if name_alg not in STRONG_NAME_ALGS:
+        problems.append(AkWeakNameAlg(f"AK nameAlg {name_alg} is weaker than SHA-256"))
+        return None, problems
+    try:
+        ak = load_key(public_bytes)
+    except IdentityError as exc:
+        return None, [*problems, AttestationKeyInvalid(f"AK public area: {exc.detail}")]
+    weak = key_strength_problem(ak.key)
+    if weak:
+        problems.append(AkWeakKey(f"AK key: {weak}"))
+    scheme = ak.scheme
+    if scheme is None:
+        problems.append(AkSchemeInvalid("no signing scheme is fixed in the AK (TPM_ALG_NULL)"))
+    elif scheme.hash_name not in SIGNING_HASHES:
+        problems.append(AkSchemeInvalid(f"AK signing hash {scheme.hash_name} is not accepted"))
+    elif (public.type == wire.ECC) != (scheme.alg == wire.ECDSA):
+        problems.append(AkSchemeInvalid(f"AK scheme {scheme} does not fit the key type"))
+    return ak, problems
+
+
 def check_attestation_key(public_bytes: bytes) -> TpmKey:
     """Check an AK public area and return it with its pinned signing scheme.
 
-    Raises :class:`AttestationKeyInvalid` listing every violated requirement.
+    Raises the first violated requirement's error; its detail lists them all.
     """
-    try:
-        public = parse_public(public_bytes)
-        ak = load_key(public_bytes)
-    except IdentityError as exc:
-        raise AttestationKeyInvalid(f"AK public area: {exc.detail}") from exc
-    problems: list[str] = []
-    attrs = ak.attributes
-    for label, bit in AK_REQUIRED.items():
-        if not attrs & bit:
-            problems.append(f"{label} is not set")
-    if attrs & DECRYPT:
-        problems.append("decrypt is set")
-    name_alg = HASH_ALGS.get(public.name_alg, "unknown")
-    if name_alg not in STRONG_NAME_ALGS:
-        problems.append(f"nameAlg {name_alg} is weaker than SHA-256")
-    weak = key_strength_problem(ak.key)
-    if weak:
-        problems.append(weak)
-    scheme = ak.scheme
-    if scheme is None:
-        problems.append("no signing scheme is fixed in the key (TPM_ALG_NULL)")
-    else:
-        if scheme.hash_name not in SIGNING_HASHES:
-            problems.append(f"signing hash {scheme.hash_name} is not accepted")
-        if (public.type == wire.ECC) != (scheme.alg == wire.ECDSA):
-            problems.append(f"scheme {scheme} does not fit the key type")
+    ak, problems = attestation_key_problems(public_bytes)
+    if problems or ak is None:
+        first = problems[0] if problems else AttestationKeyInvalid("AK did not parse")
+        raise type(first)("; ".join(p.detail for p in problems) or first.detail)
+    return ak
+
+
+def record_attestation_key(runner: CheckRunner, public_bytes: bytes) -> TpmKey | None:
+    """Each AK requirement as its own check; the key only if every one passed."""
+    ak, problems = attestation_key_problems(public_bytes)
+    for problem in problems:
+        runner.fail("ak." + problem.code.removeprefix("ak."), problem)
     if problems:
-        raise AttestationKeyInvalid("AK rejected: " + "; ".join(problems))
+        return None
+    runner.checks.append(Check("ak.attributes", True))
     return ak

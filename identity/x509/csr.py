@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from identity.errors import CsrKeyMismatch, CsrKeyWeak, CsrMalformed, CsrSignatureInvalid
+from identity.roca import roca_vulnerable
 from identity.tpm.keys import PublicKey
 
 MAX_CSR_SIZE = 16 * 1024
@@ -83,6 +84,8 @@ def check_csr(data: bytes, expected_key: PublicKey | None = None) -> CheckedCsr:
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < 2048:
             raise CsrKeyWeak(f"RSA-{key.key_size} is below 2048 bits")
+        if roca_vulnerable(key.public_numbers().n):
+            raise CsrKeyWeak("RSA modulus is from the ROCA-vulnerable generator")
     elif isinstance(key, ec.EllipticCurvePublicKey):
         if key.curve.key_size < 256:
             raise CsrKeyWeak(f"curve {key.curve.name} is below P-256")

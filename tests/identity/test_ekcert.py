@@ -119,13 +119,32 @@ def test_certificate_misissued_by_the_vendor_ca_is_not_an_ek(
 
 
 @pytest.mark.corpus
-def test_vendor_roots_load_and_undecodable_ones_are_named(corpus: Path) -> None:
+def test_every_vendor_certificate_loads_and_non_der_roots_are_reencoded(corpus: Path) -> None:
     files = sorted((corpus / "tpm-vendor-roots").iterdir())
     store = TrustStore.from_blobs([(f.name, f.read_bytes()) for f in files])
-    assert len(store.roots) + len(store.intermediates) + len(store.rejected) == len(files)
-    assert store.roots and store.intermediates
-    assert {name for name, _ in store.rejected} <= {f.name for f in files
-                                                    if f.name.startswith(("NUVO", "NTC"))}
+    assert store.rejected == ()
+    assert len(store.roots) + len(store.intermediates) == len(files)
+    assert set(store.normalized) == {f.name for f in files if f.name.startswith(("NUVO", "NTC"))}
+    nuvoton = [r for r in store.roots if "Nuvoton" in r.subject.rfc4514_string()]
+    assert len(nuvoton) == len(store.normalized)
+
+
+@pytest.mark.corpus
+def test_vendor_intermediates_chain_to_vendor_roots(corpus: Path) -> None:
+    files = sorted((corpus / "tpm-vendor-roots").iterdir())
+    store = TrustStore.from_blobs([(f.name, f.read_bytes()) for f in files])
+    infineon = [c for c in store.intermediates
+                if "Infineon OPTIGA(TM) RSA Manufacturing CA 022" in c.subject.rfc4514_string()]
+    root = next(r for r in store.roots if "Infineon OPTIGA(TM) RSA Root" in
+                r.subject.rfc4514_string())
+    infineon[0].verify_directly_issued_by(root)
+
+
+def test_garbage_in_the_trust_store_is_reported_not_fatal(manufacturer: Manufacturer) -> None:
+    store = TrustStore.from_blobs([("junk.pem", b"-----BEGIN CERTIFICATE-----\nAAAA\n"
+                                                b"-----END CERTIFICATE-----\n"),
+                                   ("root.pem", manufacturer.root_certificate.read_bytes())])
+    assert len(store.roots) == 1 and [name for name, _ in store.rejected] == ["junk.pem"]
 
 
 @pytest.mark.corpus
