@@ -4,20 +4,35 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup sysdeps lint clean
+FUZZ_SECONDS ?= 30
+FUZZ_TARGETS := attest signature public eventlog csr certificates
+
+.PHONY: demo test setup sysdeps lint fuzz clean
 
 demo: setup
 	$(PY) -m agent.sim.demo
 
 test: setup
 	@scripts/ensure-postgres.sh
-	$(VENV)/bin/ruff check identity attestor agent tests
+	$(VENV)/bin/ruff check identity attestor agent tests bench fuzz
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check identity attestor agent tests
+	$(VENV)/bin/ruff check identity attestor agent tests bench fuzz
 	$(VENV)/bin/mypy
+
+fuzz: setup
+	$(PY) -m pip install -q 'atheris>=2.3,<4'
+	@mkdir -p .fuzz
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzzing $$t for $(FUZZ_SECONDS)s"; \
+	  if ! $(PY) fuzz/targets.py $$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	       -artifact_prefix=.fuzz/$$t- > .fuzz/$$t.log 2>&1; then \
+	    tail -40 .fuzz/$$t.log; echo "fuzz target $$t failed; crash input in .fuzz/"; exit 1; \
+	  fi; \
+	  grep -E "stat::number_of_executed_units" .fuzz/$$t.log; \
+	done
 
 setup: sysdeps $(STAMP)
 

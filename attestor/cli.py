@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from attestor.cli_verify import ekcert_app, quote_app
 from attestor.settings import ConfigError, Settings, load_settings
 from identity.errors import IdentityError
 
@@ -26,7 +27,8 @@ secret_app = typer.Typer(help="The embedded secret store.", no_args_is_help=True
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 device_app = typer.Typer(help="Enrolled devices.", no_args_is_help=True)
 for sub, name in ((trust_app, "trust"), (policy_app, "policy"), (secret_app, "secret"),
-                  (db_app, "db"), (device_app, "device")):
+                  (db_app, "db"), (device_app, "device"), (quote_app, "quote"),
+                  (ekcert_app, "ekcert")):
     app.add_typer(sub, name=name)
 
 out = Console()

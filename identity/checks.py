@@ -36,6 +36,9 @@ class Check(NamedTuple):
         return out
 
 
+_PASSED: dict[str, Check] = {}  # passing checks are immutable: one instance per name
+
+
 @dataclass(slots=True)
 class CheckRunner:
     """Runs checks, records each outcome, and never lets a failure pass silently."""
@@ -52,6 +55,20 @@ class CheckRunner:
             return None
         self.checks.append(Check(name, True))
         return value
+
+    def record(self, name: str, failure: EvidenceError | None) -> bool:
+        """Record an already-decided check: ``failure`` is None when it passed.
+
+        The hot path's form: no closure, and the error is built only on failure.
+        """
+        if failure is None:
+            passed = _PASSED.get(name)
+            if passed is None:
+                passed = _PASSED[name] = Check(name, True)
+            self.checks.append(passed)
+            return True
+        self.checks.append(Check(name, False, failure.code, failure.detail))
+        return False
 
     def check(self, name: str, fn: Callable[[], object]) -> bool:
         """Run ``fn`` as a check and say whether it passed."""

@@ -98,6 +98,11 @@ def _from_wire(selections: tuple[tuple[int, bytes], ...]) -> PcrSelection:
 
 
 @functools.lru_cache(maxsize=256)
+def _index_set(indices: tuple[int, ...]) -> frozenset[int]:
+    return frozenset(indices)
+
+
+@functools.lru_cache(maxsize=256)
 def _lacking(have: PcrSelection, want: PcrSelection) -> tuple[str, ...]:
     mine = {bank: set(idx) for bank, idx in have.banks}
     return tuple(f"{bank}:{i}" for bank, idx in want.banks for i in idx
@@ -106,12 +111,16 @@ def _lacking(have: PcrSelection, want: PcrSelection) -> tuple[str, ...]:
 
 def check_values_match_selection(selection: PcrSelection, values: PcrValues) -> list[str]:
     """Problems if ``values`` is not exactly the selected PCRs with the right sizes."""
-    if len(values) == len(selection.banks) and all(
-        bank in values and len(values[bank]) == len(idx)
-        and all(len(values[bank].get(i, b"")) == DIGEST_SIZES[bank] for i in idx)
-        for bank, idx in selection.banks
-    ):
-        return []
+    if len(values) == len(selection.banks):
+        for bank, indices in selection.banks:
+            got = values.get(bank)
+            if got is None or got.keys() != _index_set(indices):
+                break
+            size = DIGEST_SIZES[bank]
+            if any(len(v) != size for v in got.values()):
+                break
+        else:
+            return []
     problems: list[str] = []
     selected = {bank: set(idx) for bank, idx in selection.banks}
     for bank in values:

@@ -14,7 +14,7 @@ import hashlib
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from tpm2_pytss import (
     TPM2_ALG,
@@ -28,6 +28,7 @@ from tpm2_pytss import (
     TPMS_CLOCK_INFO,
     TPMS_QUOTE_INFO,
     TPMS_SIGNATURE_ECC,
+    TPMS_SIGNATURE_RSA,
     TPMT_ASYM_SCHEME,
     TPMT_SIGNATURE,
     TPMU_ATTEST,
@@ -57,10 +58,11 @@ class Clock:
 
 @dataclass
 class SoftKey:
-    """An ECDSA P-256 key with a TPM public area (``attributes`` as a TPM would set)."""
+    """A signing key with a TPM public area (``attributes`` as a TPM would set):
+    ECDSA P-256 by default, or ``private`` an RSA key for RSASSA-SHA256."""
 
     attributes: int = int(AK_ATTRS)
-    private: ec.EllipticCurvePrivateKey = field(
+    private: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey = field(
         default_factory=lambda: ec.generate_private_key(ec.SECP256R1())
     )
     firmware_version: int = 0x2023_0101_0000_0000
@@ -70,8 +72,12 @@ class SoftKey:
         pem = self.private.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        scheme = TPMT_ASYM_SCHEME(scheme=TPM2_ALG.ECDSA)
-        scheme.details.ecdsa.hashAlg = TPM2_ALG.SHA256
+        if isinstance(self.private, rsa.RSAPrivateKey):
+            scheme = TPMT_ASYM_SCHEME(scheme=TPM2_ALG.RSASSA)
+            scheme.details.rsassa.hashAlg = TPM2_ALG.SHA256
+        else:
+            scheme = TPMT_ASYM_SCHEME(scheme=TPM2_ALG.ECDSA)
+            scheme.details.ecdsa.hashAlg = TPM2_ALG.SHA256
         self.tpm_public = TPM2B_PUBLIC.from_pem(
             pem, objectAttributes=self.attributes, scheme=scheme
         )
@@ -85,7 +91,14 @@ class SoftKey:
         return bytes(self.tpm_public.get_name())
 
     def sign(self, data: bytes) -> bytes:
-        """A marshalled TPMT_SIGNATURE (ECDSA, SHA-256) over ``data``."""
+        """A marshalled TPMT_SIGNATURE (ECDSA or RSASSA, SHA-256) over ``data``."""
+        if isinstance(self.private, rsa.RSAPrivateKey):
+            raw = self.private.sign(data, padding.PKCS1v15(), hashes.SHA256())
+            rsa_sig = TPMS_SIGNATURE_RSA(hash=TPM2_ALG.SHA256)
+            rsa_sig.sig.buffer = raw
+            signature = TPMT_SIGNATURE(sigAlg=TPM2_ALG.RSASSA,
+                                       signature=TPMU_SIGNATURE(rsassa=rsa_sig))
+            return bytes(signature.marshal())
         r, s = decode_dss_signature(self.private.sign(data, ec.ECDSA(hashes.SHA256())))
         ecc = TPMS_SIGNATURE_ECC(hash=TPM2_ALG.SHA256)
         ecc.signatureR.buffer = r.to_bytes(32, "big")

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from identity.checks import CheckRunner
 from identity.errors import (
@@ -40,8 +41,7 @@ TPM_GENERATED_VALUE = 0xFF544347
 TPM_RH_OWNER = 0x40000001
 
 
-@dataclass(frozen=True, slots=True)
-class ClockState:
+class ClockState(NamedTuple):
     """TPMS_CLOCK_INFO of the last accepted quote of an AK."""
 
     clock: int
@@ -54,8 +54,7 @@ class ClockState:
         return cls(att.clock, att.reset_count, att.restart_count, att.safe)
 
 
-@dataclass(frozen=True, slots=True)
-class QuoteResult:
+class QuoteResult(NamedTuple):
     checks: CheckRunner
     selection: PcrSelection | None
     clock: ClockState
@@ -102,25 +101,16 @@ def check_signed_attest(
     att = parse_attest(attest)
     sig = parse_signature(signature)
     scheme = signature_scheme(sig)
-
-    def pinned() -> None:
-        if key.scheme is None or scheme != key.scheme:
-            raise errors.scheme(f"{what} uses {scheme}, the key is pinned to {key.scheme}")
-
-    def signed() -> None:
-        if not verify_tpm_signature(key.key, sig, attest):
-            raise errors.signature(f"{what} signature does not verify with the enrolled AK")
-
-    def magic() -> None:
-        if att.magic != TPM_GENERATED_VALUE:
-            raise errors.magic(f"magic 0x{att.magic:08x} is not TPM_GENERATED_VALUE")
-
-    runner.run(f"{what}.scheme", pinned)
-    if key.scheme is not None and scheme == key.scheme:
-        runner.run(f"{what}.signature", signed)
+    pinned = key.scheme is not None and scheme == key.scheme
+    runner.record(f"{what}.scheme", None if pinned else errors.scheme(
+        f"{what} uses {scheme}, the key is pinned to {key.scheme}"))
+    if pinned:
+        runner.record(f"{what}.signature", None if verify_tpm_signature(key.key, sig, attest)
+                      else errors.signature(f"{what} signature does not verify with the AK"))
     else:
         runner.skip(f"{what}.signature", "signature scheme not the pinned one")
-    runner.run(f"{what}.magic", magic)
+    runner.record(f"{what}.magic", None if att.magic == TPM_GENERATED_VALUE else errors.magic(
+        f"magic 0x{att.magic:08x} is not TPM_GENERATED_VALUE"))
     return att
 
 
@@ -144,53 +134,33 @@ def verify_quote(
     """
     runner = CheckRunner()
     att = check_signed_attest(runner, ak, attest, signature, "quote")
-    hash_name = ak.scheme.hash_name if ak.scheme else "sha256"
-
-    def quote_type() -> None:
-        if att.type != TPM_ST_ATTEST_QUOTE:
-            raise QuoteTypeInvalid(f"type 0x{att.type:04x} is not TPM_ST_ATTEST_QUOTE")
-
-    def extra_data() -> None:
-        if not hmac.compare_digest(att.extra_data, nonce):
-            raise QuoteNonceMismatch("extraData is not the nonce this attestation was given")
-
-    def signer() -> None:
-        if expected_signer is not None and not hmac.compare_digest(
-            att.qualified_signer, expected_signer
-        ):
-            raise QuoteSignerMismatch("qualifiedSigner is not the enrolled AK")
-
-    runner.run("quote.type", quote_type)
-    runner.run("quote.nonce", extra_data)
+    is_quote = att.type == TPM_ST_ATTEST_QUOTE
+    runner.record("quote.type", None if is_quote else QuoteTypeInvalid(
+        f"type 0x{att.type:04x} is not TPM_ST_ATTEST_QUOTE"))
+    runner.record("quote.nonce", None if hmac.compare_digest(att.extra_data, nonce)
+                  else QuoteNonceMismatch("extraData is not the nonce this attestation was given"))
     if expected_signer is not None:
-        runner.run("quote.qualified_signer", signer)
+        runner.record("quote.qualified_signer",
+                      None if hmac.compare_digest(att.qualified_signer, expected_signer)
+                      else QuoteSignerMismatch("qualifiedSigner is not the enrolled AK"))
 
     selection: PcrSelection | None = None
-    if att.type == TPM_ST_ATTEST_QUOTE:
+    if is_quote:
+        # PCR indices come only from here: the selection the TPM signed.
         selection = PcrSelection.from_wire(att.pcr_select)
-        signed_selection = selection
-
-        def required_inside() -> None:
-            missing = signed_selection.covers(required)
-            if missing:
-                raise PcrSelectionMismatch(f"signed selection lacks {', '.join(missing)}")
-
-        def values_exact() -> None:
-            problems = check_values_match_selection(signed_selection, pcr_values)
-            if problems:
-                raise PcrSelectionMismatch("; ".join(problems))
-
-        runner.run("quote.pcr_selection", required_inside)
-        if not runner.check("quote.pcr_values", values_exact):
-            runner.skip("quote.pcr_digest", "PCR values do not match the signed selection")
+        missing = selection.covers(required)
+        runner.record("quote.pcr_selection", None if not missing else PcrSelectionMismatch(
+            f"signed selection lacks {', '.join(missing)}"))
+        problems = check_values_match_selection(selection, pcr_values)
+        if runner.record("quote.pcr_values", None if not problems
+                         else PcrSelectionMismatch("; ".join(problems))):
+            hash_name = ak.scheme.hash_name if ak.scheme else "sha256"
+            expected = pcr_digest(selection, pcr_values, hash_name)
+            runner.record("quote.pcr_digest", None if hmac.compare_digest(
+                expected, att.pcr_digest) else PcrDigestMismatch(
+                "PCR values do not hash to the signed pcrDigest"))
         else:
-
-            def digest() -> None:
-                expected = pcr_digest(signed_selection, pcr_values, hash_name)
-                if not hmac.compare_digest(expected, att.pcr_digest):
-                    raise PcrDigestMismatch("PCR values do not hash to the signed pcrDigest")
-
-            runner.run("quote.pcr_digest", digest)
+            runner.skip("quote.pcr_digest", "PCR values do not match the signed selection")
     else:
         runner.skip("quote.pcr_digest", "not a quote structure")
 
@@ -198,12 +168,8 @@ def verify_quote(
     reset = _check_clock(runner, clock, previous)
     firmware = att.firmware_version
     if firmware_denied is not None:
-
-        def firmware_ok() -> None:
-            if firmware_denied(firmware):
-                raise FirmwareDenied(f"TPM firmware version 0x{firmware:016x} is denied")
-
-        runner.run("quote.firmware", firmware_ok)
+        runner.record("quote.firmware", None if not firmware_denied(firmware) else FirmwareDenied(
+            f"TPM firmware version 0x{firmware:016x} is denied"))
     return QuoteResult(runner, selection, clock, firmware, reset)
 
 
@@ -213,23 +179,14 @@ def _check_clock(runner: CheckRunner, now: ClockState, previous: ClockState | No
         return False
     counters_now = (now.reset_count, now.restart_count)
     counters_before = (previous.reset_count, previous.restart_count)
-
-    def counters() -> None:
-        if counters_now < counters_before:
-            raise ResetCountRollback(
-                f"resetCount/restartCount {counters_now} below last accepted {counters_before}"
-            )
-
-    runner.run("quote.reset_count", counters)
+    runner.record("quote.reset_count", None if counters_now >= counters_before
+                  else ResetCountRollback(f"resetCount/restartCount {counters_now} below "
+                                          f"last accepted {counters_before}"))
     if not now.safe:
         # safe == 0 follows a power loss: Clock may legitimately have gone back.
         # Freshness comes from the nonce, so skip only this comparison.
         runner.warnings.append("clock.unsafe: TPM reports safe=0 (power loss); clock not compared")
     else:
-
-        def clock() -> None:
-            if now.clock < previous.clock:
-                raise ClockRollback(f"clock {now.clock} is before last accepted {previous.clock}")
-
-        runner.run("quote.clock", clock)
+        runner.record("quote.clock", None if now.clock >= previous.clock else ClockRollback(
+            f"clock {now.clock} is before last accepted {previous.clock}"))
     return now.reset_count > previous.reset_count

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from identity.errors import TpmStructureMalformed, UnsupportedAlgorithm
 
@@ -83,10 +84,17 @@ class _Reader:
         return int.from_bytes(self.take(8), "big")
 
     def tpm2b(self, maximum: int) -> bytes:
-        size = self.u16()
+        data, pos = self.data, self.pos
+        if pos + 2 > len(data):
+            raise self.fail("needs 2 bytes for a size")
+        size = data[pos] << 8 | data[pos + 1]
+        end = pos + 2 + size
         if size > maximum:
             raise self.fail(f"size {size} exceeds {maximum}")
-        return self.take(size)
+        if end > len(data):
+            raise self.fail(f"needs {size} bytes, {len(data) - pos - 2} left")
+        self.pos = end
+        return data[pos + 2:end]
 
     def end(self) -> None:
         if self.pos != len(self.data):
@@ -194,8 +202,7 @@ def decode_public(data: bytes) -> Public:
 # TPMT_SIGNATURE ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Signature:
+class Signature(NamedTuple):
     alg: int
     hash_alg: int
     r: bytes = b""  # ECC schemes
@@ -237,8 +244,9 @@ def decode_signature(data: bytes) -> Signature:
 # TPMS_ATTEST -------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Attest:
+class Attest(NamedTuple):
+    """A decoded TPMS_ATTEST (a NamedTuple: built on every attestation, so kept cheap)."""
+
     magic: int
     type: int
     qualified_signer: bytes
@@ -272,7 +280,56 @@ _MAGIC_TYPE = struct.Struct(">IH")
 _CLOCK_FIRMWARE = struct.Struct(">QIIBQ")
 
 
+def _quote_fast(data: bytes) -> Attest | None:
+    """The common case, a well-formed quote, without the reader's call overhead.
+
+    Returns None for anything irregular; the strict path then names the problem.
+    """
+    n = len(data)
+    if n < 8:
+        return None
+    magic, st, size = _MAGIC_TYPE_SIZE.unpack_from(data)
+    if st != ST_QUOTE or size > MAX_NAME:
+        return None
+    pos = 8 + size
+    signer = data[8:pos]
+    if pos + 2 > n:
+        return None
+    size = data[pos] << 8 | data[pos + 1]
+    if size > MAX_DATA or pos + 2 + size + _CLOCK_FIRMWARE.size + 4 > n:
+        return None
+    extra = data[pos + 2:pos + 2 + size]
+    pos += 2 + size
+    clock, reset, restart, safe, firmware, count = _CLOCK_FIRMWARE_COUNT.unpack_from(data, pos)
+    pos += _CLOCK_FIRMWARE_COUNT.size
+    if safe > 1 or count > HASH_COUNT:
+        return None
+    selections = []
+    for _ in range(count):
+        if pos + 3 > n:
+            return None
+        alg, bitmap_size = data[pos] << 8 | data[pos + 1], data[pos + 2]
+        if bitmap_size > PCR_SELECT_MAX or pos + 3 + bitmap_size > n:
+            return None
+        selections.append((alg, data[pos + 3:pos + 3 + bitmap_size]))
+        pos += 3 + bitmap_size
+    if pos + 2 > n:
+        return None
+    size = data[pos] << 8 | data[pos + 1]
+    if size > MAX_DIGEST or pos + 2 + size != n:
+        return None
+    return Attest(magic, st, signer, extra, clock, reset, restart, bool(safe), firmware,
+                  tuple(selections), data[pos + 2:])
+
+
+_MAGIC_TYPE_SIZE = struct.Struct(">IHH")
+_CLOCK_FIRMWARE_COUNT = struct.Struct(">QIIBQI")
+
+
 def decode_attest(data: bytes) -> Attest:
+    fast = _quote_fast(bytes(data)) if isinstance(data, bytes | bytearray) else None
+    if fast is not None:
+        return fast
     r = _Reader(data, "TPMS_ATTEST")
     magic, st = r.fixed(_MAGIC_TYPE)
     signer = r.tpm2b(MAX_NAME)

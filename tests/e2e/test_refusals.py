@@ -16,7 +16,7 @@ from agent.sim.swtpm import Manufacturer
 from attestor.db import queries
 from tests.harness import Device, LiveAttestor, enroll_and_learn, now
 
-pytestmark = [pytest.mark.e2e, pytest.mark.tpm]
+pytestmark = [pytest.mark.e2e, pytest.mark.tpm, pytest.mark.adversarial]
 
 
 def _refusal(exc: pytest.ExceptionInfo[AttestorError]) -> list[str]:

@@ -12,6 +12,8 @@ from identity.checks import CheckRunner
 from identity.errors import AttestationKeyInvalid
 from identity.tpm.ak import check_attestation_key, record_attestation_key
 
+pytestmark = pytest.mark.adversarial
+
 
 def test_genuine_ak_is_accepted_with_its_scheme_pinned() -> None:
     ak = check_attestation_key(SoftKey().public)

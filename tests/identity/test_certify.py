@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from tpm2_pytss import TPMA_OBJECT
 
 from agent.sim.softtpm import SIGNING_KEY_ATTRS, SoftKey, software_pcrs
@@ -9,6 +10,8 @@ from identity.checks import CheckRunner
 from identity.pcr import PcrSelection
 from identity.tpm.ak import check_attestation_key
 from identity.tpm.certify import verify_certify
+
+pytestmark = pytest.mark.adversarial
 
 Q = b"challenge-nonce-0123456789abcdef"
 

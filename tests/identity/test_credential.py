@@ -11,6 +11,8 @@ from agent.sim.softtpm import SoftKey
 from identity.errors import ActivationMismatch, EkPublicInvalid
 from identity.tpm.credential import check_activation, check_ek_public, secret_digest
 
+pytestmark = pytest.mark.adversarial
+
 
 def test_activation_mismatch_never_carries_either_value() -> None:
     expected, presented = os.urandom(32), os.urandom(32)

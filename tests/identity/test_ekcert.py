@@ -57,7 +57,7 @@ def store_of(maker: Manufacturer) -> TrustStore:
     ])
 
 
-pytestmark = pytest.mark.tpm
+pytestmark = [pytest.mark.tpm, pytest.mark.adversarial]
 
 
 def test_swtpm_ek_chains_to_its_manufacturer(eks: dict[str, Ek],

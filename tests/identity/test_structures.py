@@ -10,6 +10,8 @@ from agent.sim.softtpm import SoftKey
 from identity.errors import TpmStructureMalformed
 from identity.tpm.structures import MAX_STRUCTURE, parse_attest, parse_public, parse_signature
 
+pytestmark = pytest.mark.adversarial
+
 
 @pytest.mark.parametrize("parse", [parse_public, parse_attest, parse_signature])
 def test_empty_and_oversized_inputs_are_malformed(parse: object) -> None:
