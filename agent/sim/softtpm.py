@@ -67,17 +67,21 @@ class SoftKey:
     )
     firmware_version: int = 0x2023_0101_0000_0000
     clock: Clock = field(default_factory=Clock)
+    hash_name: str = "sha256"
+    pss_salt: int | None = None  # RSA: sign RSAPSS with this salt length instead of RSASSA
 
     def __post_init__(self) -> None:
         pem = self.private.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
+        self._hash_alg = {"sha256": TPM2_ALG.SHA256, "sha384": TPM2_ALG.SHA384,
+                          "sha512": TPM2_ALG.SHA512, "sha1": TPM2_ALG.SHA1}[self.hash_name]
         if isinstance(self.private, rsa.RSAPrivateKey):
-            scheme = TPMT_ASYM_SCHEME(scheme=TPM2_ALG.RSASSA)
-            scheme.details.rsassa.hashAlg = TPM2_ALG.SHA256
+            alg = TPM2_ALG.RSAPSS if self.pss_salt is not None else TPM2_ALG.RSASSA
         else:
-            scheme = TPMT_ASYM_SCHEME(scheme=TPM2_ALG.ECDSA)
-            scheme.details.ecdsa.hashAlg = TPM2_ALG.SHA256
+            alg = TPM2_ALG.ECDSA
+        scheme = TPMT_ASYM_SCHEME(scheme=alg)
+        scheme.details.anySig.hashAlg = self._hash_alg
         self.tpm_public = TPM2B_PUBLIC.from_pem(
             pem, objectAttributes=self.attributes, scheme=scheme
         )
@@ -91,18 +95,23 @@ class SoftKey:
         return bytes(self.tpm_public.get_name())
 
     def sign(self, data: bytes) -> bytes:
-        """A marshalled TPMT_SIGNATURE (ECDSA or RSASSA, SHA-256) over ``data``."""
+        """A marshalled TPMT_SIGNATURE (the key's scheme and hash) over ``data``."""
+        digest = getattr(hashes, self.hash_name.upper())()
         if isinstance(self.private, rsa.RSAPrivateKey):
-            raw = self.private.sign(data, padding.PKCS1v15(), hashes.SHA256())
-            rsa_sig = TPMS_SIGNATURE_RSA(hash=TPM2_ALG.SHA256)
-            rsa_sig.sig.buffer = raw
-            signature = TPMT_SIGNATURE(sigAlg=TPM2_ALG.RSASSA,
-                                       signature=TPMU_SIGNATURE(rsassa=rsa_sig))
+            if self.pss_salt is not None:
+                pad: padding.AsymmetricPadding = padding.PSS(padding.MGF1(digest), self.pss_salt)
+                alg = TPM2_ALG.RSAPSS
+            else:
+                pad, alg = padding.PKCS1v15(), TPM2_ALG.RSASSA
+            rsa_sig = TPMS_SIGNATURE_RSA(hash=self._hash_alg)
+            rsa_sig.sig.buffer = self.private.sign(data, pad, digest)
+            signature = TPMT_SIGNATURE(sigAlg=alg, signature=TPMU_SIGNATURE(rsassa=rsa_sig))
             return bytes(signature.marshal())
-        r, s = decode_dss_signature(self.private.sign(data, ec.ECDSA(hashes.SHA256())))
-        ecc = TPMS_SIGNATURE_ECC(hash=TPM2_ALG.SHA256)
-        ecc.signatureR.buffer = r.to_bytes(32, "big")
-        ecc.signatureS.buffer = s.to_bytes(32, "big")
+        r, s = decode_dss_signature(self.private.sign(data, ec.ECDSA(digest)))
+        size = (self.private.curve.key_size + 7) // 8
+        ecc = TPMS_SIGNATURE_ECC(hash=self._hash_alg)
+        ecc.signatureR.buffer = r.to_bytes(size, "big")
+        ecc.signatureS.buffer = s.to_bytes(size, "big")
         sig = TPMT_SIGNATURE(sigAlg=TPM2_ALG.ECDSA, signature=TPMU_SIGNATURE(ecdsa=ecc))
         return bytes(sig.marshal())
 
@@ -119,7 +128,7 @@ class SoftKey:
               digest: bytes | None = None) -> tuple[bytes, bytes]:
         """(TPMS_ATTEST, TPMT_SIGNATURE) of a quote; overrides let a test forge one field."""
         signed_sel = signed_selection or selection
-        pcr_dig = digest if digest is not None else pcr_digest(selection, values, "sha256")
+        pcr_dig = digest if digest is not None else pcr_digest(selection, values, self.hash_name)
         info = TPMS_QUOTE_INFO(pcrSelect=signed_sel.to_tpml(), pcrDigest=TPM2B_DIGEST(pcr_dig))
         att = self._attest(st, nonce, TPMU_ATTEST(quote=info), magic).marshal()
         self.clock.tick()

@@ -28,6 +28,7 @@ from tpm2_pytss import (
     TPM2B_PUBLIC,
     TPM2B_SENSITIVE_CREATE,
     TPMA_OBJECT,
+    TPML_DIGEST,
     TPML_DIGEST_VALUES,
     TPMT_HA,
     TPMT_SIG_SCHEME,
@@ -39,6 +40,7 @@ from tpm2_pytss import (
 from tpm2_pytss.tsskey import TSSPrivKey
 from tpm2_pytss.utils import NoSuchIndex, NVReadEK, create_ek_template
 
+from agent.tpm.ek_policy import or_branches
 from agent.tpm.tcti import open_tcti
 from identity.pcr import PcrSelection
 from identity.tpm.structures import HASH_IDS
@@ -223,17 +225,25 @@ class Tpm:
 
     def activate_credential(self, blob: bytes, encrypted_secret: bytes,
                             ak_handle: int = AK_HANDLE) -> bytes:
-        """TPM2_ActivateCredential: the EK's policy needs PolicySecret(endorsement)."""
+        """TPM2_ActivateCredential, satisfying the EK's policy (agent/tpm/ek_policy.py)."""
         id_object, _ = TPM2B_ID_OBJECT.unmarshal(blob)
         secret, _ = TPM2B_ENCRYPTED_SECRET.unmarshal(encrypted_secret)
         ak = self._ak(ak_handle)
-        with self._ek() as (ek, *_):
+        with self._ek() as (ek, public, *_):
+            name_alg = int(public.publicArea.nameAlg)
+            hash_name = {v: k for k, v in HASH_IDS.items()}.get(name_alg, "sha256")
+            try:
+                branches = or_branches(hash_name, bytes(public.publicArea.authPolicy))
+            except ValueError as exc:
+                raise TpmError(str(exc)) from exc
             session = self.ectx.start_auth_session(
                 ESYS_TR.NONE, ESYS_TR.NONE, TPM2_SE.POLICY,
-                TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL), TPM2_ALG.SHA256,
+                TPMT_SYM_DEF(algorithm=TPM2_ALG.NULL), name_alg,
             )
             with session:
                 self.ectx.policy_secret(ESYS_TR.ENDORSEMENT, session, b"", b"", b"", 0)
+                if branches is not None:
+                    self.ectx.policy_or(session, TPML_DIGEST(branches))
                 try:
                     cred = self.ectx.activate_credential(
                         ak, ek, id_object, secret, session1=ESYS_TR.PASSWORD, session2=session

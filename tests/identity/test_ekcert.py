@@ -148,6 +148,19 @@ def test_garbage_in_the_trust_store_is_reported_not_fatal(manufacturer: Manufact
 
 
 @pytest.mark.corpus
+def test_real_ek_certificates_pass_the_profile_and_ak_certificates_do_not(corpus: Path) -> None:
+    """Google vTPM certificates: EK ("enc") ones pass, AK ("sign") ones are not EKs."""
+    for path in sorted((corpus / "ek-certs").iterdir()):
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        if "_enc_" in path.name:
+            # The privacy-CA issued ones carry no TCG SAN (ek_require_san = false for them).
+            check_ek_profile(cert, require_san=path.name.startswith("uca"))
+        else:
+            with pytest.raises(EkProfileInvalid, match="key usage"):
+                check_ek_profile(cert, require_san=False)
+
+
+@pytest.mark.corpus
 def test_real_cloud_ek_certificate_carries_the_tcg_san(corpus: Path) -> None:
     cert = x509.load_pem_x509_certificate(
         (corpus / "ek-certs" / "uca_tpm_ecc_enc_cert.pem").read_bytes())

@@ -230,3 +230,28 @@ def test_truncated_genuine_signature_is_malformed() -> None:
     for cut in (2, 6, 40, len(sig) - 1):
         with pytest.raises(TpmStructureMalformed):
             verify(ak, attest, sig[:cut])
+
+
+@pytest.mark.parametrize("salt", [0, 20, 32, 222])
+def test_rsapss_quotes_verify_with_any_salt_length(salt: int) -> None:
+    """TPMs differ in the PSS salt length they use; the verifier accepts any."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    ak = SoftKey(private=rsa.generate_private_key(65537, 2048), pss_salt=salt)
+    assert str(check_attestation_key(ak.public).scheme) == "rsapss-sha256"
+    assert verify(ak, *ak.quote(SEL, software_pcrs(SEL), NONCE)).checks.passed
+
+
+def test_ecdsa_p384_sha384_quote_verifies_with_digest_in_sha384() -> None:
+    """pcrDigest is computed with the signing scheme's hash, not the PCR bank's."""
+    ak = SoftKey(private=ec.generate_private_key(ec.SECP384R1()), hash_name="sha384")
+    assert str(check_attestation_key(ak.public).scheme) == "ecdsa-sha384"
+    assert verify(ak, *ak.quote(SEL, software_pcrs(SEL), NONCE)).checks.passed
+
+
+def test_sha1_only_ak_cannot_be_enrolled() -> None:
+    from identity.errors import AttestationKeyInvalid
+
+    with pytest.raises(AttestationKeyInvalid, match="sha1") as refused:
+        check_attestation_key(SoftKey(hash_name="sha1").public)
+    assert refused.value.code == "ak.scheme_invalid"
