@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
@@ -174,3 +176,19 @@ def test_real_certificate_without_the_tcg_san_is_refused_when_required(corpus: P
     assert check_ek_profile(cert, require_san=False) == (None, None, None)
     with pytest.raises(EkProfileInvalid, match="SAN"):
         check_ek_profile(cert, require_san=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=1500))
+def test_ek_certificate_parser_only_raises_typed_errors(data: bytes) -> None:
+    try:
+        verify_ek_certificate(data, TrustStore((), ()), now())
+    except (EkProfileInvalid, EkChainUntrusted):
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=1500))
+def test_trust_store_never_fails_wholesale(data: bytes) -> None:
+    store = TrustStore.from_blobs([("fuzzed", data)])
+    assert len(store.roots) + len(store.intermediates) + len(store.rejected) >= 1

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -101,3 +103,12 @@ def test_leaf_never_outlives_its_issuer(ca: tuple[x509.Certificate, SigningCa]) 
                                        trust_domain="t", now=NOW, days=100000)
     assert cert.not_valid_after_utc == issuing.cert.not_valid_after_utc
     assert "2.5.4.5=S1" in cert.subject.rfc4514_string()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=1500))
+def test_csr_parser_only_raises_typed_errors(data: bytes) -> None:
+    try:
+        check_csr(data)
+    except (CsrMalformed, CsrSignatureInvalid, CsrKeyWeak):
+        pass
