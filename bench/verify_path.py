@@ -2,7 +2,7 @@
 
 Evidence is genuine TPM structures signed by software keys (agent/sim/softtpm),
 so the numbers are the verifier's own cost: no TPM, no HTTP, no database.
-Usage: python bench/verify_path.py [--rounds N] [--write docs/benchmarks.md]
+Usage: python -m bench.verify_path [--rounds N] [--write docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.sim.boot import boot_events, encode_log
 from agent.sim.softtpm import SIGNING_KEY_ATTRS, SoftKey
+from bench.report import write_section
 from identity.checks import CheckRunner
 from identity.eventlog.replay import check_replay_matches, replay
 from identity.eventlog.tcg import parse_event_log
@@ -29,9 +30,6 @@ from identity.tpm.certify import verify_certify
 from identity.tpm.quote import verify_quote
 from identity.x509.csr import assemble_csr, check_csr, csr_info
 from identity.x509.profiles import SigningCa, issuing_ca, root_ca, workload_certificate
-
-MARK_START = "<!-- verify_path:start -->"
-MARK_END = "<!-- verify_path:end -->"
 
 
 def timed(fn: Callable[[], object], rounds: int) -> float:
@@ -89,8 +87,7 @@ def main() -> None:
     rows = [(name, timed(fn, args.rounds)) for name, fn in steps]
     total = sum(us for _, us in rows)
     lines = [
-        MARK_START,
-        f"`python bench/verify_path.py --rounds {args.rounds}` on {platform.machine()}, "
+        f"`python -m bench.verify_path --rounds {args.rounds}` on {platform.machine()}, "
         f"Python {platform.python_version()}, {now:%Y-%m-%d}: median µs per step, one core.",
         "",
         "| step | µs |",
@@ -100,18 +97,10 @@ def main() -> None:
         "",
         f"Ceiling for the pure verification and issuance work: about "
         f"{1e6 / total:.0f} attestations per second per core (no HTTP, no database).",
-        MARK_END,
     ]
-    text = "\n".join(lines)
-    print(text)
+    print("\n".join(lines))
     if args.write:
-        doc = args.write.read_text() if args.write.exists() else "# Benchmarks\n\n"
-        if MARK_START in doc:
-            before, rest = doc.split(MARK_START, 1)
-            doc = before + text + rest.split(MARK_END, 1)[1]
-        else:
-            doc = doc.rstrip() + "\n\n## Verification path\n\n" + text + "\n"
-        args.write.write_text(doc)
+        write_section(args.write, "verify_path", "Verification path", lines)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ PCRs 0-7: parsing, scheme pinning, signature, magic, type, nonce, PCR selection,
 values and digest. Bare and full are interleaved in rounds so machine noise
 hits both alike.
 
-Usage: python bench/verify_quote.py [--seconds N] [--write docs/benchmarks.md]
+Usage: python -m bench.verify_quote [--seconds N] [--write docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -23,12 +23,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from agent.sim.softtpm import SoftKey, software_pcrs
+from bench.report import write_section
 from identity.pcr import PcrSelection
 from identity.tpm.ak import check_attestation_key
 from identity.tpm.quote import verify_quote
 
-MARK_START = "<!-- verify_quote:start -->"
-MARK_END = "<!-- verify_quote:end -->"
 BATCH = 200
 
 
@@ -84,8 +83,7 @@ def main() -> None:
         measure("RSA-2048, RSASSA-SHA256", rsa.generate_private_key(65537, 2048), args.seconds),
     ]
     lines = [
-        MARK_START,
-        f"`python bench/verify_quote.py --seconds {args.seconds:g}` on {platform.machine()}, "
+        f"`python -m bench.verify_quote --seconds {args.seconds:g}` on {platform.machine()}, "
         f"Python {platform.python_version()}, {dt.date.today()}: one core, best of the interleaved "
         f"{BATCH}-call batches (the least-disturbed run of each).",
         "",
@@ -93,20 +91,12 @@ def main() -> None:
         "|---|---:|---:|---:|---:|",
         *[f"| {name} | {bare:.1f} | {full:.1f} | {1e6 / full:,.0f} | {full / bare:.2f}× |"
           for name, bare, full in rows],
-        MARK_END,
     ]
-    text = "\n".join(lines)
-    print(text)
+    print("\n".join(lines))
     for name, bare, full in rows:
         print(f"{name}: quotes_per_s={1e6 / full:.0f} ratio={full / bare:.2f}")
     if args.write:
-        doc = args.write.read_text()
-        if MARK_START in doc:
-            before, rest = doc.split(MARK_START, 1)
-            doc = before + text + rest.split(MARK_END, 1)[1]
-        else:
-            doc = doc.rstrip() + "\n\n## Quote verification\n\n" + text + "\n"
-        args.write.write_text(doc)
+        write_section(args.write, "verify_quote", "Quote verification", lines)
 
 
 if __name__ == "__main__":
