@@ -59,6 +59,30 @@ metrics labels. Add codes; never rename one.
         │   └── EkPublicInvalid        ek.public_invalid
         ├── EventLogReplayMismatch     eventlog.replay_mismatch
         ├── EventLogMissing            eventlog.missing
+        ├── EventLogIntegrityError
+        │   ├── EventLogDigestMismatch       eventlog.digest_mismatch
+        │   ├── EventLogEventTypeUnexpected  eventlog.event_type_unexpected
+        │   ├── EventLogDuplicateSeparator   eventlog.duplicate_separator
+        │   ├── EventLogEventAfterSeparator  eventlog.event_after_separator
+        │   └── EventLogConfigAfterSeparator eventlog.config_after_separator
+        ├── BootAppraisalError (the boot the log describes breaks the policy)
+        │   ├── SecureBootDisabled           eventlog.secure_boot_disabled
+        │   ├── BankMissing                  eventlog.bank_missing
+        │   ├── SignatureDatabaseNotAllowed  eventlog.signature_database_not_allowed
+        │   ├── DbxOutdated                  eventlog.dbx_outdated
+        │   ├── UnknownBootApplication       eventlog.unknown_boot_application
+        │   ├── KernelNotAllowed             eventlog.kernel_not_allowed
+        │   ├── CmdlineRejected              eventlog.cmdline_rejected
+        │   └── SbatLevelRejected            eventlog.sbat_level_rejected
+        ├── ImaError
+        │   ├── ImaMalformed                 ima.malformed (400)
+        │   ├── ImaUnsupportedTemplate       ima.unsupported_template (400)
+        │   ├── ImaTemplateHashMismatch      ima.template_hash_mismatch
+        │   ├── ImaReplayMismatch            ima.replay_mismatch
+        │   ├── ImaBootAggregateMismatch     ima.boot_aggregate_mismatch
+        │   ├── ImaFileNotAllowed            ima.file_not_allowed
+        │   ├── ImaSignatureInvalid          ima.signature_invalid
+        │   └── ImaStateInvalid              ima.state_invalid
         ├── PolicyError
         │   ├── PolicyNoReference      policy.no_reference
         │   └── PolicyPcrMismatch      policy.pcr_mismatch
@@ -313,6 +337,102 @@ class EventLogReplayMismatch(EvidenceError):
 
 class EventLogMissing(EvidenceError):
     code = "eventlog.missing"
+
+
+class EventLogIntegrityError(EvidenceError):
+    code = "eventlog.integrity"
+
+
+class EventLogDigestMismatch(EventLogIntegrityError):
+    code = "eventlog.digest_mismatch"
+
+
+class EventLogEventTypeUnexpected(EventLogIntegrityError):
+    code = "eventlog.event_type_unexpected"
+
+
+class EventLogDuplicateSeparator(EventLogIntegrityError):
+    code = "eventlog.duplicate_separator"
+
+
+class EventLogEventAfterSeparator(EventLogIntegrityError):
+    code = "eventlog.event_after_separator"
+
+
+class EventLogConfigAfterSeparator(EventLogIntegrityError):
+    code = "eventlog.config_after_separator"
+
+
+class BootAppraisalError(EvidenceError):
+    code = "eventlog.appraisal_failed"
+
+
+class SecureBootDisabled(BootAppraisalError):
+    code = "eventlog.secure_boot_disabled"
+
+
+class BankMissing(BootAppraisalError):
+    code = "eventlog.bank_missing"
+
+
+class SignatureDatabaseNotAllowed(BootAppraisalError):
+    code = "eventlog.signature_database_not_allowed"
+
+
+class DbxOutdated(BootAppraisalError):
+    code = "eventlog.dbx_outdated"
+
+
+class UnknownBootApplication(BootAppraisalError):
+    code = "eventlog.unknown_boot_application"
+
+
+class KernelNotAllowed(BootAppraisalError):
+    code = "eventlog.kernel_not_allowed"
+
+
+class CmdlineRejected(BootAppraisalError):
+    code = "eventlog.cmdline_rejected"
+
+
+class SbatLevelRejected(BootAppraisalError):
+    code = "eventlog.sbat_level_rejected"
+
+
+class ImaError(EvidenceError):
+    code = "ima.invalid"
+
+
+class ImaMalformed(MalformedInput):
+    code = "ima.malformed"
+
+
+class ImaUnsupportedTemplate(ImaMalformed):
+    code = "ima.unsupported_template"
+
+
+class ImaTemplateHashMismatch(ImaError):
+    code = "ima.template_hash_mismatch"
+
+
+class ImaReplayMismatch(ImaError):
+    code = "ima.replay_mismatch"
+
+
+class ImaBootAggregateMismatch(ImaError):
+    code = "ima.boot_aggregate_mismatch"
+
+
+class ImaFileNotAllowed(ImaError):
+    code = "ima.file_not_allowed"
+
+
+class ImaSignatureInvalid(ImaError):
+    code = "ima.signature_invalid"
+
+
+class ImaStateInvalid(ImaError):
+    code = "ima.state_invalid"
 
 
 class PolicyError(EvidenceError):

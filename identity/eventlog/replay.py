@@ -1,86 +1,147 @@
-"""Replay of a TCG event log into PCR values, per bank, and comparison with quoted PCRs."""
+"""Replay of a TCG event log into PCR values, per bank, and comparison with quoted PCRs.
+
+PCR0 starts at zero, at the StartupLocality value, or at 4 after an H-CRTM
+event. Some firmware extends the two Exit Boot Services events into PCR5 without
+logging them: when the log lacks them and PCR5 matches only with them, the
+replay accepts it and reports the quirk instead of failing the device.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
 
 from identity.errors import EventLogMalformed, EventLogReplayMismatch
-from identity.eventlog.tcg import (
+from identity.eventlog.events import (
+    EV_EFI_ACTION,
     EV_EFI_HCRTM_EVENT,
     EV_NO_ACTION,
-    STARTUP_LOCALITY_SIGNATURE,
-    EventLog,
+    EXIT_BOOT_SERVICES_INVOCATION,
+    EXIT_BOOT_SERVICES_RETURNED,
 )
+from identity.eventlog.tcg import STARTUP_LOCALITY_SIGNATURE, EventLog
 from identity.pcr import PcrValues
 from identity.tpm.structures import DIGEST_SIZES
 
+_CONSTRUCTORS = {"sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384,
+                 "sha512": hashlib.sha512}
+EBS_QUIRK = "eventlog.exit_boot_services_missing"
 
-@dataclass(frozen=True, slots=True)
-class Replay:
-    """Replayed PCR values per bank, and which event last extended each PCR."""
+
+def _hasher(bank: str) -> Callable[[bytes], Any]:
+    constructor = _CONSTRUCTORS.get(bank)
+    if constructor is not None:
+        return constructor
+    return lambda data: hashlib.new(bank, data)
+
+
+class Replay(NamedTuple):
+    """Replayed PCR values per bank; per PCR, the events that extended it, in order."""
 
     values: dict[str, dict[int, bytes]]
-    last_event: dict[int, int]
+    extended_by: dict[int, list[int]]
+    history: dict[str, dict[int, list[bytes]]]  # value after each extending event
 
 
-def _initial_pcr0(log: EventLog, size: int) -> bytes:
+def initial_pcr0(log: EventLog, size: int) -> bytes:
     """PCR0 starts at 0, at the StartupLocality value, or at 4 after an H-CRTM event."""
     for event in log.events:
         if event.pcr == 0 and event.type == EV_EFI_HCRTM_EVENT:
             return b"\x00" * (size - 1) + b"\x04"
     for event in log.events:
-        if (
-            event.type == EV_NO_ACTION
-            and event.pcr == 0
-            and event.data.startswith(STARTUP_LOCALITY_SIGNATURE)
-        ):
+        if (event.type == EV_NO_ACTION and event.pcr == 0
+                and event.data.startswith(STARTUP_LOCALITY_SIGNATURE)):
             if len(event.data) != len(STARTUP_LOCALITY_SIGNATURE) + 1:
-                raise EventLogMalformed(f"event {event.index}: StartupLocality of wrong size")
+                raise EventLogMalformed(f"event {event.seq}: StartupLocality of wrong size")
             return b"\x00" * (size - 1) + event.data[-1:]
     return b"\x00" * size
 
 
-def replay(log: EventLog, banks: Iterable[str] | None = None) -> Replay:
-    """Extend every measured event's digest into its PCR, for each bank asked."""
+def has_exit_boot_services(log: EventLog) -> bool:
+    return any(e.pcr == 5 and e.type == EV_EFI_ACTION and e.data == EXIT_BOOT_SERVICES_INVOCATION
+               for e in log.events)
+
+
+def replay(log: EventLog, banks: Iterable[str] | None = None, *,
+           add_exit_boot_services: bool = False) -> Replay:
+    """Extend every measured event's digest into its PCR, for each bank asked.
+
+    ``add_exit_boot_services`` appends the two Exit Boot Services events to PCR5,
+    for firmware that measures them without logging them.
+    """
     wanted = tuple(banks) if banks is not None else log.banks
     values: dict[str, dict[int, bytes]] = {}
-    last: dict[int, int] = {}
+    history: dict[str, dict[int, list[bytes]]] = {}
+    extended_by: dict[int, list[int]] = {}
+    measured = [e for e in log.events if e.type != EV_NO_ACTION]
+    for event in measured:
+        extended_by.setdefault(event.pcr, []).append(event.seq)
     for bank in wanted:
         if bank not in log.banks:
             raise EventLogMalformed(f"the event log carries no {bank} bank")
         size = DIGEST_SIZES[bank]
+        new = _hasher(bank)
+        zero = b"\x00" * size
+        pcr0 = initial_pcr0(log, size)
         pcrs: dict[int, bytes] = {}
-        pcr0 = _initial_pcr0(log, size)
-        for event in log.events:
-            if event.type == EV_NO_ACTION:
-                continue
-            start = pcr0 if event.pcr == 0 else b"\x00" * size
-            current = pcrs.get(event.pcr, start)
-            pcrs[event.pcr] = hashlib.new(bank, current + event.digests[bank]).digest()
-            last[event.pcr] = event.index
+        steps: dict[int, list[bytes]] = {}
+        for event in measured:
+            current = pcrs.get(event.pcr) or (pcr0 if event.pcr == 0 else zero)
+            digest = event.digests[bank]
+            pcrs[event.pcr] = value = new(current + digest).digest()
+            steps.setdefault(event.pcr, []).append(value)
+        if add_exit_boot_services:
+            for text in (EXIT_BOOT_SERVICES_INVOCATION, EXIT_BOOT_SERVICES_RETURNED):
+                pcrs[5] = new(pcrs.get(5, zero) + new(text).digest()).digest()
+                steps.setdefault(5, []).append(pcrs[5])
         values[bank] = pcrs
-    return Replay(values, last)
+        history[bank] = steps
+    return Replay(values, extended_by, history)
 
 
-def check_replay_matches(result: Replay, quoted: PcrValues) -> None:
-    """Every quoted PCR in a replayed bank must equal the replayed value.
-
-    A quoted PCR the log never touched must still hold its initial value.
-    """
-    if not set(quoted) & set(result.values):
-        raise EventLogReplayMismatch("the event log carries none of the quoted PCR banks")
+def _first_difference(result: Replay, quoted: PcrValues) -> tuple[str, int] | None:
     for bank, quoted_pcrs in quoted.items():
         replayed = result.values.get(bank)
         if replayed is None:
             continue
-        size = DIGEST_SIZES[bank]
+        zero = b"\x00" * DIGEST_SIZES[bank]
         for index in sorted(quoted_pcrs):
-            expected = replayed.get(index, b"\x00" * size)
-            if expected != quoted_pcrs[index]:
-                where = result.last_event.get(index)
-                at = f", last extended by event {where}" if where is not None else ""
-                raise EventLogReplayMismatch(
-                    f"event log does not replay to quoted {bank} PCR{index}{at}"
-                )
+            if replayed.get(index, zero) != quoted_pcrs[index]:
+                return bank, index
+    return None
+
+
+def _describe(result: Replay, bank: str, index: int, quoted: bytes) -> str:
+    events = result.extended_by.get(index, [])
+    steps = result.history.get(bank, {}).get(index, [])
+    if quoted in steps:
+        extra = events[steps.index(quoted) + 1]
+        return (f"the log runs past the quoted {bank} PCR{index}: it matches up to event "
+                f"{events[steps.index(quoted)]}, event {extra} and later were not measured")
+    if not events:
+        return f"no event in the log extends {bank} PCR{index}, which is not at its reset value"
+    return (f"event log does not replay to quoted {bank} PCR{index}, "
+            f"last extended by event {events[-1]}")
+
+
+def check_replay_matches(log: EventLog, quoted: PcrValues) -> list[str]:
+    """Every quoted PCR in a bank the log carries must equal the replayed value.
+
+    Returns warnings (the Exit Boot Services quirk, when it is what makes PCR5 match).
+    A quoted PCR the log never touched must still hold its initial value.
+    """
+    banks = [bank for bank in quoted if bank in log.banks]
+    if not banks:
+        raise EventLogReplayMismatch("the event log carries none of the quoted PCR banks")
+    result = replay(log, banks)
+    difference = _first_difference(result, quoted)
+    if difference is None:
+        return []
+    bank, index = difference
+    if index == 5 and not has_exit_boot_services(log):
+        quirk = replay(log, banks, add_exit_boot_services=True)
+        if _first_difference(quirk, quoted) is None:
+            return [f"{EBS_QUIRK}: the firmware measured Exit Boot Services into PCR5 "
+                    "without logging it; accepted as a known quirk"]
+    raise EventLogReplayMismatch(_describe(result, bank, index, quoted[bank][index]))

@@ -24,7 +24,7 @@ from identity.eventlog.tcg import (
 
 # Logs whose quirks (option-ROM events with PCR index -1, firmware that skipped the
 # Exit Boot Services events) the measured-boot appraisal issue handles.
-QUIRKS = {"option_rom_eventlog", "ebs_event_missing_eventlog", "short_no_action_eventlog"}
+QUIRKS = {"short_no_action_eventlog"}  # must be refused: see its own test
 
 
 def corpus_logs(corpus: Path) -> list[tuple[Path, dict[str, dict[str, str]]]]:
@@ -43,7 +43,7 @@ def test_real_logs_replay_to_the_reported_pcrs(corpus: Path) -> None:
     assert len(logs) >= 10
     for path, expected in logs:
         log = parse_event_log(path.read_bytes())
-        replayed = replay(log)
+        replayed = replay(log, add_exit_boot_services=path.name == "ebs_event_missing_eventlog")
         for bank, pcrs in expected.items():
             for index, value in pcrs.items():
                 assert replayed.values[bank].get(int(index), b"").hex() == value, (
@@ -51,7 +51,8 @@ def test_real_logs_replay_to_the_reported_pcrs(corpus: Path) -> None:
         quoted = {bank: {int(i): bytes.fromhex(v) for i, v in pcrs.items()}
                   for bank, pcrs in expected.items()}
         if quoted:
-            check_replay_matches(replayed, quoted)
+            warnings = check_replay_matches(log, quoted)
+            assert bool(warnings) == (path.name == "ebs_event_missing_eventlog")
 
 
 @pytest.mark.corpus
@@ -63,11 +64,37 @@ def test_legacy_sha1_log_is_recognised(corpus: Path) -> None:
 @pytest.mark.corpus
 def test_replay_names_the_pcr_that_differs(corpus: Path) -> None:
     path, expected = corpus_logs(corpus)[0]
-    replayed = replay(parse_event_log(path.read_bytes()))
+    log = parse_event_log(path.read_bytes())
     quoted = {"sha256": {int(i): bytes.fromhex(v) for i, v in expected["sha256"].items()}}
     quoted["sha256"][4] = b"\x00" * 32
     with pytest.raises(EventLogReplayMismatch, match="PCR4, last extended by event"):
-        check_replay_matches(replayed, quoted)
+        check_replay_matches(log, quoted)
+
+
+@pytest.mark.corpus
+def test_a_log_that_runs_past_the_quote_names_the_first_unmeasured_event(corpus: Path) -> None:
+    path, _ = corpus_logs(corpus)[0]
+    log = parse_event_log(path.read_bytes())
+    steps = replay(log).history["sha256"][4]
+    quoted = {"sha256": {**replay(log).values["sha256"], 4: steps[0]}}
+    with pytest.raises(EventLogReplayMismatch, match="runs past the quoted sha256 PCR4"):
+        check_replay_matches(log, quoted)
+
+
+@pytest.mark.corpus
+def test_truncated_no_action_log_is_refused_cleanly(corpus: Path) -> None:
+    data = (corpus / "eventlogs-edge" / "short_no_action_eventlog").read_bytes()
+    with pytest.raises(EventLogMalformed, match="Spec ID"):
+        parse_event_log(data)
+
+
+@pytest.mark.corpus
+def test_exit_boot_services_quirk_is_needed_and_reported(corpus: Path) -> None:
+    log = parse_event_log((corpus / "eventlogs-edge" / "ebs_event_missing_eventlog").read_bytes())
+    expected = bytes.fromhex("31245808d6d35849bc394f6343f2b3ff908ed5e3")
+    assert replay(log).values["sha1"][5] != expected
+    warnings = check_replay_matches(log, {"sha1": {5: expected}})
+    assert warnings and warnings[0].startswith("eventlog.exit_boot_services_missing")
 
 
 def test_simulated_boot_log_parses_and_replays() -> None:

@@ -1,0 +1,1 @@
+"""Linux IMA measurement lists: parsing, template hashes, PCR10 replay, appraisal."""
