@@ -13,6 +13,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from identity.errors import MalformedInput, PolicyNoReference, PolicyPcrMismatch
+from identity.eventlog.appraise import BootPolicy
+from identity.ima.appraise import ImaPolicy
+from identity.ima.replay import IMA_PCR
 from identity.pcr import MAX_PCR, PcrSelection, PcrValues
 from identity.tpm.structures import DIGEST_SIZES
 
@@ -34,6 +37,8 @@ class PolicyDocument(BaseModel):
         None, ge=60, description="lifetime of issued certificates; the server default if unset"
     )
     require_event_log: bool = Field(True, description="refuse evidence without an event log")
+    boot: BootPolicy | None = Field(None, description="measured-boot appraisal of the event log")
+    ima: ImaPolicy | None = Field(None, description="IMA appraisal (PCR 10 must be quoted)")
 
     @field_validator("pcr_bank")
     @classmethod
@@ -61,6 +66,8 @@ class PolicyDocument(BaseModel):
 
     @model_validator(mode="after")
     def _golden_fits(self) -> PolicyDocument:
+        if self.ima is not None and IMA_PCR not in self.pcrs:
+            raise ValueError("an IMA policy needs PCR 10 in pcrs")
         size = DIGEST_SIZES[self.pcr_bank]
         for index, value in self.golden.items():
             if index not in self.pcrs:
@@ -72,6 +79,10 @@ class PolicyDocument(BaseModel):
     def required_selection(self) -> PcrSelection:
         return PcrSelection.of({self.pcr_bank: self.pcrs})
 
+    @property
+    def appraises_logs(self) -> bool:
+        return self.boot is not None or self.ima is not None
+
 
 def parse_policy(document: Mapping[str, Any]) -> PolicyDocument:
     try:
@@ -81,8 +92,12 @@ def parse_policy(document: Mapping[str, Any]) -> PolicyDocument:
 
 
 def evaluate_pcrs(policy: PolicyDocument, values: PcrValues) -> None:
-    """Every quoted PCR must equal its golden value; all differences are named."""
-    if not policy.golden:
+    """Every PCR with a golden value must equal it; all differences are named.
+
+    Without a boot or IMA appraisal, every quoted PCR needs a golden value; with one,
+    the logs (replayed to the quote) stand for the PCRs that have none.
+    """
+    if not policy.golden and not policy.appraises_logs:
         raise PolicyNoReference(
             "the policy holds no golden PCR values yet (learn them from a known-good boot)"
         )
@@ -91,7 +106,7 @@ def evaluate_pcrs(policy: PolicyDocument, values: PcrValues) -> None:
         i for i, want in sorted(policy.golden.items()) if bank.get(i, b"").hex() != want
     ]
     missing = [i for i in policy.pcrs if i not in policy.golden]
-    if missing:
+    if missing and not policy.appraises_logs:
         raise PolicyNoReference(f"no golden value for quoted PCRs {missing}")
     if differing:
         raise PolicyPcrMismatch(
