@@ -92,7 +92,7 @@ class Device:
         return AgentConfig(state_dir=self.root / "state", attestor_url=attestor_url,
                            tcti=self.process.tcti, event_log=self.log, serial=self.serial)
 
-    def reboot(self, *, tamper: bool = False) -> None:
+    def reboot(self, *, tamper: str | None = None) -> None:
         """Power-cycle the TPM (PCRs reset, resetCount+1) and boot again."""
         self.tpm.close()
         self.process.restart()

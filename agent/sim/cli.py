@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from agent.sim.boot import TAMPERS
+
 app = typer.Typer(help="Emulated edge hardware: swtpm TPMs with EK certificates and a "
                        "measured-boot simulator.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -52,7 +54,9 @@ def run(state_dir: Annotated[Path, typer.Argument(help="a manufactured TPM's sta
 def boot(
     tcti: Annotated[str, typer.Option(help="the TPM to boot, e.g. swtpm:host=...,port=...")],
     log: Annotated[Path, typer.Option(help="where to write the TCG event log")],
-    tamper: Annotated[bool, typer.Option(help="measure a modified boot loader")] = False,
+    tamper: Annotated[str | None, typer.Option(
+        help="reproduce an attack: " + ", ".join(f"{k} ({v})" for k, v in TAMPERS.items()))
+    ] = None,
 ) -> None:
     """Simulate a UEFI Secure Boot into a freshly started TPM (PCRs 0-7) and write its log."""
     from agent.sim.boot import simulate_boot
@@ -65,7 +69,7 @@ def boot(
             out.print("[red]error:[/] PCR 4 is already extended; restart the TPM first")
             raise typer.Exit(1)
         simulate_boot(tpm, log, tamper=tamper)
-    out.print(f"booted{' with a TAMPERED boot loader' if tamper else ''}; event log at {log}")
+    out.print(f"booted{f' with tamper {tamper!r}' if tamper else ''}; event log at {log}")
 
 
 if __name__ == "__main__":

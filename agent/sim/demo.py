@@ -61,7 +61,7 @@ def attest_json(state: Path, expect: int) -> dict[str, object]:
     return result
 
 
-def boot(tpm_proc: SwtpmProcess, log: Path, *, tamper: bool) -> None:
+def boot(tpm_proc: SwtpmProcess, log: Path, *, tamper: str | None) -> None:
     with Tpm(tpm_proc.tcti) as tpm:
         simulate_boot(tpm, log, tamper=tamper)
 
@@ -100,7 +100,7 @@ def main(workdir: Path) -> None:
         _wait_healthy(url, server)
         ok(f"attestor serving on {url}")
         tpm_proc.start()
-        boot(tpm_proc, log, tamper=False)
+        boot(tpm_proc, log, tamper=None)
         ok(f"measured boot simulated: PCRs 0-7 extended, event log at {log.name}")
         _enroll_attest_renew(data, state, log, url, tpm_proc)
         _tampered(state, log, tpm_proc)
@@ -178,7 +178,7 @@ def _tampered(state: Path, log: Path, tpm_proc: SwtpmProcess) -> None:
     step("Reboot with a tampered boot loader")
     before = (state / "cert.pem").read_bytes()
     tpm_proc.restart()
-    boot(tpm_proc, log, tamper=True)
+    boot(tpm_proc, log, tamper="bootloader")
     ok("device power-cycled; GRUB image modified; PCR4 differs")
     refused = attest_json(state, expect=3)
     codes = [str(c) for c in refused.get("codes", [])]  # type: ignore[attr-defined]

@@ -108,10 +108,20 @@ class EnrolledDevice(BaseModel):
 # attestation ---------------------------------------------------------------------
 
 
+class ImaProgress(BaseModel):
+    """How much of the device's IMA list the attestor has accepted since the TPM's last
+    reset: the agent sends entries from ``accepted_entries`` on while ``reset_count``
+    still matches its TPM, else the whole list."""
+
+    accepted_entries: int
+    reset_count: int
+
+
 class Challenge(BaseModel):
     nonce: B64
     expires_at: dt.datetime
     pcr_selection: dict[str, list[int]]
+    ima: ImaProgress | None = None
 
 
 class AttestationRequest(Request):
@@ -119,6 +129,10 @@ class AttestationRequest(Request):
     quote: SignedAttest
     pcrs: dict[str, dict[str, str]] = Field(description='{"sha256": {"0": "<hex>", ...}}')
     event_log: LogB64 | None = Field(None, description="binary TCG measured-boot log")
+    ima_log: LogB64 | None = Field(
+        None, description="IMA binary measurement list, from entry `ima_start` on")
+    ima_start: int = Field(0, ge=0, description="index of the first IMA entry sent "
+                           "(0: the whole list since boot)")
     csr: StructB64 = Field(description="PKCS#10 request (DER) signed by the workload key")
     key_public: StructB64 = Field(description="TPM2B_PUBLIC of the workload key")
     key_certify: SignedAttest = Field(description="TPM2_Certify of the workload key by the AK")
@@ -148,3 +162,6 @@ class AttestationResult(BaseModel):
     not_before: dt.datetime
     not_after: dt.datetime
     secrets: list[GrantedSecret]
+    ima: ImaProgress | None = None
+    ima_pending_entries: int = Field(0, description="IMA entries measured after the quote: "
+                                     "sent again next time")

@@ -45,6 +45,9 @@ class Device(SQLModel, table=True):
     clock_reset_count: int | None = Field(default=None, sa_type=sa.BigInteger)
     clock_restart_count: int | None = Field(default=None, sa_type=sa.BigInteger)
     clock_value: int | None = Field(default=None, sa_type=sa.BigInteger)
+    ima_state: dict[str, Any] | None = Field(
+        default=None, sa_column=sa.Column(sa.JSON, nullable=True)
+    )  # entries accepted since the last TPM reset, running PCR10, reset count
 
 
 class Enrollment(SQLModel, table=True):
@@ -95,6 +98,7 @@ class Attestation(SQLModel, table=True):
     pcr_values: dict[str, Any] = _json()
     evidence_sha256: str = Field(max_length=64)
     certificate_serial: str | None = Field(default=None, max_length=64)
+    event_log: bytes | None = None  # kept when the quote verified: for learning and dry runs
 
 
 class Certificate(SQLModel, table=True):

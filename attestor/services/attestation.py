@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
-from dataclasses import dataclass
 
 from sqlmodel import Session
 
@@ -19,28 +18,24 @@ from attestor.api.schemas import (
     AttestationResult,
     Challenge,
     GrantedSecret,
+    ImaProgress,
     PolicyRef,
 )
 from attestor.backends.issuer import IssuedCertificate
 from attestor.db import queries
 from attestor.db.models import Attestation, Certificate, Device, Nonce, Policy
 from attestor.services.context import Services
+from attestor.services.evidence import Verification, verify_evidence
 from attestor.services.policies import policy_for
-from identity.checks import CheckRunner
 from identity.errors import (
     BackendUnavailable,
     DeviceNotActive,
     DeviceUnknown,
-    EventLogMissing,
     IdentityError,
     VerificationFailed,
 )
-from identity.eventlog.replay import check_replay_matches
-from identity.eventlog.tcg import parse_event_log
 from identity.pcr import format_pcr_values, parse_pcr_values
-from identity.policy import PolicyDocument, evaluate_pcrs
-from identity.tpm.certify import verify_certify
-from identity.tpm.quote import ClockState, QuoteResult, verify_quote
+from identity.policy import PolicyDocument
 from identity.x509.csr import check_csr
 
 NONCE_SIZE = 32
@@ -65,72 +60,18 @@ def challenge(svc: Services, device_id: str) -> Challenge:
         queries.add_nonce(
             session, Nonce(value=nonce.hex(), device_id=device_id, expires_at=expires)
         )
+    ima = None
+    if document.ima is not None and device.ima_state:
+        ima = ImaProgress(accepted_entries=int(device.ima_state.get("entries", 0)),
+                          reset_count=int(device.ima_state.get("reset_count", -1)))
     return Challenge(
-        nonce=nonce, expires_at=expires, pcr_selection=document.required_selection().as_dict()
-    )
-
-
-def _previous_clock(device: Device) -> ClockState | None:
-    if device.clock_reset_count is None or device.clock_value is None:
-        return None
-    return ClockState(
-        clock=device.clock_value,
-        reset_count=device.clock_reset_count,
-        restart_count=device.clock_restart_count or 0,
-        safe=True,
+        nonce=nonce, expires_at=expires, pcr_selection=document.required_selection().as_dict(),
+        ima=ima,
     )
 
 
 def _evidence_digest(req: AttestationRequest) -> str:
     return hashlib.sha256(req.model_dump_json().encode()).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class Verification:
-    runner: CheckRunner
-    quote: QuoteResult
-
-    @property
-    def quote_ok(self) -> bool:
-        return self.quote.checks.passed
-
-
-def _verify(
-    svc: Services, device: Device, req: AttestationRequest, document: PolicyDocument
-) -> Verification:
-    """Run every check and record each outcome."""
-    runner = CheckRunner()
-    ak = svc.ak(device.ak_public)
-    pcr_values = parse_pcr_values(req.pcrs)
-    signer = bytes.fromhex(device.ak_qualified_name) if device.ak_qualified_name else None
-    quote = verify_quote(
-        ak, req.quote.attest, req.quote.signature,
-        nonce=req.nonce, pcr_values=pcr_values, required=document.required_selection(),
-        previous=_previous_clock(device), expected_signer=signer,
-    )
-    runner.extend(quote.checks)
-
-    if req.event_log is not None:
-        log = parse_event_log(req.event_log)
-        warnings = runner.run("eventlog.replay", lambda: check_replay_matches(log, pcr_values))
-        runner.warnings.extend(warnings or [])
-    elif document.require_event_log:
-        runner.fail("eventlog.present", EventLogMissing("the policy requires an event log"))
-
-    if quote.checks.passed:
-        runner.run("policy.pcrs", lambda: evaluate_pcrs(document, pcr_values))
-    else:
-        runner.skip("policy.pcrs", "PCR values are not proven by the quote")
-
-    certified = verify_certify(
-        runner, ak, req.key_certify.attest, req.key_certify.signature, req.key_public,
-        qualifying_data=req.nonce, what="key.certify",
-    )
-    if certified is not None:
-        runner.run("csr", lambda: check_csr(req.csr, expected_key=certified.key))
-    else:
-        runner.skip("csr", "the workload key is not certified by the AK")
-    return Verification(runner, quote)
 
 
 def attest(svc: Services, device_id: str, req: AttestationRequest) -> AttestationResult:
@@ -152,7 +93,7 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
                 raise DeviceNotActive(f"device is {device.state}")
             with session.begin():
                 queries.consume_nonce(session, req.nonce.hex(), device_id, now)
-            result = _verify(svc, device, req, document)
+            result = verify_evidence(svc.ak(device.ak_public), device, req, document)
         except IdentityError as exc:
             _record_refusal(session, device, req, now, [exc.code], [], policy, quote_ok=False)
             raise
@@ -181,6 +122,9 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
         certificate=issued.pem, chain=issued.chain_pem, ca=svc.issuer.roots_pem(),
         serial=issued.serial, not_before=issued.cert.not_valid_before_utc,
         not_after=issued.cert.not_valid_after_utc, secrets=granted,
+        ima=ImaProgress(accepted_entries=result.ima_state.entries,
+                        reset_count=result.quote.clock.reset_count) if result.ima_state else None,
+        ima_pending_entries=result.ima_pending,
     )
 
 
@@ -197,6 +141,8 @@ def _record_pass(
         device.clock_reset_count = clock.reset_count
         device.clock_restart_count = clock.restart_count
         device.clock_value = clock.clock
+        if result.ima_state is not None:
+            device.ima_state = result.stored_ima_state()
         session.add(device)
         queries.add_attestation(session, Attestation(
             device_id=device_id, at=now, verdict="pass", reasons=[],
@@ -205,6 +151,7 @@ def _record_pass(
             policy_version=policy.version if policy else None,
             quote_verified=True, pcr_values=format_pcr_values(parse_pcr_values(req.pcrs)),
             evidence_sha256=_evidence_digest(req), certificate_serial=issued.serial,
+            event_log=req.event_log,
         ))
         queries.add_certificate(session, Certificate(
             serial=issued.serial, device_id=device_id, kind="workload",
@@ -245,11 +192,13 @@ def _record_refusal(
         pcrs: dict[str, object] = {}
         if quote_ok:
             pcrs = dict(format_pcr_values(parse_pcr_values(req.pcrs)))
+        event_log = req.event_log if quote_ok else None
         queries.add_attestation(session, Attestation(
             device_id=device.id, at=now, verdict="fail", reasons=reasons, checks=checks,
             policy_id=policy.id if policy else None,
             policy_version=policy.version if policy else None,
             quote_verified=quote_ok, pcr_values=pcrs, evidence_sha256=_evidence_digest(req),
+            event_log=event_log,
         ))
         queries.audit(
             session, at=now, actor=ACTOR, action="attestation", outcome="fail",

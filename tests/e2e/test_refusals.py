@@ -126,7 +126,7 @@ def test_tampered_boot_is_refused_and_nothing_issued(
     assert config.device_id
     with attestor.client() as client:
         good = attest_once(config, device.tpm, client, now())
-        device.reboot(tamper=True)
+        device.reboot(tamper="bootloader")
         with pytest.raises(AttestorError) as refused:
             attest_once(config, device.tpm, client, now())
     assert _refusal(refused) == ["policy.pcr_mismatch"]
@@ -167,7 +167,7 @@ def test_event_log_of_another_boot_is_refused(attestor: LiveAttestor, device: De
     with attestor.client() as client:
         evidence = collect_evidence(config, device.tpm, config.device_id,
                                     client.challenge(config.device_id))
-        other_log = encode_log(boot_events(tamper=True), ("sha256",))
+        other_log = encode_log(boot_events(tamper="bootloader"), ("sha256",))
         body = dict(evidence.body, event_log=base64.b64encode(other_log).decode())
         with pytest.raises(AttestorError) as refused:
             client.attest(config.device_id, body)

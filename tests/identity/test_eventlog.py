@@ -101,9 +101,10 @@ def test_simulated_boot_log_parses_and_replays() -> None:
     events = boot_events()
     log = parse_event_log(encode_log(events, ("sha1", "sha256")))
     assert log.crypto_agile and log.banks == ("sha1", "sha256")
-    assert len(log.events) == len(events) + 1
+    assert len(log.events) == len(events) + 2  # Spec ID and StartupLocality
     values = replay(log).values
-    tampered = replay(parse_event_log(encode_log(boot_events(tamper=True), ("sha256",)))).values
+    tampered_log = encode_log(boot_events(tamper="bootloader"), ("sha256",))
+    tampered = replay(parse_event_log(tampered_log)).values
     assert [i for i in range(8) if values["sha256"][i] != tampered["sha256"][i]] == [4]
 
 

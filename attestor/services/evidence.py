@@ -1,0 +1,151 @@
+"""Every check on one attestation's evidence, in one place: quote, event log (replay,
+integrity, boot appraisal), IMA (replay, boot aggregate, appraisal), golden PCRs,
+and the workload key. Pure with respect to storage: the caller persists results."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from attestor.api.schemas import AttestationRequest
+from attestor.db.models import Device
+from identity.checks import CheckRunner
+from identity.errors import EventLogMissing, EvidenceError, ImaStateInvalid
+from identity.eventlog.appraise import appraise_boot
+from identity.eventlog.integrity import check_integrity
+from identity.eventlog.replay import check_replay_matches
+from identity.eventlog.summary import BootSummary, summarize
+from identity.eventlog.tcg import parse_event_log
+from identity.ima.appraise import ImaPolicy, appraise_ima
+from identity.ima.log import parse_binary
+from identity.ima.replay import IMA_PCR, ImaState, check_boot_aggregate, replay_ima
+from identity.pcr import PcrValues, parse_pcr_values
+from identity.policy import PolicyDocument, evaluate_pcrs
+from identity.tpm.ak import TpmKey
+from identity.tpm.certify import verify_certify
+from identity.tpm.quote import ClockState, QuoteResult, verify_quote
+from identity.x509.csr import check_csr
+
+
+@dataclass
+class Verification:
+    runner: CheckRunner
+    quote: QuoteResult
+    pcr_values: dict[str, dict[int, bytes]]
+    summary: BootSummary | None = None
+    ima_state: ImaState | None = None  # accepted IMA entries since the TPM's last reset
+    ima_pending: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def quote_ok(self) -> bool:
+        return self.quote.checks.passed
+
+    def stored_ima_state(self) -> dict[str, object] | None:
+        """What the device record keeps: the state and the boot (reset count) it is for."""
+        if self.ima_state is None:
+            return None
+        return {**self.ima_state.as_dict(), "reset_count": self.quote.clock.reset_count}
+
+
+def previous_clock(device: Device) -> ClockState | None:
+    if device.clock_reset_count is None or device.clock_value is None:
+        return None
+    return ClockState(clock=device.clock_value, reset_count=device.clock_reset_count,
+                      restart_count=device.clock_restart_count or 0, safe=True)
+
+
+def verify_evidence(ak: TpmKey, device: Device, req: AttestationRequest,
+                    document: PolicyDocument) -> Verification:
+    """Run every check and record each outcome. Malformed input raises."""
+    runner = CheckRunner()
+    pcr_values = parse_pcr_values(req.pcrs)
+    signer = bytes.fromhex(device.ak_qualified_name) if device.ak_qualified_name else None
+    quote = verify_quote(
+        ak, req.quote.attest, req.quote.signature,
+        nonce=req.nonce, pcr_values=pcr_values, required=document.required_selection(),
+        previous=previous_clock(device), expected_signer=signer,
+    )
+    runner.extend(quote.checks)
+    result = Verification(runner, quote, pcr_values)
+    _event_log(req, document, pcr_values, result)
+    if document.ima is not None:
+        _ima(req, document.ima, document.pcr_bank, device, pcr_values, result)
+    if quote.checks.passed:
+        runner.run("policy.pcrs", lambda: evaluate_pcrs(document, pcr_values))
+    else:
+        runner.skip("policy.pcrs", "PCR values are not proven by the quote")
+    _workload_key(ak, req, runner)
+    return result
+
+
+def _event_log(req: AttestationRequest, document: PolicyDocument, pcr_values: PcrValues,
+               result: Verification) -> None:
+    runner = result.runner
+    if req.event_log is None:
+        if document.require_event_log or document.boot is not None:
+            runner.fail("eventlog.present", EventLogMissing("the policy requires an event log"))
+        return
+    log = parse_event_log(req.event_log)
+    warnings = runner.run("eventlog.replay", lambda: check_replay_matches(log, pcr_values))
+    runner.warnings.extend(warnings or [])
+    if document.boot is None:
+        return
+    check_integrity(log, runner)
+    result.summary = summarize(log)
+    runner.warnings.extend(f"eventlog.undecodable: {p}" for p in result.summary.problems[:5])
+    appraise_boot(document.boot, log, result.summary, runner)
+
+
+def _ima(req: AttestationRequest, policy: ImaPolicy, bank: str, device: Device,
+         pcr_values: PcrValues, result: Verification) -> None:
+    runner = result.runner
+    quoted = pcr_values.get(bank, {}).get(IMA_PCR)
+    if req.ima_log is None or quoted is None:
+        runner.fail("ima.present", EventLogMissing(
+            "the policy requires the IMA measurement list and a quoted PCR10"))
+        return
+    listing = parse_binary(req.ima_log)
+    if listing.trailing:
+        runner.warnings.append(f"ima.partial_tail: {listing.trailing} bytes after the last "
+                               "complete entry were ignored")
+    start = _ima_start(req, device, result.quote, bank)
+    if start is None:
+        return
+    try:
+        if req.ima_start == 0:
+            check_boot_aggregate(listing.entries, pcr_values)
+        replayed = replay_ima(listing.entries, [bank], start, {bank: quoted})
+    except EvidenceError as exc:
+        runner.fail("ima.replay", exc)
+        return
+    runner.record("ima.replay", None)
+    if replayed.template_hash_failures:
+        runner.warnings.append(f"ima.template_hash: {len(replayed.template_hash_failures)} "
+                               "entries whose SHA-1 template hash does not match their data")
+    appraise_ima(policy, listing.entries[:replayed.accepted], runner)
+    result.ima_pending = replayed.pending
+    result.ima_state = replayed.state
+
+
+def _ima_start(req: AttestationRequest, device: Device, quote: QuoteResult,
+               bank: str) -> ImaState | None:
+    if req.ima_start == 0:
+        return ImaState.initial([bank])
+    stored = device.ima_state or {}
+    state = ImaState.from_dict(stored) if stored else None
+    if (state is None or state.entries != req.ima_start
+            or stored.get("reset_count") != quote.clock.reset_count):
+        raise ImaStateInvalid(
+            f"cannot continue the IMA list at entry {req.ima_start}: send it from the start")
+    return state
+
+
+def _workload_key(ak: TpmKey, req: AttestationRequest, runner: CheckRunner) -> None:
+    certified = verify_certify(
+        runner, ak, req.key_certify.attest, req.key_certify.signature, req.key_public,
+        qualifying_data=req.nonce, what="key.certify",
+    )
+    if certified is not None:
+        runner.run("csr", lambda: check_csr(req.csr, expected_key=certified.key))
+    else:
+        runner.skip("csr", "the workload key is not certified by the AK")
