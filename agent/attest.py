@@ -19,9 +19,10 @@ from agent.enroll import CA_FILE
 from agent.files import atomic_write, install_set
 from agent.tpm.device import Tpm
 from agent.verify import check_issued
+from identity.ima.log import parse_binary
 from identity.pcr import PcrSelection, format_pcr_values
 from identity.tpm.keys import PublicKey, public_key
-from identity.tpm.structures import parse_public
+from identity.tpm.structures import parse_attest, parse_public
 from identity.x509.csr import assemble_csr, csr_info
 
 STATUS_FILE = "status.json"
@@ -90,7 +91,7 @@ class Evidence:
 
 
 def collect_evidence(config: AgentConfig, tpm: Tpm, device_id: str,
-                     challenge: dict[str, object]) -> Evidence:
+                     challenge: dict[str, object], *, full_ima: bool = False) -> Evidence:
     """Quote, PCRs, event log, a new TPM-resident workload key, its certify and CSR."""
     nonce_b64 = str(challenge["nonce"])
     nonce = base64.b64decode(nonce_b64)
@@ -101,16 +102,44 @@ def collect_evidence(config: AgentConfig, tpm: Tpm, device_id: str,
     info = csr_info(workload_public_key(key), device_id)
     csr = assemble_csr(info, "ecdsa", "sha256", tpm.sign_digest(key, info))
     log = read_event_log(config.event_log)
+    reset_count = parse_attest(attest).reset_count  # as the attestor sees it (see _ima_batch)
+    ima_start, ima_log = _ima_batch(config, reset_count, selection,
+                                    {} if full_ima else challenge)
     body: dict[str, object] = {
         "nonce": nonce_b64,
         "quote": {"attest": _b64(attest), "signature": _b64(signature)},
         "pcrs": format_pcr_values(pcrs),
         "event_log": _b64(log) if log is not None else None,
+        "ima_log": _b64(ima_log) if ima_log is not None else None,
+        "ima_start": ima_start,
         "csr": _b64(csr),
         "key_public": _b64(key.public.marshal()),
         "key_certify": {"attest": _b64(certify.attest), "signature": _b64(certify.signature)},
     }
     return Evidence(body, key)
+
+
+def _ima_batch(config: AgentConfig, reset_count: int, selection: PcrSelection,
+               challenge: dict[str, object]) -> tuple[int, bytes | None]:
+    """The IMA entries to send: only the new ones when the attestor's record of this
+    boot's list is current (same TPM reset count), else the whole list. Read after
+    the quote, so the list covers at least what PCR10 holds.
+
+    ``reset_count`` comes from our own quote, not TPM2_ReadClock: quotes by an AK in
+    the storage hierarchy carry an obfuscated (but consistent) resetCount."""
+    if not any(10 in idx for _, idx in selection.banks):
+        return 0, None
+    data = read_event_log(config.ima_log)
+    if data is None:
+        return 0, None
+    listing = parse_binary(data)
+    progress = challenge.get("ima")
+    if isinstance(progress, dict):
+        accepted = int(progress.get("accepted_entries", 0))
+        if (progress.get("reset_count") == reset_count
+                and 0 < accepted <= len(listing.entries)):
+            return accepted, listing.tail(data, accepted)
+    return 0, listing.tail(data, 0)
 
 
 def install_result(config: AgentConfig, key: TSSPrivKey, result: dict[str, Any],
@@ -147,7 +176,15 @@ def _attest(config: AgentConfig, tpm: Tpm, client: AttestorClient, device_id: st
             now: dt.datetime) -> Issued:
     challenge = client.challenge(device_id)
     evidence = collect_evidence(config, tpm, device_id, challenge)
-    result = client.attest(device_id, evidence.body)
+    try:
+        result = client.attest(device_id, evidence.body)
+    except AttestorError as exc:
+        if exc.codes != ["ima.state_invalid"]:
+            raise
+        # The attestor cannot continue our IMA list where it thinks it stopped: send it all.
+        challenge = client.challenge(device_id)
+        evidence = collect_evidence(config, tpm, device_id, challenge, full_ima=True)
+        result = client.attest(device_id, evidence.body)
     return install_result(config, evidence.key, result, now)
 
 

@@ -23,6 +23,7 @@ from agent.tpm.tcti import parse_tcti
 CONFIG_FILE = "agent.toml"
 DEFAULT_STATE_DIR = Path("/var/lib/edge-agent")
 DEFAULT_EVENT_LOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
+DEFAULT_IMA_LOG = Path("/sys/kernel/security/ima/binary_runtime_measurements")
 
 
 class ConfigError(Exception):
@@ -37,6 +38,7 @@ class AgentConfig(BaseSettings):
     ca_bundle: Path | None = Field(None, description="CA bundle for the attestor's TLS")
     tcti: str = "device:/dev/tpmrm0"
     event_log: Path | None = DEFAULT_EVENT_LOG
+    ima_log: Path | None = DEFAULT_IMA_LOG
     device_id: str | None = None
     serial: str | None = None
     device_class: str = "default"
@@ -84,7 +86,7 @@ class AgentConfig(BaseSettings):
             value = getattr(self, key)
             if value is not None:
                 lines.append(f"{key} = {_toml_str(str(value))}")
-        for key in ("ca_bundle", "event_log"):
+        for key in ("ca_bundle", "event_log", "ima_log"):
             value = getattr(self, key)
             if value is not None:
                 lines.append(f"{key} = {_toml_str(str(value))}")

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from attestor.cli_logs import eventlog_app, ima_app
 from attestor.cli_verify import ekcert_app, quote_app
 from attestor.settings import ConfigError, Settings, load_settings
 from identity.errors import IdentityError
@@ -28,7 +29,7 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 device_app = typer.Typer(help="Enrolled devices.", no_args_is_help=True)
 for sub, name in ((trust_app, "trust"), (policy_app, "policy"), (secret_app, "secret"),
                   (db_app, "db"), (device_app, "device"), (quote_app, "quote"),
-                  (ekcert_app, "ekcert")):
+                  (ekcert_app, "ekcert"), (eventlog_app, "eventlog"), (ima_app, "ima")):
     app.add_typer(sub, name=name)
 
 out = Console()
@@ -148,25 +149,49 @@ def trust_list(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
 
 @policy_app.command("learn")
 def policy_learn(
-    device: Annotated[str, typer.Option(help="device whose last verified quote is known-good")],
+    device: Annotated[str | None, typer.Option(
+        help="device whose last verified attestation is known-good")] = None,
+    eventlog: Annotated[Path | None, typer.Option(
+        help="a known-good firmware event log (binary) to learn the boot policy from")] = None,
+    ima: Annotated[Path | None, typer.Option(
+        help="a known-good IMA measurement list to learn the allowlist from")] = None,
+    ascii_ima: Annotated[bool, typer.Option("--ascii", help="the IMA list is ASCII")] = False,
+    device_class: Annotated[str | None, typer.Option(
+        "--class", help="device class (default: the device's)")] = None,
+    golden: Annotated[bool, typer.Option(help="golden PCRs from the device's quote")] = True,
     secret: Annotated[list[str] | None, typer.Option(
         help="also grant this secret on a pass (repeatable)")] = None,
     data_dir: DataDir = DEFAULT_DIR,
     dev: Dev = None,
 ) -> None:
-    """New policy version for the device's class, golden PCRs from its last verified quote."""
-    from attestor.services.policies import learn_from_device
+    """New policy version learned from a known-good device and/or known-good logs."""
+    from attestor.services.policies import LearnSources, learn_policy
+    from identity.ima.log import parse_ascii, parse_binary
 
     svc = services_for(data_dir, dev)
     try:
+        entries = None
+        if ima is not None:
+            entries = (parse_ascii(ima.read_text()) if ascii_ima
+                       else parse_binary(ima.read_bytes()).entries)
+        sources = LearnSources(device_id=device, golden=golden,
+                               event_log=eventlog.read_bytes() if eventlog else None,
+                               ima_entries=entries, grant=tuple(secret or ()))
         with svc.session() as session, session.begin():
-            policy, evidence = learn_from_device(session, device, "cli", svc.clock(),
-                                                 grant=tuple(secret or ()))
+            policy, evidence = learn_policy(session, device_class, sources, "cli", svc.clock())
     except IdentityError as exc:
         fail(exc.detail)
+    except OSError as exc:
+        fail(str(exc))
+    origin = (f" from attestation #{evidence.id} at {evidence.at:%Y-%m-%d %H:%M:%S}Z"
+              if evidence is not None else "")
     out.print(f"[green]policy[/] class={policy.device_class} version={policy.version} "
-              f"learned from attestation #{evidence.id} at {evidence.at:%Y-%m-%d %H:%M:%S}Z")
-    out.print_json(json.dumps(policy.document))
+              f"learned{origin}")
+    document = dict(policy.document)
+    if document.get("ima"):
+        allow = document["ima"].get("allowlist", {})
+        document["ima"] = {**document["ima"], "allowlist": f"{len(allow)} paths"}
+    out.print_json(json.dumps(document))
 
 
 @policy_app.command("show")

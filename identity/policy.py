@@ -68,6 +68,12 @@ class PolicyDocument(BaseModel):
     def _golden_fits(self) -> PolicyDocument:
         if self.ima is not None and IMA_PCR not in self.pcrs:
             raise ValueError("an IMA policy needs PCR 10 in pcrs")
+        if self.boot is not None:
+            # What the boot policy judges must be proven by the quote.
+            needed = {4, 7} | ({8} if self.boot.kernels is not None or self.boot.cmdline_required
+                               or self.boot.cmdline_forbidden else set())
+            if not needed <= set(self.pcrs):
+                raise ValueError(f"a boot policy needs PCRs {sorted(needed)} in pcrs")
         size = DIGEST_SIZES[self.pcr_bank]
         for index, value in self.golden.items():
             if index not in self.pcrs:
@@ -116,8 +122,9 @@ def evaluate_pcrs(policy: PolicyDocument, values: PcrValues) -> None:
 
 def learn(base: PolicyDocument, values: PcrValues) -> PolicyDocument:
     """A new document whose golden values are the (verified) quoted PCRs."""
-    bank = values.get(base.pcr_bank)
-    if not bank or any(i not in bank for i in base.pcrs):
-        raise MalformedInput(f"evidence lacks the {base.pcr_bank} PCRs {list(base.pcrs)}")
-    golden = {i: bank[i].hex() for i in base.pcrs}
+    bank = values.get(base.pcr_bank) or {}
+    missing = [i for i in base.pcrs if i not in bank]
+    if not bank or (missing and not base.appraises_logs):
+        raise MalformedInput(f"evidence lacks the {base.pcr_bank} PCRs {missing}")
+    golden = {i: bank[i].hex() for i in base.pcrs if i in bank}
     return base.model_copy(update={"golden": golden})

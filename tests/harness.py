@@ -12,6 +12,7 @@ import uvicorn
 from agent.client import AttestorClient
 from agent.config import AgentConfig
 from agent.sim.boot import simulate_boot
+from agent.sim.ima import measure, simulate_ima
 from agent.sim.swtpm import Manufacturer, SwtpmProcess, free_port_pair
 from agent.tpm.device import Tpm
 from attestor.app import create_app
@@ -86,18 +87,26 @@ class Device:
         self.process = SwtpmProcess(root / "tpm").start()
         self.tpm = Tpm(self.process.tcti)
         self.log = root / "binary_bios_measurements"
+        self.ima = root / "binary_runtime_measurements"
         simulate_boot(self.tpm, self.log)
+        simulate_ima(self.tpm, self.ima)
 
     def config(self, attestor_url: str) -> AgentConfig:
         return AgentConfig(state_dir=self.root / "state", attestor_url=attestor_url,
-                           tcti=self.process.tcti, event_log=self.log, serial=self.serial)
+                           tcti=self.process.tcti, event_log=self.log, ima_log=self.ima,
+                           serial=self.serial)
 
-    def reboot(self, *, tamper: str | None = None) -> None:
+    def reboot(self, *, tamper: str | None = None, unknown_file: bool = False) -> None:
         """Power-cycle the TPM (PCRs reset, resetCount+1) and boot again."""
         self.tpm.close()
         self.process.restart()
         self.tpm = Tpm(self.process.tcti)
         simulate_boot(self.tpm, self.log, tamper=tamper)
+        simulate_ima(self.tpm, self.ima, unknown_file=unknown_file)
+
+    def run_program(self, path: str, contents: bytes) -> None:
+        """The running system measures one more file (IMA appends, PCR10 extends)."""
+        measure(self.tpm, self.ima, ((path, contents),), start=False)
 
     def close(self) -> None:
         self.tpm.close()

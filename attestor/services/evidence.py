@@ -86,11 +86,17 @@ def _event_log(req: AttestationRequest, document: PolicyDocument, pcr_values: Pc
             runner.fail("eventlog.present", EventLogMissing("the policy requires an event log"))
         return
     log = parse_event_log(req.event_log)
+    before = len(runner.checks)
     warnings = runner.run("eventlog.replay", lambda: check_replay_matches(log, pcr_values))
+    replayed = runner.checks[before].passed
     runner.warnings.extend(warnings or [])
     if document.boot is None:
         return
     check_integrity(log, runner)
+    if not (replayed and result.quote_ok):
+        # What an unproven log says booted is not evidence of anything.
+        runner.skip("boot.appraisal", "the event log is not proven by the quote")
+        return
     result.summary = summarize(log)
     runner.warnings.extend(f"eventlog.undecodable: {p}" for p in result.summary.problems[:5])
     appraise_boot(document.boot, log, result.summary, runner)
@@ -108,9 +114,10 @@ def _ima(req: AttestationRequest, policy: ImaPolicy, bank: str, device: Device,
     if listing.trailing:
         runner.warnings.append(f"ima.partial_tail: {listing.trailing} bytes after the last "
                                "complete entry were ignored")
-    start = _ima_start(req, device, result.quote, bank)
-    if start is None:
+    if not result.quote_ok:
+        runner.skip("ima.appraisal", "PCR10 is not proven by the quote")
         return
+    start = _ima_start(req, device, result.quote, bank)
     try:
         if req.ima_start == 0:
             check_boot_aggregate(listing.entries, pcr_values)
@@ -128,7 +135,7 @@ def _ima(req: AttestationRequest, policy: ImaPolicy, bank: str, device: Device,
 
 
 def _ima_start(req: AttestationRequest, device: Device, quote: QuoteResult,
-               bank: str) -> ImaState | None:
+               bank: str) -> ImaState:
     if req.ima_start == 0:
         return ImaState.initial([bank])
     stored = device.ima_state or {}

@@ -1,14 +1,27 @@
-"""Policy versions per device class, and learning golden values from a good boot."""
+"""Policy versions per device class, and learning them from a known-good device.
+
+Learning writes a new immutable version: golden PCR values from the device's
+last attestation whose quote verified, a boot policy from that attestation's
+event log (or from a log file), an IMA allowlist from a measurement list file.
+The operator vouches that the boot learned from was good.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass, field
 
 from sqlmodel import Session
 
 from attestor.db import queries
 from attestor.db.models import Attestation, Policy
 from identity.errors import MalformedInput
+from identity.eventlog.appraise import learn_boot
+from identity.eventlog.summary import summarize
+from identity.eventlog.tcg import parse_event_log
+from identity.ima.appraise import learn_ima
+from identity.ima.log import ImaEntry
+from identity.ima.replay import IMA_PCR
 from identity.pcr import parse_pcr_values
 from identity.policy import PolicyDocument, learn, parse_policy
 
@@ -21,31 +34,69 @@ def policy_for(session: Session, device_class: str) -> tuple[PolicyDocument, Pol
     return parse_policy(row.document), row
 
 
+@dataclass
+class LearnSources:
+    """What to learn from; at least one must be given."""
+
+    device_id: str | None = None
+    golden: bool = True  # golden PCRs from the device's last verified quote
+    event_log: bytes | None = None  # a known-good firmware log (else the device's own)
+    ima_entries: list[ImaEntry] | None = None
+    grant: tuple[str, ...] = field(default_factory=tuple)
+
+
+def learn_policy(session: Session, device_class: str | None, sources: LearnSources,
+                 actor: str, now: dt.datetime) -> tuple[Policy, Attestation | None]:
+    evidence: Attestation | None = None
+    if sources.device_id is not None:
+        device = queries.get_device(session, sources.device_id)
+        device_class = device_class or device.device_class
+        evidence = queries.last_verified_attestation(session, sources.device_id)
+        if evidence is None:
+            raise MalformedInput(f"device {sources.device_id} has no attestation with a "
+                                 "verified quote to learn from")
+    if device_class is None:
+        raise MalformedInput("name a device or a device class to learn for")
+    document, _ = policy_for(session, device_class)
+    if evidence is not None and sources.golden:
+        document = learn(document, parse_pcr_values(evidence.pcr_values))
+    log_bytes = sources.event_log or (evidence.event_log if evidence is not None else None)
+    if log_bytes is not None:
+        log = parse_event_log(log_bytes)
+        # Quote every boot PCR the log extends (GRUB's 8 and 9 carry kernel and cmdline;
+        # kernels 5.8+ fold them into IMA's boot_aggregate).
+        touched = {e.pcr for e in log.events if e.pcr <= 9}
+        document = document.model_copy(update={
+            "boot": learn_boot(log, summarize(log)),
+            "pcrs": tuple(sorted({*document.pcrs, *touched}))})
+    if sources.ima_entries is not None:
+        pcrs = tuple(sorted({*document.pcrs, IMA_PCR}))
+        document = document.model_copy(update={
+            "ima": learn_ima(sources.ima_entries, document.ima), "pcrs": pcrs})
+    if sources.grant:
+        secrets = tuple(dict.fromkeys((*document.secrets, *sources.grant)))
+        document = document.model_copy(update={"secrets": secrets})
+    document = parse_policy(document.model_dump(mode="json"))  # re-validate the whole
+    policy = queries.add_policy_version(
+        session, device_class, document.model_dump(mode="json"), actor, now)
+    queries.audit(
+        session, at=now, actor=actor, action="policy.learn", outcome="created",
+        device_id=sources.device_id,
+        details={"device_class": device_class, "version": policy.version,
+                 "from_attestation": evidence.id if evidence else None,
+                 "boot": log_bytes is not None, "ima": sources.ima_entries is not None},
+    )
+    return policy, evidence
+
+
 def learn_from_device(
     session: Session, device_id: str, actor: str, now: dt.datetime, grant: tuple[str, ...] = ()
 ) -> tuple[Policy, Attestation]:
-    """New policy version for the device's class with golden values from its last
-    attestation whose quote verified. The operator vouches that that boot was good."""
-    device = queries.get_device(session, device_id)
-    evidence = queries.last_verified_attestation(session, device_id)
-    if evidence is None:
-        raise MalformedInput(
-            f"device {device_id} has no attestation with a verified quote to learn from"
-        )
-    base, _ = policy_for(session, device.device_class)
-    document = learn(base, parse_pcr_values(evidence.pcr_values))
-    if grant:
-        secrets = tuple(dict.fromkeys((*document.secrets, *grant)))
-        document = document.model_copy(update={"secrets": secrets})
-    policy = queries.add_policy_version(
-        session, device.device_class, document.model_dump(mode="json"), actor, now
-    )
-    queries.audit(
-        session, at=now, actor=actor, action="policy.learn", outcome="created",
-        device_id=device_id,
-        details={"device_class": device.device_class, "version": policy.version,
-                 "from_attestation": evidence.id},
-    )
+    """Golden PCRs (and, with its event log, a boot policy) from a device's last
+    verified attestation."""
+    policy, evidence = learn_policy(session, None, LearnSources(device_id, grant=grant),
+                                    actor, now)
+    assert evidence is not None  # noqa: S101 - learn_policy refuses a device without one
     return policy, evidence
 
 

@@ -100,13 +100,21 @@ def replay(log: EventLog, banks: Iterable[str] | None = None, *,
     return Replay(values, extended_by, history)
 
 
+FIRMWARE_PCRS = range(8)
+
+
 def _first_difference(result: Replay, quoted: PcrValues) -> tuple[str, int] | None:
+    """The first quoted PCR the log disagrees with. Firmware PCRs 0-7 the log never
+    extends must be at their reset value; PCRs 8+ that the log does not touch belong
+    to other logs (IMA's PCR10, say) and are not this log's to judge."""
     for bank, quoted_pcrs in quoted.items():
         replayed = result.values.get(bank)
         if replayed is None:
             continue
         zero = b"\x00" * DIGEST_SIZES[bank]
         for index in sorted(quoted_pcrs):
+            if index not in replayed and index not in FIRMWARE_PCRS:
+                continue
             if replayed.get(index, zero) != quoted_pcrs[index]:
                 return bank, index
     return None

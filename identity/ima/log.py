@@ -86,6 +86,11 @@ def _entry(pcr: int, template_hash: bytes, template: str, data: bytes) -> ImaEnt
 class ImaList(NamedTuple):
     entries: list[ImaEntry]
     trailing: int  # bytes after the last complete entry (a copy cut mid-entry)
+    offsets: list[int]  # byte offset of each entry, then the end of the last complete one
+
+    def tail(self, data: bytes, start: int) -> bytes:
+        """The bytes of entries ``start`` onwards (for sending only new entries)."""
+        return data[self.offsets[start]:self.offsets[-1]]
 
 
 def parse_binary(data: bytes) -> ImaList:
@@ -96,15 +101,19 @@ def parse_binary(data: bytes) -> ImaList:
     because nothing is accepted unless it replays to the quoted PCR10.
     """
     entries: list[ImaEntry] = []
+    offsets: list[int] = []
     pos, end = 0, len(data)
     while pos < end:
         try:
+            offsets.append(pos)
             pos = _binary_entry(data, pos, entries)
         except _Incomplete:
-            return ImaList(entries, end - pos)
+            offsets[-1] = pos
+            return ImaList(entries, end - pos, offsets)
         if len(entries) > MAX_ENTRIES:
             raise ImaMalformed(f"more than {MAX_ENTRIES} entries")
-    return ImaList(entries, 0)
+    offsets.append(pos)
+    return ImaList(entries, 0, offsets)
 
 
 class _Incomplete(Exception):

@@ -129,9 +129,11 @@ def test_tampered_boot_is_refused_and_nothing_issued(
         device.reboot(tamper="bootloader")
         with pytest.raises(AttestorError) as refused:
             attest_once(config, device.tpm, client, now())
-    assert _refusal(refused) == ["policy.pcr_mismatch"]
-    failed = [c for c in refused.value.checks if not c["passed"]]
-    assert [c["detail"] for c in failed] == ["sha256 PCR 4 differ from the reference"]
+    # The learned policy holds golden PCRs and the boot policy from the good boot's log.
+    assert _refusal(refused) == ["eventlog.unknown_boot_application", "policy.pcr_mismatch"]
+    details = {c["code"]: c["detail"] for c in refused.value.checks if not c["passed"]}
+    assert details["policy.pcr_mismatch"] == "sha256 PCR 4 differ from the reference"
+    assert "grubx64.efi" in details["eventlog.unknown_boot_application"]
     with attestor.services.session() as session:
         certs = [a.certificate_serial for a in queries.attestations_for(session, config.device_id)]
     assert certs[0] is None and good.serial in certs  # newest first: refused, nothing issued

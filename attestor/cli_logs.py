@@ -1,0 +1,112 @@
+"""`attestor eventlog show|replay` and `attestor ima replay`: logs from the shell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from identity.errors import IdentityError
+
+eventlog_app = typer.Typer(help="TCG measured-boot event logs.", no_args_is_help=True)
+ima_app = typer.Typer(help="Linux IMA measurement lists.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+
+LogFile = Annotated[Path, typer.Argument(help="the log file", exists=True, dir_okay=False)]
+Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+
+
+def _fail(exc: IdentityError) -> NoReturn:
+    err.print(f"[bold red]{exc.code}[/]: {exc.detail}")
+    raise typer.Exit(1)
+
+
+@eventlog_app.command("show")
+def eventlog_show(file: LogFile, as_json: Json = False) -> None:
+    """Every event, decoded (like tpm2_eventlog), and what booted."""
+    from identity.eventlog.describe import describe_event
+    from identity.eventlog.summary import summarize
+    from identity.eventlog.tcg import parse_event_log
+
+    try:
+        log = parse_event_log(file.read_bytes())
+    except IdentityError as exc:
+        _fail(exc)
+    events = [describe_event(e) for e in log.events]
+    summary = summarize(log).as_dict()
+    if as_json:
+        print(json.dumps({"banks": list(log.banks), "crypto_agile": log.crypto_agile,
+                          "events": events, "summary": summary}))
+        return
+    for event in events:
+        out.print(f"[bold]{event['seq']:>4}[/] PCR{event['pcr']:<2} {event['type']}")
+        for bank, digest in event["digests"].items():  # type: ignore[attr-defined]
+            out.print(f"       {bank}: {digest}", soft_wrap=True)
+        if event.get("detail"):
+            out.print(f"       {event['detail']}", soft_wrap=True)
+    out.print_json(json.dumps(summary))
+
+
+@eventlog_app.command("replay")
+def eventlog_replay(
+    file: LogFile,
+    as_json: Json = False,
+    exit_boot_services_quirk: Annotated[bool, typer.Option(
+        help="add the Exit Boot Services events firmware forgot to log")] = False,
+) -> None:
+    """The PCR values the log replays to, every bank, every PCR it touches."""
+    from identity.eventlog.replay import replay
+    from identity.eventlog.tcg import parse_event_log
+
+    try:
+        result = replay(parse_event_log(file.read_bytes()),
+                        add_exit_boot_services=exit_boot_services_quirk)
+    except IdentityError as exc:
+        _fail(exc)
+    values = {bank: {str(i): v.hex() for i, v in sorted(pcrs.items())}
+              for bank, pcrs in result.values.items()}
+    if as_json:
+        print(json.dumps(values))
+        return
+    for bank, pcrs in values.items():
+        for index, value in pcrs.items():
+            out.print(f"{bank} PCR{index:<2} {value}")
+
+
+@ima_app.command("replay")
+def ima_replay(
+    file: LogFile,
+    ascii_list: Annotated[bool, typer.Option("--ascii", help="an ASCII measurement list")] = False,
+    bank: Annotated[list[str] | None, typer.Option(help="PCR bank(s) to replay")] = None,
+    as_json: Json = False,
+) -> None:
+    """PCR10 after the list, with its entries, violations and template-hash failures."""
+    from identity.ima.log import parse_ascii, parse_binary
+    from identity.ima.replay import replay_ima
+
+    banks = bank or ["sha256"]
+    try:
+        if ascii_list:
+            entries, trailing = parse_ascii(file.read_text()), 0
+        else:
+            listing = parse_binary(file.read_bytes())
+            entries, trailing = listing.entries, listing.trailing
+        result = replay_ima(entries, banks)
+    except IdentityError as exc:
+        _fail(exc)
+    report = {
+        "pcrs": {"10": result.state.pcr10[banks[0]].hex()} if len(banks) == 1 else
+        {b: {"10": v.hex()} for b, v in result.state.pcr10.items()},
+        "entries": len(entries), "violations": result.violations,
+        "template_hash_failures": len(result.template_hash_failures),
+        "trailing_bytes": trailing,
+    }
+    if as_json:
+        print(json.dumps(report))
+        return
+    for key, value in report.items():
+        out.print(f"{key}: {value}")
