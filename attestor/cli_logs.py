@@ -95,7 +95,7 @@ def ima_replay(
         else:
             listing = parse_binary(file.read_bytes())
             entries, trailing = listing.entries, listing.trailing
-        result = replay_ima(entries, banks)
+        result = replay_ima(entries, banks, check_template_hashes=True)
     except IdentityError as exc:
         _fail(exc)
     report = {

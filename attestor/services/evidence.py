@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 from attestor.api.schemas import AttestationRequest
 from attestor.db.models import Device
 from identity.checks import CheckRunner
-from identity.errors import EventLogMissing, EvidenceError, ImaStateInvalid
+from identity.errors import (
+    EventLogMissing,
+    EvidenceError,
+    ImaStateInvalid,
+    ImaTemplateHashMismatch,
+)
 from identity.eventlog.appraise import appraise_boot
 from identity.eventlog.integrity import check_integrity
 from identity.eventlog.replay import check_replay_matches
@@ -126,9 +131,12 @@ def _ima(req: AttestationRequest, policy: ImaPolicy, bank: str, device: Device,
         runner.fail("ima.replay", exc)
         return
     runner.record("ima.replay", None)
-    if replayed.template_hash_failures:
-        runner.warnings.append(f"ima.template_hash: {len(replayed.template_hash_failures)} "
-                               "entries whose SHA-1 template hash does not match their data")
+    # An entry whose data does not hash to its template hash is a forged description of
+    # a measurement (a SHA-1 replay would not notice): never a mere warning.
+    failures = replayed.template_hash_failures
+    runner.record("ima.template_hashes", None if not failures else ImaTemplateHashMismatch(
+        f"{len(failures)} entries' data do not hash to their template hash "
+        f"(first: entry {req.ima_start + failures[0]})"))
     appraise_ima(policy, listing.entries[:replayed.accepted], runner)
     result.ima_pending = replayed.pending
     result.ima_state = replayed.state

@@ -44,18 +44,25 @@ class Replay(NamedTuple):
     history: dict[str, dict[int, list[bytes]]]  # value after each extending event
 
 
-def initial_pcr0(log: EventLog, size: int) -> bytes:
-    """PCR0 starts at 0, at the StartupLocality value, or at 4 after an H-CRTM event."""
+def _startup_locality(log: EventLog) -> bytes:
+    """The last byte of PCR0's initial value: 4 after an H-CRTM event, else the
+    StartupLocality event's locality, else 0."""
+    locality = b"\x00"
     for event in log.events:
-        if event.pcr == 0 and event.type == EV_EFI_HCRTM_EVENT:
-            return b"\x00" * (size - 1) + b"\x04"
-    for event in log.events:
-        if (event.type == EV_NO_ACTION and event.pcr == 0
-                and event.data.startswith(STARTUP_LOCALITY_SIGNATURE)):
+        if event.pcr != 0:
+            continue
+        if event.type == EV_EFI_HCRTM_EVENT:
+            return b"\x04"
+        if event.type == EV_NO_ACTION and event.data.startswith(STARTUP_LOCALITY_SIGNATURE):
             if len(event.data) != len(STARTUP_LOCALITY_SIGNATURE) + 1:
                 raise EventLogMalformed(f"event {event.seq}: StartupLocality of wrong size")
-            return b"\x00" * (size - 1) + event.data[-1:]
-    return b"\x00" * size
+            locality = event.data[-1:]
+    return locality
+
+
+def initial_pcr0(log: EventLog, size: int) -> bytes:
+    """PCR0 starts at 0, at the StartupLocality value, or at 4 after an H-CRTM event."""
+    return b"\x00" * (size - 1) + _startup_locality(log)
 
 
 def has_exit_boot_services(log: EventLog) -> bool:
@@ -64,37 +71,41 @@ def has_exit_boot_services(log: EventLog) -> bool:
 
 
 def replay(log: EventLog, banks: Iterable[str] | None = None, *,
-           add_exit_boot_services: bool = False) -> Replay:
+           add_exit_boot_services: bool = False, with_history: bool = False) -> Replay:
     """Extend every measured event's digest into its PCR, for each bank asked.
 
     ``add_exit_boot_services`` appends the two Exit Boot Services events to PCR5,
-    for firmware that measures them without logging them.
+    for firmware that measures them without logging them. ``with_history`` keeps
+    every intermediate value (for diagnosing a mismatch; the fast path skips it).
     """
     wanted = tuple(banks) if banks is not None else log.banks
     values: dict[str, dict[int, bytes]] = {}
     history: dict[str, dict[int, list[bytes]]] = {}
     extended_by: dict[int, list[int]] = {}
-    measured = [e for e in log.events if e.type != EV_NO_ACTION]
-    for event in measured:
-        extended_by.setdefault(event.pcr, []).append(event.seq)
+    measured = [(e.pcr, e.digests) for e in log.events if e.type != EV_NO_ACTION]
+    for event in log.events:
+        if event.type != EV_NO_ACTION:
+            extended_by.setdefault(event.pcr, []).append(event.seq)
+    locality = _startup_locality(log)
     for bank in wanted:
         if bank not in log.banks:
             raise EventLogMalformed(f"the event log carries no {bank} bank")
         size = DIGEST_SIZES[bank]
         new = _hasher(bank)
         zero = b"\x00" * size
-        pcr0 = initial_pcr0(log, size)
-        pcrs: dict[int, bytes] = {}
+        pcrs: dict[int, bytes] = {0: zero[:-1] + locality}
+        get = pcrs.get
         steps: dict[int, list[bytes]] = {}
-        for event in measured:
-            current = pcrs.get(event.pcr) or (pcr0 if event.pcr == 0 else zero)
-            digest = event.digests[bank]
-            pcrs[event.pcr] = value = new(current + digest).digest()
-            steps.setdefault(event.pcr, []).append(value)
+        for pcr, digests in measured:
+            pcrs[pcr] = value = new((get(pcr) or zero) + digests[bank]).digest()
+            if with_history:
+                steps.setdefault(pcr, []).append(value)
         if add_exit_boot_services:
             for text in (EXIT_BOOT_SERVICES_INVOCATION, EXIT_BOOT_SERVICES_RETURNED):
-                pcrs[5] = new(pcrs.get(5, zero) + new(text).digest()).digest()
+                pcrs[5] = new((get(5) or zero) + new(text).digest()).digest()
                 steps.setdefault(5, []).append(pcrs[5])
+        if 0 not in extended_by:
+            del pcrs[0]  # PCR0 untouched by the log: leave it to the initial-value rule
         values[bank] = pcrs
         history[bank] = steps
     return Replay(values, extended_by, history)
@@ -152,4 +163,5 @@ def check_replay_matches(log: EventLog, quoted: PcrValues) -> list[str]:
         if _first_difference(quirk, quoted) is None:
             return [f"{EBS_QUIRK}: the firmware measured Exit Boot Services into PCR5 "
                     "without logging it; accepted as a known quirk"]
-    raise EventLogReplayMismatch(_describe(result, bank, index, quoted[bank][index]))
+    detailed = replay(log, [bank], with_history=True)
+    raise EventLogReplayMismatch(_describe(detailed, bank, index, quoted[bank][index]))

@@ -144,6 +144,8 @@ def _node_text(kind: int, sub: int, node: bytes) -> str:
         return f"PciRoot(0x{uid:x})" if hid == 0x0A0341D0 else f"Acpi(0x{hid:x},0x{uid:x})"
     if kind == 0x03 and sub == 0x17 and len(node) >= 4:
         return f"NVMe(0x{struct.unpack_from('<I', node)[0]:x})"
+    if kind == 0x03 and sub == 0x02 and len(node) >= 4:
+        return "Scsi(0x{:x},0x{:x})".format(*struct.unpack_from("<HH", node))
     if kind == 0x03 and sub == 0x12 and len(node) >= 6:
         return "Sata(0x{:x},0x{:x},0x{:x})".format(*struct.unpack_from("<HHH", node))
     return f"Path({kind},{sub},{node.hex()})"

@@ -99,58 +99,76 @@ def parse_binary(data: bytes) -> ImaList:
     The list only grows, and a copy may end mid-entry (or with a stray newline):
     bytes after the last complete entry are counted, not parsed. That is safe
     because nothing is accepted unless it replays to the quoted PCR10.
+    One tight loop (this runs for every entry of every attestation).
     """
+    data = bytes(data)
     entries: list[ImaEntry] = []
     offsets: list[int] = []
+    append, mark = entries.append, offsets.append
+    head, head_size, u32 = _HEAD.unpack_from, _HEAD.size, _U32.unpack_from
     pos, end = 0, len(data)
     while pos < end:
-        try:
-            offsets.append(pos)
-            pos = _binary_entry(data, pos, entries)
-        except _Incomplete:
-            offsets[-1] = pos
-            return ImaList(entries, end - pos, offsets)
+        start = pos
+        if pos + head_size > end:
+            break
+        pcr, template_hash, name_len = head(data, pos)
+        pos += head_size
+        if name_len == 0 or name_len > 255:
+            raise ImaMalformed(f"entry {len(entries)}: template name length {name_len}")
+        name_end = pos + name_len
+        if name_end + 4 > end:
+            break
+        template_bytes = data[pos:name_end]
+        if template_bytes == b"ima":
+            # No template-data length: a 20-byte digest, then a length-prefixed name.
+            if name_end + 24 > end:
+                break
+            pos = name_end
+            size = 24 + u32(data, pos + 20)[0]
+        else:
+            pos = name_end + 4
+            size = u32(data, name_end)[0]
+        if size > MAX_FIELD:
+            raise ImaMalformed(f"entry {len(entries)}: template data of {size} bytes")
+        if pos + size > end:
+            break
+        body = data[pos:pos + size]
+        pos += size
+        mark(start)
+        if template_bytes == b"ima-ng":
+            append(_ng_entry(pcr, template_hash, body))
+        else:
+            append(_entry(pcr, template_hash, template_bytes.decode("ascii", errors="replace"),
+                          body))
         if len(entries) > MAX_ENTRIES:
             raise ImaMalformed(f"more than {MAX_ENTRIES} entries")
-    offsets.append(pos)
-    return ImaList(entries, 0, offsets)
-
-
-class _Incomplete(Exception):
-    pass
-
-
-def _binary_entry(data: bytes, pos: int, entries: list[ImaEntry]) -> int:
-    end = len(data)
-    if pos + _HEAD.size > end:
-        raise _Incomplete
-    pcr: int
-    template_hash: bytes
-    name_len: int
-    pcr, template_hash, name_len = _HEAD.unpack_from(data, pos)
-    pos += _HEAD.size
-    if name_len == 0 or name_len > 255:
-        raise ImaMalformed(f"entry {len(entries)}: template name length {name_len}")
-    if pos + name_len > end:
-        raise _Incomplete
-    template = data[pos:pos + name_len].decode("ascii", errors="replace")
-    pos += name_len
-    if template == "ima":
-        # No template-data length: a 20-byte digest, then a length-prefixed name.
-        if pos + 24 > end:
-            raise _Incomplete
-        size: int = 24 + _U32.unpack_from(data, pos + 20)[0]
     else:
-        if pos + 4 > end:
-            raise _Incomplete
-        size = _U32.unpack_from(data, pos)[0]
-        pos += 4
-    if size > MAX_FIELD:
-        raise ImaMalformed(f"entry {len(entries)}: template data of {size} bytes")
-    if pos + size > end:
-        raise _Incomplete
-    entries.append(_entry(pcr, template_hash, template, data[pos:pos + size]))
-    return pos + size
+        mark(pos)
+        return ImaList(entries, 0, offsets)
+    mark(start)
+    return ImaList(entries, end - start, offsets)
+
+
+_ALGORITHMS: dict[bytes, str] = {}
+
+
+def _ng_entry(pcr: int, template_hash: bytes, data: bytes) -> ImaEntry:
+    """ima-ng, the common case, decoded inline; anything irregular takes the general path."""
+    n = len(data)
+    if n >= 8:
+        d_len = _U32.unpack_from(data, 0)[0]
+        name_at = 4 + d_len
+        if name_at + 4 <= n and name_at + 4 + _U32.unpack_from(data, name_at)[0] == n:
+            field = data[4:name_at]
+            sep = field.find(b":\x00")
+            if sep > 0:
+                raw_alg = field[:sep]
+                alg = _ALGORITHMS.get(raw_alg)
+                if alg is None:
+                    alg = _ALGORITHMS.setdefault(raw_alg, raw_alg.decode("ascii", "replace"))
+                path = data[name_at + 4:n].rstrip(b"\x00").decode("utf-8", "replace")
+                return ImaEntry(pcr, template_hash, "ima-ng", data, alg, field[sep + 2:], path)
+    return _entry(pcr, template_hash, "ima-ng", data)
 
 
 def parse_ascii(text: str) -> list[ImaEntry]:

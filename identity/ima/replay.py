@@ -19,6 +19,7 @@ from identity.ima.log import IMA_NAME_PADDED, ImaEntry
 from identity.tpm.structures import DIGEST_SIZES
 
 IMA_PCR = 10
+_ZERO20 = b"\x00" * 20
 _NEW: dict[str, Callable[[bytes], Any]] = {
     "sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384,
     "sha512": hashlib.sha512,
@@ -69,42 +70,58 @@ def template_hash_ok(entry: ImaEntry) -> bool:
 
 def replay_ima(entries: Sequence[ImaEntry], banks: Sequence[str],
                start: ImaState | None = None,
-               quoted: Mapping[str, bytes] | None = None) -> ImaReplay:
+               quoted: Mapping[str, bytes] | None = None,
+               *, check_template_hashes: bool | None = None) -> ImaReplay:
     """Replay ``entries`` (the ones after ``start``) into PCR10 for each bank.
 
     With ``quoted`` (bank -> quoted PCR10), stop at the last entry whose running
     value equals it; no such point raises :class:`ImaReplayMismatch`.
+    ``check_template_hashes`` (default: when the SHA-1 bank is replayed) recomputes
+    each SHA-1 template hash. A SHA-1 replay extends those hashes and needs them
+    checked; any other bank hashes the template data itself, so the quote already
+    proves the data and the SHA-1 field is unused.
     """
+    verify = "sha1" in banks if check_template_hashes is None else check_template_hashes
     state = start or ImaState.initial(banks)
     for bank in banks:
         if bank not in _NEW:
             raise ImaStateInvalid(f"IMA replay in {bank} is not supported")
         if bank not in state.pcr10:
             raise ImaStateInvalid(f"no running {bank} PCR10 value in the stored IMA state")
-    running = {bank: state.pcr10[bank] for bank in banks}
+    running = [state.pcr10[bank] for bank in banks]
     news = [_NEW[bank] for bank in banks]
     ff = [b"\xff" * DIGEST_SIZES[bank] for bank in banks]
-    check_bank = next(iter(quoted)) if quoted else None
-    matched_at = 0 if quoted and all(
-        running[b] == quoted[b] for b in quoted if b in running) else -1
+    sha1_at = banks.index("sha1") if "sha1" in banks else -1
+    others = [j for j in range(len(banks)) if j != sha1_at]
+    target: tuple[int, bytes] | None = None
+    if quoted:
+        bank = next(iter(quoted))
+        target = (list(banks).index(bank), quoted[bank])
+    matched_at = 0 if target is not None and running[target[0]] == target[1] else -1
+    sha1 = hashlib.sha1
+    zero = _ZERO20
     violations, failures = 0, []
+    if len(banks) == 1 and sha1_at < 0 and not verify:
+        return _replay_one_bank(entries, banks[0], state, running[0], target, matched_at)
     for i, entry in enumerate(entries):
         if entry.pcr != IMA_PCR:
             continue
-        if entry.violation:
+        if entry.template_hash == zero:
             violations += 1
-            for j, bank in enumerate(banks):
-                running[bank] = news[j](running[bank] + ff[j]).digest()
+            for j, new in enumerate(news):
+                running[j] = new(running[j] + ff[j]).digest()
         else:
-            data = template_data_for_hash(entry)
-            if hashlib.sha1(data).digest() != entry.template_hash:  # noqa: S324 - list format
+            data = entry.data if entry.template != "ima" else template_data_for_hash(entry)
+            if verify and sha1(data).digest() != entry.template_hash:  # noqa: S324 - format
                 failures.append(i)
-            for j, bank in enumerate(banks):
-                template_hash = entry.template_hash if bank == "sha1" else news[j](data).digest()
-                running[bank] = news[j](running[bank] + template_hash).digest()
-        if check_bank is not None and quoted is not None and \
-                running[check_bank] == quoted[check_bank]:
+            if sha1_at >= 0:
+                running[sha1_at] = sha1(running[sha1_at] + entry.template_hash).digest()  # noqa: S324
+            for j in others:
+                new = news[j]
+                running[j] = new(running[j] + new(data).digest()).digest()
+        if target is not None and running[target[0]] == target[1]:
             matched_at = i + 1
+    final = dict(zip(banks, running, strict=True))
     if quoted is not None:
         if matched_at < 0:
             raise ImaReplayMismatch("no prefix of the IMA list replays to the quoted PCR10")
@@ -112,12 +129,40 @@ def replay_ima(entries: Sequence[ImaEntry], banks: Sequence[str],
             # Re-run to the matched point for the state (cheap: rare, and only a prefix).
             return _prefix(entries, banks, state, matched_at, violations, failures)
     return ImaReplay(len(entries), 0, violations, failures,
-                     ImaState(state.entries + len(entries), running))
+                     ImaState(state.entries + len(entries), final))
+
+
+def _replay_one_bank(entries: Sequence[ImaEntry], bank: str, state: ImaState, value: bytes,
+                     target: tuple[int, bytes] | None, matched_at: int) -> ImaReplay:
+    """The common case (one non-SHA-1 bank, as the attestor replays) in a tight loop."""
+    new = _NEW[bank]
+    ff = b"\xff" * DIGEST_SIZES[bank]
+    want = target[1] if target is not None else None
+    zero = _ZERO20
+    violations = 0
+    for i, entry in enumerate(entries):
+        if entry.pcr != IMA_PCR:
+            continue
+        if entry.template_hash == zero:
+            violations += 1
+            value = new(value + ff).digest()
+        else:
+            data = entry.data if entry.template != "ima" else template_data_for_hash(entry)
+            value = new(value + new(data).digest()).digest()
+        if value == want:
+            matched_at = i + 1
+    if target is not None:
+        if matched_at < 0:
+            raise ImaReplayMismatch("no prefix of the IMA list replays to the quoted PCR10")
+        if matched_at != len(entries):
+            return _prefix(entries, [bank], state, matched_at, violations, [])
+    return ImaReplay(len(entries), 0, violations, [],
+                     ImaState(state.entries + len(entries), {bank: value}))
 
 
 def _prefix(entries: Sequence[ImaEntry], banks: Sequence[str], state: ImaState, upto: int,
             violations: int, failures: list[int]) -> ImaReplay:
-    head = replay_ima(entries[:upto], banks, state)
+    head = replay_ima(entries[:upto], banks, state, check_template_hashes=False)
     return ImaReplay(upto, len(entries) - upto, head.violations,
                      [f for f in failures if f < upto], head.state)
 

@@ -119,3 +119,20 @@ def test_attestor_that_cannot_continue_the_list_asks_for_all_of_it(
             client.attest(device_id, forged)
         assert refused.value.codes == ["ima.state_invalid"]
         assert attest_once(config, device.tpm, client, now()).serial  # the agent recovers
+
+
+def test_ima_entry_with_forged_data_is_refused(attestor: LiveAttestor, device: Device) -> None:
+    """The path of a measured file rewritten in the list; its template hash left as it was."""
+    import base64
+
+    device_id = _learn_everything(attestor, device)
+    config = device.config(attestor.url).model_copy(update={"device_id": device_id})
+    with attestor.client() as client:
+        evidence = collect_evidence(config, device.tpm, device_id, client.challenge(device_id))
+        raw = base64.b64decode(str(evidence.body["ima_log"]))
+        forged = raw.replace(b"/usr/bin/edge-workload", b"/usr/bin/edge-workloaX")
+        with pytest.raises(AttestorError) as refused:
+            client.attest(device_id, dict(evidence.body,
+                                          ima_log=base64.b64encode(forged).decode()))
+    assert "ima.replay_mismatch" in refused.value.codes or \
+        "ima.template_hash_mismatch" in refused.value.codes
