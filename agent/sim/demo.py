@@ -138,7 +138,8 @@ def _enroll_attest_renew(data: Path, state: Path, log: Path, url: str,
     ok("first attestation: quote verified, no reference yet (policy.no_reference)")
     run("attestor", "policy", "learn", "--device", device_id, "--secret", SECRET_NAME,
         "-d", str(data), "--dev")
-    ok("golden PCR 0-7 values learned; policy grants the secret")
+    ok("golden PCRs and the boot policy (keys, boot applications, kernel) learned; "
+       "the policy grants the secret")
 
     step("Attestation: quote, event log replay, policy, TPM-resident key")
     result = attest_json(state, expect=0)

@@ -159,3 +159,25 @@ def test_mutated_valid_log_only_raises_its_typed_error(offset: int, patch: bytes
         replay(log)
     except EventLogMalformed:
         pass
+
+
+def test_pcr0_initial_values() -> None:
+    """StartupLocality 3 starts PCR0 at ...03; an H-CRTM event at ...04."""
+    import hashlib as _h
+
+    from identity.eventlog.events import EV_EFI_HCRTM_EVENT, EV_S_CRTM_VERSION
+
+    digest = _h.sha256(b"crtm").digest()
+    for marker, start in (
+        (encode_agile_event(0, EV_NO_ACTION, {"sha256": b"\x00" * 32},
+                            b"StartupLocality\x00\x03"), b"\x00" * 31 + b"\x03"),
+        (encode_agile_event(0, EV_EFI_HCRTM_EVENT, {"sha256": digest}, b"HCRTM"),
+         b"\x00" * 31 + b"\x04"),
+    ):
+        log = parse_event_log(encode_spec_id_event(("sha256",)) + marker + encode_agile_event(
+            0, EV_S_CRTM_VERSION, {"sha256": digest}, b"v"))
+        expected = start
+        for event in log.events[1:]:
+            if event.type != EV_NO_ACTION:
+                expected = _h.sha256(expected + event.digests["sha256"]).digest()
+        assert replay(log).values["sha256"][0] == expected
