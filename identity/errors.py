@@ -94,8 +94,19 @@ metrics labels. Add codes; never rename one.
         │   ├── DeviceUnknown          device.unknown
         │   └── DeviceNotActive        device.not_active
         └── VerificationFailed         attestation.refused (carries every failed check)
+    AuthError                          auth.error (401 unless noted)
+    ├── AuthMissing                    auth.missing
+    ├── AuthInvalid                    auth.invalid
+    ├── AuthExpired                    auth.expired
+    ├── AuthReplay                     auth.replay
+    └── AuthForbidden                  auth.forbidden (403)
+    RequestError                       request.error
+    ├── RateLimited                    request.rate_limited (429)
+    ├── Conflict                       request.conflict (409)
+    └── NotFound                       request.not_found (404)
     ServiceError                       service.error (our fault, not the device's)
-    └── BackendUnavailable             backend.unavailable
+    ├── BackendUnavailable             backend.unavailable
+    └── AuditUnavailable               audit.unavailable (nothing happens without its record)
 """
 
 from __future__ import annotations
@@ -494,3 +505,53 @@ class ServiceError(IdentityError):
 
 class BackendUnavailable(ServiceError):
     code = "backend.unavailable"
+
+
+class AuditUnavailable(ServiceError):
+    code = "audit.unavailable"
+
+
+class AuthError(IdentityError):
+    """The caller is not who, or not allowed what, it claims (never the device's evidence)."""
+
+    code = "auth.error"
+
+
+class AuthMissing(AuthError):
+    code = "auth.missing"
+
+
+class AuthInvalid(AuthError):
+    code = "auth.invalid"
+
+
+class AuthExpired(AuthError):
+    code = "auth.expired"
+
+
+class AuthReplay(AuthError):
+    code = "auth.replay"
+
+
+class AuthForbidden(AuthError):
+    code = "auth.forbidden"
+
+
+class RequestError(IdentityError):
+    code = "request.error"
+
+
+class RateLimited(RequestError):
+    code = "request.rate_limited"
+
+    def __init__(self, detail: str, retry_after: float) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class Conflict(RequestError):
+    code = "request.conflict"
+
+
+class NotFound(RequestError):
+    code = "request.not_found"

@@ -32,6 +32,8 @@ class Device(SQLModel, table=True):
     model: str | None = Field(default=None, max_length=128)
     device_class: str = Field(default="default", max_length=64, index=True)
     state: str = Field(default="active", max_length=16, index=True)
+    state_reason: str | None = Field(default=None, max_length=256)
+    state_changed_at: dt.datetime | None = _time(nullable=True)
     ek_public: bytes
     ek_certificate: bytes | None = None
     ak_public: bytes
@@ -110,7 +112,9 @@ class Certificate(SQLModel, table=True):
     not_before: dt.datetime = _time()
     not_after: dt.datetime = _time(index=True)
     pem: str
+    status: str = Field(default="issued", max_length=16, index=True)  # pending/issued/void
     revoked_at: dt.datetime | None = _time(nullable=True)
+    revoked_reason: str | None = Field(default=None, max_length=64)
 
 
 class Policy(SQLModel, table=True):
@@ -143,12 +147,97 @@ class StoredSecret(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
+    """Append-only, hash-chained: ``hash`` covers this entry and ``prev_hash``."""
+
     __tablename__ = "audit_events"
 
-    id: int | None = Field(default=None, primary_key=True)
+    seq: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={
+        "autoincrement": False})
     at: dt.datetime = _time(index=True)
-    actor: str = Field(max_length=128)
+    actor: str = Field(max_length=128, index=True)
     action: str = Field(max_length=64, index=True)
-    outcome: str = Field(max_length=16)
+    outcome: str = Field(max_length=16, index=True)
     device_id: str | None = Field(default=None, max_length=64, index=True)
+    subject: str | None = Field(default=None, max_length=128)
+    reasons: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
+    request_id: str | None = Field(default=None, max_length=64)
     details: dict[str, Any] = _json()
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64)
+
+
+class AuditHead(SQLModel, table=True):
+    """The chain's head, one row: locked by every append, so appends are serialised."""
+
+    __tablename__ = "audit_head"
+
+    id: int = Field(default=1, primary_key=True)
+    seq: int = Field(default=0, sa_type=sa.BigInteger)
+    hash: str = Field(default="0" * 64, max_length=64)
+
+
+class AuditCheckpoint(SQLModel, table=True):
+    """A signature over the chain's head at ``seq``: the anchor an attacker cannot forge."""
+
+    __tablename__ = "audit_checkpoints"
+
+    seq: int = Field(primary_key=True, sa_type=sa.BigInteger, sa_column_kwargs={
+        "autoincrement": False})
+    hash: str = Field(max_length=64)
+    at: dt.datetime = _time()
+    kid: str = Field(max_length=64)
+    signature: bytes
+
+
+class ApiKey(SQLModel, table=True):
+    """Factory-station keys: only a SHA-256 of the (high-entropy) secret is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=32)
+    name: str = Field(max_length=128)
+    role: str = Field(max_length=16)
+    key_hash: str = Field(max_length=64)
+    created_at: dt.datetime = _time()
+    revoked_at: dt.datetime | None = _time(nullable=True)
+
+
+class RequestNonce(SQLModel, table=True):
+    """Nonces of signed device requests, kept until their timestamps expire: replays fail."""
+
+    __tablename__ = "request_nonces"
+
+    device_id: str = Field(primary_key=True, max_length=64)
+    nonce: str = Field(primary_key=True, max_length=64)
+    expires_at: dt.datetime = _time(index=True)
+
+
+class Preregistration(SQLModel, table=True):
+    """A device announced by the manufacturer before it enrolls (bulk upload)."""
+
+    __tablename__ = "preregistrations"
+
+    id: int | None = Field(default=None, primary_key=True)
+    ek_key_sha256: str = Field(max_length=64, unique=True)
+    serial: str = Field(max_length=128, index=True)
+    model: str | None = Field(default=None, max_length=128)
+    device_class: str = Field(default="default", max_length=64)
+    ek_certificate: bytes | None = None
+    created_by: str = Field(max_length=128)
+    created_at: dt.datetime = _time()
+    enrolled_device_id: str | None = Field(default=None, max_length=64)
+    enrolled_at: dt.datetime | None = _time(nullable=True)
+
+
+class WebhookDelivery(SQLModel, table=True):
+    __tablename__ = "webhook_deliveries"
+
+    id: int | None = Field(default=None, primary_key=True)
+    event: str = Field(max_length=64)
+    url: str = Field(max_length=512)
+    payload: dict[str, Any] = _json()
+    created_at: dt.datetime = _time()
+    attempts: int = 0
+    next_attempt_at: dt.datetime = _time(index=True)
+    delivered_at: dt.datetime | None = _time(nullable=True)
+    last_error: str | None = Field(default=None, max_length=512)

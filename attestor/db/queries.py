@@ -212,26 +212,8 @@ def secret_names(session: Session) -> list[tuple[str, int]]:
 # audit -----------------------------------------------------------------------
 
 
-def audit(
-    session: Session,
-    *,
-    at: dt.datetime,
-    actor: str,
-    action: str,
-    outcome: str,
-    device_id: str | None = None,
-    details: dict[str, Any] | None = None,
-) -> None:
-    session.add(
-        AuditEvent(
-            at=at, actor=actor, action=action, outcome=outcome,
-            device_id=device_id, details=details or {},
-        )
-    )
-
-
 def audit_events(session: Session, device_id: str | None = None) -> Sequence[AuditEvent]:
-    query = select(AuditEvent).order_by(col(AuditEvent.id))
+    query = select(AuditEvent).order_by(col(AuditEvent.seq))
     if device_id is not None:
         query = query.where(AuditEvent.device_id == device_id)
     return session.exec(query).all()

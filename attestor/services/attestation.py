@@ -13,6 +13,7 @@ import secrets
 
 from sqlmodel import Session
 
+from attestor import audit
 from attestor.api.schemas import (
     AttestationRequest,
     AttestationResult,
@@ -83,7 +84,7 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
                 document, policy = policy_for(session, device.device_class)
         except DeviceUnknown:
             with session.begin():
-                queries.audit(
+                audit.append(
                     session, at=now, actor=ACTOR, action="attestation", outcome="fail",
                     details={"reasons": [DeviceUnknown.code], "claimed_device": device_id},
                 )
@@ -158,7 +159,7 @@ def _record_pass(
             not_before=issued.cert.not_valid_before_utc,
             not_after=issued.cert.not_valid_after_utc, pem=issued.pem,
         ))
-        queries.audit(
+        audit.append(
             session, at=now, actor=ACTOR, action="attestation", outcome="pass",
             device_id=device_id,
             details={
@@ -200,7 +201,7 @@ def _record_refusal(
             quote_verified=quote_ok, pcr_values=pcrs, evidence_sha256=_evidence_digest(req),
             event_log=event_log,
         ))
-        queries.audit(
+        audit.append(
             session, at=now, actor=ACTOR, action="attestation", outcome="fail",
             device_id=device.id, details={"reasons": reasons},
         )

@@ -12,6 +12,7 @@ import secrets
 
 from sqlmodel import Session
 
+from attestor import audit
 from attestor.api.schemas import (
     ActivationRequest,
     EnrolledDevice,
@@ -82,7 +83,7 @@ def start(svc: Services, req: EnrollmentRequest) -> EnrollmentChallenge:
         if existing is not None and existing.state != "active":
             runner.fail("device.state", DeviceNotActive(f"device is {existing.state}"))
         if not runner.passed or ak is None:
-            queries.audit(
+            audit.append(
                 session, at=now, actor=ACTOR, action="enrollment.start", outcome="refused",
                 device_id=device_id, details={"reasons": runner.reason_codes},
             )
@@ -107,7 +108,7 @@ def start(svc: Services, req: EnrollmentRequest) -> EnrollmentChallenge:
         )
         del secret
         queries.add_enrollment(session, enrollment)
-        queries.audit(
+        audit.append(
             session, at=now, actor=ACTOR, action="enrollment.start", outcome="challenged",
             device_id=device_id, details={"enrollment_id": enrollment.id, "serial": req.serial},
         )
@@ -130,7 +131,7 @@ def complete(svc: Services, enrollment_id: str, req: ActivationRequest) -> Enrol
             check_activation(row.secret_digest, req.secret)
         except EvidenceError as exc:
             with session.begin():
-                queries.audit(
+                audit.append(
                     session, at=now, actor=ACTOR, action="enrollment.activate",
                     outcome="refused",
                     details={"enrollment_id": enrollment_id, "reason": exc.code},
@@ -150,7 +151,7 @@ def complete(svc: Services, enrollment_id: str, req: ActivationRequest) -> Enrol
                     not_after=issued.cert.not_valid_after_utc, pem=issued.pem,
                 ),
             )
-            queries.audit(
+            audit.append(
                 session, at=now, actor=ACTOR, action="enrollment.activate", outcome="enrolled",
                 device_id=row.device_id,
                 details={"certificate_serial": issued.serial, "serial": row.serial},

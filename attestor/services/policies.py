@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from sqlmodel import Session
 
+from attestor import audit
 from attestor.db import queries
 from attestor.db.models import Attestation, Policy
 from identity.errors import MalformedInput
@@ -79,7 +80,7 @@ def learn_policy(session: Session, device_class: str | None, sources: LearnSourc
     document = parse_policy(document.model_dump(mode="json"))  # re-validate the whole
     policy = queries.add_policy_version(
         session, device_class, document.model_dump(mode="json"), actor, now)
-    queries.audit(
+    audit.append(
         session, at=now, actor=actor, action="policy.learn", outcome="created",
         device_id=sources.device_id,
         details={"device_class": device_class, "version": policy.version,
@@ -106,7 +107,7 @@ def set_policy(
     policy = queries.add_policy_version(
         session, device_class, document.model_dump(mode="json"), actor, now
     )
-    queries.audit(
+    audit.append(
         session, at=now, actor=actor, action="policy.update", outcome="created",
         details={"device_class": device_class, "version": policy.version},
     )

@@ -1,0 +1,187 @@
+"""The audit log: append-only, hash-chained, anchored by signed checkpoints.
+
+Every append locks the chain's head row (``audit_head``) for the rest of its
+transaction, so entries get contiguous sequence numbers and each carries the
+previous entry's hash, whichever replica writes it. The append is part of the
+operation's own transaction: if it fails, the operation fails (no certificate
+without its audit record). Checkpoints sign the head with the attestor's key;
+`verify` walks the chain and names every edited, deleted, reordered or
+truncated entry. Nothing secret is ever written: details are screened.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, col, select
+
+from attestor.db.chain import GENESIS, entry_hash
+from attestor.db.models import AuditCheckpoint, AuditEvent, AuditHead
+from identity.errors import AuditUnavailable
+
+FORBIDDEN_KEYS = frozenset({"value", "secret", "token", "nonce", "password", "passphrase",
+                            "private_key", "api_key", "signature"})
+BATCH = 1000
+
+
+def _screen(details: Mapping[str, Any], path: str = "") -> None:
+    for key, value in details.items():
+        if key.lower() in FORBIDDEN_KEYS:
+            raise ValueError(f"audit details must not carry {path}{key}")
+        if isinstance(value, Mapping):
+            _screen(value, f"{path}{key}.")
+        elif isinstance(value, list):
+            for item in value:
+                if isinstance(item, Mapping):
+                    _screen(item, f"{path}{key}[].")
+
+
+def append(session: Session, *, at: dt.datetime, actor: str, action: str, outcome: str,
+           device_id: str | None = None, subject: str | None = None,
+           reasons: Sequence[str] = (), details: Mapping[str, Any] | None = None,
+           request_id: str | None = None) -> AuditEvent:
+    """Chain one entry onto the log inside the caller's transaction."""
+    clean = dict(details or {})
+    _screen(clean)
+    try:
+        # The UPDATE takes the head's row lock (PostgreSQL) or the write lock (SQLite)
+        # until commit: appends from every replica are serialised here.
+        session.execute(sa.update(AuditHead).where(col(AuditHead.id) == 1)
+                        .values(seq=AuditHead.seq))
+        head = session.get(AuditHead, 1, populate_existing=True)
+        if head is None:
+            head = AuditHead(id=1, seq=0, hash=GENESIS)
+            session.add(head)
+        fields: dict[str, Any] = dict(
+            seq=head.seq + 1, at=at, actor=actor, action=action, outcome=outcome,
+            device_id=device_id, subject=subject, reasons=list(reasons),
+            request_id=request_id, details=clean)
+        digest = entry_hash(**fields, prev_hash=head.hash)
+        event = AuditEvent(**fields, prev_hash=head.hash, hash=digest)
+        session.add(event)
+        head.seq, head.hash = event.seq, digest
+        session.add(head)
+        session.flush()
+    except SQLAlchemyError as exc:
+        raise AuditUnavailable(f"the audit log cannot be written: {type(exc).__name__}") from exc
+    return event
+
+
+def checkpoint(session: Session, key: ec.EllipticCurvePrivateKey, kid: str,
+               now: dt.datetime) -> AuditCheckpoint | None:
+    """Sign the current head (if it moved since the last checkpoint)."""
+    head = session.get(AuditHead, 1)
+    if head is None or head.seq == 0:
+        return None
+    if session.get(AuditCheckpoint, head.seq) is not None:
+        return None
+    signature = key.sign(_checkpoint_message(head.seq, head.hash), ec.ECDSA(hashes.SHA256()))
+    row = AuditCheckpoint(seq=head.seq, hash=head.hash, at=now, kid=kid, signature=signature)
+    session.add(row)
+    return row
+
+
+def _checkpoint_message(seq: int, digest: str) -> bytes:
+    return f"edgeproof-audit-checkpoint-v1:{seq}:{digest}".encode()
+
+
+@dataclass
+class AuditReport:
+    ok: bool = True
+    entries: int = 0
+    last_seq: int = 0
+    checkpoints: int = 0
+    anchored_seq: int = 0  # entries up to here are covered by a valid checkpoint
+    problems: list[dict[str, object]] = field(default_factory=list)
+
+    def problem(self, code: str, seq: int, detail: str) -> None:
+        self.ok = False
+        if len(self.problems) < 100:
+            self.problems.append({"code": code, "seq": seq, "detail": detail})
+
+
+def _events(session: Session) -> Iterator[AuditEvent]:
+    last = 0
+    while True:
+        batch = session.exec(select(AuditEvent).where(col(AuditEvent.seq) > last)
+                             .order_by(col(AuditEvent.seq)).limit(BATCH)).all()
+        if not batch:
+            return
+        yield from batch
+        last = batch[-1].seq
+
+
+def verify(session: Session, keys: Mapping[str, ec.EllipticCurvePublicKey]) -> AuditReport:
+    """Walk the chain: recompute every hash, check links, sequence and checkpoints."""
+    report = AuditReport()
+    checkpoints = {c.seq: c for c in session.exec(select(AuditCheckpoint)).all()}
+    hashes_at: dict[int, str] = {}
+    prev, expected = GENESIS, 1
+    for event in _events(session):
+        report.entries += 1
+        if event.seq != expected:
+            report.problem("audit.deleted", expected,
+                           f"entries {expected}..{event.seq - 1} are missing")
+        if event.prev_hash != prev:
+            report.problem("audit.reordered", event.seq,
+                           "the entry does not follow the one before it")
+        recomputed = entry_hash(
+            seq=event.seq, at=event.at, actor=event.actor, action=event.action,
+            outcome=event.outcome, device_id=event.device_id, subject=event.subject,
+            reasons=list(event.reasons), request_id=event.request_id,
+            details=dict(event.details), prev_hash=event.prev_hash)
+        if recomputed != event.hash:
+            report.problem("audit.edited", event.seq, "the entry's content does not match "
+                           "its hash")
+        if event.seq in checkpoints:
+            hashes_at[event.seq] = event.hash
+        prev, expected = event.hash, event.seq + 1
+        report.last_seq = event.seq
+    head = session.get(AuditHead, 1)
+    if head is not None and (head.seq != report.last_seq or head.hash != prev):
+        report.problem("audit.truncated", report.last_seq,
+                       f"the head records entry {head.seq}, the log ends at {report.last_seq}")
+    for seq, mark in sorted(checkpoints.items()):
+        key = keys.get(mark.kid)
+        report.checkpoints += 1
+        try:
+            if key is None:
+                raise InvalidSignature
+            key.verify(mark.signature, _checkpoint_message(mark.seq, mark.hash),
+                       ec.ECDSA(hashes.SHA256()))
+        except InvalidSignature:
+            report.problem("audit.checkpoint_invalid", seq, "the checkpoint's signature does "
+                           "not verify with the attestor's key")
+            continue
+        if seq > report.last_seq:
+            report.problem("audit.truncated", seq, f"checkpoint {seq} is past the log's end")
+        elif hashes_at.get(seq) != mark.hash:
+            report.problem("audit.edited", seq, "the chain at this checkpoint differs from "
+                           "the signed hash")
+        else:
+            report.anchored_seq = max(report.anchored_seq, seq)
+    return report
+
+
+def event_json(event: AuditEvent) -> dict[str, object]:
+    return {
+        "seq": event.seq, "at": event.at.isoformat(), "actor": event.actor,
+        "action": event.action, "outcome": event.outcome, "device_id": event.device_id,
+        "subject": event.subject, "reasons": list(event.reasons),
+        "request_id": event.request_id, "details": dict(event.details),
+        "prev_hash": event.prev_hash, "hash": event.hash,
+    }
+
+
+def checkpoint_json(mark: AuditCheckpoint) -> dict[str, object]:
+    return {"seq": mark.seq, "hash": mark.hash, "at": mark.at.isoformat(), "kid": mark.kid,
+            "signature": base64.b64encode(mark.signature).decode()}
