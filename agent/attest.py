@@ -13,7 +13,7 @@ from typing import Any
 from cryptography import x509
 from tpm2_pytss.tsskey import TSSPrivKey
 
-from agent.client import AttestorClient, AttestorError
+from agent.client import AttestorClient, AttestorError, DeviceSigner
 from agent.config import AgentConfig
 from agent.enroll import CA_FILE
 from agent.files import atomic_write, install_set
@@ -43,6 +43,14 @@ class Issued:
 
     def renew_at(self, fraction: float) -> dt.datetime:
         return self.not_before + (self.not_after - self.not_before) * fraction
+
+
+def device_signer(config: AgentConfig, tpm: Tpm) -> DeviceSigner:
+    """Requests signed by the DevID key at its persistent handle."""
+    if not config.device_id:
+        raise NotProvisioned("this device is not provisioned: run `edge-agent provision`")
+    handle = config.devid_handle
+    return DeviceSigner(config.device_id, lambda message: tpm.sign_persistent(handle, message))
 
 
 def workload_public_key(key: TSSPrivKey) -> PublicKey:
@@ -76,6 +84,7 @@ def attest_once(config: AgentConfig, tpm: Tpm, client: AttestorClient,
     if not config.device_id:
         raise NotProvisioned("this device is not provisioned: run `edge-agent provision`")
     device_id = config.device_id
+    client.signer = device_signer(config, tpm)  # this TPM session signs this device's requests
     try:
         return _attest(config, tpm, client, device_id, now)
     except AttestorError as exc:

@@ -62,8 +62,15 @@ def provision(
     serial: Annotated[str | None, typer.Option(help="device serial number")] = None,
     device_class: Annotated[str | None, typer.Option("--class", help="device class")] = None,
     event_log: EventLog = None,
+    api_key: Annotated[str | None, typer.Option(
+        envvar="EDGE_AGENT_API_KEY", help="the factory station's enroller API key")] = None,
+    token: Annotated[str | None, typer.Option(
+        envvar="EDGE_AGENT_TOKEN", help="an enroller bearer token (instead of an API key)")
+    ] = None,
 ) -> None:
-    """Factory enrollment: create AK and DevID in the TPM, persist them, enroll."""
+    """Factory enrollment: create AK and DevID in the TPM, persist them, enroll.
+
+    Needs an enroller credential unless the manufacturer pre-registered this TPM's EK."""
     from agent.enroll import provision as do_provision
     from agent.tpm.device import Tpm, TpmError
 
@@ -71,7 +78,9 @@ def provision(
                          ca_bundle=ca_bundle, serial=serial, device_class=device_class,
                          event_log=event_log)
     try:
-        with Tpm(config.tcti) as tpm, _client(config) as client:
+        with Tpm(config.tcti) as tpm, AttestorClient(
+                config.attestor_url, str(config.ca_bundle) if config.ca_bundle else None,
+                api_key=api_key, token=token) as client:
             enrolled = do_provision(config, tpm, client, now())
     except AttestorError as exc:
         _refused(exc)

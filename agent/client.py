@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+
+from identity.requestsig import (
+    HEADER_DEVICE,
+    HEADER_NONCE,
+    HEADER_SIGNATURE,
+    HEADER_TIME,
+    canonical,
+)
 
 
 class AttestorError(Exception):
@@ -37,11 +50,35 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
+@dataclass(frozen=True)
+class DeviceSigner:
+    """Signs requests with the device's DevID key (in the TPM)."""
+
+    device_id: str
+    sign: Callable[[bytes], bytes]
+
+    def headers(self, method: str, path: str, body: bytes, now: float) -> dict[str, str]:
+        nonce = secrets.token_hex(16)
+        timestamp = int(now)
+        message = canonical(method, path, body, timestamp, nonce, self.device_id)
+        return {HEADER_DEVICE: self.device_id, HEADER_TIME: str(timestamp),
+                HEADER_NONCE: nonce, HEADER_SIGNATURE: self.sign(message).hex()}
+
+
 class AttestorClient:
-    def __init__(self, base_url: str, ca_bundle: str | None = None,
-                 timeout: float = 30.0) -> None:
+    """``api_key`` or ``token`` authenticate a factory station; ``signer`` a device."""
+
+    def __init__(self, base_url: str, ca_bundle: str | None = None, timeout: float = 30.0,
+                 *, api_key: str | None = None, token: str | None = None,
+                 signer: DeviceSigner | None = None) -> None:
         verify: Any = ca_bundle if ca_bundle else True
+        self._station: dict[str, str] = {}
+        if api_key:
+            self._station["X-Api-Key"] = api_key
+        elif token:
+            self._station["Authorization"] = f"Bearer {token}"
         self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, verify=verify)
+        self.signer = signer
 
     def close(self) -> None:
         self._http.close()
@@ -52,9 +89,18 @@ class AttestorClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _post(self, path: str, body: dict[str, Any] | None = None,
+              signed: bool = False) -> dict[str, Any]:
+        content = json.dumps(body or {}, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json"}
+        if signed:  # one credential per request: the device's own
+            if self.signer is None:
+                raise Unreachable("no device signer: this device is not provisioned")
+            headers |= self.signer.headers("POST", path, content, time.time())
+        else:
+            headers |= self._station
         try:
-            response = self._http.post(path, json=body or {})
+            response = self._http.post(path, content=content, headers=headers)
         except httpx.HTTPError as exc:
             raise Unreachable(f"{self._http.base_url}{path}: {exc}") from exc
         if response.is_success:
@@ -78,7 +124,7 @@ class AttestorClient:
         return self._post(f"/v1/enrollments/{enrollment_id}/activation", {"secret": secret_b64})
 
     def challenge(self, device_id: str) -> dict[str, Any]:
-        return self._post(f"/v1/devices/{device_id}/challenge")
+        return self._post(f"/v1/devices/{device_id}/challenge", signed=True)
 
     def attest(self, device_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._post(f"/v1/devices/{device_id}/attestations", body)
+        return self._post(f"/v1/devices/{device_id}/attestations", body, signed=True)

@@ -6,7 +6,8 @@ from fastapi import FastAPI
 
 from attestor.api import problems
 from attestor.api.limits import BodyLimit
-from attestor.api.routes import attestations, enrollments, health
+from attestor.api.routes import attestations, devices, enrollments, health, operators
+from attestor.observability import RequestContext
 from attestor.services.context import Services
 
 API_DESCRIPTION = """
@@ -23,6 +24,7 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=services.settings.max_body_bytes)
-    for module in (enrollments, attestations, health):
+    app.add_middleware(RequestContext)  # outermost: every response carries its request id
+    for module in (enrollments, attestations, devices, operators, health):
         app.include_router(module.router)
     return app

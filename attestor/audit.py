@@ -26,6 +26,7 @@ from sqlmodel import Session, col, select
 
 from attestor.db.chain import GENESIS, entry_hash
 from attestor.db.models import AuditCheckpoint, AuditEvent, AuditHead
+from attestor.observability import current_request_id
 from identity.errors import AuditUnavailable
 
 FORBIDDEN_KEYS = frozenset({"value", "secret", "token", "nonce", "password", "passphrase",
@@ -64,7 +65,7 @@ def append(session: Session, *, at: dt.datetime, actor: str, action: str, outcom
         fields: dict[str, Any] = dict(
             seq=head.seq + 1, at=at, actor=actor, action=action, outcome=outcome,
             device_id=device_id, subject=subject, reasons=list(reasons),
-            request_id=request_id, details=clean)
+            request_id=request_id or current_request_id(), details=clean)
         digest = entry_hash(**fields, prev_hash=head.hash)
         event = AuditEvent(**fields, prev_hash=head.hash, hash=digest)
         session.add(event)

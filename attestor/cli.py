@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from attestor.cli_admin import apikey_app, audit_app, keys_app, token_app
 from attestor.cli_logs import eventlog_app, ima_app
 from attestor.cli_verify import ekcert_app, quote_app
 from attestor.settings import ConfigError, Settings, load_settings
@@ -29,7 +30,9 @@ db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 device_app = typer.Typer(help="Enrolled devices.", no_args_is_help=True)
 for sub, name in ((trust_app, "trust"), (policy_app, "policy"), (secret_app, "secret"),
                   (db_app, "db"), (device_app, "device"), (quote_app, "quote"),
-                  (ekcert_app, "ekcert"), (eventlog_app, "eventlog"), (ima_app, "ima")):
+                  (ekcert_app, "ekcert"), (eventlog_app, "eventlog"), (ima_app, "ima"),
+                  (token_app, "token"), (apikey_app, "apikey"), (keys_app, "keys"),
+                  (audit_app, "audit")):
     app.add_typer(sub, name=name)
 
 out = Console()

@@ -59,6 +59,42 @@ class SecretStoreSettings(BaseModel):
     key_file: Path | None = Field(None, description="AES-256 key of the embedded store")
 
 
+class AuthSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    local_tokens: bool = Field(True, description="accept tokens minted by `attestor token`")
+    oidc_issuer: str | None = Field(None, description="OIDC issuer (iss) of bearer tokens")
+    oidc_audience: str | None = Field(None, description="required aud of OIDC tokens")
+    oidc_jwks_url: str | None = Field(None, description="the issuer's JWKS URL")
+    oidc_algorithms: list[str] = Field(["RS256", "ES256"], description="accepted algorithms")
+    oidc_role_claim: str = Field("roles", description="claim holding the edgeproof role(s)")
+    request_window_seconds: int = Field(300, ge=30, le=3600,
+                                        description="clock skew allowed on signed requests")
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> AuthSettings:
+        given = [self.oidc_issuer, self.oidc_audience, self.oidc_jwks_url]
+        if any(given) and not all(given):
+            raise ValueError("OIDC needs oidc_issuer, oidc_audience and oidc_jwks_url together")
+        return self
+
+
+class RateLimitSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enrollment_per_minute: int = Field(60, ge=1, description="per client address")
+    challenge_per_minute: int = Field(30, ge=1, description="per device")
+    attestation_per_minute: int = Field(30, ge=1, description="per device")
+
+
+class WebhookSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(pattern=r"^https?://")
+    secret: SecretStr = Field(description="HMAC-SHA256 key for the signature header")
+    events: list[str] = Field(["verdict.changed", "device.quarantined", "device.revoked"])
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="EDGEPROOF_", env_nested_delimiter="__", extra="forbid"
@@ -75,6 +111,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
     ek_require_san: bool = Field(True, description="EK certificates must carry the TCG SAN")
     ca: CaSettings = CaSettings()
+    auth: AuthSettings = AuthSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
     issuance: IssuanceSettings = IssuanceSettings()
     secrets: SecretStoreSettings = SecretStoreSettings()
 
@@ -105,6 +144,10 @@ class Settings(BaseSettings):
     @property
     def trust_dir(self) -> Path:
         return self.data_dir / "trust" / "ek-roots"
+
+    @property
+    def signing_key_file(self) -> Path:
+        return self.ca_dir / "signing.key"
 
     @property
     def secret_key_file(self) -> Path:

@@ -6,6 +6,7 @@ import datetime as dt
 
 from attestor.backends.issuer.local_ca import LocalCa
 from attestor.backends.secrets.embedded import EmbeddedSecretStore
+from attestor.backends.signing import SigningKey
 from attestor.db.engine import make_engine, upgrade
 from attestor.settings import CONFIG_FILE, Settings
 
@@ -27,3 +28,5 @@ def initialise(settings: Settings, now: dt.datetime, ca_name: str = "edgeproof")
                    root_days=settings.ca.root_days, issuing_days=settings.ca.issuing_days)
     if not settings.secret_key_file.exists():
         EmbeddedSecretStore.create_key(settings.secret_key_file)
+    if not settings.signing_key_file.exists():
+        SigningKey.create(settings.signing_key_file, passphrase)

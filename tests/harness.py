@@ -9,6 +9,7 @@ from pathlib import Path
 
 import uvicorn
 
+from agent.attest import device_signer
 from agent.client import AttestorClient
 from agent.config import AgentConfig
 from agent.sim.boot import simulate_boot
@@ -16,6 +17,7 @@ from agent.sim.ima import measure, simulate_ima
 from agent.sim.swtpm import Manufacturer, SwtpmProcess, free_port_pair
 from agent.tpm.device import Tpm
 from attestor.app import create_app
+from attestor.auth import apikeys
 from attestor.services.context import Services, build_services
 from attestor.services.policies import learn_from_device
 from attestor.settings import load_settings
@@ -45,6 +47,9 @@ class LiveAttestor:
             assert not refused, refused
         self.clock = MutableClock()
         self.services: Services = build_services(self.settings, clock=self.clock)
+        with self.services.session() as session, session.begin():
+            self.enroller_key = apikeys.create(session, "test station", "enroller", self.clock())
+        self.enroller_headers = {"X-Api-Key": self.enroller_key}
         self.port = free_port_pair()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(create_app(self.services), host="127.0.0.1", port=self.port,
@@ -66,8 +71,19 @@ class LiveAttestor:
         self.thread.join(timeout=10)
         self.services.engine.dispose()
 
-    def client(self) -> AttestorClient:
-        return AttestorClient(self.url)
+    def client(self, config: AgentConfig | None = None, tpm: Tpm | None = None,
+               *, api_key: str | None = "station") -> AttestorClient:
+        """A client with the test station's enroller key; with ``config`` and ``tpm``,
+        also signing device requests with that device's DevID key."""
+        key = self.enroller_key if api_key == "station" else api_key
+        signer = device_signer(config, tpm) if config is not None and tpm is not None else None
+        return AttestorClient(self.url, api_key=key, signer=signer)
+
+    def token(self, role: str, ttl: dt.timedelta = dt.timedelta(minutes=10)) -> str:
+        from attestor.auth.tokens import local_issuer, mint
+
+        return mint(self.services.signer, local_issuer(self.settings.trust_domain), role=role,
+                    subject=f"test-{role}", ttl=ttl, now=self.clock())
 
     def learn(self, device_id: str, grant: tuple[str, ...] = ()) -> None:
         with self.services.session() as session, session.begin():

@@ -88,6 +88,9 @@ def main(workdir: Path) -> None:
     run("attestor", "secret", "put", SECRET_NAME, "--value", "correct horse battery staple",
         "-d", str(data), "--dev")
     ok(f"secret {SECRET_NAME!r} stored (AES-GCM in the database)")
+    station_key = run("attestor", "apikey", "create", "--name", "factory-line-1",
+                      "-d", str(data), "--dev").strip().splitlines()[-1]
+    ok("factory station API key created (only its hash is stored)")
 
     port = free_port_pair()
     url = f"http://127.0.0.1:{port}"
@@ -102,7 +105,7 @@ def main(workdir: Path) -> None:
         tpm_proc.start()
         boot(tpm_proc, log, tamper=None)
         ok(f"measured boot simulated: PCRs 0-7 extended, event log at {log.name}")
-        _enroll_attest_renew(data, state, log, url, tpm_proc)
+        _enroll_attest_renew(data, state, log, url, tpm_proc, station_key)
         _tampered(state, log, tpm_proc)
     finally:
         tpm_proc.stop()
@@ -124,12 +127,14 @@ def _wait_healthy(url: str, server: subprocess.Popen[bytes]) -> None:
 
 
 def _enroll_attest_renew(data: Path, state: Path, log: Path, url: str,
-                         tpm_proc: SwtpmProcess) -> None:
+                         tpm_proc: SwtpmProcess, station_key: str) -> None:
     step("Factory enrollment: EK chain, credential activation, DevID certify")
     out = run("edge-agent", "provision", "--attestor", url, "--tcti", tpm_proc.tcti,
-              "--state-dir", str(state), "--serial", "EDGE-0001", "--event-log", str(log))
+              "--state-dir", str(state), "--serial", "EDGE-0001", "--event-log", str(log),
+              env={"EDGE_AGENT_API_KEY": station_key})
     device_id = next(w for w in out.split() if w.startswith("d") and len(w) == 32)
-    ok(f"device {device_id} enrolled; device identity certificate in devid.pem")
+    ok(f"device {device_id} enrolled; device identity certificate in devid.pem; from now on "
+       "its requests are signed by its TPM-resident DevID key")
 
     step("Reference policy learned from the known-good boot")
     first = attest_json(state, expect=3)

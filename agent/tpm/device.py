@@ -311,12 +311,22 @@ class Tpm:
 
     def sign_digest(self, key: TSSPrivKey, data: bytes) -> bytes:
         """ECDSA-SHA256 over ``data`` with a TPM-resident key; DER-encoded signature."""
+        with key.load(self.ectx) as obj:
+            return self._sign(obj, data)
+
+    def sign_persistent(self, handle: int, data: bytes) -> bytes:
+        """ECDSA-SHA256 over ``data`` with a persistent key (the DevID); DER signature."""
+        obj = self._persistent(handle)
+        if obj is None:
+            raise TpmError(f"no key at persistent handle 0x{handle:08x}; provision the device")
+        return self._sign(obj, data)
+
+    def _sign(self, obj: ESYS_TR, data: bytes) -> bytes:
         digest = hashlib.sha256(data).digest()
         scheme = TPMT_SIG_SCHEME(scheme=TPM2_ALG.ECDSA)
         scheme.details.any.hashAlg = TPM2_ALG.SHA256
         ticket = TPMT_TK_HASHCHECK(tag=0x8024, hierarchy=0x40000007)  # TPM_ST_HASHCHECK, RH_NULL
-        with key.load(self.ectx) as obj:
-            sig = self.ectx.sign(obj, TPM2B_DIGEST(digest), scheme, ticket)
+        sig = self.ectx.sign(obj, TPM2B_DIGEST(digest), scheme, ticket)
         r = int.from_bytes(bytes(sig.signature.ecdsa.signatureR), "big")
         s = int.from_bytes(bytes(sig.signature.ecdsa.signatureS), "big")
         return encode_dss_signature(r, s)

@@ -1,12 +1,17 @@
-"""FastAPI dependencies as Annotated aliases."""
+"""FastAPI dependencies as Annotated aliases: services, the caller, and what it may do."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 
+from attestor.auth import Principal, apikeys, devices
 from attestor.services.context import Services
+from identity.errors import AuthForbidden, AuthInvalid, AuthMissing
+from identity.requestsig import parse_headers
 
 
 def _services(request: Request) -> Services:
@@ -15,3 +20,94 @@ def _services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(_services)]
+
+
+async def _caller(request: Request, svc: ServicesDep) -> Principal | None:
+    """The authenticated caller, or None when the request carries no credential."""
+    caller = await _authenticate(request, svc)
+    request.state.caller = caller  # the problem handler names it in audit entries
+    return caller
+
+
+async def _authenticate(request: Request, svc: Services) -> Principal | None:
+    authorization = request.headers.get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    presented = [bool(authorization), "x-api-key" in request.headers,
+                 "x-edgeproof-device" in request.headers]
+    if sum(presented) > 1:
+        raise AuthInvalid("one credential per request: a token, an API key or a device "
+                          "signature")
+    if scheme.lower() == "bearer" and value:
+        return await run_in_threadpool(svc.verify_token, value.strip())
+    api_key = request.headers.get("x-api-key") or (value if scheme.lower() == "apikey" else "")
+    if api_key:
+        def check_key() -> Principal:
+            with svc.session() as session:
+                return apikeys.verify(session, api_key.strip())
+        return await run_in_threadpool(check_key)
+    signed = parse_headers(dict(request.headers))
+    if signed is not None:
+        body = await request.body()
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+        def check_device() -> Principal:
+            with svc.session() as session, session.begin():
+                return devices.authenticate(
+                    session, signed, request.method, path, body, svc.clock(),
+                    svc.settings.auth.request_window_seconds, svc.devid_keys)
+        return await run_in_threadpool(check_device)
+    if authorization:
+        raise AuthInvalid("unsupported Authorization scheme (Bearer or ApiKey)")
+    return None
+
+
+OptionalCaller = Annotated[Principal | None, Depends(_caller)]
+
+
+def require_roles(*roles: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency admitting people, services and stations holding one of ``roles``
+    (``admin`` always)."""
+    allowed = {"admin", *roles}
+
+    async def dependency(caller: OptionalCaller) -> Principal:
+        if caller is None:
+            raise AuthMissing("this endpoint needs a bearer token or an API key")
+        if caller.kind == "device" or caller.role not in allowed:
+            raise AuthForbidden(f"role {caller.role or 'device'} may not do this")
+        return caller
+
+    return dependency
+
+
+async def _this_device(request: Request, caller: OptionalCaller) -> Principal:
+    """Only the device named in the path, authenticated by its DevID key."""
+    if caller is None:
+        raise AuthMissing("this endpoint needs a request signed by the device's DevID key")
+    if caller.kind != "device" or caller.device_id != request.path_params.get("device_id"):
+        raise AuthForbidden("only the device itself may do this")
+    return caller
+
+
+def require_device_or_roles(*roles: str) -> Callable[..., Awaitable[Principal]]:
+    """The device named in the path itself, or an operator with one of ``roles``."""
+    allowed = {"admin", *roles}
+
+    async def dependency(request: Request, caller: OptionalCaller) -> Principal:
+        if caller is None:
+            raise AuthMissing("this endpoint needs a device signature or a bearer token")
+        if caller.kind == "device":
+            if caller.device_id != request.path_params.get("device_id"):
+                raise AuthForbidden("a device may only act on its own record")
+            return caller
+        if caller.role not in allowed:
+            raise AuthForbidden(f"role {caller.role} may not do this")
+        return caller
+
+    return dependency
+
+
+Admin = Annotated[Principal, Depends(require_roles())]
+Enroller = Annotated[Principal, Depends(require_roles("enroller"))]
+Reader = Annotated[Principal, Depends(require_roles("auditor"))]
+ThisDevice = Annotated[Principal, Depends(_this_device)]
+DeviceOrReader = Annotated[Principal, Depends(require_device_or_roles("auditor", "gatekeeper"))]

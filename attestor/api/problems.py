@@ -10,16 +10,26 @@ import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from attestor import audit
+from attestor.auth import Principal
+from attestor.observability import current_request_id
+from attestor.services.context import Services
 from identity.errors import (
     ActivationUnknown,
+    AuthError,
+    AuthForbidden,
+    Conflict,
     DeviceUnknown,
     EvidenceError,
     IdentityError,
     MalformedInput,
+    NotFound,
+    RateLimited,
     ServiceError,
     UnsupportedAlgorithm,
     VerificationFailed,
@@ -31,8 +41,16 @@ MEDIA_TYPE = "application/problem+json"
 
 
 def status_for(exc: IdentityError) -> int:
-    if isinstance(exc, DeviceUnknown | ActivationUnknown):
+    if isinstance(exc, DeviceUnknown | ActivationUnknown | NotFound):
         return 404
+    if isinstance(exc, AuthForbidden):
+        return 403
+    if isinstance(exc, AuthError):
+        return 401
+    if isinstance(exc, RateLimited):
+        return 429
+    if isinstance(exc, Conflict):
+        return 409
     if isinstance(exc, MalformedInput | UnsupportedAlgorithm):
         return 400
     if isinstance(exc, EvidenceError):
@@ -50,6 +68,22 @@ def problem(status: int, code: str, title: str, detail: str | None = None,
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
 
 
+def _audit_refusal(request: Request, exc: AuthError) -> None:
+    """Refused callers are audited too (who, what they reached for, why); the refusal
+    stands whether or not the entry can be written."""
+    svc: Services = request.app.state.services
+    svc.metrics.auth_refused.labels(code=exc.code).inc()
+    caller: Principal | None = getattr(request.state, "caller", None)
+    try:
+        with svc.session() as session, session.begin():
+            audit.append(session, at=svc.clock(), actor=caller.actor if caller else "anonymous",
+                         action="auth", outcome="refused", reasons=[exc.code],
+                         subject=f"{request.method} {request.url.path}"[:128],
+                         request_id=current_request_id())
+    except IdentityError as failure:
+        log.error("auth refusal not audited: %s", failure.code)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(IdentityError)
     async def _identity(request: Request, exc: IdentityError) -> JSONResponse:
@@ -62,7 +96,14 @@ def install(app: FastAPI) -> None:
                 status, exc.reasons[0] if exc.reasons else exc.code, "evidence refused",
                 exc.detail, codes=exc.reasons, checks=[c.as_dict() for c in exc.checks],
             )
-        return problem(status, exc.code, "request refused", exc.detail, codes=[exc.code])
+        if isinstance(exc, AuthError):
+            await run_in_threadpool(_audit_refusal, request, exc)
+        response = problem(status, exc.code, "request refused", exc.detail, codes=[exc.code])
+        if isinstance(exc, RateLimited):
+            response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="edgeproof"'
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -44,6 +44,8 @@ class Device(SQLModel, table=True):
     enrolled_at: dt.datetime = _time()
     last_attested_at: dt.datetime | None = _time(nullable=True, index=True)
     last_verdict: str | None = Field(default=None, max_length=16)
+    last_reasons: str = Field(default="", max_length=1024, sa_column_kwargs={
+        "server_default": ""})  # ",code,code," of the last attestation: filterable
     clock_reset_count: int | None = Field(default=None, sa_type=sa.BigInteger)
     clock_restart_count: int | None = Field(default=None, sa_type=sa.BigInteger)
     clock_value: int | None = Field(default=None, sa_type=sa.BigInteger)

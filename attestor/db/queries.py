@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,12 +23,14 @@ from attestor.db.models import (
     Enrollment,
     Nonce,
     Policy,
+    Preregistration,
     StoredSecret,
 )
 from identity.errors import (
     ActivationExpired,
     ActivationUnknown,
     ActivationUsed,
+    Conflict,
     DeviceUnknown,
     NonceExpired,
     NonceUnknown,
@@ -58,6 +61,88 @@ def list_devices(session: Session, limit: int = 100) -> Sequence[Device]:
     return session.exec(select(Device).order_by(col(Device.enrolled_at)).limit(limit)).all()
 
 
+@dataclass(frozen=True)
+class DeviceFilter:
+    state: str | None = None
+    device_class: str | None = None
+    attested_before: dt.datetime | None = None
+    attested_after: dt.datetime | None = None
+    reason: str | None = None  # a reason code of the last attestation
+
+
+def find_devices(session: Session, f: DeviceFilter, after: str | None,
+                 limit: int) -> Sequence[Device]:
+    """Keyset paging by device id."""
+    query = select(Device).order_by(col(Device.id)).limit(limit)
+    if after:
+        query = query.where(col(Device.id) > after)
+    if f.state:
+        query = query.where(Device.state == f.state)
+    if f.device_class:
+        query = query.where(Device.device_class == f.device_class)
+    if f.attested_before:
+        query = query.where(col(Device.last_attested_at) < f.attested_before)
+    if f.attested_after:
+        query = query.where(col(Device.last_attested_at) > f.attested_after)
+    if f.reason:
+        query = query.where(col(Device.last_reasons).contains(f",{f.reason},"))
+    return session.exec(query).all()
+
+
+def current_certificate(session: Session, device_id: str) -> Certificate | None:
+    """The newest issued, unrevoked workload certificate."""
+    return session.exec(
+        select(Certificate)
+        .where(Certificate.device_id == device_id, Certificate.kind == "workload",
+               Certificate.status == "issued", col(Certificate.revoked_at).is_(None))
+        .order_by(col(Certificate.not_before).desc()).limit(1)).first()
+
+
+def latest_attestation(session: Session, device_id: str) -> Attestation | None:
+    return session.exec(select(Attestation).where(Attestation.device_id == device_id)
+                        .order_by(col(Attestation.id).desc()).limit(1)).first()
+
+
+def attestation_page(session: Session, device_id: str, before: int | None,
+                     limit: int) -> Sequence[Attestation]:
+    query = (select(Attestation).where(Attestation.device_id == device_id)
+             .order_by(col(Attestation.id).desc()).limit(limit))
+    if before is not None:
+        query = query.where(col(Attestation.id) < before)
+    return session.exec(query).all()
+
+
+def revoke_device_certificates(session: Session, device_id: str, now: dt.datetime,
+                               reason: str) -> list[str]:
+    rows = session.exec(select(Certificate).where(
+        Certificate.device_id == device_id, col(Certificate.revoked_at).is_(None),
+        Certificate.status == "issued")).all()
+    for row in rows:
+        row.revoked_at, row.revoked_reason = now, reason
+        session.add(row)
+    return [row.serial for row in rows]
+
+
+def certificate_page(session: Session, device_id: str | None, status: str | None,
+                     after: str | None, limit: int) -> Sequence[Certificate]:
+    query = select(Certificate).order_by(col(Certificate.serial)).limit(limit)
+    if after:
+        query = query.where(col(Certificate.serial) > after)
+    if device_id:
+        query = query.where(Certificate.device_id == device_id)
+    if status == "revoked":
+        query = query.where(col(Certificate.revoked_at).is_not(None))
+    elif status:
+        query = query.where(Certificate.status == status, col(Certificate.revoked_at).is_(None))
+    return session.exec(query).all()
+
+
+def revoked_identity_certificates(session: Session) -> Sequence[Certificate]:
+    return session.exec(select(Certificate).where(
+        Certificate.kind == "identity", col(Certificate.revoked_at).is_not(None))
+        .order_by(col(Certificate.revoked_at))).all()
+
+
 # enrollment ------------------------------------------------------------------
 
 
@@ -84,6 +169,35 @@ def consume_enrollment(session: Session, enrollment_id: str, now: dt.datetime) -
     if row.used_at is not None:
         raise ActivationUsed("this enrollment challenge was already answered")
     raise ActivationExpired("the enrollment challenge has expired; enroll again")
+
+
+def preregistration_for(session: Session, ek_key_sha256: str) -> Preregistration | None:
+    return session.exec(select(Preregistration)
+                        .where(Preregistration.ek_key_sha256 == ek_key_sha256)).first()
+
+
+def mark_preregistration_enrolled(session: Session, ek_key_sha256: str, device_id: str,
+                                  now: dt.datetime) -> None:
+    row = preregistration_for(session, ek_key_sha256)
+    if row is not None and row.enrolled_at is None:
+        row.enrolled_device_id, row.enrolled_at = device_id, now
+        session.add(row)
+
+
+def add_preregistrations(session: Session, rows: Sequence[Preregistration]) -> None:
+    """All or nothing: a duplicate EK refuses the whole batch."""
+    try:
+        with session.begin_nested():
+            session.add_all(rows)
+    except IntegrityError as exc:
+        raise Conflict("an EK in this batch is already pre-registered") from exc
+
+
+def pending_preregistrations(session: Session, after: int, limit: int) -> Sequence[Preregistration]:
+    return session.exec(select(Preregistration)
+                        .where(col(Preregistration.enrolled_at).is_(None),
+                               col(Preregistration.id) > after)
+                        .order_by(col(Preregistration.id)).limit(limit)).all()
 
 
 # nonces ----------------------------------------------------------------------
@@ -164,6 +278,22 @@ def current_policy(session: Session, device_class: str) -> Policy | None:
     ).first()
 
 
+def policy_versions(session: Session, device_class: str) -> Sequence[Policy]:
+    return session.exec(select(Policy).where(Policy.device_class == device_class)
+                        .order_by(col(Policy.version).desc())).all()
+
+
+def policy_version(session: Session, device_class: str, version: int) -> Policy | None:
+    return session.exec(select(Policy).where(Policy.device_class == device_class,
+                                             Policy.version == version)).first()
+
+
+def policy_classes(session: Session) -> list[str]:
+    return [str(c) for c in session.execute(
+        sa.select(col(Policy.device_class)).distinct().order_by(col(Policy.device_class)))
+        .scalars()]
+
+
 def add_policy_version(
     session: Session, device_class: str, document: dict[str, Any], actor: str, now: dt.datetime
 ) -> Policy:
@@ -210,6 +340,30 @@ def secret_names(session: Session) -> list[tuple[str, int]]:
 
 
 # audit -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    device_id: str | None = None
+    actor: str | None = None
+    action: str | None = None
+    outcome: str | None = None
+
+
+def audit_page(session: Session, f: AuditFilter, after: int, limit: int) -> Sequence[AuditEvent]:
+    query = (select(AuditEvent).where(col(AuditEvent.seq) > after)
+             .order_by(col(AuditEvent.seq)).limit(limit))
+    if f.since:
+        query = query.where(col(AuditEvent.at) >= f.since)
+    if f.until:
+        query = query.where(col(AuditEvent.at) < f.until)
+    for column, value in ((AuditEvent.device_id, f.device_id), (AuditEvent.actor, f.actor),
+                          (AuditEvent.action, f.action), (AuditEvent.outcome, f.outcome)):
+        if value:
+            query = query.where(column == value)
+    return session.exec(query).all()
 
 
 def audit_events(session: Session, device_id: str | None = None) -> Sequence[AuditEvent]:

@@ -139,6 +139,7 @@ def _record_pass(
         device = queries.get_device(session, device_id)
         device.last_attested_at = now
         device.last_verdict = "pass"
+        device.last_reasons = ""
         device.clock_reset_count = clock.reset_count
         device.clock_restart_count = clock.restart_count
         device.clock_value = clock.clock
@@ -189,6 +190,7 @@ def _record_refusal(
         fresh = queries.get_device(session, device.id)
         fresh.last_attested_at = now
         fresh.last_verdict = "fail"
+        fresh.last_reasons = ("," + ",".join(reasons) + ",")[:1024]
         session.add(fresh)
         pcrs: dict[str, object] = {}
         if quote_ok:

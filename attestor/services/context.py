@@ -6,17 +6,24 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import jwt
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric import ec
 from sqlmodel import Session
 
+from attestor.auth import Principal
+from attestor.auth.tokens import LocalTokens, OidcTokens, local_issuer
 from attestor.backends.issuer import Issuer
 from attestor.backends.issuer.local_ca import LocalCa
 from attestor.backends.secrets import SecretStore
 from attestor.backends.secrets.embedded import EmbeddedSecretStore
+from attestor.backends.signing import SigningKey
 from attestor.db.engine import head_revision, is_current, make_engine
+from attestor.observability import Metrics
 from attestor.settings import ConfigError, Settings
 from attestor.trust import load_trust_store
 from identity.ekcert import TrustStore
+from identity.errors import AuthInvalid, ServiceError
 from identity.tpm.ak import TpmKey, load_key
 
 Clock = Callable[[], dt.datetime]
@@ -33,8 +40,34 @@ class Services:
     issuer: Issuer
     secrets: SecretStore
     trust: TrustStore
+    signing: SigningKey | None = None
     clock: Clock = utc_now
     _keys: dict[bytes, TpmKey] = field(default_factory=dict)
+    devid_keys: dict[bytes, ec.EllipticCurvePublicKey] = field(default_factory=dict)
+    oidc: OidcTokens | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+
+    @property
+    def signer(self) -> SigningKey:
+        if self.signing is None:
+            raise ServiceError("the attestor's signing key is not loaded")
+        return self.signing
+
+    def local_tokens(self) -> LocalTokens:
+        return LocalTokens(self.signer, local_issuer(self.settings.trust_domain))
+
+    def verify_token(self, token: str) -> Principal:
+        """A local token (if enabled) or an OIDC one, told apart by their issuer."""
+        issuer = self.settings.auth.oidc_issuer
+        try:
+            claimed = jwt.decode(token, options={"verify_signature": False}).get("iss")
+        except jwt.InvalidTokenError as exc:
+            raise AuthInvalid("the bearer token is not a JWT") from exc
+        if self.oidc is not None and claimed == issuer:
+            return self.oidc.verify(token, self.clock())
+        if self.settings.auth.local_tokens:
+            return self.local_tokens().verify(token, self.clock())
+        raise AuthInvalid("the bearer token's issuer is not trusted")
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -68,4 +101,14 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         device_identity_days=settings.ca.device_identity_days,
     )
     secrets = EmbeddedSecretStore.from_key_file(engine, settings.secret_key_file)
-    return Services(settings, engine, issuer, secrets, load_trust_store(settings.trust_dir), clock)
+    if not settings.signing_key_file.exists():
+        raise ConfigError(f"no signing key at {settings.signing_key_file}: this data directory "
+                          "predates it; run `attestor keys init`")
+    signing = SigningKey.load(settings.signing_key_file, settings.ca_passphrase())
+    auth = settings.auth
+    oidc = None
+    if auth.oidc_issuer and auth.oidc_audience and auth.oidc_jwks_url:
+        oidc = OidcTokens(auth.oidc_issuer, auth.oidc_audience, auth.oidc_jwks_url,
+                          auth.oidc_algorithms, auth.oidc_role_claim)
+    return Services(settings, engine, issuer, secrets, load_trust_store(settings.trust_dir),
+                    signing=signing, clock=clock, oidc=oidc)

@@ -8,8 +8,10 @@ in the same TPM and issues the long-lived device identity certificate.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import secrets
 
+from cryptography.hazmat.primitives import serialization
 from sqlmodel import Session
 
 from attestor import audit
@@ -19,12 +21,15 @@ from attestor.api.schemas import (
     EnrollmentChallenge,
     EnrollmentRequest,
 )
+from attestor.auth import Principal
 from attestor.db import queries
 from attestor.db.models import Certificate, Device, Enrollment
 from attestor.services.context import Services
 from identity.checks import CheckRunner
 from identity.ekcert import check_ek_matches, verify_ek_certificate
 from identity.errors import (
+    AuthForbidden,
+    AuthMissing,
     DeviceNotActive,
     EkChainUntrusted,
     EvidenceError,
@@ -47,14 +52,41 @@ from identity.tpm.structures import object_name, parse_public
 ACTOR = "device"
 
 
-def start(svc: Services, req: EnrollmentRequest) -> EnrollmentChallenge:
+def _actor(caller: Principal | None) -> str:
+    return caller.actor if caller is not None else "device"
+
+
+def ek_key_digest(ek_public: bytes) -> str:
+    """How a pre-registration names an EK: SHA-256 of its SubjectPublicKeyInfo."""
+    key = public_key(parse_public(ek_public))
+    spki = key.public_bytes(serialization.Encoding.DER,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+def start(svc: Services, req: EnrollmentRequest, caller: Principal | None) -> EnrollmentChallenge:
+    """Step one. A station with the enroller role may enroll any TPM whose EK chains to
+    a trusted vendor; without a credential, only a TPM the manufacturer pre-registered."""
     now = svc.clock()
     runner = CheckRunner()
     ek = check_ek_public(req.ek_public)  # malformed EK: nothing else is meaningful
     device_id = device_id_for(req.ek_public)
+    with svc.session() as session:
+        prereg = queries.preregistration_for(session, ek_key_digest(req.ek_public))
+    station = caller is not None and caller.role in ("admin", "enroller")
+    if prereg is None and not station:
+        if caller is None:
+            raise AuthMissing("enrollment needs an enroller credential, or a pre-registered EK")
+        raise AuthForbidden("only the enroller role may enroll devices that were not "
+                            "pre-registered")
+    serial = prereg.serial if prereg else req.serial
+    model = prereg.model if prereg and prereg.model else req.model
+    device_class = prereg.device_class if prereg else req.device_class
 
     def ek_chain() -> None:
         if req.ek_certificate is None:
+            if prereg is not None:
+                return  # the manufacturer vouched for this EK key
             raise EkChainUntrusted(
                 "no EK certificate: EK public keys alone are accepted only when pre-registered"
             )
@@ -84,7 +116,8 @@ def start(svc: Services, req: EnrollmentRequest) -> EnrollmentChallenge:
             runner.fail("device.state", DeviceNotActive(f"device is {existing.state}"))
         if not runner.passed or ak is None:
             audit.append(
-                session, at=now, actor=ACTOR, action="enrollment.start", outcome="refused",
+                session, at=now, actor=_actor(caller), action="enrollment.start",
+                outcome="refused",
                 device_id=device_id, details={"reasons": runner.reason_codes},
             )
             session.commit()
@@ -94,9 +127,9 @@ def start(svc: Services, req: EnrollmentRequest) -> EnrollmentChallenge:
         enrollment = Enrollment(
             id=secrets.token_urlsafe(18),
             device_id=device_id,
-            serial=req.serial,
-            model=req.model,
-            device_class=req.device_class,
+            serial=serial,
+            model=model,
+            device_class=device_class,
             ek_public=req.ek_public,
             ek_certificate=req.ek_certificate,
             ak_public=req.ak_public,
@@ -109,7 +142,8 @@ def start(svc: Services, req: EnrollmentRequest) -> EnrollmentChallenge:
         del secret
         queries.add_enrollment(session, enrollment)
         audit.append(
-            session, at=now, actor=ACTOR, action="enrollment.start", outcome="challenged",
+            session, at=now, actor=_actor(caller), action="enrollment.start",
+            outcome="challenged",
             device_id=device_id, details={"enrollment_id": enrollment.id, "serial": req.serial},
         )
     return EnrollmentChallenge(
@@ -143,6 +177,8 @@ def complete(svc: Services, enrollment_id: str, req: ActivationRequest) -> Enrol
         )
         with session.begin():
             _upsert_device(session, row, issued.serial, now)
+            queries.mark_preregistration_enrolled(session, ek_key_digest(row.ek_public),
+                                                  row.device_id, now)
             queries.add_certificate(
                 session,
                 Certificate(

@@ -16,15 +16,18 @@ from sqlmodel import Session
 from attestor import audit
 from attestor.db import queries
 from attestor.db.models import Attestation, Policy
-from identity.errors import MalformedInput
-from identity.eventlog.appraise import learn_boot
+from identity.checks import CheckRunner
+from identity.errors import EventLogMissing, MalformedInput, NotFound, PcrSelectionMismatch
+from identity.eventlog.appraise import appraise_boot, learn_boot
+from identity.eventlog.integrity import check_integrity
+from identity.eventlog.replay import check_replay_matches
 from identity.eventlog.summary import summarize
 from identity.eventlog.tcg import parse_event_log
 from identity.ima.appraise import learn_ima
 from identity.ima.log import ImaEntry
 from identity.ima.replay import IMA_PCR
-from identity.pcr import parse_pcr_values
-from identity.policy import PolicyDocument, learn, parse_policy
+from identity.pcr import PcrSelection, parse_pcr_values
+from identity.policy import PolicyDocument, evaluate_pcrs, learn, parse_policy
 
 
 def policy_for(session: Session, device_class: str) -> tuple[PolicyDocument, Policy | None]:
@@ -112,3 +115,51 @@ def set_policy(
         details={"device_class": device_class, "version": policy.version},
     )
     return policy
+
+
+def versions(session: Session, device_class: str) -> list[Policy]:
+    return list(queries.policy_versions(session, device_class))
+
+
+def version(session: Session, device_class: str, number: int | None) -> Policy:
+    row = (queries.policy_version(session, device_class, number) if number is not None
+           else queries.current_policy(session, device_class))
+    if row is None:
+        raise NotFound(f"no policy version {number or '(current)'} for class {device_class!r}")
+    return row
+
+
+def dry_run(session: Session, device_id: str, document: PolicyDocument) -> DryRunOutcome:
+    """Evaluate ``document`` against the device's last attestation whose quote verified:
+    the stored PCR values and event log. IMA lists are not kept, so not re-evaluated."""
+    device = queries.get_device(session, device_id)
+    evidence = queries.last_verified_attestation(session, device_id)
+    if evidence is None:
+        raise NotFound(f"device {device_id} has no attestation with a verified quote")
+    runner = CheckRunner()
+    values = parse_pcr_values(evidence.pcr_values)
+    missing = document.required_selection().covers(
+        PcrSelection.of({b: list(v) for b, v in values.items()}))
+    runner.record("quote.pcr_selection", None if not missing else PcrSelectionMismatch(
+        f"the stored quote lacks {', '.join(missing)}"))
+    runner.run("policy.pcrs", lambda: evaluate_pcrs(document, values))
+    not_evaluated: list[str] = []
+    if document.boot is not None:
+        if evidence.event_log is None:
+            runner.fail("eventlog.present", EventLogMissing("no event log was stored"))
+        else:
+            log = parse_event_log(evidence.event_log)
+            if runner.check("eventlog.replay", lambda: check_replay_matches(log, values)):
+                check_integrity(log, runner)
+                appraise_boot(document.boot, log, summarize(log), runner)
+    if document.ima is not None:
+        not_evaluated.append("ima: measurement lists are not stored")
+    return DryRunOutcome(device.device_class, evidence, runner, not_evaluated)
+
+
+@dataclass
+class DryRunOutcome:
+    device_class: str
+    evidence: Attestation
+    runner: CheckRunner
+    not_evaluated: list[str]

@@ -93,6 +93,7 @@ def _leaf(
     not_before: dt.datetime,
     not_after: dt.datetime,
     ekus: list[x509.ObjectIdentifier],
+    serial: int | None = None,
 ) -> x509.Certificate:
     not_after = min(not_after, issuer.cert.not_valid_after_utc)
     return (
@@ -100,7 +101,7 @@ def _leaf(
         .subject_name(subject)
         .issuer_name(issuer.cert.subject)
         .public_key(public)
-        .serial_number(x509.random_serial_number())
+        .serial_number(serial if serial is not None else x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -151,6 +152,7 @@ def workload_certificate(
     now: dt.datetime,
     ttl: dt.timedelta,
     dns_names: tuple[str, ...] = (),
+    serial: int | None = None,
 ) -> x509.Certificate:
     """Short-lived mTLS certificate with a SPIFFE-style URI SAN built from the record."""
     sans: list[x509.GeneralName] = [
@@ -165,4 +167,5 @@ def workload_certificate(
         now - dt.timedelta(seconds=30),
         now + ttl,
         [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
+        serial,
     )

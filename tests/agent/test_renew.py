@@ -43,7 +43,7 @@ def test_loop_renews_when_due_and_backs_off_when_the_attestor_is_away(
     def clock() -> dt.datetime:
         return dt.datetime.now(dt.UTC) + offset
 
-    with attestor.client() as client:
+    with attestor.client(config, device.tpm) as client:
         renewer = Renewer(config, device.tpm, client, clock, rng=random.Random(3))
         backoff = Backoff(rng=random.Random(3))
         wait = renewer.step(backoff)  # no certificate yet: attests now

@@ -59,7 +59,8 @@ def test_garbage_tpm_structures_get_typed_refusals(attestor: LiveAttestor) -> No
     junk = base64.b64encode(b"\x00\x20" + b"\x01" * 32).decode()
     body = {"ek_public": junk, "ak_public": junk, "devid_public": junk,
             "devid_certify": {"attest": junk, "signature": junk}}
-    response = httpx.post(f"{attestor.url}/v1/enrollments", json=body)
+    response = httpx.post(f"{attestor.url}/v1/enrollments", json=body,
+                           headers=attestor.enroller_headers)
     assert response.status_code == 403
     assert response.json()["code"] == "ek.public_invalid"
 

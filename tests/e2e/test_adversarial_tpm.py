@@ -78,7 +78,8 @@ def test_ak_from_another_tpm_cannot_be_activated(attestor: LiveAttestor, device:
     device.tpm.ensure_srk()
     device.tpm.create_ak()  # A has an AK of its own, just not the one enrolled
     body = _enrollment_body(device.tpm, other_device.tpm)
-    challenge = httpx.post(f"{attestor.url}/v1/enrollments", json=body)
+    challenge = httpx.post(f"{attestor.url}/v1/enrollments", json=body,
+                           headers=attestor.enroller_headers)
     assert challenge.status_code == 201, challenge.text
     data = challenge.json()
     blob = base64.b64decode(data["credential_blob"])
@@ -96,7 +97,8 @@ def test_devid_certified_by_another_ak_is_refused(attestor: LiveAttestor, device
     body = _enrollment_body(device.tpm, device.tpm)
     foreign = _enrollment_body(device.tpm, other_device.tpm)
     body["devid_certify"] = foreign["devid_certify"]
-    response = httpx.post(f"{attestor.url}/v1/enrollments", json=body)
+    response = httpx.post(f"{attestor.url}/v1/enrollments", json=body,
+                           headers=attestor.enroller_headers)
     assert response.status_code == 403
     codes = response.json()["codes"]
     assert "certify.signature_invalid" in codes and "certify.name_mismatch" in codes
@@ -106,7 +108,7 @@ def test_csr_for_a_key_the_ak_did_not_certify_is_refused(attestor: LiveAttestor,
                                                          device: Device) -> None:
     config = enroll_and_learn(attestor, device)
     assert config.device_id
-    with attestor.client() as client:
+    with attestor.client(config, device.tpm) as client:
         evidence = collect_evidence(config, device.tpm, config.device_id,
                                     client.challenge(config.device_id))
         other_key = device.tpm.create_workload_key()
@@ -125,7 +127,7 @@ def test_quote_from_the_device_itself_with_a_stale_nonce_is_refused(
     """A genuine quote of this very TPM, made for an earlier challenge."""
     config = enroll_and_learn(attestor, device)
     assert config.device_id
-    with attestor.client() as client:
+    with attestor.client(config, device.tpm) as client:
         old = collect_evidence(config, device.tpm, config.device_id,
                                client.challenge(config.device_id))
         fresh = collect_evidence(config, device.tpm, config.device_id,

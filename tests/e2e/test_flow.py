@@ -89,7 +89,7 @@ def test_flow_on_postgresql(tmp_path: Path, manufacturer: Manufacturer, device: 
         assert live.services.engine.dialect.name == "postgresql"
         config = enroll_and_learn(live, device)
         assert config.device_id
-        with live.client() as client:
+        with live.client(config, device.tpm) as client:
             challenge = client.challenge(config.device_id)
             evidence = collect_evidence(config, device.tpm, config.device_id, challenge)
             result = client.attest(config.device_id, evidence.body)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.attest import attest_once, collect_evidence
+from agent.attest import attest_once, collect_evidence, device_signer
 from agent.client import AttestorError
 from agent.sim.boot import TAMPERS
 from agent.sim.ima import FILES
@@ -60,7 +60,7 @@ def test_each_boot_attack_is_refused_with_its_codes(attestor: LiveAttestor, devi
     _learn_everything(attestor, device)
     config = device.config(attestor.url)
     config = config.model_copy(update={"device_id": _device_id(config)})
-    with attestor.client() as client:
+    with attestor.client(config, device.tpm) as client:
         attest_once(config, device.tpm, client, now())  # the good boot passes
         device.reboot(tamper=tamper)
         with pytest.raises(AttestorError) as refused:
@@ -81,7 +81,7 @@ def test_ima_list_is_sent_incrementally_and_whole_after_a_reboot(
 ) -> None:
     device_id = _learn_everything(attestor, device)
     config = device.config(attestor.url).model_copy(update={"device_id": device_id})
-    with attestor.client() as client:
+    with attestor.client(config, device.tpm) as client:
         first = client.attest(device_id, collect_evidence(
             config, device.tpm, device_id, client.challenge(device_id)).body)
         assert first["ima"]["accepted_entries"] == len(FILES) + 1
@@ -99,6 +99,7 @@ def test_ima_list_is_sent_incrementally_and_whole_after_a_reboot(
         assert refused.value.codes == ["ima.file_not_allowed"]
 
         device.reboot()
+        client.signer = device_signer(config, device.tpm)  # the new TPM session signs
         evidence = collect_evidence(config, device.tpm, device_id, client.challenge(device_id))
         assert evidence.body["ima_start"] == 0  # a new boot: the whole list
         assert client.attest(device_id, evidence.body)["verdict"] == "pass"
@@ -109,7 +110,7 @@ def test_attestor_that_cannot_continue_the_list_asks_for_all_of_it(
 ) -> None:
     device_id = _learn_everything(attestor, device)
     config = device.config(attestor.url).model_copy(update={"device_id": device_id})
-    with attestor.client() as client:
+    with attestor.client(config, device.tpm) as client:
         evidence = collect_evidence(config, device.tpm, device_id, client.challenge(device_id))
         listing = parse_binary(device.ima.read_bytes())
         forged = dict(evidence.body, ima_start=2,
@@ -127,7 +128,7 @@ def test_ima_entry_with_forged_data_is_refused(attestor: LiveAttestor, device: D
 
     device_id = _learn_everything(attestor, device)
     config = device.config(attestor.url).model_copy(update={"device_id": device_id})
-    with attestor.client() as client:
+    with attestor.client(config, device.tpm) as client:
         evidence = collect_evidence(config, device.tpm, device_id, client.challenge(device_id))
         raw = base64.b64decode(str(evidence.body["ima_log"]))
         forged = raw.replace(b"/usr/bin/edge-workload", b"/usr/bin/edge-workloaX")

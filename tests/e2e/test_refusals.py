@@ -26,7 +26,7 @@ def _refusal(exc: pytest.ExceptionInfo[AttestorError]) -> list[str]:
 def test_replayed_nonce_is_refused(attestor: LiveAttestor, device: Device) -> None:
     config = enroll_and_learn(attestor, device)
     assert config.device_id
-    with attestor.client() as client:
+    with attestor.client(config, device.tpm) as client:
         challenge = client.challenge(config.device_id)
         evidence = collect_evidence(config, device.tpm, config.device_id, challenge)
         client.attest(config.device_id, evidence.body)
@@ -39,7 +39,7 @@ def test_replayed_nonce_is_refused(attestor: LiveAttestor, device: Device) -> No
 def test_expired_nonce_is_refused(attestor: LiveAttestor, device: Device) -> None:
     config = enroll_and_learn(attestor, device)
     assert config.device_id
-    with attestor.client() as client:
+    with attestor.client(config, device.tpm) as client:
         challenge = client.challenge(config.device_id)
         evidence = collect_evidence(config, device.tpm, config.device_id, challenge)
         attestor.clock.offset = dt.timedelta(seconds=61)  # nonces live 60 s
@@ -54,7 +54,7 @@ def test_quote_signed_by_another_devices_ak_is_refused(
     config = enroll_and_learn(attestor, device)
     other = other_device.config(attestor.url)
     assert config.device_id
-    with attestor.client() as client:
+    with attestor.client(config, device.tpm) as client:
         provision(other, other_device.tpm, client, now())
         challenge = client.challenge(config.device_id)
         genuine = collect_evidence(config, device.tpm, config.device_id, challenge)
@@ -101,7 +101,8 @@ def test_wrong_activation_secret_is_refused_without_echo(
             "ak_public": _b64(ak), "srk_public": _b64(srk), "devid_public": _b64(devid),
             "devid_certify": {"attest": _b64(certify.attest),
                               "signature": _b64(certify.signature)}}
-    challenge = httpx.post(f"{attestor.url}/v1/enrollments", json=body).json()
+    challenge = httpx.post(f"{attestor.url}/v1/enrollments", json=body,
+                           headers=attestor.enroller_headers).json()
     expected = tpm.activate_credential(base64.b64decode(challenge["credential_blob"]),
                                        base64.b64decode(challenge["encrypted_secret"]))
     wrong = bytes(b ^ 0xFF for b in expected)
@@ -124,7 +125,7 @@ def test_tampered_boot_is_refused_and_nothing_issued(
 ) -> None:
     config = enroll_and_learn(attestor, device)
     assert config.device_id
-    with attestor.client() as client:
+    with attestor.client(config, device.tpm) as client:
         good = attest_once(config, device.tpm, client, now())
         device.reboot(tamper="bootloader")
         with pytest.raises(AttestorError) as refused:
@@ -141,23 +142,31 @@ def test_tampered_boot_is_refused_and_nothing_issued(
 
 
 def test_unknown_device_is_refused(attestor: LiveAttestor, device: Device) -> None:
+    """A device id the attestor never enrolled: no signature can be checked for it (401),
+    an enrolled device may not act under it (403), and an operator finds nothing (404)."""
+    from agent.client import DeviceSigner
+
     config = enroll_and_learn(attestor, device)
     assert config.device_id
     unknown = "d" + "0" * 31
-    with attestor.client() as client:
-        with pytest.raises(AttestorError) as no_challenge:
-            client.challenge(unknown)
+    with attestor.client(config, device.tpm) as client:
         # Genuine evidence from an enrolled TPM, presented under an unknown device id.
         evidence = collect_evidence(config, device.tpm, config.device_id,
                                     client.challenge(config.device_id))
-        with pytest.raises(AttestorError) as no_attestation:
+        with pytest.raises(AttestorError) as foreign:
             client.attest(unknown, evidence.body)
-    for refused in (no_challenge, no_attestation):
-        assert refused.value.status == 404
-        assert _refusal(refused) == ["device.unknown"]
+        client.signer = DeviceSigner(unknown, client.signer.sign)  # type: ignore[union-attr]
+        with pytest.raises(AttestorError) as impostor:
+            client.challenge(unknown)
+    assert (foreign.value.status, _refusal(foreign)) == (403, ["auth.forbidden"])
+    assert (impostor.value.status, _refusal(impostor)) == (401, ["auth.invalid"])
+    response = httpx.get(f"{attestor.url}/v1/devices/{unknown}",
+                         headers={"Authorization": f"Bearer {attestor.token('auditor')}"})
+    assert response.status_code == 404 and response.json()["code"] == "device.unknown"
     with attestor.services.session() as session:
         events = queries.audit_events(session)
-    assert any(e.details.get("claimed_device") == unknown for e in events)
+    assert any(e.action == "auth" and e.outcome == "refused" and e.subject
+               and unknown in e.subject for e in events)
 
 
 def test_event_log_of_another_boot_is_refused(attestor: LiveAttestor, device: Device) -> None:
@@ -166,7 +175,7 @@ def test_event_log_of_another_boot_is_refused(attestor: LiveAttestor, device: De
 
     config = enroll_and_learn(attestor, device)
     assert config.device_id
-    with attestor.client() as client:
+    with attestor.client(config, device.tpm) as client:
         evidence = collect_evidence(config, device.tpm, config.device_id,
                                     client.challenge(config.device_id))
         other_log = encode_log(boot_events(tamper="bootloader"), ("sha256",))
@@ -180,7 +189,7 @@ def test_event_log_of_another_boot_is_refused(attestor: LiveAttestor, device: De
 def test_missing_event_log_is_refused(attestor: LiveAttestor, device: Device) -> None:
     config = enroll_and_learn(attestor, device)
     assert config.device_id
-    with attestor.client() as client:
+    with attestor.client(config, device.tpm) as client:
         evidence = collect_evidence(config, device.tpm, config.device_id,
                                     client.challenge(config.device_id))
         with pytest.raises(AttestorError) as refused:
@@ -193,6 +202,6 @@ def test_device_that_is_not_active_gets_nothing(attestor: LiveAttestor, device: 
     assert config.device_id
     with attestor.services.session() as session, session.begin():
         queries.get_device(session, config.device_id).state = "quarantined"
-    with attestor.client() as client, pytest.raises(AttestorError) as refused:
+    with attestor.client(config, device.tpm) as client, pytest.raises(AttestorError) as refused:
         attest_once(config, device.tpm, client, now())
     assert _refusal(refused) == ["device.not_active"]

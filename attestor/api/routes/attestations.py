@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path
 from fastapi.concurrency import run_in_threadpool
 
-from attestor.api.deps import ServicesDep
+from attestor.api.deps import ServicesDep, ThisDevice
 from attestor.api.schemas import AttestationRequest, AttestationResult, Challenge, problems
 from attestor.services import attestation
 
@@ -17,14 +17,15 @@ PROBLEMS = problems(s400="malformed evidence",
 
 
 @router.post("/challenge", response_model=Challenge, responses=PROBLEMS)
-async def challenge(svc: ServicesDep, device_id: str = DeviceId) -> Challenge:
+async def challenge(svc: ServicesDep, caller: ThisDevice,
+                    device_id: str = DeviceId) -> Challenge:
     """A single-use nonce and the PCR selection the device's policy requires."""
     return await run_in_threadpool(attestation.challenge, svc, device_id)
 
 
 @router.post("/attestations", status_code=201, response_model=AttestationResult,
              responses=PROBLEMS)
-async def attest(req: AttestationRequest, svc: ServicesDep,
+async def attest(req: AttestationRequest, svc: ServicesDep, caller: ThisDevice,
                  device_id: str = DeviceId) -> AttestationResult:
     """Verify quote, event log, policy and the workload key; on a pass, a short-lived
     certificate and the secrets the policy grants."""

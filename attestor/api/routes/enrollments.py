@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
-from attestor.api.deps import ServicesDep
+from attestor.api.deps import OptionalCaller, ServicesDep
 from attestor.api.schemas import (
     ActivationRequest,
     EnrolledDevice,
@@ -22,10 +22,12 @@ PROBLEMS = problems(s400="malformed TPM structures",
 
 
 @router.post("", status_code=201, response_model=EnrollmentChallenge, responses=PROBLEMS)
-async def start_enrollment(req: EnrollmentRequest, svc: ServicesDep) -> EnrollmentChallenge:
-    """Step 1: EK certificate chain, AK attributes and the DevID certify are checked;
-    the answer is a credential-activation challenge for the TPM."""
-    return await run_in_threadpool(enrollment.start, svc, req)
+async def start_enrollment(req: EnrollmentRequest, svc: ServicesDep,
+                           caller: OptionalCaller) -> EnrollmentChallenge:
+    """Step 1 (an enroller credential, or an EK the manufacturer pre-registered): EK
+    certificate chain, AK attributes and the DevID certify are checked; the answer is a
+    credential-activation challenge for the TPM."""
+    return await run_in_threadpool(enrollment.start, svc, req, caller)
 
 
 @router.post("/{enrollment_id}/activation", response_model=EnrolledDevice, responses=PROBLEMS)

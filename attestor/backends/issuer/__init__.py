@@ -42,5 +42,11 @@ class Issuer(Protocol):
     ) -> IssuedCertificate: ...
 
     def issue_workload(
-        self, public: PublicKey, *, device_id: str, now: dt.datetime, ttl: dt.timedelta
+        self, public: PublicKey, *, device_id: str, now: dt.datetime, ttl: dt.timedelta,
+        serial: int | None = None,
     ) -> IssuedCertificate: ...
+
+    def crl(self, revoked: list[tuple[int, dt.datetime, str]], now: dt.datetime,
+            number: int) -> bytes:
+        """A DER CRL of ``revoked`` (serial, time, reason), signed by the issuing CA."""
+        ...

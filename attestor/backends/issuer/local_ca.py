@@ -17,6 +17,7 @@ from attestor.backends.files import write_private
 from attestor.backends.issuer import IssuedCertificate
 from identity.errors import ServiceError
 from identity.tpm.keys import PublicKey
+from identity.x509.crl import build_crl
 from identity.x509.profiles import (
     SigningCa,
     device_identity_certificate,
@@ -24,6 +25,8 @@ from identity.x509.profiles import (
     root_ca,
     workload_certificate,
 )
+
+CRL_VALIDITY = dt.timedelta(days=1)
 
 
 class CaError(ServiceError):
@@ -119,10 +122,16 @@ class LocalCa:
         return IssuedCertificate(cert, (self.issuing.cert,))
 
     def issue_workload(
-        self, public: PublicKey, *, device_id: str, now: dt.datetime, ttl: dt.timedelta
+        self, public: PublicKey, *, device_id: str, now: dt.datetime, ttl: dt.timedelta,
+        serial: int | None = None,
     ) -> IssuedCertificate:
         cert = workload_certificate(
             self.issuing, public, device_id=device_id, trust_domain=self.trust_domain,
-            now=now, ttl=ttl,
+            now=now, ttl=ttl, serial=serial,
         )
         return IssuedCertificate(cert, (self.issuing.cert,))
+
+    def crl(self, revoked: list[tuple[int, dt.datetime, str]], now: dt.datetime,
+            number: int) -> bytes:
+        return build_crl(self.issuing, revoked, now, CRL_VALIDITY, number).public_bytes(
+            serialization.Encoding.DER)

@@ -92,6 +92,7 @@ def upgrade() -> None:
     with op.batch_alter_table('devices', schema=None) as batch_op:
         batch_op.add_column(sa.Column('state_reason', sqlmodel.sql.sqltypes.AutoString(length=256), nullable=True))
         batch_op.add_column(sa.Column('state_changed_at', attestor.db.types.UtcDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('last_reasons', sqlmodel.sql.sqltypes.AutoString(length=1024), nullable=False, server_default=''))
 
 
 
@@ -99,6 +100,7 @@ def upgrade() -> None:
 def downgrade() -> None:
 
     with op.batch_alter_table('devices', schema=None) as batch_op:
+        batch_op.drop_column('last_reasons')
         batch_op.drop_column('state_changed_at')
         batch_op.drop_column('state_reason')
 

@@ -1,0 +1,159 @@
+"""Models of the operator API (devices, policies, certificates, pre-registration, audit)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from attestor.api.schemas import B64, Label, Request, StructB64
+from identity.policy import PolicyDocument
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page; pass ``next_cursor`` back as ``cursor`` for the next (null: the end)."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class CertificateRef(BaseModel):
+    serial: str
+    kind: str
+    not_after: dt.datetime
+
+
+class DevicePublic(BaseModel):
+    id: str
+    serial: str | None
+    model: str | None
+    device_class: str
+    state: str = Field(examples=["active", "quarantined", "revoked", "decommissioned"])
+    state_reason: str | None
+    enrolled_at: dt.datetime
+    last_attested_at: dt.datetime | None
+    last_verdict: str | None
+    last_reasons: list[str] = Field(default_factory=list, examples=[["policy.pcr_mismatch"]])
+    current_certificate: CertificateRef | None = None
+    failed_checks: list[dict[str, Any]] = Field(
+        default_factory=list, description="the last attestation's failed checks")
+
+
+class StateChange(Request):
+    reason: str = Field(min_length=1, max_length=256, examples=["suspected compromise"])
+
+
+class ClassChange(Request):
+    device_class: Label
+
+
+class AttestationPublic(BaseModel):
+    id: int
+    at: dt.datetime
+    verdict: str
+    reasons: list[str]
+    checks: list[dict[str, Any]]
+    warnings: list[str]
+    policy_version: int | None
+    quote_verified: bool
+    evidence_sha256: str = Field(description="SHA-256 of the evidence as submitted")
+    event_log_sha256: str | None = None
+    certificate_serial: str | None
+
+
+class PolicyVersion(BaseModel):
+    device_class: str
+    version: int
+    document: dict[str, Any]
+    created_at: dt.datetime
+    created_by: str
+
+
+class PolicyCreate(Request):
+    document: PolicyDocument
+
+
+class DryRun(BaseModel):
+    device_id: str
+    device_class: str
+    version: int | None = Field(description="the version evaluated (null: the document given)")
+    attestation_id: int
+    verdict: str
+    reasons: list[str]
+    checks: list[dict[str, Any]]
+    not_evaluated: list[str] = Field(default_factory=list,
+                                     description="parts the stored evidence cannot answer")
+
+
+class CertificatePublic(BaseModel):
+    serial: str
+    device_id: str
+    kind: str
+    status: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+    revoked_at: dt.datetime | None
+    revoked_reason: str | None
+
+
+class RevokeRequest(Request):
+    reason: str = Field("unspecified", pattern=r"^(unspecified|key_compromise|superseded|"
+                        r"cessation_of_operation|affiliation_changed|privilege_withdrawn)$")
+
+
+class PreregistrationIn(Request):
+    serial: Label
+    model: Label | None = None
+    device_class: Label = "default"
+    ek_certificate: StructB64 | None = Field(None, description="EK certificate, DER")
+    ek_public_key: B64 | None = Field(None, description="EK public key, SubjectPublicKeyInfo "
+                                      "DER (when the TPM has no certificate)")
+
+
+class PreregistrationBatch(Request):
+    devices: list[PreregistrationIn] = Field(min_length=1, max_length=10_000)
+
+
+class PreregistrationPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    serial: str
+    model: str | None
+    device_class: str
+    ek_key_sha256: str
+    created_by: str
+    created_at: dt.datetime
+    enrolled_device_id: str | None
+    enrolled_at: dt.datetime | None
+
+
+class PreregistrationResult(BaseModel):
+    created: int
+
+
+class AuditPublic(BaseModel):
+    seq: int
+    at: dt.datetime
+    actor: str
+    action: str
+    outcome: str
+    device_id: str | None
+    subject: str | None
+    reasons: list[str]
+    request_id: str | None
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditVerification(BaseModel):
+    ok: bool
+    entries: int
+    last_seq: int
+    checkpoints: int
+    anchored_seq: int
+    problems: list[dict[str, Any]]

@@ -1,0 +1,236 @@
+"""Policies, certificates, pre-registration and the audit log, for operators."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path, Query
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response, StreamingResponse
+
+from attestor import audit
+from attestor.api.admin_schemas import (
+    AuditPublic,
+    AuditVerification,
+    CertificatePublic,
+    DryRun,
+    Page,
+    PolicyCreate,
+    PolicyVersion,
+    PreregistrationBatch,
+    PreregistrationPublic,
+    PreregistrationResult,
+    RevokeRequest,
+)
+from attestor.api.deps import Admin, Enroller, Reader, ServicesDep
+from attestor.api.schemas import problems
+from attestor.db import queries
+from attestor.db.models import Policy
+from attestor.services import certificates, policies, preregistration
+from attestor.services.context import Services
+from attestor.services.devices import decode_cursor, encode_cursor
+from identity.errors import MalformedInput
+from identity.policy import parse_policy
+
+router = APIRouter(prefix="/v1")
+Class = Path(min_length=1, max_length=64, pattern=r"^[\w.:@/+\- ]+$")
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Cursor = Annotated[str | None, Query(max_length=256)]
+AUTH = problems(s401="no credential", s403="not allowed")
+
+
+def _policy(row: Policy) -> PolicyVersion:
+    return PolicyVersion(device_class=row.device_class, version=row.version,
+                         document=dict(row.document), created_at=row.created_at,
+                         created_by=row.created_by)
+
+
+@router.get("/policies", tags=["policies"], response_model=list[str], responses=AUTH)
+async def policy_classes(svc: ServicesDep, caller: Reader) -> list[str]:
+    """Device classes that have a policy."""
+    def run() -> list[str]:
+        with svc.session() as session:
+            return queries.policy_classes(session)
+    return await run_in_threadpool(run)
+
+
+@router.get("/policies/{device_class}", tags=["policies"], response_model=list[PolicyVersion],
+            responses=AUTH)
+async def policy_history(svc: ServicesDep, caller: Reader,
+                         device_class: str = Class) -> list[PolicyVersion]:
+    """Every version of a class's policy, newest first (the newest is in force)."""
+    def run() -> list[PolicyVersion]:
+        with svc.session() as session:
+            return [_policy(r) for r in policies.versions(session, device_class)]
+    return await run_in_threadpool(run)
+
+
+@router.post("/policies/{device_class}", tags=["policies"], status_code=201,
+             response_model=PolicyVersion, responses=AUTH)
+async def create_policy(body: PolicyCreate, svc: ServicesDep, caller: Admin,
+                        device_class: str = Class) -> PolicyVersion:
+    """A new immutable version of the class's policy; it is in force at once."""
+    def run() -> PolicyVersion:
+        with svc.session() as session, session.begin():
+            return _policy(policies.set_policy(session, device_class, body.document,
+                                               caller.actor, svc.clock()))
+    return await run_in_threadpool(run)
+
+
+@router.post("/policies/{device_class}/dry-run", tags=["policies"], response_model=DryRun,
+             responses=problems(s401="no credential", s403="not allowed",
+                                s404="no such version or evidence"))
+async def dry_run(svc: ServicesDep, caller: Reader, device_class: str = Class,
+                  device_id: Annotated[str, Query(max_length=64)] = "",
+                  version: Annotated[int | None, Query(ge=1)] = None,
+                  body: Annotated[PolicyCreate | None, Body()] = None) -> DryRun:
+    """Evaluate a stored version (or a document in the body) against a device's last
+    verified evidence, without changing anything."""
+    def run() -> DryRun:
+        with svc.session() as session:
+            document = (body.document if body is not None else
+                        parse_policy(policies.version(session, device_class,
+                                                               version).document))
+            outcome = policies.dry_run(session, device_id, document)
+        runner = outcome.runner
+        assert outcome.evidence.id is not None  # noqa: S101
+        return DryRun(device_id=device_id, device_class=outcome.device_class,
+                      version=None if body is not None else version,
+                      attestation_id=outcome.evidence.id,
+                      verdict="pass" if runner.passed else "fail",
+                      reasons=runner.reason_codes, checks=[c.as_dict() for c in runner.checks],
+                      not_evaluated=outcome.not_evaluated)
+    return await run_in_threadpool(run)
+
+
+@router.get("/certificates", tags=["certificates"], response_model=Page[CertificatePublic],
+            responses=AUTH)
+async def list_certificates(svc: ServicesDep, caller: Reader,
+                            device_id: Annotated[str | None, Query(max_length=64)] = None,
+                            status: Annotated[str | None, Query(
+                                pattern=r"^(issued|pending|void|revoked)$")] = None,
+                            cursor: Cursor = None, limit: Limit = 100
+                            ) -> Page[CertificatePublic]:
+    """Issued certificates: serial, device, not-after, status."""
+    return await run_in_threadpool(certificates.find, svc, device_id, status, cursor, limit)
+
+
+@router.post("/certificates/{serial}/revoke", tags=["certificates"],
+             response_model=CertificatePublic,
+             responses=problems(s401="no credential", s403="admins only",
+                                s404="unknown serial", s409="already revoked"))
+async def revoke_certificate(body: RevokeRequest, svc: ServicesDep, caller: Admin,
+                             serial: str = Path(pattern=r"^[0-9a-fA-F]{1,64}$")
+                             ) -> CertificatePublic:
+    return await run_in_threadpool(certificates.revoke, svc, serial, body.reason, caller)
+
+
+@router.get("/crl", tags=["certificates"], response_class=Response,
+            responses={200: {"content": {"application/pkix-crl": {}}}})
+async def crl(svc: ServicesDep) -> Response:
+    """The CRL (DER) of revoked device identity certificates; public by nature."""
+    data = await run_in_threadpool(certificates.crl, svc)
+    return Response(data, media_type="application/pkix-crl")
+
+
+@router.post("/preregistrations", tags=["enrollment"], status_code=201,
+             response_model=PreregistrationResult,
+             responses=problems(s401="no credential", s403="not allowed",
+                                s409="an EK is already pre-registered"))
+async def preregister(body: PreregistrationBatch, svc: ServicesDep,
+                      caller: Enroller) -> PreregistrationResult:
+    """Pre-register devices (serial, model, class, EK certificate or public key); all or
+    nothing."""
+    return await run_in_threadpool(preregistration.create, svc, body.devices, caller)
+
+
+@router.post("/preregistrations/csv", tags=["enrollment"], status_code=201,
+             response_model=PreregistrationResult,
+             openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {
+                 "type": "string"}}}, "required": True}},
+             responses=problems(s400="malformed CSV", s401="no credential",
+                                s403="not allowed", s409="an EK is already pre-registered"))
+async def preregister_csv(svc: ServicesDep, caller: Enroller,
+                          csv_body: Annotated[bytes, Body(media_type="text/csv")] = b""
+                          ) -> PreregistrationResult:
+    """The same, as CSV: serial, model, device_class, ek_certificate, ek_public_key."""
+    try:
+        text = csv_body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedInput("the CSV is not UTF-8") from exc
+    items = preregistration.parse_csv(text)
+    return await run_in_threadpool(preregistration.create, svc, items, caller)
+
+
+@router.get("/preregistrations", tags=["enrollment"],
+            response_model=Page[PreregistrationPublic], responses=AUTH)
+async def pending_preregistrations(svc: ServicesDep, caller: Enroller, cursor: Cursor = None,
+                                   limit: Limit = 100) -> Page[PreregistrationPublic]:
+    """Pre-registered devices that have not enrolled yet."""
+    return await run_in_threadpool(preregistration.pending, svc, cursor, limit)
+
+
+def _audit_filter(since: dt.datetime | None, until: dt.datetime | None, device_id: str | None,
+                  actor: str | None, action: str | None,
+                  outcome: str | None) -> queries.AuditFilter:
+    return queries.AuditFilter(since, until, device_id, actor, action, outcome)
+
+
+AuditQuery = Annotated[str | None, Query(max_length=128)]
+
+
+@router.get("/audit", tags=["audit"], response_model=Page[AuditPublic], responses=AUTH)
+async def audit_query(svc: ServicesDep, caller: Reader, since: dt.datetime | None = None,
+                      until: dt.datetime | None = None, device_id: AuditQuery = None,
+                      actor: AuditQuery = None, action: AuditQuery = None,
+                      outcome: AuditQuery = None, cursor: Cursor = None,
+                      limit: Limit = 100) -> Page[AuditPublic]:
+    """Audit entries in order, filtered; the hash chain's fields included."""
+    after = decode_cursor(cursor)
+    f = _audit_filter(since, until, device_id, actor, action, outcome)
+
+    def run() -> Page[AuditPublic]:
+        with svc.session() as session:
+            rows = queries.audit_page(session, f, int(after) if after else 0, limit + 1)
+        items = [AuditPublic.model_validate(audit.event_json(r)) for r in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items=items, next_cursor=encode_cursor(items[-1].seq) if more else None)
+    return await run_in_threadpool(run)
+
+
+def _export(svc: Services, f: queries.AuditFilter) -> Iterator[bytes]:
+    after = 0
+    while True:
+        with svc.session() as session:
+            rows = queries.audit_page(session, f, after, audit.BATCH)
+        if not rows:
+            return
+        for row in rows:
+            yield json.dumps(audit.event_json(row), separators=(",", ":")).encode() + b"\n"
+        after = rows[-1].seq
+
+
+@router.get("/audit/export", tags=["audit"], response_class=StreamingResponse,
+            responses={200: {"content": {"application/x-ndjson": {}}}, **AUTH})
+async def audit_export(svc: ServicesDep, caller: Reader, since: dt.datetime | None = None,
+                       until: dt.datetime | None = None, device_id: AuditQuery = None,
+                       actor: AuditQuery = None, action: AuditQuery = None,
+                       outcome: AuditQuery = None) -> StreamingResponse:
+    """Every matching entry as JSON Lines, streamed."""
+    f = _audit_filter(since, until, device_id, actor, action, outcome)
+    return StreamingResponse(_export(svc, f), media_type="application/x-ndjson")
+
+
+@router.get("/audit/verify", tags=["audit"], response_model=AuditVerification, responses=AUTH)
+async def audit_verify(svc: ServicesDep, caller: Reader) -> AuditVerification:
+    """Walk the whole chain: edited, deleted, reordered or truncated entries are named."""
+    def run() -> AuditVerification:
+        with svc.session() as session:
+            report = audit.verify(session, {svc.signer.kid: svc.signer.public})
+        return AuditVerification(ok=report.ok, entries=report.entries,
+                                 last_seq=report.last_seq, checkpoints=report.checkpoints,
+                                 anchored_seq=report.anchored_seq, problems=report.problems)
+    return await run_in_threadpool(run)

@@ -1,0 +1,125 @@
+"""Bearer JWTs: minted locally (embedded setup) or issued by an OIDC provider.
+
+Algorithms are pinned (ES256 locally; the configured list for OIDC), and
+``iss``, ``aud`` and ``exp`` are required. The OIDC provider's JWKS is fetched
+and cached; an unknown ``kid`` refreshes it, at most once a minute.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import jwt
+from jwt import PyJWK
+
+from attestor.auth import ROLES, Principal
+from attestor.backends.signing import SigningKey
+from identity.errors import AuthExpired, AuthInvalid
+
+LOCAL_AUDIENCE = "edgeproof-api"
+JWKS_TTL = 600.0
+JWKS_MIN_REFRESH = 60.0
+
+
+def local_issuer(trust_domain: str) -> str:
+    return f"edgeproof-attestor:{trust_domain}"
+
+
+def mint(key: SigningKey, issuer: str, *, role: str, subject: str, ttl: dt.timedelta,
+         now: dt.datetime) -> str:
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
+    claims = {"iss": issuer, "aud": LOCAL_AUDIENCE, "sub": subject, "role": role,
+              "iat": int(now.timestamp()), "exp": int((now + ttl).timestamp()),
+              "jti": uuid.uuid4().hex}
+    return jwt.encode(claims, key.key, algorithm="ES256", headers={"kid": key.kid})
+
+
+def _principal(claims: dict[str, Any], role_claim: str) -> Principal:
+    value = claims.get(role_claim)
+    roles = value if isinstance(value, list) else [value]
+    role = next((r for r in ROLES if r in roles), None)
+    if role is None:
+        raise AuthInvalid("the token carries no edgeproof role")
+    return Principal("token", str(claims.get("sub") or "unknown"), role=role)
+
+
+class LocalTokens:
+    def __init__(self, key: SigningKey, issuer: str) -> None:
+        self.key, self.issuer = key, issuer
+
+    def verify(self, token: str, now: dt.datetime) -> Principal:
+        try:
+            claims = jwt.decode(token, self.key.public, algorithms=["ES256"],
+                                audience=LOCAL_AUDIENCE, issuer=self.issuer,
+                                options={"require": ["iss", "aud", "exp", "sub"]},
+                                leeway=30)
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthExpired("the bearer token has expired") from exc
+        except jwt.InvalidTokenError as exc:
+            raise AuthInvalid(f"the bearer token is not valid: {exc}") from exc
+        del now  # PyJWT checks exp against the wall clock
+        return _principal(claims, "role")
+
+
+class OidcTokens:
+    """Tokens from an OIDC issuer, checked against its JWKS."""
+
+    def __init__(self, issuer: str, audience: str, jwks_url: str, algorithms: list[str],
+                 role_claim: str = "roles",
+                 fetch: Callable[[str], dict[str, Any]] | None = None) -> None:
+        if not algorithms or any(a.lower() == "none" or a.startswith("HS") for a in algorithms):
+            raise ValueError("OIDC algorithms must be asymmetric and explicitly listed")
+        self.issuer, self.audience, self.jwks_url = issuer, audience, jwks_url
+        self.algorithms, self.role_claim = algorithms, role_claim
+        self._fetch = fetch or self._http_fetch
+        self._keys: dict[str, PyJWK] = {}
+        self._fetched_at = 0.0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _http_fetch(url: str) -> dict[str, Any]:
+        response = httpx.get(url, timeout=5.0)
+        response.raise_for_status()
+        data: dict[str, Any] = response.json()
+        return data
+
+    def _key(self, kid: str) -> PyJWK:
+        with self._lock:
+            stale = time.monotonic() - self._fetched_at
+            if kid not in self._keys and (stale > JWKS_MIN_REFRESH or not self._keys) \
+                    or stale > JWKS_TTL:
+                try:
+                    jwks = self._fetch(self.jwks_url)
+                except (httpx.HTTPError, ValueError) as exc:
+                    if not self._keys:
+                        raise AuthInvalid(f"the OIDC JWKS cannot be fetched: {exc}") from exc
+                else:
+                    self._keys = {k["kid"]: PyJWK(k) for k in jwks.get("keys", []) if "kid" in k}
+                    self._fetched_at = time.monotonic()
+            key = self._keys.get(kid)
+        if key is None:
+            raise AuthInvalid(f"no key {kid!r} in the OIDC issuer's JWKS")
+        return key
+
+    def verify(self, token: str, now: dt.datetime) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("alg") not in self.algorithms:
+                raise AuthInvalid(f"token algorithm {header.get('alg')!r} is not accepted")
+            key = self._key(str(header.get("kid", "")))
+            claims = jwt.decode(token, key.key, algorithms=self.algorithms,
+                                audience=self.audience, issuer=self.issuer,
+                                options={"require": ["iss", "aud", "exp", "sub"]}, leeway=30)
+        except jwt.ExpiredSignatureError as exc:
+            raise AuthExpired("the bearer token has expired") from exc
+        except jwt.InvalidTokenError as exc:
+            raise AuthInvalid(f"the bearer token is not valid: {exc}") from exc
+        del now
+        return _principal(claims, self.role_claim)

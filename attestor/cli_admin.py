@@ -1,0 +1,155 @@
+"""`attestor token`, `attestor apikey`, `attestor keys`, `attestor audit`: credentials and
+the audit log from the attestor host."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from attestor.auth import ROLES
+
+token_app = typer.Typer(help="Bearer tokens minted by this attestor.", no_args_is_help=True)
+apikey_app = typer.Typer(help="API keys for factory stations.", no_args_is_help=True)
+keys_app = typer.Typer(help="The attestor's signing key.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
+out = Console()
+
+DataDir = Annotated[Path, typer.Option("--data-dir", "-d", envvar="EDGEPROOF_DATA_DIR")]
+Dev = Annotated[bool | None, typer.Option("--dev", show_default=False)]
+DEFAULT_DIR = Path("attestor-data")
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise typer.BadParameter("a duration such as 30m, 12h or 7d")
+    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match.group(2)]
+    return dt.timedelta(**{unit: int(match.group(1))})
+
+
+def _services(data_dir: Path, dev: bool | None):  # type: ignore[no-untyped-def]
+    from attestor.cli import services_for
+
+    return services_for(data_dir, dev)
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[str, typer.Option(help=f"one of {', '.join(ROLES)}")],
+    ttl: Annotated[str, typer.Option(help="lifetime, e.g. 1h, 7d")] = "1h",
+    subject: Annotated[str, typer.Option(help="who the token is for")] = "operator",
+    data_dir: DataDir = DEFAULT_DIR, dev: Dev = None,
+) -> None:
+    """Mint a bearer token (printed on stdout; the attestor keeps no copy)."""
+    from attestor.auth.tokens import local_issuer, mint
+
+    if role not in ROLES:
+        raise typer.BadParameter(f"role must be one of {', '.join(ROLES)}")
+    svc = _services(data_dir, dev)
+    token = mint(svc.signer, local_issuer(svc.settings.trust_domain), role=role,
+                 subject=subject, ttl=parse_duration(ttl), now=svc.clock())
+    print(token)
+
+
+@apikey_app.command("create")
+def apikey_create(
+    name: Annotated[str, typer.Option(help="the station's name")],
+    role: Annotated[str, typer.Option(help="usually enroller")] = "enroller",
+    data_dir: DataDir = DEFAULT_DIR, dev: Dev = None,
+) -> None:
+    """Create an API key (printed once; only its hash is stored)."""
+    from attestor import audit
+    from attestor.auth import apikeys
+
+    svc = _services(data_dir, dev)
+    with svc.session() as session, session.begin():
+        key = apikeys.create(session, name, role, svc.clock())
+        audit.append(session, at=svc.clock(), actor="cli", action="apikey.create",
+                     outcome="done", subject=f"apikey:{key.split('_')[1]}",
+                     details={"name": name, "role": role})
+    print(key)
+
+
+@apikey_app.command("list")
+def apikey_list(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
+    from sqlmodel import select
+
+    from attestor.db.models import ApiKey
+
+    svc = _services(data_dir, dev)
+    table = Table("id", "name", "role", "created", "revoked")
+    with svc.session() as session:
+        for key in session.exec(select(ApiKey)).all():
+            table.add_row(key.id, key.name, key.role, str(key.created_at),
+                          str(key.revoked_at or ""))
+    out.print(table)
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(key_id: str, data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
+    from attestor import audit
+    from attestor.db.models import ApiKey
+
+    svc = _services(data_dir, dev)
+    with svc.session() as session, session.begin():
+        row = session.get(ApiKey, key_id)
+        if row is None:
+            raise typer.BadParameter(f"no API key {key_id}")
+        row.revoked_at = svc.clock()
+        session.add(row)
+        audit.append(session, at=svc.clock(), actor="cli", action="apikey.revoke",
+                     outcome="done", subject=f"apikey:{key_id}")
+    out.print(f"revoked {key_id}")
+
+
+@keys_app.command("init")
+def keys_init(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
+    """Create the signing key if this data directory predates it."""
+    from attestor.backends.signing import SigningKey
+    from attestor.cli import settings_for
+
+    settings = settings_for(data_dir, dev)
+    if settings.signing_key_file.exists():
+        out.print("the signing key exists")
+        return
+    SigningKey.create(settings.signing_key_file, settings.ca_passphrase())
+    out.print(f"created {settings.signing_key_file}")
+
+
+@audit_app.command("verify")
+def audit_verify(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None,
+                 as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Walk the chain; exit 1 if any entry was edited, deleted, reordered or truncated."""
+    from attestor import audit
+
+    svc = _services(data_dir, dev)
+    with svc.session() as session:
+        report = audit.verify(session, {svc.signer.kid: svc.signer.public})
+    if as_json:
+        print(json.dumps(report.__dict__))
+    else:
+        out.print(f"entries {report.entries}, last {report.last_seq}, checkpoints "
+                  f"{report.checkpoints}, anchored to {report.anchored_seq}")
+        for problem in report.problems:
+            out.print(f"[red]{problem['code']}[/] at {problem['seq']}: {problem['detail']}")
+        out.print("[green]intact[/]" if report.ok else "[bold red]TAMPERED[/]")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
+    """Sign the chain's current head (the server does this every minute)."""
+    from attestor import audit
+
+    svc = _services(data_dir, dev)
+    with svc.session() as session, session.begin():
+        mark = audit.checkpoint(session, svc.signer.key, svc.signer.kid, svc.clock())
+    out.print(f"checkpoint at {mark.seq}" if mark else "nothing new to sign")
