@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
 
 from attestor.api import problems
 from attestor.api.limits import BodyLimit
+from attestor.api.ratelimit import RateLimiter
 from attestor.api.routes import attestations, devices, enrollments, health, operators
 from attestor.observability import RequestContext
+from attestor.services.background import start as jobs_start
+from attestor.services.background import stop as jobs_stop
 from attestor.services.context import Services
 
 API_DESCRIPTION = """
@@ -19,9 +26,22 @@ CSR for a TPM-resident key. Errors are RFC 9457 problems whose `code` (and
 """
 
 
-def create_app(services: Services) -> FastAPI:
-    app = FastAPI(title="edgeproof attestor", version="1", description=API_DESCRIPTION)
+def create_app(services: Services, *, background: bool = True) -> FastAPI:
+    """The API; with ``background``, its lifespan reconciles interrupted issuance and
+    runs the webhook and audit-checkpoint timers."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        jobs = await run_in_threadpool(jobs_start, services) if background else []
+        try:
+            yield
+        finally:
+            jobs_stop(jobs)
+
+    app = FastAPI(title="edgeproof attestor", version="1", description=API_DESCRIPTION,
+                  lifespan=lifespan)
     app.state.services = services
+    app.state.rate_limiter = RateLimiter()
     problems.install(app)
     app.add_middleware(BodyLimit, max_bytes=services.settings.max_body_bytes)
     app.add_middleware(RequestContext)  # outermost: every response carries its request id

@@ -91,9 +91,13 @@ def serve(
     dev: Dev = None,
     host: Annotated[str | None, typer.Option(help="listen address")] = None,
     port: Annotated[int | None, typer.Option(help="listen port")] = None,
+    log_format: Annotated[str, typer.Option(help="json (one object per line) or console")]
+    = "json",
 ) -> None:
-    """Run the attestor's HTTP API under uvicorn."""
+    """Run the attestor's HTTP API under uvicorn (JSON logs with request ids)."""
     import uvicorn
+
+    from attestor.observability import configure_logging
 
     from attestor.app import create_app
     from attestor.services.context import build_services
@@ -106,8 +110,10 @@ def serve(
     if services.trust.rejected:
         for source, why in services.trust.rejected:
             err.print(f"[yellow]trust store:[/] skipped {source}: {why}")
+    configure_logging(json=log_format != "console")
     uvicorn.run(create_app(services), host=settings.host, port=settings.port,
-                log_level="info", access_log=False)
+                log_level="info", access_log=False, log_config=None,
+                timeout_keep_alive=15, timeout_graceful_shutdown=20)
 
 
 @db_app.command("upgrade")

@@ -85,6 +85,8 @@ class RateLimitSettings(BaseModel):
     enrollment_per_minute: int = Field(60, ge=1, description="per client address")
     challenge_per_minute: int = Field(30, ge=1, description="per device")
     attestation_per_minute: int = Field(30, ge=1, description="per device")
+    client_per_minute: int = Field(1200, ge=1, description="challenges and attestations "
+                                   "per client address (a NAT may hide many devices)")
 
 
 class WebhookSettings(BaseModel):
@@ -114,6 +116,9 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
     webhooks: list[WebhookSettings] = Field(default_factory=list)
+    webhook_poll_seconds: float = Field(5.0, gt=0, le=300)
+    audit_checkpoint_seconds: float = Field(300.0, gt=0, le=86400,
+                                            description="how often the audit head is signed")
     issuance: IssuanceSettings = IssuanceSettings()
     secrets: SecretStoreSettings = SecretStoreSettings()
 

@@ -53,7 +53,7 @@ class LiveAttestor:
         self.port = free_port_pair()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(create_app(self.services), host="127.0.0.1", port=self.port,
-                                log_level="warning", lifespan="off")
+                                log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
+from attestor.api.ratelimit import client_limit, device_limit
 from attestor.auth import Principal, apikeys, devices
 from attestor.services.context import Services
 from identity.errors import AuthForbidden, AuthInvalid, AuthMissing
@@ -111,3 +112,21 @@ Enroller = Annotated[Principal, Depends(require_roles("enroller"))]
 Reader = Annotated[Principal, Depends(require_roles("auditor"))]
 ThisDevice = Annotated[Principal, Depends(_this_device)]
 DeviceOrReader = Annotated[Principal, Depends(require_device_or_roles("auditor", "gatekeeper"))]
+
+
+def limited_device(kind: str) -> Callable[..., Awaitable[Principal]]:
+    """The device named in the path, within its client's and its own rate limits."""
+
+    # A default, not an annotation: postponed annotations cannot see ``kind``.
+    async def dependency(request: Request, _: None = Depends(client_limit(kind)), *,
+                         caller: ThisDevice) -> Principal:
+        device_limit(request, kind, caller.device_id or "")
+        return caller
+
+    return dependency
+
+
+ChallengingDevice = Annotated[Principal, Depends(limited_device("challenge"))]
+AttestingDevice = Annotated[Principal, Depends(limited_device("attestation"))]
+EnrollmentLimit = Annotated[None, Depends(client_limit("enrollment"))]
+MetricsReader = Annotated[Principal, Depends(require_roles("auditor", "gatekeeper"))]

@@ -12,6 +12,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+STATEMENT_TIMEOUT_MS = 15_000
+LOCK_TIMEOUT_MS = 10_000
 
 
 def make_engine(url: str, **kwargs: Any) -> sa.Engine:
@@ -32,7 +34,12 @@ def make_engine(url: str, **kwargs: Any) -> sa.Engine:
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, **kwargs)
+    # Bounded waits: a stuck query or lock fails the request (503) instead of hanging it.
+    connect_args = {"connect_timeout": 10,
+                    "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
+                               f"-c lock_timeout={LOCK_TIMEOUT_MS}"}
+    return sa.create_engine(url, pool_pre_ping=True, pool_timeout=10,
+                            connect_args=connect_args, **kwargs)
 
 
 def _config(engine: sa.Engine) -> Config:

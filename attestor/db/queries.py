@@ -330,11 +330,11 @@ def add_secret(session: Session, secret: StoredSecret) -> None:
     session.add(secret)
 
 
-def secret_names(session: Session) -> list[tuple[str, int]]:
+def secret_names(session: Session, limit: int | None = None) -> list[tuple[str, int]]:
     rows = session.execute(
         sa.select(col(StoredSecret.name), sa.func.max(col(StoredSecret.version)))
         .group_by(col(StoredSecret.name))
-        .order_by(col(StoredSecret.name))
+        .order_by(col(StoredSecret.name)).limit(limit)
     ).all()
     return [(str(name), int(version)) for name, version in rows]
 

@@ -24,7 +24,8 @@ from attestor.api.schemas import (
 )
 from attestor.backends.issuer import IssuedCertificate
 from attestor.db import queries
-from attestor.db.models import Attestation, Certificate, Device, Nonce, Policy
+from attestor.db.models import Attestation, Device, Nonce, Policy
+from attestor.services import issuance, webhooks
 from attestor.services.context import Services
 from attestor.services.evidence import Verification, verify_evidence
 from attestor.services.policies import policy_for
@@ -96,13 +97,14 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
                 queries.consume_nonce(session, req.nonce.hex(), device_id, now)
             result = verify_evidence(svc.ak(device.ak_public), device, req, document)
         except IdentityError as exc:
-            _record_refusal(session, device, req, now, [exc.code], [], policy, quote_ok=False)
+            _record_refusal(svc, session, device, req, now, [exc.code], [], policy,
+                            quote_ok=False)
             raise
         runner = result.runner
         if not runner.passed:
             checks = [c.as_dict() for c in runner.checks]
-            _record_refusal(session, device, req, now, runner.reason_codes, checks, policy,
-                            quote_ok=result.quote_ok)
+            _record_refusal(svc, session, device, req, now, runner.reason_codes, checks,
+                            policy, quote_ok=result.quote_ok)
             raise VerificationFailed("attestation refused", runner.checks, runner.reason_codes)
 
         granted = _read_secrets(svc, document)
@@ -110,11 +112,20 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
             document.cert_ttl_seconds or svc.settings.issuance.cert_ttl_seconds,
             svc.settings.issuance.max_cert_ttl_seconds,
         )
-        issued = svc.issuer.issue_workload(
-            check_csr(req.csr).public_key, device_id=device_id, now=now,
-            ttl=dt.timedelta(seconds=ttl_seconds),
-        )
-        _record_pass(session, device_id, req, now, result, policy, issued, granted)
+        ttl = dt.timedelta(seconds=ttl_seconds)
+        workload_key = check_csr(req.csr).public_key
+        serial = issuance.reserve(svc, device_id, "workload", now, ttl)
+        issued = issuance.sign(svc, serial, "workload", lambda: svc.issuer.issue_workload(
+            workload_key, device_id=device_id, now=now, ttl=ttl, serial=serial))
+        try:
+            renewal = _record_pass(svc, session, device_id, req, now, result, policy, issued,
+                                   granted)
+        except Exception:
+            issuance.void(svc, serial, "not_recorded")
+            raise
+    svc.metrics.attestation("pass", [])
+    if renewal:
+        svc.metrics.renewals.inc()
     return AttestationResult(
         device_id=device_id, verdict="pass", checks=[c.as_dict() for c in runner.checks],
         warnings=runner.warnings,
@@ -130,13 +141,16 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
 
 
 def _record_pass(
-    session: Session, device_id: str, req: AttestationRequest, now: dt.datetime,
-    result: Verification, policy: Policy | None, issued: IssuedCertificate,
-    granted: list[GrantedSecret],
-) -> None:
+    svc: Services, session: Session, device_id: str, req: AttestationRequest,
+    now: dt.datetime, result: Verification, policy: Policy | None,
+    issued: IssuedCertificate, granted: list[GrantedSecret],
+) -> bool:
+    """Record the pass, its certificate and audit entry at once; True for a renewal."""
     clock = result.quote.clock
     with session.begin():
         device = queries.get_device(session, device_id)
+        renewal = queries.current_certificate(session, device_id) is not None
+        _announce_verdict(svc, session, device, "pass", [], now)
         device.last_attested_at = now
         device.last_verdict = "pass"
         device.last_reasons = ""
@@ -155,11 +169,7 @@ def _record_pass(
             evidence_sha256=_evidence_digest(req), certificate_serial=issued.serial,
             event_log=req.event_log,
         ))
-        queries.add_certificate(session, Certificate(
-            serial=issued.serial, device_id=device_id, kind="workload",
-            not_before=issued.cert.not_valid_before_utc,
-            not_after=issued.cert.not_valid_after_utc, pem=issued.pem,
-        ))
+        issuance.confirm(session, issued)
         audit.append(
             session, at=now, actor=ACTOR, action="attestation", outcome="pass",
             device_id=device_id,
@@ -170,6 +180,16 @@ def _record_pass(
                 "warnings": result.runner.warnings,
             },
         )
+    return renewal
+
+
+def _announce_verdict(svc: Services, session: Session, device: Device, verdict: str,
+                      reasons: list[str], now: dt.datetime) -> None:
+    """A webhook when the device's verdict differs from its last one."""
+    if device.last_verdict != verdict:
+        webhooks.enqueue(session, svc.settings, "verdict.changed", {
+            "device_id": device.id, "verdict": verdict, "previous_verdict": device.last_verdict,
+            "reasons": reasons}, now)
 
 
 def _read_secrets(svc: Services, document: PolicyDocument) -> list[GrantedSecret]:
@@ -183,11 +203,14 @@ def _read_secrets(svc: Services, document: PolicyDocument) -> list[GrantedSecret
 
 
 def _record_refusal(
-    session: Session, device: Device, req: AttestationRequest, now: dt.datetime,
-    reasons: list[str], checks: list[dict[str, object]], policy: Policy | None, quote_ok: bool,
+    svc: Services, session: Session, device: Device, req: AttestationRequest,
+    now: dt.datetime, reasons: list[str], checks: list[dict[str, object]],
+    policy: Policy | None, quote_ok: bool,
 ) -> None:
+    svc.metrics.attestation("fail", reasons)
     with session.begin():
         fresh = queries.get_device(session, device.id)
+        _announce_verdict(svc, session, fresh, "fail", reasons, now)
         fresh.last_attested_at = now
         fresh.last_verdict = "fail"
         fresh.last_reasons = ("," + ",".join(reasons) + ",")[:1024]

@@ -16,7 +16,8 @@ from identity.errors import Conflict, NotFound
 
 def public(row: Certificate) -> CertificatePublic:
     return CertificatePublic(serial=row.serial, device_id=row.device_id, kind=row.kind,
-                             status="revoked" if row.revoked_at else row.status,
+                             status=("revoked" if row.revoked_at and row.status == "issued"
+                                     else row.status),
                              not_before=row.not_before, not_after=row.not_after,
                              revoked_at=row.revoked_at, revoked_reason=row.revoked_reason)
 

@@ -22,8 +22,10 @@ from attestor.api.schemas import (
     EnrollmentRequest,
 )
 from attestor.auth import Principal
+from attestor.backends.issuer import IssuedCertificate
 from attestor.db import queries
-from attestor.db.models import Certificate, Device, Enrollment
+from attestor.db.models import Device, Enrollment
+from attestor.services import issuance
 from attestor.services.context import Services
 from identity.checks import CheckRunner
 from identity.ekcert import check_ek_matches, verify_ek_certificate
@@ -172,30 +174,35 @@ def complete(svc: Services, enrollment_id: str, req: ActivationRequest) -> Enrol
                 )
             raise
         devid = public_key(parse_public(row.devid_public))
-        issued = svc.issuer.issue_device_identity(
-            devid, device_id=row.device_id, serial=row.serial, now=now
+        lifetime = dt.timedelta(days=svc.settings.ca.device_identity_days)
+        cert_serial = issuance.reserve(svc, row.device_id, "identity", now, lifetime)
+        issued = issuance.sign(svc, cert_serial, "identity", lambda: (
+            svc.issuer.issue_device_identity(devid, device_id=row.device_id, serial=row.serial,
+                                             now=now, cert_serial=cert_serial)))
+        try:
+            _record_enrollment(session, row, issued, now)
+        except Exception:
+            issuance.void(svc, cert_serial, "not_recorded")
+            raise
+        svc.metrics.enrollments.labels(step="activate", outcome="enrolled").inc()
+        return EnrolledDevice(
+            device_id=row.device_id, certificate=issued.pem, chain=issued.chain_pem,
+            ca=svc.issuer.roots_pem(),
         )
-        with session.begin():
-            _upsert_device(session, row, issued.serial, now)
-            queries.mark_preregistration_enrolled(session, ek_key_digest(row.ek_public),
-                                                  row.device_id, now)
-            queries.add_certificate(
-                session,
-                Certificate(
-                    serial=issued.serial, device_id=row.device_id, kind="identity",
-                    not_before=issued.cert.not_valid_before_utc,
-                    not_after=issued.cert.not_valid_after_utc, pem=issued.pem,
-                ),
-            )
-            audit.append(
-                session, at=now, actor=ACTOR, action="enrollment.activate", outcome="enrolled",
-                device_id=row.device_id,
-                details={"certificate_serial": issued.serial, "serial": row.serial},
-            )
-    return EnrolledDevice(
-        device_id=row.device_id, certificate=issued.pem, chain=issued.chain_pem,
-        ca=svc.issuer.roots_pem(),
-    )
+
+
+def _record_enrollment(session: Session, row: Enrollment, issued: IssuedCertificate,
+                       now: dt.datetime) -> None:
+    with session.begin():
+        _upsert_device(session, row, issued.serial, now)
+        queries.mark_preregistration_enrolled(session, ek_key_digest(row.ek_public),
+                                              row.device_id, now)
+        issuance.confirm(session, issued)
+        audit.append(
+            session, at=now, actor=ACTOR, action="enrollment.activate", outcome="enrolled",
+            device_id=row.device_id,
+            details={"certificate_serial": issued.serial, "serial": row.serial},
+        )
 
 
 def _upsert_device(session: Session, row: Enrollment, cert_serial: str, now: dt.datetime) -> None:

@@ -13,12 +13,10 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import httpx
-import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from attestor.db.models import WebhookDelivery
@@ -26,7 +24,7 @@ from attestor.settings import Settings
 
 log = logging.getLogger("attestor.webhooks")
 MAX_AGE = dt.timedelta(days=1)
-BATCH = 50
+BATCH = 20
 
 
 def signature(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -61,7 +59,8 @@ def deliver_due(session_factory: Callable[[], Session], settings: Settings,
         due = session.exec(select(WebhookDelivery).where(
             col(WebhookDelivery.delivered_at).is_(None),
             col(WebhookDelivery.next_attempt_at) <= now)
-            .order_by(col(WebhookDelivery.next_attempt_at)).limit(BATCH)).all()
+            .order_by(col(WebhookDelivery.next_attempt_at)).limit(BATCH)
+            .with_for_update(skip_locked=True)).all()  # replicas share the queue
         for row in due:
             body = json.dumps(row.payload, separators=(",", ":")).encode()
             stamp = int(now.timestamp())
@@ -91,25 +90,4 @@ def deliver_due(session_factory: Callable[[], Session], settings: Settings,
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
-    return httpx.post(url, content=body, headers=headers, timeout=10.0).status_code
-
-
-class Worker:
-    """Delivers due webhooks every few seconds until stopped."""
-
-    def __init__(self, session_factory: Callable[[], Session], settings: Settings,
-                 clock: Callable[[], dt.datetime], interval: float = 5.0) -> None:
-        self._args = (session_factory, settings, clock)
-        self.interval = interval
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="webhooks", daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.wait(self.interval):
-            try:
-                deliver_due(*self._args)
-            except sa.exc.SQLAlchemyError:
-                log.exception("webhook delivery pass failed")
-
-    def start(self) -> None:
-        self.thread.start()
+    return httpx.post(url, content=body, headers=headers, timeout=5.0).status_code

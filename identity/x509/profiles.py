@@ -126,6 +126,7 @@ def device_identity_certificate(
     trust_domain: str,
     now: dt.datetime,
     days: int,
+    cert_serial: int | None = None,
 ) -> x509.Certificate:
     """Long-lived certificate for the TPM-resident DevID key (IEEE 802.1AR LDevID style)."""
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgeproof device")]
@@ -140,6 +141,7 @@ def device_identity_certificate(
         now - CLOCK_SKEW,
         now + dt.timedelta(days=days),
         [ExtendedKeyUsageOID.CLIENT_AUTH],
+        cert_serial,
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path
 from fastapi.concurrency import run_in_threadpool
 
-from attestor.api.deps import ServicesDep, ThisDevice
+from attestor.api.deps import AttestingDevice, ChallengingDevice, ServicesDep
 from attestor.api.schemas import AttestationRequest, AttestationResult, Challenge, problems
 from attestor.services import attestation
 
@@ -13,11 +13,12 @@ router = APIRouter(prefix="/v1/devices/{device_id}", tags=["attestation"])
 DeviceId = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
 PROBLEMS = problems(s400="malformed evidence",
                     s403="evidence refused; `codes` lists every reason, nothing issued",
-                    s404="unknown device")
+                    s404="unknown device", s401="no valid device signature",
+                    s429="rate limit reached; see Retry-After")
 
 
 @router.post("/challenge", response_model=Challenge, responses=PROBLEMS)
-async def challenge(svc: ServicesDep, caller: ThisDevice,
+async def challenge(svc: ServicesDep, caller: ChallengingDevice,
                     device_id: str = DeviceId) -> Challenge:
     """A single-use nonce and the PCR selection the device's policy requires."""
     return await run_in_threadpool(attestation.challenge, svc, device_id)
@@ -25,7 +26,7 @@ async def challenge(svc: ServicesDep, caller: ThisDevice,
 
 @router.post("/attestations", status_code=201, response_model=AttestationResult,
              responses=PROBLEMS)
-async def attest(req: AttestationRequest, svc: ServicesDep, caller: ThisDevice,
+async def attest(req: AttestationRequest, svc: ServicesDep, caller: AttestingDevice,
                  device_id: str = DeviceId) -> AttestationResult:
     """Verify quote, event log, policy and the workload key; on a pass, a short-lived
     certificate and the secrets the policy grants."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 
-from attestor.api.deps import OptionalCaller, ServicesDep
+from attestor.api.deps import EnrollmentLimit, OptionalCaller, ServicesDep
 from attestor.api.schemas import (
     ActivationRequest,
     EnrolledDevice,
@@ -18,11 +18,12 @@ from attestor.services import enrollment
 router = APIRouter(prefix="/v1/enrollments", tags=["enrollment"])
 PROBLEMS = problems(s400="malformed TPM structures",
                     s403="evidence refused; `codes` lists every reason",
-                    s404="unknown enrollment")
+                    s404="unknown enrollment", s401="invalid credential",
+                    s429="rate limit reached; see Retry-After")
 
 
 @router.post("", status_code=201, response_model=EnrollmentChallenge, responses=PROBLEMS)
-async def start_enrollment(req: EnrollmentRequest, svc: ServicesDep,
+async def start_enrollment(req: EnrollmentRequest, svc: ServicesDep, _: EnrollmentLimit,
                            caller: OptionalCaller) -> EnrollmentChallenge:
     """Step 1 (an enroller credential, or an EK the manufacturer pre-registered): EK
     certificate chain, AK attributes and the DevID certify are checked; the answer is a
@@ -31,7 +32,8 @@ async def start_enrollment(req: EnrollmentRequest, svc: ServicesDep,
 
 
 @router.post("/{enrollment_id}/activation", response_model=EnrolledDevice, responses=PROBLEMS)
-async def activate(enrollment_id: str, req: ActivationRequest, svc: ServicesDep) -> EnrolledDevice:
+async def activate(enrollment_id: str, req: ActivationRequest, svc: ServicesDep,
+                   _: EnrollmentLimit) -> EnrolledDevice:
     """Step 2: the secret recovered by TPM2_ActivateCredential; on a match the device
     is enrolled and gets its device identity certificate."""
     return await run_in_threadpool(enrollment.complete, svc, enrollment_id, req)

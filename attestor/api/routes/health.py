@@ -1,40 +1,68 @@
-"""Liveness, readiness, and the CA bundle."""
+"""Liveness, readiness (database and every backend), metrics, and the CA bundle."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import sqlalchemy as sa
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from attestor.api.deps import ServicesDep
+from attestor.api.deps import MetricsReader, ServicesDep
+from attestor.api.schemas import problems
+from attestor.services.context import Services
+from identity.errors import IdentityError
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
 async def healthz() -> dict[str, str]:
+    """Liveness: the process serves HTTP (no dependencies are touched). Public."""
     return {"status": "ok"}
 
 
-@router.get("/readyz")
-async def readyz(svc: ServicesDep) -> JSONResponse:
-    def probe() -> dict[str, str]:
-        status = {}
-        try:
-            with svc.engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
-            status["database"] = "ok"
-        except sa.exc.SQLAlchemyError as exc:
-            status["database"] = f"unavailable: {type(exc).__name__}"
-        return status
+def _probe(check: Callable[[], object]) -> str:
+    try:
+        check()
+    except IdentityError as exc:
+        return f"unavailable: {exc.code}"
+    except sa.exc.SQLAlchemyError as exc:
+        return f"unavailable: {type(exc).__name__}"
+    return "ok"
 
-    status = await run_in_threadpool(probe)
+
+def _readiness(svc: Services) -> dict[str, str]:
+    def database() -> None:
+        with svc.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    return {"database": _probe(database), "issuer": _probe(lambda: svc.issuer.health(svc.clock())),
+            "secrets": _probe(svc.secrets.health),
+            "signing_key": _probe(lambda: svc.signer)}
+
+
+@router.get("/readyz", responses={503: {"description": "a dependency is unavailable"}})
+async def readyz(svc: ServicesDep) -> JSONResponse:
+    """Readiness: the database, the issuer, the secret store and the signing key each
+    answer; 503 names the one that does not (no detail beyond its code). Public."""
+    status = await run_in_threadpool(_readiness, svc)
     ready = all(v == "ok" for v in status.values())
     return JSONResponse({"ready": ready, **status}, status_code=200 if ready else 503)
 
 
+@router.get("/metrics", response_class=PlainTextResponse,
+            responses=problems(s401="no credential", s403="role may not read metrics"))
+async def metrics(svc: ServicesDep, caller: MetricsReader) -> Response:
+    """Prometheus metrics (text exposition format): attestations by verdict and reason,
+    issuance latency, renewals, rate-limit hits, auth refusals. Needs `auditor` or
+    `gatekeeper` (give Prometheus an API key)."""
+    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
 @router.get("/v1/ca", response_class=PlainTextResponse)
 async def ca_bundle(svc: ServicesDep) -> str:
-    """Trust anchors for certificates this attestor issues (PEM)."""
+    """Trust anchors for certificates this attestor issues (PEM). Public."""
     return svc.issuer.roots_pem()

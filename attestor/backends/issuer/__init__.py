@@ -38,13 +38,21 @@ class Issuer(Protocol):
         ...
 
     def issue_device_identity(
-        self, public: PublicKey, *, device_id: str, serial: str | None, now: dt.datetime
-    ) -> IssuedCertificate: ...
+        self, public: PublicKey, *, device_id: str, serial: str | None, now: dt.datetime,
+        cert_serial: int | None = None,
+    ) -> IssuedCertificate:
+        """``serial`` is the device's serial number (subject); ``cert_serial`` the
+        certificate's, reserved by the caller before signing."""
+        ...
 
     def issue_workload(
         self, public: PublicKey, *, device_id: str, now: dt.datetime, ttl: dt.timedelta,
         serial: int | None = None,
     ) -> IssuedCertificate: ...
+
+    def health(self, now: dt.datetime) -> None:
+        """Return if the issuer can sign now; raise a ServiceError if not."""
+        ...
 
     def crl(self, revoked: list[tuple[int, dt.datetime, str]], now: dt.datetime,
             number: int) -> bytes:

@@ -109,15 +109,22 @@ class LocalCa:
             device_identity_days=device_identity_days,
         )
 
+    def health(self, now: dt.datetime) -> None:
+        cert = self.issuing.cert
+        if not cert.not_valid_before_utc <= now < cert.not_valid_after_utc:
+            raise CaError("the issuing CA certificate is not valid now")
+
     def roots_pem(self) -> str:
         return _pem(self.root).decode()
 
     def issue_device_identity(
-        self, public: PublicKey, *, device_id: str, serial: str | None, now: dt.datetime
+        self, public: PublicKey, *, device_id: str, serial: str | None, now: dt.datetime,
+        cert_serial: int | None = None,
     ) -> IssuedCertificate:
         cert = device_identity_certificate(
             self.issuing, public, device_id=device_id, serial=serial,
             trust_domain=self.trust_domain, now=now, days=self.device_identity_days,
+            cert_serial=cert_serial,
         )
         return IssuedCertificate(cert, (self.issuing.cert,))
 

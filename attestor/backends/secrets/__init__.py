@@ -20,3 +20,7 @@ class SecretStore(Protocol):
     """Read access to named secrets; a missing name returns None."""
 
     def read(self, name: str) -> SecretValue | None: ...
+
+    def health(self) -> None:
+        """Return if the store can serve reads now; raise a ServiceError if not."""
+        ...

@@ -90,6 +90,14 @@ class EmbeddedSecretStore:
             raise SecretStoreError(f"secret {name!r} fails authentication") from exc
         return SecretValue(name, row.version, value)
 
+    def health(self) -> None:
+        try:
+            with Session(self._engine) as session:
+                queries.secret_names(session, limit=1)
+        except sa.exc.SQLAlchemyError as exc:
+            raise SecretStoreError(f"the secret table cannot be read: {type(exc).__name__}") \
+                from exc
+
     def names(self) -> list[tuple[str, int]]:
         with Session(self._engine) as session:
             return queries.secret_names(session)

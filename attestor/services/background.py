@@ -1,0 +1,72 @@
+"""Background work of a running attestor: webhook delivery and audit checkpoints on
+timers, and the reconciliation of interrupted issuance at start-up.
+
+Each job runs on its own daemon thread and survives its own failures (logged,
+retried at the next tick). Every replica runs them: webhook rows are claimed with
+``SKIP LOCKED`` on PostgreSQL, and a checkpoint of an unchanged head is a no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+import sqlalchemy as sa
+
+from attestor import audit
+from attestor.services import issuance, webhooks
+from attestor.services.context import Services
+from identity.errors import IdentityError
+
+log = logging.getLogger("attestor.background")
+
+
+class Periodic:
+    def __init__(self, name: str, interval: float, job: Callable[[], object]) -> None:
+        self.name, self.interval, self.job = name, interval, job
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stopping.wait(self.interval):
+            self.tick()
+
+    def tick(self) -> None:
+        try:
+            self.job()
+        except (IdentityError, sa.exc.SQLAlchemyError, OSError):
+            log.exception("background job %s failed; retrying at the next tick", self.name)
+
+    def start(self) -> Periodic:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(timeout=10)
+
+
+def checkpoint(svc: Services) -> None:
+    with svc.session() as session, session.begin():
+        audit.checkpoint(session, svc.signer.key, svc.signer.kid, svc.clock())
+
+
+def deliver(svc: Services) -> None:
+    webhooks.deliver_due(svc.session, svc.settings, svc.clock)
+
+
+def start(svc: Services) -> list[Periodic]:
+    """Reconcile, then start the timers; returns them for :func:`stop`."""
+    issuance.startup_reconcile(svc)
+    jobs = [Periodic("audit-checkpoint", svc.settings.audit_checkpoint_seconds,
+                     lambda: checkpoint(svc))]
+    if svc.settings.webhooks:
+        jobs.append(Periodic("webhooks", svc.settings.webhook_poll_seconds,
+                             lambda: deliver(svc)))
+    return [job.start() for job in jobs]
+
+
+def stop(jobs: list[Periodic]) -> None:
+    for job in jobs:
+        job.stop()

@@ -1,0 +1,114 @@
+"""Crash-safe issuance: every certificate is accounted for before it is signed.
+
+1. ``reserve`` commits a *pending* row holding the serial the certificate will carry;
+2. the issuer signs with that serial (timed for ``edgeproof_issuance_seconds``);
+3. ``confirm`` turns the row into *issued*, in the same transaction as the audit
+   entry and the attestation or enrollment record; the certificate leaves the
+   attestor only after that commit.
+
+If the process dies between 1 and 3, or 3 fails (the audit log cannot be
+written, say), the row stays pending or is voided at once. ``reconcile`` runs at
+start-up: pending rows older than a grace period (longer than any issuance can
+take, so other replicas' work in flight is left alone) become *void* and are
+marked revoked, each with an audit entry. No signed certificate is ever unknown
+to the database; a void one was never handed out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from cryptography import x509
+from sqlmodel import Session, col, select
+
+from attestor import audit
+from attestor.backends.issuer import IssuedCertificate
+from attestor.db.models import Certificate
+from attestor.services.context import Services
+from identity.errors import IdentityError, ServiceError
+
+log = logging.getLogger("attestor.issuance")
+RECONCILE_GRACE = dt.timedelta(minutes=2)
+VOID_REASON = "issuance_interrupted"
+
+
+def reserve(svc: Services, device_id: str, kind: str, now: dt.datetime,
+            lifetime: dt.timedelta) -> int:
+    """Commit a pending row for a fresh serial; returns the serial to sign with."""
+    serial = x509.random_serial_number()
+    with svc.session() as session, session.begin():
+        session.add(Certificate(serial=f"{serial:x}", device_id=device_id, kind=kind,
+                                not_before=now, not_after=now + lifetime, pem="",
+                                status="pending"))
+    return serial
+
+
+def sign(svc: Services, serial: int, kind: str,
+         signer: Callable[[], IssuedCertificate]) -> IssuedCertificate:
+    """Sign the reserved certificate; a failure voids the reservation."""
+    started = time.perf_counter()
+    try:
+        issued = signer()
+    except Exception:
+        void(svc, serial, "signing_failed")
+        raise
+    svc.metrics.issuance.labels(kind=kind).observe(time.perf_counter() - started)
+    if issued.cert.serial_number != serial:
+        void(svc, serial, "serial_mismatch")
+        raise ServiceError("the issuer did not use the reserved serial")
+    return issued
+
+
+def confirm(session: Session, issued: IssuedCertificate) -> None:
+    """Record the signed certificate (inside the caller's transaction)."""
+    row = session.get(Certificate, issued.serial)
+    if row is None or row.status != "pending":
+        raise ServiceError(f"certificate {issued.serial} was not reserved")
+    row.status, row.pem = "issued", issued.pem
+    row.not_before = issued.cert.not_valid_before_utc
+    row.not_after = issued.cert.not_valid_after_utc
+    session.add(row)
+
+
+def void(svc: Services, serial: int, reason: str) -> None:
+    """Best effort: mark a reservation whose certificate was never handed out."""
+    try:
+        with svc.session() as session, session.begin():
+            row = session.get(Certificate, f"{serial:x}")
+            if row is not None and row.status == "pending":
+                row.status, row.revoked_at, row.revoked_reason = "void", svc.clock(), reason
+                session.add(row)
+    except sa.exc.SQLAlchemyError:
+        log.exception("could not void reservation %x; start-up reconciliation will", serial)
+
+
+def reconcile(svc: Services, now: dt.datetime,
+              grace: dt.timedelta = RECONCILE_GRACE) -> list[str]:
+    """Void pending reservations older than ``grace``; returns their serials."""
+    voided: list[str] = []
+    with svc.session() as session, session.begin():
+        stale = session.exec(select(Certificate).where(
+            Certificate.status == "pending", col(Certificate.not_before) < now - grace)
+            .with_for_update(skip_locked=True)).all()
+        for row in stale:
+            row.status, row.revoked_at, row.revoked_reason = "void", now, VOID_REASON
+            session.add(row)
+            audit.append(session, at=now, actor="attestor", action="certificate.reconcile",
+                         outcome="void", device_id=row.device_id,
+                         subject=f"certificate:{row.serial}",
+                         details={"kind": row.kind, "reason": VOID_REASON})
+            voided.append(row.serial)
+    if voided:
+        log.warning("voided %d interrupted issuance(s): %s", len(voided), ", ".join(voided))
+    return voided
+
+
+def startup_reconcile(svc: Services) -> None:
+    try:
+        reconcile(svc, svc.clock())
+    except (IdentityError, sa.exc.SQLAlchemyError):
+        log.exception("issuance reconciliation failed; it will be retried at the next start")
