@@ -149,3 +149,29 @@ def enroll_and_learn(attestor: LiveAttestor, device: Device) -> AgentConfig:
         assert config.device_id is not None
         attestor.learn(config.device_id)
     return config
+
+
+def enrollment_body(tpm: Tpm, ak_tpm: Tpm | None = None) -> dict[str, object]:
+    """Step one of enrollment as the agent builds it: ``tpm``'s EK, and an AK and DevID
+    made in ``ak_tpm`` (another TPM, for forgeries; by default the same one)."""
+    import base64
+
+    from agent.tpm.device import DEVID_HANDLE
+    from identity.protocol import enrollment_binding
+    from identity.tpm.structures import object_name, parse_public
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    ak_tpm = ak_tpm or tpm
+    ek = tpm.endorsement()
+    tpm.ensure_srk()
+    ak_tpm.ensure_srk()
+    ak = ak_tpm.create_ak()
+    devid = ak_tpm.create_devid()
+    certify = ak_tpm.certify_persistent(
+        DEVID_HANDLE, enrollment_binding(ek.public, object_name(parse_public(ak))))
+    return {"ek_public": b64(ek.public), "ek_certificate": b64(ek.certificate or b""),
+            "ak_public": b64(ak), "devid_public": b64(devid),
+            "devid_certify": {"attest": b64(certify.attest),
+                              "signature": b64(certify.signature)}}

@@ -129,4 +129,5 @@ def limited_device(kind: str) -> Callable[..., Awaitable[Principal]]:
 ChallengingDevice = Annotated[Principal, Depends(limited_device("challenge"))]
 AttestingDevice = Annotated[Principal, Depends(limited_device("attestation"))]
 EnrollmentLimit = Annotated[None, Depends(client_limit("enrollment"))]
-MetricsReader = Annotated[Principal, Depends(require_roles("auditor", "gatekeeper"))]
+FleetReader = Annotated[Principal, Depends(require_roles("auditor", "gatekeeper"))]
+MetricsReader = FleetReader

@@ -16,13 +16,12 @@ from agent.sim.softtpm import SoftKey, software_pcrs
 from agent.tpm.device import DEVID_HANDLE, Tpm, TpmError
 from identity.errors import AkNotRestricted
 from identity.pcr import PcrSelection
-from identity.protocol import enrollment_binding
 from identity.tpm.ak import check_attestation_key, load_key
 from identity.tpm.keys import public_key
 from identity.tpm.quote import verify_quote
-from identity.tpm.structures import object_name, parse_public
+from identity.tpm.structures import parse_public
 from identity.x509.csr import assemble_csr, csr_info
-from tests.harness import Device, LiveAttestor, enroll_and_learn
+from tests.harness import Device, LiveAttestor, enroll_and_learn, enrollment_body
 
 pytestmark = [pytest.mark.tpm, pytest.mark.adversarial, pytest.mark.e2e]
 SEL = PcrSelection.of({"sha256": range(8)})
@@ -57,27 +56,13 @@ def test_unrestricted_key_signs_forged_quotes_so_enrollment_refuses_it(device: D
         check_attestation_key(devid_public)
 
 
-def _enrollment_body(tpm: Tpm, ak_tpm: Tpm) -> dict[str, object]:
-    ek = tpm.endorsement()
-    tpm.ensure_srk()
-    ak_tpm.ensure_srk()
-    ak = ak_tpm.create_ak()
-    devid = ak_tpm.create_devid()
-    certify = ak_tpm.certify_persistent(
-        DEVID_HANDLE, enrollment_binding(ek.public, object_name(parse_public(ak))))
-    return {"ek_public": _b64(ek.public), "ek_certificate": _b64(ek.certificate or b""),
-            "ak_public": _b64(ak), "devid_public": _b64(devid),
-            "devid_certify": {"attest": _b64(certify.attest),
-                              "signature": _b64(certify.signature)}}
-
-
 def test_ak_from_another_tpm_cannot_be_activated(attestor: LiveAttestor, device: Device,
                                                  other_device: Device) -> None:
     """Device A's genuine EK with device B's AK: the credential is sealed to A's EK and
     bound to B's AK, so neither TPM can open it, and no guess is accepted."""
     device.tpm.ensure_srk()
     device.tpm.create_ak()  # A has an AK of its own, just not the one enrolled
-    body = _enrollment_body(device.tpm, other_device.tpm)
+    body = enrollment_body(device.tpm, other_device.tpm)
     challenge = httpx.post(f"{attestor.url}/v1/enrollments", json=body,
                            headers=attestor.enroller_headers)
     assert challenge.status_code == 201, challenge.text
@@ -94,8 +79,8 @@ def test_ak_from_another_tpm_cannot_be_activated(attestor: LiveAttestor, device:
 
 def test_devid_certified_by_another_ak_is_refused(attestor: LiveAttestor, device: Device,
                                                   other_device: Device) -> None:
-    body = _enrollment_body(device.tpm, device.tpm)
-    foreign = _enrollment_body(device.tpm, other_device.tpm)
+    body = enrollment_body(device.tpm, device.tpm)
+    foreign = enrollment_body(device.tpm, other_device.tpm)
     body["devid_certify"] = foreign["devid_certify"]
     response = httpx.post(f"{attestor.url}/v1/enrollments", json=body,
                            headers=attestor.enroller_headers)

@@ -14,7 +14,7 @@ from agent.client import AttestorError
 from agent.enroll import provision
 from agent.sim.swtpm import Manufacturer
 from attestor.db import queries
-from tests.harness import Device, LiveAttestor, enroll_and_learn, now
+from tests.harness import Device, LiveAttestor, enroll_and_learn, enrollment_body, now
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tpm, pytest.mark.adversarial]
 
@@ -87,20 +87,9 @@ def test_wrong_activation_secret_is_refused_without_echo(
     attestor: LiveAttestor, device: Device
 ) -> None:
     from agent.enroll import _b64
-    from identity.protocol import enrollment_binding
-    from identity.tpm.structures import object_name, parse_public
 
     tpm = device.tpm
-    ek = tpm.endorsement()
-    srk = tpm.ensure_srk()
-    ak = tpm.create_ak()
-    devid = tpm.create_devid()
-    certify = tpm.certify_persistent(0x81000003, enrollment_binding(
-        ek.public, object_name(parse_public(ak))))
-    body = {"ek_public": _b64(ek.public), "ek_certificate": _b64(ek.certificate or b""),
-            "ak_public": _b64(ak), "srk_public": _b64(srk), "devid_public": _b64(devid),
-            "devid_certify": {"attest": _b64(certify.attest),
-                              "signature": _b64(certify.signature)}}
+    body = enrollment_body(tpm)
     challenge = httpx.post(f"{attestor.url}/v1/enrollments", json=body,
                            headers=attestor.enroller_headers).json()
     expected = tpm.activate_credential(base64.b64decode(challenge["credential_blob"]),

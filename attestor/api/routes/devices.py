@@ -15,7 +15,7 @@ from attestor.api.admin_schemas import (
     Page,
     StateChange,
 )
-from attestor.api.deps import Admin, DeviceOrReader, Reader, ServicesDep
+from attestor.api.deps import Admin, DeviceOrReader, FleetReader, ServicesDep
 from attestor.api.schemas import problems
 from attestor.db.queries import DeviceFilter
 from attestor.services import devices
@@ -31,7 +31,7 @@ WRITE = problems(s401="no credential", s403="admins only", s404="unknown device"
 
 @router.get("", response_model=Page[DevicePublic], responses=READ)
 async def list_devices(
-    svc: ServicesDep, caller: Reader,
+    svc: ServicesDep, caller: FleetReader,
     state: Annotated[Literal["active", "quarantined", "revoked", "decommissioned"] | None,
                      Query()] = None,
     device_class: Annotated[str | None, Query(alias="class", max_length=64)] = None,
