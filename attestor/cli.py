@@ -97,9 +97,8 @@ def serve(
     """Run the attestor's HTTP API under uvicorn (JSON logs with request ids)."""
     import uvicorn
 
-    from attestor.observability import configure_logging
-
     from attestor.app import create_app
+    from attestor.observability import configure_logging
     from attestor.services.context import build_services
 
     settings = settings_for(data_dir, dev, host=host, port=port)

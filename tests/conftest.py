@@ -26,6 +26,16 @@ PG_ADMIN_URL = os.environ.get("EDGEPROOF_TEST_PG", "postgresql+psycopg://postgre
 IN_CI = os.environ.get("CI") == "true"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def json_logs() -> None:
+    """Every log line of the session is rendered as the attestor renders it in production
+    (JSON) into the leak watch's tap."""
+    from attestor.observability import configure_logging
+    from tests.leaks import LOGS
+
+    configure_logging(stream=LOGS)
+
+
 @pytest.fixture(scope="session")
 def corpus() -> Path:
     candidates = [os.environ.get("EDGEPROOF_CORPUS"), str(ROOT.parent / "shared" / "corpus")]

@@ -23,6 +23,7 @@ from attestor.services.policies import learn_from_device
 from attestor.settings import load_settings
 from attestor.setup import initialise
 from attestor.trust import import_certificates
+from tests.leaks import LOGS, LeakWatch, Recorder
 
 
 class MutableClock:
@@ -37,8 +38,9 @@ class MutableClock:
 
 class LiveAttestor:
     def __init__(self, data_dir: Path, trusted: list[Manufacturer],
-                 database_url: str | None = None) -> None:
-        self.settings = load_settings(data_dir, dev=True, database_url=database_url)
+                 database_url: str | None = None, **overrides: object) -> None:
+        self.settings = load_settings(data_dir, dev=True, database_url=database_url,
+                                      **overrides)
         initialise(self.settings, dt.datetime.now(dt.UTC))
         for maker in trusted:
             refused = import_certificates(
@@ -50,10 +52,13 @@ class LiveAttestor:
         with self.services.session() as session, session.begin():
             self.enroller_key = apikeys.create(session, "test station", "enroller", self.clock())
         self.enroller_headers = {"X-Api-Key": self.enroller_key}
+        self.watch = LeakWatch(log_start=len(LOGS.lines))
+        self._watch_own_keys()
         self.port = free_port_pair()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(create_app(self.services), host="127.0.0.1", port=self.port,
-                                log_level="warning", lifespan="on")
+        app = Recorder(create_app(self.services), self.watch)
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port,
+                                log_level="info", lifespan="on", log_config=None)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -66,10 +71,40 @@ class LiveAttestor:
             time.sleep(0.01)
         return self
 
-    def stop(self) -> None:
+    def _watch_own_keys(self) -> None:
+        """The attestor's private keys and passphrase must never leave its data dir."""
+        from cryptography.hazmat.primitives import serialization
+
+        issuer = self.services.issuer
+        keys = {"the issuing CA key": issuer.issuing.key,  # type: ignore[attr-defined]
+                "the attestor's signing key": self.services.signer.key}
+        for what, key in keys.items():
+            scalar = key.private_numbers().private_value
+            self.watch.secret(what, scalar.to_bytes(32, "big"))
+            pem = key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption()).decode().splitlines()
+            self.watch.secret(what, pem[1])
+        self.watch.secret("the secret-store key", self.settings.secret_key_file.read_bytes())
+        self.watch.secret("the CA passphrase", self.settings.ca_passphrase().decode())
+
+    def leaks(self) -> list[str]:
+        from attestor import audit
+        from attestor.db import queries
+
+        with self.services.session() as session:
+            entries = [audit.event_json(e) for e in queries.audit_events(session)]
+        return self.watch.findings(entries)
+
+    def stop(self, *, check_leaks: bool = True) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
-        self.services.engine.dispose()
+        try:
+            if check_leaks:
+                found = self.leaks()
+                assert not found, "secret material leaked:\n" + "\n".join(found[:20])
+        finally:
+            self.services.engine.dispose()
 
     def client(self, config: AgentConfig | None = None, tpm: Tpm | None = None,
                *, api_key: str | None = "station") -> AttestorClient:
@@ -78,6 +113,10 @@ class LiveAttestor:
         key = self.enroller_key if api_key == "station" else api_key
         signer = device_signer(config, tpm) if config is not None and tpm is not None else None
         return AttestorClient(self.url, api_key=key, signer=signer)
+
+    def headers(self, role: str) -> dict[str, str]:
+        """Authorization for an operator with ``role``."""
+        return {"Authorization": f"Bearer {self.token(role)}"}
 
     def token(self, role: str, ttl: dt.timedelta = dt.timedelta(minutes=10)) -> str:
         from attestor.auth.tokens import local_issuer, mint
@@ -90,6 +129,7 @@ class LiveAttestor:
             learn_from_device(session, device_id, "test", self.clock(), grant=grant)
 
     def put_secret(self, name: str, value: bytes) -> None:
+        self.watch.release(value)
         self.services.secrets.put(name, value, self.clock())  # type: ignore[attr-defined]
 
 

@@ -85,7 +85,8 @@ def find_devices(session: Session, f: DeviceFilter, after: str | None,
     if f.attested_after:
         query = query.where(col(Device.last_attested_at) > f.attested_after)
     if f.reason:
-        query = query.where(col(Device.last_reasons).contains(f",{f.reason},"))
+        query = query.where(col(Device.last_reasons).contains(f",{f.reason},",
+                                                             autoescape=True))
     return session.exec(query).all()
 
 
