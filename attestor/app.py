@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from attestor.api import problems
+from attestor.api import openapi, problems
 from attestor.api.limits import BodyLimit
 from attestor.api.ratelimit import RateLimiter
 from attestor.api.routes import attestations, devices, enrollments, health, operators
@@ -43,6 +43,7 @@ def create_app(services: Services, *, background: bool = True) -> FastAPI:
     app.state.services = services
     app.state.rate_limiter = RateLimiter()
     problems.install(app)
+    openapi.install(app)
     app.add_middleware(BodyLimit, max_bytes=services.settings.max_body_bytes)
     app.add_middleware(RequestContext)  # outermost: every response carries its request id
     for module in (enrollments, attestations, devices, operators, health):

@@ -48,6 +48,8 @@ class Problem(BaseModel):
     codes: list[str] = Field(default_factory=list, description="every failed check's code")
     checks: list[dict[str, Any]] = Field(default_factory=list,
                                          description="every check with its outcome")
+    errors: list[dict[str, Any]] | None = Field(
+        None, description="schema violations (request.invalid): location and message")
 
 
 def problems(**described: str) -> dict[int | str, dict[str, Any]]:

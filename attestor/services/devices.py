@@ -46,6 +46,16 @@ def decode_cursor(cursor: str | None) -> str | None:
         raise MalformedInput("the cursor is not one this API returned") from exc
 
 
+def decode_position(cursor: str | None) -> int | None:
+    """A cursor over numbered rows (audit sequence, attestation or pre-registration id)."""
+    value = decode_cursor(cursor)
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 19:
+        raise MalformedInput("the cursor is not one this API returned")
+    return int(value)
+
+
 def view(session: Session, device: Device) -> DevicePublic:
     cert = queries.current_certificate(session, device.id)
     last = queries.latest_attestation(session, device.id)
@@ -131,11 +141,10 @@ def attestation_view(row: Attestation) -> AttestationPublic:
 
 def history(svc: Services, device_id: str, cursor: str | None,
             limit: int) -> Page[AttestationPublic]:
-    before = decode_cursor(cursor)
+    before = decode_position(cursor)
     with svc.session() as session:
         queries.get_device(session, device_id)
-        rows = queries.attestation_page(session, device_id,
-                                        int(before) if before else None, limit + 1)
+        rows = queries.attestation_page(session, device_id, before, limit + 1)
     more = len(rows) > limit
     items = [attestation_view(r) for r in rows[:limit]]
     return Page(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)

@@ -21,7 +21,7 @@ from attestor.auth import Principal
 from attestor.db import queries
 from attestor.db.models import Preregistration
 from attestor.services.context import Services
-from attestor.services.devices import decode_cursor, encode_cursor
+from attestor.services.devices import decode_position, encode_cursor
 from identity.errors import MalformedInput
 from identity.roca import roca_vulnerable
 from identity.truststore import load_certificates
@@ -80,7 +80,14 @@ def create(svc: Services, items: list[PreregistrationIn],
 def parse_csv(text: str) -> list[PreregistrationIn]:
     """CSV with a header: serial, model, device_class, ek_certificate (base64 DER or PEM),
     ek_public_key (base64 DER)."""
-    reader = csv.DictReader(io.StringIO(text))
+    try:
+        return _parse_csv(text)
+    except csv.Error as exc:
+        raise MalformedInput(f"the CSV does not parse: {exc}") from exc
+
+
+def _parse_csv(text: str) -> list[PreregistrationIn]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
     if reader.fieldnames is None or "serial" not in reader.fieldnames:
         raise MalformedInput(f"the CSV needs a header with {', '.join(CSV_COLUMNS)}")
     unknown = set(reader.fieldnames) - set(CSV_COLUMNS)
@@ -109,9 +116,9 @@ def parse_csv(text: str) -> list[PreregistrationIn]:
 
 
 def pending(svc: Services, cursor: str | None, limit: int) -> Page[PreregistrationPublic]:
-    after = decode_cursor(cursor)
+    after = decode_position(cursor) or 0
     with svc.session() as session:
-        rows = queries.pending_preregistrations(session, int(after) if after else 0, limit + 1)
+        rows = queries.pending_preregistrations(session, after, limit + 1)
     items = [PreregistrationPublic.model_validate(r) for r in rows[:limit]]
     more = len(rows) > limit
     return Page(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)

@@ -10,6 +10,7 @@ import struct
 from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import UnsupportedAlgorithm as CryptoUnsupported
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -42,14 +43,20 @@ class ImaPolicy(BaseModel):
     @classmethod
     def _regexes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for pattern in value:
-            re.compile(pattern)
+            try:
+                re.compile(pattern)
+            except re.error as exc:  # not a ValueError: pydantic would not report it
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from exc
         return value
 
     @field_validator("trusted_keys")
     @classmethod
     def _keys(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         for pem in value:
-            key = serialization.load_pem_public_key(pem.encode())
+            try:
+                key = serialization.load_pem_public_key(pem.encode())
+            except CryptoUnsupported as exc:
+                raise ValueError(f"unsupported trusted IMA key: {exc}") from exc
             if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
                 raise ValueError("trusted IMA keys must be RSA or ECC")
         return value

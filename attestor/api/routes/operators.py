@@ -31,7 +31,7 @@ from attestor.db import queries
 from attestor.db.models import Policy
 from attestor.services import certificates, policies, preregistration
 from attestor.services.context import Services
-from attestor.services.devices import decode_cursor, encode_cursor
+from attestor.services.devices import decode_position, encode_cursor
 from identity.errors import MalformedInput
 from identity.policy import parse_policy
 
@@ -85,7 +85,7 @@ async def create_policy(body: PolicyCreate, svc: ServicesDep, caller: Admin,
                                 s404="no such version or evidence"))
 async def dry_run(svc: ServicesDep, caller: Reader, device_class: str = Class,
                   device_id: Annotated[str, Query(max_length=64)] = "",
-                  version: Annotated[int | None, Query(ge=1)] = None,
+                  version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
                   body: Annotated[PolicyCreate | None, Body()] = None) -> DryRun:
     """Evaluate a stored version (or a document in the body) against a device's last
     verified evidence, without changing anything."""
@@ -189,12 +189,12 @@ async def audit_query(svc: ServicesDep, caller: Reader, since: dt.datetime | Non
                       outcome: AuditQuery = None, cursor: Cursor = None,
                       limit: Limit = 100) -> Page[AuditPublic]:
     """Audit entries in order, filtered; the hash chain's fields included."""
-    after = decode_cursor(cursor)
+    after = decode_position(cursor) or 0
     f = _audit_filter(since, until, device_id, actor, action, outcome)
 
     def run() -> Page[AuditPublic]:
         with svc.session() as session:
-            rows = queries.audit_page(session, f, int(after) if after else 0, limit + 1)
+            rows = queries.audit_page(session, f, after, limit + 1)
         items = [AuditPublic.model_validate(audit.event_json(r)) for r in rows[:limit]]
         more = len(rows) > limit
         return Page(items=items, next_cursor=encode_cursor(items[-1].seq) if more else None)

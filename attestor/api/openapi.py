@@ -1,0 +1,44 @@
+"""The OpenAPI document, with every error response described as what it is: an RFC 9457
+problem (``application/problem+json``), including FastAPI's validation errors (422) and
+a ``default`` entry for the statuses an operation does not list (401, 413, 429, 5xx)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
+PROBLEM_CONTENT = {"application/problem+json": {"schema": PROBLEM_REF}}
+
+
+def _rewrite(spec: dict[str, Any]) -> dict[str, Any]:
+    for path in spec.get("paths", {}).values():
+        for operation in path.values():
+            responses = operation.setdefault("responses", {})
+            for status, response in responses.items():
+                if status != "default" and int(status) >= 400:
+                    response["content"] = PROBLEM_CONTENT
+                if status == "422":
+                    response["description"] = "the request does not match the schema " \
+                                               "(`request.invalid`, with `errors`)"
+            responses.setdefault("default", {
+                "description": "any other refusal or fault, as a problem with its reason "
+                               "code (401, 413, 429 with Retry-After, 5xx)",
+                "content": PROBLEM_CONTENT})
+    schemas = spec.get("components", {}).get("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    return spec
+
+
+def install(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _rewrite(get_openapi(
+                title=app.title, version=app.version, description=app.description,
+                routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

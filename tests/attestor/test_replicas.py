@@ -1,0 +1,161 @@
+"""Two attestor processes (`attestor serve`) on one PostgreSQL database, as behind a load
+balancer: whatever one replica issues (nonces, activation challenges) the other accepts,
+exactly once, even when the same request reaches both at the same moment."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent.attest import collect_evidence, device_signer
+from agent.sim.swtpm import Manufacturer, free_port_pair
+from tests.harness import Device, LiveAttestor, enroll_and_learn, enrollment_body
+
+pytestmark = [pytest.mark.pg, pytest.mark.e2e, pytest.mark.tpm]
+ROUNDS = 5
+
+
+class Replica:
+    def __init__(self, data_dir: Path, database_url: str, log: Path) -> None:
+        self.port = free_port_pair()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "EDGEPROOF_DATABASE_URL": database_url}
+        self.log = log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "attestor.cli", "serve", "--data-dir", str(data_dir),
+             "--dev", "--port", str(self.port)], env=env, stdout=self.log, stderr=self.log)
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            assert self.process.poll() is None, "the replica exited"
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "the replica did not become ready"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=20)
+        self.log.close()
+
+
+@pytest.fixture
+def replicas(tmp_path: Path, manufacturer: Manufacturer,
+             pg_url: str) -> Iterator[tuple[LiveAttestor, Replica, Replica]]:
+    """The shared data directory and database (prepared in-process), and two servers."""
+    setup = LiveAttestor(tmp_path / "attestor", [manufacturer], database_url=pg_url)
+    pair = [Replica(tmp_path / "attestor", pg_url, tmp_path / f"replica-{n}.log")
+            for n in "ab"]
+    try:
+        for replica in pair:
+            replica.wait_ready()
+        yield setup, pair[0], pair[1]
+    finally:
+        for replica in pair:
+            replica.stop()
+        setup.services.engine.dispose()
+
+
+def _at_once(*calls: Callable[[], httpx.Response]) -> list[httpx.Response]:
+    """Run the calls in threads released together."""
+    barrier = threading.Barrier(len(calls))
+    results: list[httpx.Response | None] = [None] * len(calls)
+
+    def run(index: int) -> None:
+        barrier.wait()
+        results[index] = calls[index]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert all(r is not None for r in results)
+    return [r for r in results if r is not None]
+
+
+def _code(response: httpx.Response) -> str:
+    return str(response.json().get("code")) if response.status_code >= 400 else "ok"
+
+
+def test_nonces_and_activations_are_consumed_once_across_replicas(
+    replicas: tuple[LiveAttestor, Replica, Replica], device: Device, other_device: Device
+) -> None:
+    setup, a, b = replicas
+    setup.url = a.url  # enrollment through replica A
+    config = enroll_and_learn(setup, device)
+    device_id = config.device_id
+    assert device_id
+    signer = device_signer(config, device.tpm)
+
+    def encode(body: dict[str, object] | None) -> bytes:
+        return json.dumps(body or {}, separators=(",", ":")).encode()
+
+    def sign(path: str, body: dict[str, object] | None = None) -> dict[str, str]:
+        return signer.headers("POST", path, encode(body), time.time())
+
+    def post(replica: Replica, path: str, body: dict[str, object] | None = None,
+             headers: dict[str, str] | None = None) -> httpx.Response:
+        return httpx.post(replica.url + path, content=encode(body), timeout=60,
+                          headers={"Content-Type": "application/json",
+                                   **(headers or sign(path, body))})
+
+    challenge_path = f"/v1/devices/{device_id}/challenge"
+    attest_path = f"/v1/devices/{device_id}/attestations"
+
+    # A nonce issued by A is accepted by B, once.
+    challenge = post(a, challenge_path).json()
+    evidence = collect_evidence(config, device.tpm, device_id, challenge).body
+    assert post(b, attest_path, evidence).status_code == 201
+    assert _code(post(a, attest_path, evidence)) == "nonce.used"
+    assert _code(post(b, attest_path, evidence)) == "nonce.used"
+
+    # The same evidence at both replicas at the same moment: exactly one succeeds.
+    for _ in range(ROUNDS):
+        challenge = post(a if _ % 2 else b, challenge_path).json()
+        evidence = collect_evidence(config, device.tpm, device_id, challenge).body
+        # Signed before the race: one TPM, one thread at a time (no resource manager).
+        first, second = (sign(attest_path, evidence) for _ in range(2))
+        outcomes = sorted(_code(r) for r in _at_once(
+            lambda body=evidence, h=first: post(a, attest_path, body, h),  # type: ignore[misc]
+            lambda body=evidence, h=second: post(b, attest_path, body, h)))  # type: ignore[misc]
+        assert outcomes == ["nonce.used", "ok"]
+
+    # One signed request replayed to both replicas at once: one passes, one is a replay.
+    headers = sign(challenge_path)
+    outcomes = sorted(_code(r) for r in _at_once(
+        lambda: post(a, challenge_path, headers=headers),
+        lambda: post(b, challenge_path, headers=headers)))
+    assert outcomes == ["auth.replay", "ok"]
+
+    # An activation challenge from A answered at B and A at the same moment: once.
+    body = enrollment_body(other_device.tpm)
+    started = httpx.post(f"{a.url}/v1/enrollments", json=body,
+                         headers=setup.enroller_headers).json()
+    secret = other_device.tpm.activate_credential(
+        base64.b64decode(started["credential_blob"]),
+        base64.b64decode(started["encrypted_secret"]))
+    answer = {"secret": base64.b64encode(secret).decode()}
+    activation = f"/v1/enrollments/{started['enrollment_id']}/activation"
+    outcomes = sorted(_code(r) for r in _at_once(
+        lambda: httpx.post(a.url + activation, json=answer, timeout=60),
+        lambda: httpx.post(b.url + activation, json=answer, timeout=60)))
+    assert outcomes == ["activation.used", "ok"]
+
+    # Both replicas wrote to one audit chain, and it verifies.
+    report = httpx.get(f"{a.url}/v1/audit/verify", headers=setup.headers("auditor")).json()
+    assert report["ok"] and report["entries"] > 10
