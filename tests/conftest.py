@@ -92,9 +92,26 @@ def rogue_manufacturer(tmp_path_factory: pytest.TempPathFactory) -> Manufacturer
     return maker
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules that set ``BOTH_DATABASES = True`` run every test using ``attestor`` on
+    SQLite and on PostgreSQL (marker ``pg``: required under CI=true)."""
+    if "attestor" in metafunc.fixturenames and getattr(metafunc.module, "BOTH_DATABASES",
+                                                       False):
+        metafunc.parametrize("database", ["sqlite", pytest.param("postgresql",
+                                                                 marks=pytest.mark.pg)],
+                             indirect=True)
+
+
 @pytest.fixture
-def attestor(tmp_path: Path, manufacturer: Manufacturer) -> Iterator[LiveAttestor]:
-    live = LiveAttestor(tmp_path / "attestor", [manufacturer]).start()
+def database(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def attestor(tmp_path: Path, manufacturer: Manufacturer, database: str,
+             request: pytest.FixtureRequest) -> Iterator[LiveAttestor]:
+    url = request.getfixturevalue("pg_url") if database == "postgresql" else None
+    live = LiveAttestor(tmp_path / "attestor", [manufacturer], database_url=url).start()
     try:
         yield live
     finally:

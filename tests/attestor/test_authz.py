@@ -22,6 +22,7 @@ from attestor.auth import apikeys
 from tests.harness import Device, LiveAttestor, enroll_and_learn, enrollment_body
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tpm]
+BOTH_DATABASES = True  # every test here runs on SQLite and on PostgreSQL
 
 PEOPLE = ("admin", "enroller", "auditor", "gatekeeper")
 CREDENTIALS = ("none", *PEOPLE, "station", "auditor-key", "device", "other-device")

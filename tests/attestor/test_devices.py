@@ -15,6 +15,7 @@ from agent.client import AttestorError
 from tests.harness import Device, LiveAttestor, enroll_and_learn, now
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tpm]
+BOTH_DATABASES = True  # every test here runs on SQLite and on PostgreSQL
 
 
 def _get(attestor: LiveAttestor, path: str, role: str = "auditor", **params: object

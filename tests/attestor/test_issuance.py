@@ -21,6 +21,7 @@ from tests.attestor.test_audit import _block_audit_writes
 from tests.harness import Device, LiveAttestor, enroll_and_learn, now
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tpm]
+BOTH_DATABASES = True  # every test here runs on SQLite and on PostgreSQL
 
 
 class Crash(BaseException):  # noqa: N818 - it stands for the process dying
@@ -102,7 +103,8 @@ def test_audit_write_failure_fails_the_request_and_issues_nothing(
     assert statuses.pop(good.serial) == "issued"
     assert list(statuses.values()) == ["void"]  # signed, never recorded, never handed out
     with attestor.services.engine.begin() as conn:
-        conn.execute(sa.text("DROP TRIGGER no_audit"))
+        on = "" if conn.dialect.name == "sqlite" else " ON audit_events"
+        conn.execute(sa.text(f"DROP TRIGGER no_audit{on}"))
     listing = httpx.get(f"{attestor.url}/v1/certificates", params={"device_id": device_id},
                         headers=attestor.headers("auditor")).json()["items"]
     assert sorted(c["status"] for c in listing) == ["issued", "issued", "void"]

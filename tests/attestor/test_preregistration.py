@@ -17,6 +17,7 @@ from identity.errors import MalformedInput
 from tests.harness import Device, LiveAttestor, now
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tpm]
+BOTH_DATABASES = True  # every test here runs on SQLite and on PostgreSQL
 
 
 def _ek_cert(device: Device) -> bytes:

@@ -21,6 +21,7 @@ from identity.tpm.structures import parse_public
 from tests.harness import Device, LiveAttestor, enroll_and_learn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tpm]
+BOTH_DATABASES = True  # every test here runs on SQLite and on PostgreSQL
 
 
 def now() -> dt.datetime:

@@ -17,6 +17,7 @@ from attestor.db import queries
 from tests.harness import Device, LiveAttestor, enroll_and_learn, enrollment_body, now
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tpm, pytest.mark.adversarial]
+BOTH_DATABASES = True  # every test here runs on SQLite and on PostgreSQL
 
 
 def _refusal(exc: pytest.ExceptionInfo[AttestorError]) -> list[str]:

@@ -1,0 +1,74 @@
+"""Request ids, structured JSON logs, Prometheus metrics and readiness."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.attest import attest_once
+from agent.client import AttestorError
+from tests.harness import Device, LiveAttestor, enroll_and_learn, now
+from tests.leaks import LOGS
+
+BOTH_DATABASES = True  # every test here runs on SQLite and on PostgreSQL
+
+
+def test_request_ids_are_echoed_logged_and_audited(attestor: LiveAttestor,
+                                                   device: Device) -> None:
+    config = enroll_and_learn(attestor, device)
+    response = httpx.post(f"{attestor.url}/v1/devices/{config.device_id}/quarantine",
+                          json={"reason": "drill"},
+                          headers={"X-Request-Id": "ops-ticket-42", **attestor.headers("admin")})
+    assert response.headers["x-request-id"] == "ops-ticket-42"
+    entries = httpx.get(f"{attestor.url}/v1/audit", params={"action": "device.quarantine"},
+                        headers=attestor.headers("auditor")).json()["items"]
+    assert [e["request_id"] for e in entries] == ["ops-ticket-42"]
+
+    made_up = httpx.get(f"{attestor.url}/healthz", headers={"X-Request-Id": "bad id\x7f!"})
+    assert made_up.headers["x-request-id"] != "bad id\x7f!"
+    assert len(made_up.headers["x-request-id"]) == 32
+
+    lines = [json.loads(line) for line in LOGS.lines[attestor.watch.log_start:]]
+    access = [line for line in lines if line.get("logger") == "attestor.access"
+              and line.get("request_id") == "ops-ticket-42"]
+    assert len(access) == 1
+    assert access[0]["status"] == 200 and access[0]["method"] == "POST"
+    assert {"timestamp", "level", "duration_ms", "path"} <= set(access[0])
+
+
+def test_metrics_count_verdicts_reasons_issuance_and_renewals(attestor: LiveAttestor,
+                                                             device: Device) -> None:
+    config = enroll_and_learn(attestor, device)  # one refusal: policy.no_reference
+    with attestor.client(config, device.tpm) as client:
+        attest_once(config, device.tpm, client, now())
+        attest_once(config, device.tpm, client, now())
+        device.reboot(tamper="bootloader")
+        with pytest.raises(AttestorError):
+            attest_once(config, device.tpm, client, now())
+    text = httpx.get(f"{attestor.url}/metrics", headers=attestor.headers("gatekeeper")).text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("edgeproof_attestations_total", (("reason", "none"),
+                                                     ("verdict", "pass")))] == 2
+    assert samples[("edgeproof_attestations_total", (("reason", "policy.no_reference"),
+                                                     ("verdict", "fail")))] == 1
+    assert samples[("edgeproof_attestations_total", (("reason", "policy.pcr_mismatch"),
+                                                     ("verdict", "fail")))] == 1
+    assert samples[("edgeproof_renewals_total", ())] == 1
+    assert samples[("edgeproof_issuance_seconds_count", (("kind", "workload"),))] == 2
+    assert samples[("edgeproof_issuance_seconds_count", (("kind", "identity"),))] == 1
+    anonymous = httpx.get(f"{attestor.url}/metrics")
+    assert anonymous.status_code == 401
+
+
+def test_readiness_names_the_failing_backend(attestor: LiveAttestor) -> None:
+    ready = httpx.get(f"{attestor.url}/readyz").json()
+    assert ready == {"ready": True, "database": "ok", "issuer": "ok", "secrets": "ok",
+                     "signing_key": "ok"}
+    attestor.services.signing = None  # as if the key could not be loaded
+    down = httpx.get(f"{attestor.url}/readyz")
+    assert down.status_code == 503
+    assert down.json()["signing_key"] == "unavailable: service.error"
