@@ -80,6 +80,7 @@ def apikey_create(
 
 @apikey_app.command("list")
 def apikey_list(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
+    """API keys: id, name, role, created, revoked (never the key)."""
     from sqlmodel import select
 
     from attestor.db.models import ApiKey
@@ -95,6 +96,7 @@ def apikey_list(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
 
 @apikey_app.command("revoke")
 def apikey_revoke(key_id: str, data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
+    """Revoke an API key by its id (takes effect on the next request, every replica)."""
     from attestor import audit
     from attestor.db.models import ApiKey
 
@@ -146,7 +148,8 @@ def audit_verify(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None,
 
 @audit_app.command("checkpoint")
 def audit_checkpoint(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
-    """Sign the chain's current head (the server does this every minute)."""
+    """Sign the chain's current head (a running server does it every
+    `audit_checkpoint_seconds`)."""
     from attestor import audit
 
     svc = _services(data_dir, dev)
