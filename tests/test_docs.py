@@ -28,6 +28,14 @@ def test_every_reason_code_is_documented() -> None:
     assert not missing, f"codes missing from docs/reason-codes.md: {sorted(missing)}"
 
 
+def test_every_audit_finding_is_documented() -> None:
+    source = (ROOT / "attestor" / "audit.py").read_text()
+    findings = set(re.findall(r'report\.problem\("([a-z_.]+)"', source))
+    doc = (ROOT / "docs" / "reason-codes.md").read_text()
+    assert findings, "the audit verifier reports no findings?"
+    assert findings <= set(re.findall(r"^\| `([a-z_.]+)` \|", doc, re.MULTILINE))
+
+
 def test_reason_codes_are_unique() -> None:
     codes = list(_codes(IdentityError))
     assert len(codes) == len(set(codes))

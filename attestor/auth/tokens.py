@@ -62,10 +62,25 @@ class LocalTokens:
                                 leeway=30)
         except jwt.ExpiredSignatureError as exc:
             raise AuthExpired("the bearer token has expired") from exc
-        except jwt.InvalidTokenError as exc:
+        except jwt.PyJWTError as exc:
             raise AuthInvalid(f"the bearer token is not valid: {exc}") from exc
         del now  # PyJWT checks exp against the wall clock
         return _principal(claims, "role")
+
+
+def _signing_keys(jwks: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The JWKS's signature keys by kid; malformed keys and encryption keys are skipped."""
+    keys: dict[str, dict[str, Any]] = {}
+    entries = jwks.get("keys") if isinstance(jwks, dict) else None
+    for entry in entries if isinstance(entries, list) else []:
+        if not isinstance(entry, dict) or "kid" not in entry or entry.get("use", "sig") != "sig":
+            continue
+        try:
+            PyJWK(entry)
+        except jwt.PyJWTError:
+            continue
+        keys[str(entry["kid"])] = entry
+    return keys
 
 
 class OidcTokens:
@@ -79,7 +94,7 @@ class OidcTokens:
         self.issuer, self.audience, self.jwks_url = issuer, audience, jwks_url
         self.algorithms, self.role_claim = algorithms, role_claim
         self._fetch = fetch or self._http_fetch
-        self._keys: dict[str, PyJWK] = {}
+        self._keys: dict[str, dict[str, Any]] = {}
         self._fetched_at = 0.0
         self._lock = threading.Lock()
 
@@ -90,7 +105,7 @@ class OidcTokens:
         data: dict[str, Any] = response.json()
         return data
 
-    def _key(self, kid: str) -> PyJWK:
+    def _key(self, kid: str, alg: str) -> PyJWK:
         with self._lock:
             stale = time.monotonic() - self._fetched_at
             if kid not in self._keys and (stale > JWKS_MIN_REFRESH or not self._keys) \
@@ -101,25 +116,30 @@ class OidcTokens:
                     if not self._keys:
                         raise AuthInvalid(f"the OIDC JWKS cannot be fetched: {exc}") from exc
                 else:
-                    self._keys = {k["kid"]: PyJWK(k) for k in jwks.get("keys", []) if "kid" in k}
+                    self._keys = _signing_keys(jwks)
                     self._fetched_at = time.monotonic()
-            key = self._keys.get(kid)
-        if key is None:
+            entry = self._keys.get(kid)
+        if entry is None:
             raise AuthInvalid(f"no key {kid!r} in the OIDC issuer's JWKS")
-        return key
+        if entry.get("alg", alg) != alg:
+            raise AuthInvalid(f"key {kid!r} is for {entry['alg']}, not {alg}")
+        try:
+            return PyJWK(entry, algorithm=alg)  # refuses a key of the wrong type for alg
+        except jwt.PyJWTError as exc:
+            raise AuthInvalid(f"key {kid!r} cannot verify {alg}: {exc}") from exc
 
     def verify(self, token: str, now: dt.datetime) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
             if header.get("alg") not in self.algorithms:
                 raise AuthInvalid(f"token algorithm {header.get('alg')!r} is not accepted")
-            key = self._key(str(header.get("kid", "")))
+            key = self._key(str(header.get("kid", "")), str(header["alg"]))
             claims = jwt.decode(token, key.key, algorithms=self.algorithms,
                                 audience=self.audience, issuer=self.issuer,
                                 options={"require": ["iss", "aud", "exp", "sub"]}, leeway=30)
         except jwt.ExpiredSignatureError as exc:
             raise AuthExpired("the bearer token has expired") from exc
-        except jwt.InvalidTokenError as exc:
+        except jwt.PyJWTError as exc:
             raise AuthInvalid(f"the bearer token is not valid: {exc}") from exc
         del now
         return _principal(claims, self.role_claim)

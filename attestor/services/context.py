@@ -61,7 +61,7 @@ class Services:
         issuer = self.settings.auth.oidc_issuer
         try:
             claimed = jwt.decode(token, options={"verify_signature": False}).get("iss")
-        except jwt.InvalidTokenError as exc:
+        except jwt.PyJWTError as exc:
             raise AuthInvalid("the bearer token is not a JWT") from exc
         if self.oidc is not None and claimed == issuer:
             return self.oidc.verify(token, self.clock())

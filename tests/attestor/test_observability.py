@@ -72,3 +72,19 @@ def test_readiness_names_the_failing_backend(attestor: LiveAttestor) -> None:
     down = httpx.get(f"{attestor.url}/readyz")
     assert down.status_code == 503
     assert down.json()["signing_key"] == "unavailable: service.error"
+
+
+def test_audit_checkpoints_are_witnessed_in_the_log(attestor: LiveAttestor,
+                                                    device: Device) -> None:
+    from attestor.services import background
+
+    enroll_and_learn(attestor, device)
+    background.checkpoint(attestor.services)
+    background.checkpoint(attestor.services)  # unchanged head: nothing new to witness
+    report = httpx.get(f"{attestor.url}/v1/audit/verify",
+                       headers=attestor.headers("auditor")).json()
+    lines = [json.loads(line) for line in LOGS.lines[attestor.watch.log_start:]]
+    witnessed = [line for line in lines if line.get("event") == "audit checkpoint"]
+    assert len(witnessed) == 1
+    assert witnessed[0]["seq"] == report["anchored_seq"]
+    assert len(witnessed[0]["hash"]) == 64 and witnessed[0]["kid"]
