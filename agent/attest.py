@@ -4,8 +4,11 @@ then install the issued credential set atomically, or keep the old one on refusa
 from __future__ import annotations
 
 import base64
+import binascii
 import datetime as dt
 import json
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ from typing import Any
 from cryptography import x509
 from tpm2_pytss.tsskey import TSSPrivKey
 
-from agent.client import AttestorClient, AttestorError, DeviceSigner
+from agent.client import AttestorClient, AttestorError, DeviceSigner, MalformedAnswer
 from agent.config import AgentConfig
 from agent.enroll import CA_FILE
 from agent.files import atomic_write, install_set
@@ -25,8 +28,12 @@ from identity.tpm.keys import PublicKey, public_key
 from identity.tpm.structures import parse_attest, parse_public
 from identity.x509.csr import assemble_csr, csr_info
 
+log = logging.getLogger("edge_agent.attest")
 STATUS_FILE = "status.json"
+RESULT_FILE = "attestation.json"
+TOKEN_FILE = "attestation.jwt"  # noqa: S105 (a file name)
 MAX_PCR_RACE_RETRIES = 3
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,127}")  # file names from the answer
 
 
 class NotProvisioned(Exception):
@@ -97,6 +104,7 @@ def attest_once(config: AgentConfig, tpm: Tpm, client: AttestorClient,
 class Evidence:
     body: dict[str, object]
     key: TSSPrivKey
+    attest: bytes  # the quote's TPMS_ATTEST
 
 
 def collect_evidence(config: AgentConfig, tpm: Tpm, device_id: str,
@@ -125,7 +133,7 @@ def collect_evidence(config: AgentConfig, tpm: Tpm, device_id: str,
         "key_public": _b64(key.public.marshal()),
         "key_certify": {"attest": _b64(certify.attest), "signature": _b64(certify.signature)},
     }
-    return Evidence(body, key)
+    return Evidence(body, key, attest)
 
 
 def _ima_batch(config: AgentConfig, reset_count: int, selection: PcrSelection,
@@ -155,22 +163,34 @@ def install_result(config: AgentConfig, key: TSSPrivKey, result: dict[str, Any],
                    now: dt.datetime) -> Issued:
     """Check the issued certificate against our key and CA, then install the set."""
     ca_pem = (config.state_dir / CA_FILE).read_text()
-    cert = check_issued(result["certificate"], result["chain"], ca_pem,
-                        workload_public_key(key), now)
+    try:
+        cert = check_issued(str(result["certificate"]), str(result["chain"]), ca_pem,
+                            workload_public_key(key), now)
+        serial = str(result["serial"])
+        secrets = [(str(s["name"]), base64.b64decode(s["value"], validate=True))
+                   for s in result.get("secrets", [])]
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        raise MalformedAnswer(f"the attestation result is incomplete: {exc!r}") from exc
+    if not _SAFE_NAME.fullmatch(serial) or not all(
+            all(_SAFE_NAME.fullmatch(part) for part in name.split("/")) for name, _ in secrets):
+        raise MalformedAnswer("the attestation result names an unsafe file")
     files: dict[str, tuple[bytes, int]] = {
-        "cert.pem": (result["certificate"].encode(), 0o644),
-        "chain.pem": (result["chain"].encode(), 0o644),
-        "key.pem": (key.to_pem(), 0o600),
+        "cert.pem": (result["certificate"].encode(), config.cert_mode),
+        "chain.pem": (result["chain"].encode(), config.cert_mode),
+        "key.pem": (key.to_pem(), config.key_mode),
+        RESULT_FILE: (json.dumps(_result_summary(result), indent=2).encode(), config.cert_mode),
     }
-    for secret in result["secrets"]:
-        files[f"secrets/{secret['name']}"] = (base64.b64decode(secret["value"]), 0o600)
-    install_set(config.state_dir, result["serial"], files)
+    if result.get("token"):  # the attestation-result token, for local relying parties
+        files[TOKEN_FILE] = (str(result["token"]).encode(), config.cert_mode)
+    for name, value in secrets:
+        files[f"secrets/{name}"] = (value, config.key_mode)
+    install_set(config.output, serial, files)
     issued = Issued(
-        serial=result["serial"],
+        serial=serial,
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
         subject_uri=_uri(cert),
-        secrets=tuple(s["name"] for s in result["secrets"]),
+        secrets=tuple(name for name, _ in secrets),
     )
     write_status(config.state_dir, {
         "last_verdict": "pass", "reasons": [], "at": now.isoformat(),
@@ -181,10 +201,36 @@ def install_result(config: AgentConfig, key: TSSPrivKey, result: dict[str, Any],
     return issued
 
 
+def _result_summary(result: dict[str, Any]) -> dict[str, object]:
+    """What local workloads may read about the last attestation (no secret values)."""
+    return {"device_id": result.get("device_id"), "verdict": result.get("verdict"),
+            "serial": result.get("serial"), "not_before": result.get("not_before"),
+            "not_after": result.get("not_after"), "policy": result.get("policy"),
+            "warnings": result.get("warnings", []),
+            "checks": [{"name": c.get("name"), "passed": c.get("passed")}
+                       for c in result.get("checks", [])]}
+
+
+def note_tpm_reset(state_dir: Path, attest: bytes) -> bool:
+    """Record the TPM's reset count from our quote; True when it changed since the last
+    attestation (a reboot or TPM reset: the attestor gets the full event log and IMA
+    list, and sees the new boot)."""
+    reset_count = parse_attest(attest).reset_count
+    previous = read_status(state_dir).get("tpm_reset_count")
+    if previous == reset_count:
+        return False
+    write_status(state_dir, {"tpm_reset_count": reset_count})
+    if previous is not None:
+        log.info("TPM reset detected (reset count changed): sending the full event log and "
+                 "IMA list")
+    return previous is not None
+
+
 def _attest(config: AgentConfig, tpm: Tpm, client: AttestorClient, device_id: str,
             now: dt.datetime) -> Issued:
     challenge = client.challenge(device_id)
     evidence = collect_evidence(config, tpm, device_id, challenge)
+    note_tpm_reset(config.state_dir, evidence.attest)
     try:
         result = client.attest(device_id, evidence.body)
     except AttestorError as exc:
@@ -203,14 +249,18 @@ def _uri(cert: x509.Certificate) -> str:
     return uris[0] if uris else ""
 
 
-def write_status(state_dir: Path, update: dict[str, object]) -> None:
-    path = state_dir / STATUS_FILE
+def read_status(state_dir: Path) -> dict[str, Any]:
     try:
-        status = json.loads(path.read_text())
+        status = json.loads((state_dir / STATUS_FILE).read_text())
     except (OSError, ValueError):
-        status = {}
+        return {}
+    return status if isinstance(status, dict) else {}
+
+
+def write_status(state_dir: Path, update: dict[str, object]) -> None:
+    status = read_status(state_dir)
     status.update(update)
-    atomic_write(path, json.dumps(status, indent=2).encode())
+    atomic_write(state_dir / STATUS_FILE, json.dumps(status, indent=2).encode())
 
 
 def current_certificate(state_dir: Path) -> x509.Certificate | None:

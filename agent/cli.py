@@ -102,6 +102,7 @@ def attest(
     """Attest now and install the issued credentials (use `run` for the daemon)."""
     from agent.attest import NotProvisioned, attest_once
     from agent.tpm.device import Tpm, TpmError
+    from agent.verify import IssuedCertificateInvalid
 
     if not once:
         fail("use `edge-agent attest --once`, or `edge-agent run` to keep renewing")
@@ -117,8 +118,11 @@ def attest(
                               "failed": failed}))
             raise typer.Exit(3) from exc
         _refused(exc)
-    except (Unreachable, TpmError, NotProvisioned) as exc:
+    except (Unreachable, TpmError, NotProvisioned, IssuedCertificateInvalid) as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write credentials under {config.output}: {exc.strerror or exc}; "
+             "the current set is kept")
     if json_out:
         print(json.dumps({"verdict": "pass", "serial": issued.serial,
                           "not_after": issued.not_after.isoformat(),
@@ -137,7 +141,12 @@ def run(
     tcti: Tcti = None,
     event_log: EventLog = None,
 ) -> None:
-    """Run as a daemon: renew before expiry, back off while the attestor is away."""
+    """Run as a daemon: renew before expiry, back off while the attestor is away.
+
+    Under systemd (Type=notify) it reports READY and pings the watchdog; SIGTERM or
+    SIGINT stop it between steps, never in the middle of installing a set."""
+    from agent import systemd
+    from agent.hooks import after_rotation
     from agent.renew import Renewer
     from agent.tpm.device import Tpm, TpmError
 
@@ -149,34 +158,77 @@ def run(
         tpm = Tpm(config.tcti)
     except TpmError as exc:
         fail(str(exc))
-    with tpm, _client(config) as client:
-        renewer = Renewer(config, tpm, client, now)
+    interval = systemd.watchdog_interval()
+    with _client(config) as client:
+        renewer = Renewer(
+            config, tpm, client, now,
+            on_renewed=lambda serial: (after_rotation(config, serial),
+                                       systemd.notify(f"STATUS=renewed {serial}")),
+            reconnect=lambda: Tpm(config.tcti),
+            heartbeat=(lambda: systemd.notify("WATCHDOG=1")) if interval else None,
+            slice_seconds=min(interval or 30.0, 30.0),
+        )
         signal.signal(signal.SIGTERM, lambda *_: renewer.stop.set())
         signal.signal(signal.SIGINT, lambda *_: renewer.stop.set())
-        renewer.run()
+        systemd.notify("READY=1")
+        try:
+            renewer.run()
+        finally:
+            systemd.notify("STOPPING=1")
+            renewer.tpm.close()
+    logging.getLogger("edge_agent").info("stopped")
 
 
 @app.command()
 def status(
     state_dir: StateDir = DEFAULT_STATE_DIR,
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="do not contact the attestor")
+                       ] = False,
 ) -> None:
-    """Identity, certificate expiry, last verdict and next renewal."""
-    from agent.attest import STATUS_FILE, current_certificate
+    """Identity, certificate expiry, last verdict and reasons, next renewal, attestor
+    reachability. Exit 0 when the current certificate is valid, 1 otherwise."""
+    from agent.status import collect, render
 
     config = load_config(state_dir=state_dir)
-    try:
-        info = json.loads((state_dir / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        info = {}
-    cert = current_certificate(state_dir)
-    info["device_id"] = config.device_id
-    info["certificate_not_after"] = cert.not_valid_after_utc.isoformat() if cert else None
+    info = collect(config, now(), None if offline else _client(config))
     if json_out:
         print(json.dumps(info))
-        return
-    for key, value in info.items():
-        out.print(f"{key}: {value}")
+    else:
+        render(info, out)
+    raise typer.Exit(0 if info["certificate"]["valid"] else 1)
+
+
+@app.command()
+def doctor(
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    tcti: Tcti = None,
+    json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    offline: Annotated[bool, typer.Option("--offline", help="do not contact the attestor")
+                       ] = False,
+) -> None:
+    """Check the TPM, EK certificate, persistent keys, logs, clock and state directory;
+    each problem with a fix. Exit 0 when nothing failed, 1 otherwise."""
+    from agent.doctor import FAIL, run_checks
+
+    config = load_config(state_dir=state_dir, tcti=tcti)
+
+    def attestor_clock() -> dt.datetime | None:
+        with _client(config) as client:
+            return client.health()
+
+    checks = run_checks(config, now(), None if offline else attestor_clock)
+    if json_out:
+        print(json.dumps({"ok": all(c.status != FAIL for c in checks),
+                          "checks": [c.as_dict() for c in checks]}))
+    else:
+        colour = {"ok": "green", "warn": "yellow", "fail": "bold red"}
+        for check in checks:
+            out.print(f"[{colour[check.status]}]{check.status:>4}[/] {check.name}: "
+                      f"{check.detail}")
+            if check.hint and check.status != "ok":
+                out.print(f"       fix: {check.hint}")
+    raise typer.Exit(1 if any(c.status == FAIL for c in checks) else 0)
 
 
 def main() -> None:

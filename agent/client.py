@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import json
 import secrets
 import time
@@ -42,6 +44,10 @@ class Unreachable(Exception):
     """No answer from the attestor (connection refused, timeout, TLS failure)."""
 
 
+class MalformedAnswer(Unreachable):
+    """The attestor (or something in front of it) answered with an unusable body."""
+
+
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     try:
@@ -70,8 +76,10 @@ class AttestorClient:
 
     def __init__(self, base_url: str, ca_bundle: str | None = None, timeout: float = 30.0,
                  *, api_key: str | None = None, token: str | None = None,
-                 signer: DeviceSigner | None = None) -> None:
+                 signer: DeviceSigner | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         verify: Any = ca_bundle if ca_bundle else True
+        self.clock = clock
         self._station: dict[str, str] = {}
         if api_key:
             self._station["X-Api-Key"] = api_key
@@ -96,7 +104,7 @@ class AttestorClient:
         if signed:  # one credential per request: the device's own
             if self.signer is None:
                 raise Unreachable("no device signer: this device is not provisioned")
-            headers |= self.signer.headers("POST", path, content, time.time())
+            headers |= self.signer.headers("POST", path, content, self.clock())
         else:
             headers |= self._station
         try:
@@ -104,11 +112,20 @@ class AttestorClient:
         except httpx.HTTPError as exc:
             raise Unreachable(f"{self._http.base_url}{path}: {exc}") from exc
         if response.is_success:
-            data: dict[str, Any] = response.json()
+            try:
+                data = response.json()
+            except ValueError as exc:
+                raise MalformedAnswer(f"{path}: the attestor's answer is not JSON "
+                                  f"({response.status_code}, {len(response.content)} bytes)"
+                                  ) from exc
+            if not isinstance(data, dict):
+                raise MalformedAnswer(f"{path}: the attestor's answer is not a JSON object")
             return data
         try:
             problem = response.json()
         except ValueError:
+            problem = {}
+        if not isinstance(problem, dict):
             problem = {}
         raise AttestorError(
             response.status_code, str(problem.get("code", "http.error")),
@@ -116,6 +133,20 @@ class AttestorClient:
             list(problem.get("codes") or []), list(problem.get("checks") or []),
             _retry_after(response),
         )
+
+    def health(self) -> dt.datetime | None:
+        """GET /healthz; the attestor's clock (its Date header), Unreachable if no answer."""
+        try:
+            response = self._http.get("/healthz", timeout=5.0)
+        except httpx.HTTPError as exc:
+            raise Unreachable(f"{self._http.base_url}/healthz: {exc}") from exc
+        if not response.is_success:
+            raise Unreachable(f"{self._http.base_url}/healthz answered {response.status_code}")
+        date = response.headers.get("date")
+        try:
+            return email.utils.parsedate_to_datetime(date) if date else None
+        except (TypeError, ValueError):
+            return None
 
     def enroll(self, body: dict[str, Any]) -> dict[str, Any]:
         return self._post("/v1/enrollments", body)
