@@ -22,6 +22,7 @@ from agent.enroll import CA_FILE
 from agent.files import atomic_write, install_set
 from agent.tpm.device import Tpm
 from agent.verify import check_issued
+from identity.errors import MalformedInput
 from identity.ima.log import parse_binary
 from identity.pcr import PcrSelection, format_pcr_values
 from identity.tpm.keys import PublicKey, public_key
@@ -226,9 +227,19 @@ def note_tpm_reset(state_dir: Path, attest: bytes) -> bool:
     return previous is not None
 
 
+def _check_challenge(challenge: dict[str, Any]) -> None:
+    try:
+        if len(base64.b64decode(challenge["nonce"], validate=True)) < 16:
+            raise ValueError("nonce shorter than 16 bytes")
+        PcrSelection.of(challenge["pcr_selection"])
+    except (KeyError, TypeError, ValueError, AttributeError, MalformedInput) as exc:
+        raise MalformedAnswer(f"the challenge is malformed: {exc!r}") from exc
+
+
 def _attest(config: AgentConfig, tpm: Tpm, client: AttestorClient, device_id: str,
             now: dt.datetime) -> Issued:
     challenge = client.challenge(device_id)
+    _check_challenge(challenge)
     evidence = collect_evidence(config, tpm, device_id, challenge)
     note_tpm_reset(config.state_dir, evidence.attest)
     try:

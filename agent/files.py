@@ -58,8 +58,7 @@ def install_set(state_dir: Path, name: str, files: dict[str, tuple[bytes, int]],
     sets = state_dir / SETS
     target = sets / name
     staging = sets / f".{name}.staging"
-    if staging.exists():
-        shutil.rmtree(staging)
+    _clear_leftovers(state_dir, sets)
     for rel, (data, mode) in files.items():
         path = staging / rel
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -76,6 +75,16 @@ def install_set(state_dir: Path, name: str, files: dict[str, tuple[bytes, int]],
             atomic_symlink(link, wanted)
     _prune(sets, keep_current=name, keep=keep)
     return target
+
+
+def _clear_leftovers(state_dir: Path, sets: Path) -> None:
+    """Remove what an interrupted install left behind (one agent per state directory)."""
+    for tmp in state_dir.glob(".*.tmp"):
+        if tmp.is_symlink() or tmp.is_file():
+            tmp.unlink(missing_ok=True)
+    if sets.is_dir():
+        for staging in sets.glob(".*.staging"):
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _prune(sets: Path, keep_current: str, keep: int) -> None:

@@ -29,6 +29,7 @@ from agent.attest import NotProvisioned, attest_once, current_certificate, write
 from agent.client import AttestorClient, AttestorError, Unreachable
 from agent.config import AgentConfig
 from agent.tpm.device import Tpm, TpmError
+from agent.verify import IssuedCertificateInvalid
 
 log = logging.getLogger("edge_agent.renew")
 RENEW_JITTER = 0.10
@@ -82,6 +83,7 @@ class Renewer:
     due: dt.datetime | None = None
     failures: int = 0
     _tpm_broken: bool = False
+    _due_for: tuple[dt.datetime, dt.datetime] | None = None
 
     def backoff(self) -> Backoff:
         return Backoff(self.config.backoff_base_seconds, self.config.backoff_cap_seconds,
@@ -93,14 +95,19 @@ class Renewer:
         cert = current_certificate(self.config.output)
         not_after = cert.not_valid_after_utc if cert is not None else None
         if cert is not None and self.failures == 0:
-            self.due = renewal_time(cert.not_valid_before_utc, cert.not_valid_after_utc,
-                                    self.config.renew_fraction, self.rng)
+            validity = (cert.not_valid_before_utc, cert.not_valid_after_utc)
+            if self._due_for != validity or self.due is None:
+                # one jittered renewal time per certificate, not a new draw per step
+                self._due_for = validity
+                self.due = renewal_time(cert.not_valid_before_utc, cert.not_valid_after_utc,
+                                        self.config.renew_fraction, self.rng)
             if now < self.due:
                 return (self.due - now).total_seconds()
         try:
             self._ensure_tpm()
             issued = attest_once(self.config, self.tpm, self.client, now)
-        except (AttestorError, Unreachable, TpmError, TSS2_Exception, OSError) as exc:
+        except (AttestorError, Unreachable, TpmError, TSS2_Exception, OSError,
+                IssuedCertificateInvalid) as exc:
             return self._failed(exc, backoff, not_after, now)
         backoff.reset()
         self.failures = 0
@@ -109,6 +116,7 @@ class Renewer:
             self.on_renewed(issued.serial)
         self.due = renewal_time(issued.not_before, issued.not_after, self.config.renew_fraction,
                                 self.rng)
+        self._due_for = (issued.not_before, issued.not_after)
         self._status(next_renewal=self.due.isoformat(), last_error=None, failures=0)
         return max(1.0, (self.due - self.clock()).total_seconds())
 
@@ -166,7 +174,7 @@ def describe(exc: Exception, config: AgentConfig) -> str:
         return f"attestor unreachable: {exc}"
     if isinstance(exc, TpmError | TSS2_Exception):
         return f"TPM at {config.tcti}: {exc}"
-    if isinstance(exc, NotProvisioned):
+    if isinstance(exc, NotProvisioned | IssuedCertificateInvalid):
         return str(exc)
     if isinstance(exc, OSError):
         return (f"cannot write credentials under {config.output}: "

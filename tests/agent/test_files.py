@@ -44,3 +44,96 @@ def test_interrupted_staging_never_becomes_current(tmp_path: Path) -> None:
     assert (tmp_path / "cert.pem").read_bytes() == b"good"
     install_set(tmp_path, "bad", {"cert.pem": (b"complete", 0o644)})
     assert (tmp_path / "cert.pem").read_bytes() == b"complete"
+
+
+def _credential_sets(root: Path, count: int) -> tuple[bytes, list[dict[str, tuple[bytes, int]]]]:
+    """A CA and ``count`` complete sets (certificate, chain, key, a secret) it issued."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kill-loop CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(1)
+          .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    ca_pem = ca.public_bytes(serialization.Encoding.PEM)
+    sets = []
+    for index in range(count):
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"set {index}")]))
+                .issuer_name(ca_name).public_key(key.public_key()).serial_number(100 + index)
+                .not_valid_before(now - dt.timedelta(hours=1))
+                .not_valid_after(now + dt.timedelta(days=1)).sign(ca_key, hashes.SHA256()))
+        sets.append({
+            "cert.pem": (cert.public_bytes(serialization.Encoding.PEM), 0o644),
+            "chain.pem": (ca_pem, 0o644),
+            "key.pem": (key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()), 0o600),
+            "secrets/wifi/psk": (f"secret {index}".encode() * 200, 0o600),
+        })
+    return ca_pem, sets
+
+
+CHILD = """
+import pickle, sys
+from pathlib import Path
+from agent.files import install_set
+out, sets = Path(sys.argv[1]), pickle.loads(Path(sys.argv[2]).read_bytes())
+i = 0
+while True:
+    install_set(out, f"{sys.argv[3]}-{i}", sets[i % len(sets)])
+    i += 1
+"""
+
+
+def test_kill_9_at_any_moment_leaves_a_complete_verifying_set(tmp_path: Path) -> None:
+    """A writer killed with SIGKILL at random moments, 40 times: the live set is always
+    whole (every file complete, key matching certificate, chaining to the CA)."""
+    import pickle
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    out = tmp_path / "out"
+    ca_pem, sets = _credential_sets(tmp_path, 3)
+    blob = tmp_path / "sets.pickle"
+    blob.write_bytes(pickle.dumps(sets))
+    install_set(out, "initial", sets[0])
+    ca = x509.load_pem_x509_certificate(ca_pem)
+    rng = random.Random(11)
+    live = set()
+    for round_ in range(40):
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(out), str(blob),  # noqa: S603
+                                  str(round_)], cwd=Path(__file__).resolve().parents[2])
+        time.sleep(rng.uniform(0.08, 0.3))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        files = {rel: (out / rel).read_bytes() for rel in sets[0]}
+        match = [s for s in sets if s["cert.pem"][0] == files["cert.pem"]]
+        assert len(match) == 1, f"round {round_}: cert.pem is not one of the sets"
+        assert files == {rel: data for rel, (data, _) in match[0].items()}, round_
+        cert = x509.load_pem_x509_certificate(files["cert.pem"])
+        key = serialization.load_pem_private_key(files["key.pem"], None)
+        spki = serialization.PublicFormat.SubjectPublicKeyInfo
+        assert (cert.public_key().public_bytes(serialization.Encoding.DER, spki)
+                == key.public_key().public_bytes(serialization.Encoding.DER, spki))
+        cert.verify_directly_issued_by(ca)
+        assert (out / "key.pem").stat().st_mode & 0o777 == 0o600
+        live.add(os.readlink(out / "current").split("/")[-1].split("-")[0])
+    assert len(live) >= 30, "the writer rarely got to install: the kills prove little"
+    leftovers = list((out / "credentials").iterdir())
+    assert len(leftovers) <= 4, leftovers  # two kept, plus at most one interrupted install
