@@ -26,11 +26,58 @@ def test_unknown_tcti_is_refused() -> None:
         parse_tcti("usb:/dev/foo")
 
 
-@pytest.mark.parametrize("bad", [{"tcti": "nope:x"}, {"ak_handle": 0x01000000},
-                                 {"attestor_url": "ftp://x"}, {"renew_fraction": 1.5}])
-def test_invalid_values_are_refused(tmp_path: Path, bad: dict[str, object]) -> None:
-    with pytest.raises(ConfigError):
+@pytest.mark.parametrize(("bad", "named"), [
+    ({"tcti": "nope:x"}, "tcti"), ({"ak_handle": 0x01000000}, "ak_handle"),
+    ({"attestor_url": "ftp://x"}, "attestor_url"), ({"renew_fraction": 1.5}, "renew_fraction"),
+    ({"key_mode": 0o644}, "key_mode"), ({"cert_mode": 0o1777}, "cert_mode"),
+    ({"reload_signal": "SIGFOO"}, "reload_signal"), ({"hook_command": []}, "hook_command"),
+    ({"hook_timeout_seconds": 0}, "hook_timeout_seconds"),
+    ({"ca_bundle": "/nonexistent/ca.pem"}, "ca_bundle"),
+    ({"backoff_base_seconds": 10, "backoff_cap_seconds": 5}, "backoff_cap_seconds"),
+    ({"no_such_setting": 1}, "no_such_setting"),
+])
+def test_invalid_values_are_refused_by_name(tmp_path: Path, bad: dict[str, object],
+                                            named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
         load_config(state_dir=tmp_path, **bad)
+
+
+@pytest.mark.parametrize(("text", "named"), [
+    ("key_mode = 0o644\n", "key_mode"),
+    ("tcti = 'usb:1'\n", "tcti"),
+    ("surprise = true\n", "surprise"),
+    ("attestor_url = \n", "agent.toml"),  # not TOML at all
+])
+def test_invalid_file_values_name_the_file(tmp_path: Path, text: str, named: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EDGE_AGENT_CONFIG", raising=False)
+    (tmp_path / "agent.toml").write_text(text)
+    with pytest.raises(ConfigError, match=named) as raised:
+        load_config(state_dir=tmp_path)
+    assert "agent.toml" in str(raised.value)
+
+
+def test_env_overrides_the_file_and_bad_env_is_named(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "agent.toml").write_text('tcti = "swtpm:port=1"\nrenew_fraction = 0.5\n')
+    monkeypatch.setenv("EDGE_AGENT_RENEW_FRACTION", "0.75")
+    assert load_config(state_dir=tmp_path).renew_fraction == 0.75
+    monkeypatch.setenv("EDGE_AGENT_RENEW_FRACTION", "most")
+    with pytest.raises(ConfigError, match="renew_fraction"):
+        load_config(state_dir=tmp_path)
+
+
+def test_config_file_may_live_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    etc = tmp_path / "etc" / "agent.toml"
+    etc.parent.mkdir()
+    etc.write_text('hook_command = ["/bin/true"]\nreload_signal = "SIGUSR1"\n')
+    monkeypatch.setenv("EDGE_AGENT_CONFIG", str(etc))
+    config = load_config(state_dir=tmp_path / "state")
+    assert (config.hook_command, config.reload_signal) == (["/bin/true"], "SIGUSR1")
+    config.device_id = "d1"
+    config.save()  # provisioning keeps what the operator wrote
+    again = load_config(state_dir=tmp_path / "state")
+    assert (again.device_id, again.hook_command) == ("d1", ["/bin/true"])
 
 
 def test_saved_configuration_is_read_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
