@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -145,38 +143,9 @@ def run(
 
     Under systemd (Type=notify) it reports READY and pings the watchdog; SIGTERM or
     SIGINT stop it between steps, never in the middle of installing a set."""
-    from agent import systemd
-    from agent.hooks import after_rotation
-    from agent.renew import Renewer
-    from agent.tpm.device import Tpm, TpmError
+    from agent.daemon import run_daemon
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    config = load_config(state_dir=state_dir, tcti=tcti, event_log=event_log)
-    if not config.device_id:
-        fail("this device is not provisioned: run `edge-agent provision`")
-    try:
-        tpm = Tpm(config.tcti)
-    except TpmError as exc:
-        fail(str(exc))
-    interval = systemd.watchdog_interval()
-    with _client(config) as client:
-        renewer = Renewer(
-            config, tpm, client, now,
-            on_renewed=lambda serial: (after_rotation(config, serial),
-                                       systemd.notify(f"STATUS=renewed {serial}")),
-            reconnect=lambda: Tpm(config.tcti),
-            heartbeat=(lambda: systemd.notify("WATCHDOG=1")) if interval else None,
-            slice_seconds=min(interval or 30.0, 30.0),
-        )
-        signal.signal(signal.SIGTERM, lambda *_: renewer.stop.set())
-        signal.signal(signal.SIGINT, lambda *_: renewer.stop.set())
-        systemd.notify("READY=1")
-        try:
-            renewer.run()
-        finally:
-            systemd.notify("STOPPING=1")
-            renewer.tpm.close()
-    logging.getLogger("edge_agent").info("stopped")
+    raise typer.Exit(run_daemon(state_dir, tcti, event_log))
 
 
 @app.command()

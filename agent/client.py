@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import http.client
 import json
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-import httpx
+from urllib.parse import urlsplit
 
 from identity.requestsig import (
     HEADER_DEVICE,
@@ -48,8 +48,15 @@ class MalformedAnswer(Unreachable):
     """The attestor (or something in front of it) answered with an unusable body."""
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    reason: str
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+
+def _retry_after(value: str | None) -> float | None:
     try:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
@@ -72,24 +79,43 @@ class DeviceSigner:
 
 
 class AttestorClient:
-    """``api_key`` or ``token`` authenticate a factory station; ``signer`` a device."""
+    """``api_key`` or ``token`` authenticate a factory station; ``signer`` a device.
+
+    Built on the standard library's ``http.client`` rather than httpx: the agent
+    stays resident on small devices for years, and httpx (with the CLI extras it
+    imports) costs about 8 MB of resident memory for two requests an hour (see
+    docs/benchmarks.md, agent footprint). One connection is kept and reused; a
+    request that fails on a reused connection before any answer is retried once on
+    a new one (the server may have closed it while idle)."""
+
+    MAX_ANSWER = 16 * 1024 * 1024
 
     def __init__(self, base_url: str, ca_bundle: str | None = None, timeout: float = 30.0,
                  *, api_key: str | None = None, token: str | None = None,
                  signer: DeviceSigner | None = None,
                  clock: Callable[[], float] = time.time) -> None:
-        verify: Any = ca_bundle if ca_bundle else True
         self.clock = clock
+        self.base_url = base_url.rstrip("/")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        self._https = parts.scheme == "https"
+        self._host, self._port = parts.hostname, parts.port
+        self._prefix = parts.path
+        self._timeout = timeout
+        self._ca_bundle = ca_bundle
+        self._conn: http.client.HTTPConnection | None = None
         self._station: dict[str, str] = {}
         if api_key:
             self._station["X-Api-Key"] = api_key
         elif token:
             self._station["Authorization"] = f"Bearer {token}"
-        self._http = httpx.Client(base_url=base_url.rstrip("/"), timeout=timeout, verify=verify)
         self.signer = signer
 
     def close(self) -> None:
-        self._http.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     def __enter__(self) -> AttestorClient:
         return self
@@ -97,52 +123,87 @@ class AttestorClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _connection(self, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
+        if self._conn is not None:
+            self._conn.timeout = timeout
+            return self._conn, True
+        if self._https:
+            import ssl
+
+            context = ssl.create_default_context(cafile=self._ca_bundle)
+            self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
+                                                     context=context)
+        else:
+            self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+        return self._conn, False
+
+    def request(self, method: str, path: str, body: bytes | None = None,
+                headers: dict[str, str] | None = None,
+                timeout: float | None = None) -> Answer:
+        """One exchange; Unreachable when there is no complete answer."""
+        for attempt in (1, 2):
+            conn, reused = self._connection(timeout or self._timeout)
+            try:
+                conn.request(method, self._prefix + path, body=body, headers=headers or {})
+                response = conn.getresponse()
+                data = response.read(self.MAX_ANSWER + 1)
+            except (http.client.RemoteDisconnected, ConnectionResetError,
+                    BrokenPipeError) as exc:
+                self.close()
+                if reused and attempt == 1:
+                    continue  # the server closed the idle connection: once more, afresh
+                raise Unreachable(f"{self.base_url}{path}: {exc}") from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self.close()
+                raise Unreachable(f"{self.base_url}{path}: {exc or type(exc).__name__}") from exc
+            if len(data) > self.MAX_ANSWER:
+                self.close()
+                raise MalformedAnswer(f"{path}: the answer exceeds {self.MAX_ANSWER} bytes")
+            if response.will_close:
+                self.close()
+            return Answer(response.status, response.reason,
+                          {k.lower(): v for k, v in response.getheaders()}, data)
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _post(self, path: str, body: dict[str, Any] | None = None,
               signed: bool = False) -> dict[str, Any]:
         content = json.dumps(body or {}, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json"}
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if signed:  # one credential per request: the device's own
             if self.signer is None:
                 raise Unreachable("no device signer: this device is not provisioned")
-            headers |= self.signer.headers("POST", path, content, self.clock())
+            headers |= self.signer.headers("POST", self._prefix + path, content, self.clock())
         else:
             headers |= self._station
-        try:
-            response = self._http.post(path, content=content, headers=headers)
-        except httpx.HTTPError as exc:
-            raise Unreachable(f"{self._http.base_url}{path}: {exc}") from exc
-        if response.is_success:
+        answer = self.request("POST", path, content, headers)
+        if 200 <= answer.status < 300:
             try:
-                data = response.json()
+                data = json.loads(answer.body)
             except ValueError as exc:
                 raise MalformedAnswer(f"{path}: the attestor's answer is not JSON "
-                                  f"({response.status_code}, {len(response.content)} bytes)"
-                                  ) from exc
+                                      f"({answer.status}, {len(answer.body)} bytes)") from exc
             if not isinstance(data, dict):
                 raise MalformedAnswer(f"{path}: the attestor's answer is not a JSON object")
             return data
         try:
-            problem = response.json()
+            problem = json.loads(answer.body)
         except ValueError:
             problem = {}
         if not isinstance(problem, dict):
             problem = {}
         raise AttestorError(
-            response.status_code, str(problem.get("code", "http.error")),
-            str(problem.get("detail") or problem.get("title") or response.reason_phrase),
+            answer.status, str(problem.get("code", "http.error")),
+            str(problem.get("detail") or problem.get("title") or answer.reason),
             list(problem.get("codes") or []), list(problem.get("checks") or []),
-            _retry_after(response),
+            _retry_after(answer.headers.get("retry-after")),
         )
 
     def health(self) -> dt.datetime | None:
         """GET /healthz; the attestor's clock (its Date header), Unreachable if no answer."""
-        try:
-            response = self._http.get("/healthz", timeout=5.0)
-        except httpx.HTTPError as exc:
-            raise Unreachable(f"{self._http.base_url}/healthz: {exc}") from exc
-        if not response.is_success:
-            raise Unreachable(f"{self._http.base_url}/healthz answered {response.status_code}")
-        date = response.headers.get("date")
+        answer = self.request("GET", "/healthz", timeout=5.0)
+        if not 200 <= answer.status < 300:
+            raise Unreachable(f"{self.base_url}/healthz answered {answer.status}")
+        date = answer.headers.get("date")
         try:
             return email.utils.parsedate_to_datetime(date) if date else None
         except (TypeError, ValueError):

@@ -4,29 +4,31 @@ The TOML file is ``$EDGE_AGENT_CONFIG`` if set, else ``<state-dir>/agent.toml``.
 ``provision`` records the device's identity in it (keeping every other key), so
 later commands need only ``--state-dir``. Every value is checked at load: an
 unknown key or a bad value is a :class:`ConfigError` naming it.
+
+A dataclass checked field by field rather than a pydantic(-settings) model: the
+agent stays resident for years on small devices, and building a pydantic model
+with pydantic-settings costs about 16 MB of resident memory (docs/benchmarks.md,
+agent footprint) for twenty settings read once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import signal
 import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
 
 from agent.tpm.device import AK_HANDLE, DEVID_HANDLE, SRK_HANDLE
 from agent.tpm.tcti import parse_tcti
 
 CONFIG_FILE = "agent.toml"
+ENV_PREFIX = "EDGE_AGENT_"
 DEFAULT_STATE_DIR = Path("/var/lib/edge-agent")
 DEFAULT_EVENT_LOG = Path("/sys/kernel/security/tpm0/binary_bios_measurements")
 DEFAULT_IMA_LOG = Path("/sys/kernel/security/ima/binary_runtime_measurements")
@@ -36,104 +38,86 @@ class ConfigError(Exception):
     pass
 
 
-class AgentConfig(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="EDGE_AGENT_", extra="forbid")
+def _check(test: Callable[[Any], bool], message: str) -> dict[str, Any]:
+    return {"check": test, "message": message}
+
+
+def _between(low: float, high: float, *, open_low: bool = False,
+             open_high: bool = False) -> dict[str, Any]:
+    def test(v: float) -> bool:
+        return (v > low if open_low else v >= low) and (v < high if open_high else v <= high)
+    lo, hi = ("(" if open_low else "["), (")" if open_high else "]")
+    return _check(test, f"must be in {lo}{low:g}, {high:g}{hi}")
+
+
+def _persistent() -> dict[str, Any]:
+    return _check(lambda v: 0x81000000 <= v <= 0x81FFFFFF,
+                  "is not a persistent handle (0x81000000-0x81FFFFFF)")
+
+
+def _tcti_ok(value: str) -> bool:
+    parse_tcti(value)
+    return True
+
+
+@dataclass
+class AgentConfig:
+    """Validated agent settings; :func:`load_config` builds them from file, env and CLI."""
 
     state_dir: Path = DEFAULT_STATE_DIR
-    attestor_url: str = Field("http://127.0.0.1:8080", pattern=r"^https?://")
-    ca_bundle: Path | None = Field(None, description="CA bundle for the attestor's TLS")
-    tcti: str = "device:/dev/tpmrm0"
+    attestor_url: str = field(default="http://127.0.0.1:8080", metadata=_check(
+        lambda v: re.match(r"^https?://[^/\s]+", v) is not None, "must be an http(s) URL"))
+    ca_bundle: Path | None = field(default=None, metadata=_check(
+        lambda v: v.is_file(), "names no CA bundle file"))
+    tcti: str = field(default="device:/dev/tpmrm0", metadata=_check(
+        _tcti_ok, "is not a TCTI (device:, swtpm:, mssim:, tabrmd)"))
     event_log: Path | None = DEFAULT_EVENT_LOG
     ima_log: Path | None = DEFAULT_IMA_LOG
     device_id: str | None = None
     serial: str | None = None
     device_class: str = "default"
-    srk_handle: int = SRK_HANDLE
-    ak_handle: int = AK_HANDLE
-    devid_handle: int = DEVID_HANDLE
-    renew_fraction: float = Field(2 / 3, gt=0.1, lt=0.95,
-                                  description="renew at this fraction of the lifetime")
-    backoff_base_seconds: float = Field(2.0, gt=0, le=60)
-    backoff_cap_seconds: float = Field(300.0, ge=1, le=3600)
-    output_dir: Path | None = Field(None, description="where the credential set is "
-                                    "installed (default: the state directory)")
-    cert_mode: int = Field(0o644, ge=0, le=0o777, description="mode of cert.pem, chain.pem")
-    key_mode: int = Field(0o600, ge=0, le=0o777, description="mode of key.pem and secrets")
-    hook_command: list[str] | None = Field(None, description="argv run after each rotation")
-    hook_timeout_seconds: float = Field(30.0, gt=0, le=600)
-    reload_pid_file: Path | None = Field(None, description="signal this process after "
-                                         "each rotation")
-    reload_signal: str = Field("SIGHUP", description="the signal sent to reload_pid_file")
+    srk_handle: int = field(default=SRK_HANDLE, metadata=_persistent())
+    ak_handle: int = field(default=AK_HANDLE, metadata=_persistent())
+    devid_handle: int = field(default=DEVID_HANDLE, metadata=_persistent())
+    renew_fraction: float = field(default=2 / 3, metadata=_between(0.1, 0.95, open_low=True,
+                                                                    open_high=True))
+    backoff_base_seconds: float = field(default=2.0, metadata=_between(0, 60, open_low=True))
+    backoff_cap_seconds: float = field(default=300.0, metadata=_between(1, 3600))
+    output_dir: Path | None = None  # where the credential set lives (default: state_dir)
+    cert_mode: int = field(default=0o644, metadata=_between(0, 0o777))
+    key_mode: int = field(default=0o600, metadata=_check(
+        lambda v: 0 <= v <= 0o777 and not v & 0o037,
+        "lets others read or anyone write private keys; use 0o600 (or 0o640 for a group)"))
+    hook_command: list[str] | None = field(default=None, metadata=_check(
+        lambda v: bool(v) and all(isinstance(a, str) for a in v) and bool(v[0]),
+        'must name a program: ["/path/to/prog", "arg", ...]'))
+    hook_timeout_seconds: float = field(default=30.0, metadata=_between(0, 600, open_low=True))
+    reload_pid_file: Path | None = None  # signal this process after each rotation
+    reload_signal: str = field(default="SIGHUP", metadata=_check(
+        lambda v: v in signal.Signals.__members__, "is not a signal name (e.g. SIGHUP)"))
 
-    @field_validator("key_mode")
-    @classmethod
-    def _key_mode(cls, value: int) -> int:
-        if value & 0o037:
-            raise ValueError(f"0o{value:o} lets others read or anyone write private keys; "
-                             "use 0o600 (or 0o640 for a workload group)")
-        return value
-
-    @field_validator("reload_signal")
-    @classmethod
-    def _signal(cls, value: str) -> str:
-        if value not in signal.Signals.__members__:
-            raise ValueError(f"unknown signal {value!r} (e.g. SIGHUP, SIGUSR1)")
-        return value
-
-    @field_validator("hook_command")
-    @classmethod
-    def _hook(cls, value: list[str] | None) -> list[str] | None:
-        if value is not None and (not value or not value[0]):
-            raise ValueError("hook_command must name a program: [\"/path/to/prog\", ...]")
-        return value
-
-    @field_validator("ca_bundle")
-    @classmethod
-    def _ca_bundle(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"no CA bundle file at {value}")
-        return value
-
-    @model_validator(mode="after")
-    def _backoff(self) -> AgentConfig:
+    def __post_init__(self) -> None:
+        problems = []
+        for spec in dataclasses.fields(self):
+            value = getattr(self, spec.name)
+            check = spec.metadata.get("check")
+            if value is None or check is None:
+                continue
+            try:
+                ok = check(value)
+            except (ValueError, TypeError, AttributeError):
+                ok = False
+            if not ok:
+                problems.append(f"{spec.name}: {value!r} {spec.metadata['message']}")
         if self.backoff_cap_seconds < self.backoff_base_seconds:
-            raise ValueError("backoff_cap_seconds must be at least backoff_base_seconds")
-        return self
+            problems.append("backoff_cap_seconds: must be at least backoff_base_seconds")
+        if problems:
+            raise ConfigError("; ".join(problems))
 
     @property
     def output(self) -> Path:
         """The directory holding the live credential set (``cert.pem``, ``key.pem``, …)."""
         return self.output_dir or self.state_dir
-
-    @field_validator("tcti")
-    @classmethod
-    def _tcti(cls, value: str) -> str:
-        parse_tcti(value)
-        return value
-
-    @field_validator("srk_handle", "ak_handle", "devid_handle")
-    @classmethod
-    def _persistent(cls, value: int) -> int:
-        if not 0x81000000 <= value <= 0x81FFFFFF:
-            raise ValueError(f"0x{value:08x} is not a persistent handle (0x81xxxxxx)")
-        return value
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        init_kwargs: dict[str, Any] = getattr(init_settings, "init_kwargs", {})
-        state = init_kwargs.get("state_dir") or os.environ.get("EDGE_AGENT_STATE_DIR")
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        path = config_path(Path(state or DEFAULT_STATE_DIR))
-        if path.is_file():
-            sources.append(TomlConfigSettingsSource(settings_cls, path))
-        return tuple(sources)
 
     def save(self) -> None:
         """Record the device's identity and connection in the TOML file, keeping every
@@ -177,18 +161,85 @@ def dump_toml(document: dict[str, Any]) -> str:
     return "".join(f"{key} = {_toml_value(value)}\n" for key, value in document.items())
 
 
+_TYPES = {spec.name: str(spec.type) for spec in dataclasses.fields(AgentConfig)}
+
+
+def _coerce(name: str, value: Any, from_env: bool) -> Any:
+    """A value from TOML or the environment, as the field's type."""
+    kind = _TYPES[name]
+    if "Path" in kind:
+        if value == "" and "None" in kind:
+            return None  # `ima_log = ""`: not configured
+        if not isinstance(value, str):
+            raise ValueError("must be a path (a string)")
+        return Path(value)
+    if kind.startswith("int"):
+        if isinstance(value, bool):
+            raise ValueError("must be an integer")
+        return int(value, 0) if isinstance(value, str) else int(value)
+    if kind.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ValueError("must be a number")
+        return float(value)
+    if kind.startswith("list"):
+        parsed = json.loads(value) if from_env else value
+        if not isinstance(parsed, list):
+            raise ValueError("must be a list of strings")
+        return parsed
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    return value
+
+
+def _sources(overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """Defaults < TOML file < ``EDGE_AGENT_<FIELD>`` environment < ``overrides``;
+    with the problems found on the way (unknown keys, values of the wrong type)."""
+    merged: dict[str, Any] = {}
+    problems: list[str] = []
+    path = config_path(_state(overrides))
+    if path.is_file():
+        for key, value in tomllib.loads(path.read_text()).items():
+            if key not in _TYPES:
+                problems.append(f"{key}: unknown setting")
+                continue
+            try:
+                merged[key] = _coerce(key, value, from_env=False)
+            except (ValueError, TypeError) as exc:
+                problems.append(f"{key}: {value!r} {exc}")
+    for key in _TYPES:
+        value = os.environ.get(ENV_PREFIX + key.upper())
+        if value is not None:
+            try:
+                merged[key] = _coerce(key, value, from_env=True)
+            except (ValueError, TypeError) as exc:
+                problems.append(f"{key} (env {ENV_PREFIX}{key.upper()}): {value!r} {exc}")
+    for key, value in overrides.items():
+        if key not in _TYPES:
+            problems.append(f"{key}: unknown setting")
+        elif isinstance(value, str) and not _TYPES[key].startswith("str"):
+            try:
+                merged[key] = _coerce(key, value, from_env=True)
+            except (ValueError, TypeError) as exc:
+                problems.append(f"{key}: {value!r} {exc}")
+        else:
+            merged[key] = value
+    return merged, problems
+
+
 def load_config(**overrides: Any) -> AgentConfig:
     """The configuration, or a ConfigError naming each bad value and where it came from."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    where = f"(file {config_path(_state(overrides))}, env {ENV_PREFIX}*)"
     try:
-        return AgentConfig(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'config'}: {e['msg']}"
-            for e in exc.errors())
-        raise ConfigError(f"{problems} (file {config_path(_state(overrides))}, "
-                          "env EDGE_AGENT_*)") from exc
+        merged, problems = _sources(overrides)
     except (ValueError, OSError) as exc:  # malformed TOML, unreadable file
         raise ConfigError(f"{config_path(_state(overrides))}: {exc}") from exc
+    if problems:
+        raise ConfigError("; ".join(problems) + " " + where)
+    try:
+        return AgentConfig(**merged)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} {where}") from exc
 
 
 def _state(overrides: dict[str, Any]) -> Path:

@@ -103,7 +103,7 @@ def test_run_under_systemd_renews_runs_hooks_and_stops_on_sigterm(
     env = {**os.environ, "NOTIFY_SOCKET": name, "WATCHDOG_USEC": "200000",
            "EDGE_AGENT_STATE_DIR": str(config.state_dir)}
     env.pop("WATCHDOG_PID", None)
-    agent = subprocess.Popen([sys.executable, "-m", "agent.cli", "run"], env=env, cwd=ROOT,  # noqa: S603
+    agent = subprocess.Popen([sys.executable, "-m", "agent", "run"], env=env, cwd=ROOT,  # noqa: S603
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         with sock:

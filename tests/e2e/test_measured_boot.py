@@ -3,6 +3,8 @@ the IMA list sent incrementally, a reboot sending it whole."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from agent.attest import attest_once, collect_evidence, device_signer
@@ -59,7 +61,7 @@ def test_each_boot_attack_is_refused_with_its_codes(attestor: LiveAttestor, devi
                                                     tamper: str) -> None:
     _learn_everything(attestor, device)
     config = device.config(attestor.url)
-    config = config.model_copy(update={"device_id": _device_id(config)})
+    config = replace(config, device_id=_device_id(config))
     with attestor.client(config, device.tpm) as client:
         attest_once(config, device.tpm, client, now())  # the good boot passes
         device.reboot(tamper=tamper)
@@ -80,7 +82,7 @@ def test_ima_list_is_sent_incrementally_and_whole_after_a_reboot(
     attestor: LiveAttestor, device: Device
 ) -> None:
     device_id = _learn_everything(attestor, device)
-    config = device.config(attestor.url).model_copy(update={"device_id": device_id})
+    config = replace(device.config(attestor.url), device_id=device_id)
     with attestor.client(config, device.tpm) as client:
         first = client.attest(device_id, collect_evidence(
             config, device.tpm, device_id, client.challenge(device_id)).body)
@@ -109,7 +111,7 @@ def test_attestor_that_cannot_continue_the_list_asks_for_all_of_it(
     attestor: LiveAttestor, device: Device
 ) -> None:
     device_id = _learn_everything(attestor, device)
-    config = device.config(attestor.url).model_copy(update={"device_id": device_id})
+    config = replace(device.config(attestor.url), device_id=device_id)
     with attestor.client(config, device.tpm) as client:
         evidence = collect_evidence(config, device.tpm, device_id, client.challenge(device_id))
         listing = parse_binary(device.ima.read_bytes())
@@ -127,7 +129,7 @@ def test_ima_entry_with_forged_data_is_refused(attestor: LiveAttestor, device: D
     import base64
 
     device_id = _learn_everything(attestor, device)
-    config = device.config(attestor.url).model_copy(update={"device_id": device_id})
+    config = replace(device.config(attestor.url), device_id=device_id)
     with attestor.client(config, device.tpm) as client:
         evidence = collect_evidence(config, device.tpm, device_id, client.challenge(device_id))
         raw = base64.b64decode(str(evidence.body["ima_log"]))

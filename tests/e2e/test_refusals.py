@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -60,7 +61,7 @@ def test_quote_signed_by_another_devices_ak_is_refused(
         challenge = client.challenge(config.device_id)
         genuine = collect_evidence(config, device.tpm, config.device_id, challenge)
         # The other TPM quotes the same PCR values with this device's nonce.
-        forged = collect_evidence(config.model_copy(update={"tcti": other.tcti}),
+        forged = collect_evidence(replace(config, tcti=other.tcti),
                                   other_device.tpm, config.device_id, challenge)
         body = dict(genuine.body, quote=forged.body["quote"])
         with pytest.raises(AttestorError) as refused:

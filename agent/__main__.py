@@ -1,0 +1,5 @@
+"""`python -m agent` is `edge-agent`."""
+
+from agent.entry import main
+
+main()
