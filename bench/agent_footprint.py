@@ -58,14 +58,18 @@ def child(state_dir: Path, renewals: int) -> None:
     config = load_config(state_dir=state_dir)
     cpu: list[float] = []
     rss: list[int] = []
+    stages = {"imported": _rss_kib()[0]}
     with Tpm(config.tcti) as tpm, AttestorClient(config.attestor_url) as client:
+        stages["tpm_open"] = _rss_kib()[0]
         for index in range(WARMUP + renewals):
+            if index == 1:
+                stages["first_renewal"] = _rss_kib()[0]
             start = time.process_time()
             attest_once(config, tpm, client, dt.datetime.now(dt.UTC))
             if index >= WARMUP:
                 cpu.append(time.process_time() - start)
                 rss.append(_rss_kib()[0])
-    print(json.dumps({"cpu": cpu, "rss_kib": rss, "hwm_kib": _rss_kib()[1]}))
+    print(json.dumps({"cpu": cpu, "rss_kib": rss, "hwm_kib": _rss_kib()[1], "stages": stages}))
 
 
 def _run(*args: str, env: dict[str, str] | None = None) -> str:
@@ -148,6 +152,7 @@ def setup_and_measure(work: Path, renewals: int) -> dict[str, float]:
         "swtpm_ms": swtpm_ms,
         "attestor_ms": server_ms,
         "wall_ms": wall * 1000 / total,
+        "stages": {k: v / 1024 for k, v in measured["stages"].items()},
     }
 
 
@@ -177,6 +182,9 @@ def main() -> None:
         f"| swtpm CPU per renewal (the TPM chip's work on a device) | {r['swtpm_ms']:.1f} ms | |",
         f"| attestor CPU per renewal | {r['attestor_ms']:.1f} ms | |",
         f"| wall time per renewal | {r['wall_ms']:.1f} ms | |",
+        "",
+        "Agent RSS by stage: " + ", ".join(f"{k} {v:.1f} MB" for k, v in r["stages"].items())
+        + f", after {r['renewals']} more renewals {r['rss_mb']:.1f} MB.",
     ]
     print("\n".join(lines))
     if args.write:

@@ -126,3 +126,21 @@ def test_run_under_systemd_renews_runs_hooks_and_stops_on_sigterm(
     assert reloaded.read_text() == "reloaded"
     summary = json.loads((config.state_dir / "attestation.json").read_text())
     assert summary["verdict"] == "pass" and summary["serial"] == hook_env["EDGE_AGENT_SERIAL"]
+
+
+def test_unit_file_is_hardened_and_matches_the_daemon() -> None:
+    import configparser
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(ROOT / "deploy" / "systemd" / "edge-agent.service")
+    service = unit["Service"]
+    assert service["Type"] == "notify" and int(service["WatchdogSec"]) > 0
+    assert service["ProtectSystem"] == "strict" and service["NoNewPrivileges"] == "yes"
+    assert service["DeviceAllow"].startswith("/dev/tpmrm0") and service["DevicePolicy"] == "closed"
+    assert service["User"] == "edge-agent" and service["StateDirectory"] == "edge-agent"
+    assert service["CapabilityBoundingSet"] == ""
+    assert " run " in service["ExecStart"] and "--state-dir /var/lib/edge-agent" in service[
+        "ExecStart"]
+    sysusers = (ROOT / "deploy" / "systemd" / "edge-agent.sysusers.conf").read_text()
+    assert "u edge-agent" in sysusers and "m edge-agent tss" in sysusers
