@@ -11,7 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from attestor.api import openapi, problems
 from attestor.api.limits import BodyLimit
 from attestor.api.ratelimit import RateLimiter
-from attestor.api.routes import attestations, devices, enrollments, health, operators
+from attestor.api.routes import attestations, devices, enrollments, gate, health, operators
 from attestor.observability import RequestContext
 from attestor.services.background import start as jobs_start
 from attestor.services.background import stop as jobs_stop
@@ -46,6 +46,6 @@ def create_app(services: Services, *, background: bool = True) -> FastAPI:
     openapi.install(app)
     app.add_middleware(BodyLimit, max_bytes=services.settings.max_body_bytes)
     app.add_middleware(RequestContext)  # outermost: every response carries its request id
-    for module in (enrollments, attestations, devices, operators, health):
+    for module in (enrollments, attestations, devices, operators, gate, health):
         app.include_router(module.router)
     return app

@@ -126,6 +126,22 @@ def keys_init(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
     out.print(f"created {settings.signing_key_file}")
 
 
+@keys_app.command("rotate")
+def keys_rotate(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
+    """New signing key for tokens, attestation results and checkpoints; the previous one
+    is retired but stays published until what it signed has expired (every replica
+    switches within 30 s)."""
+    from attestor import audit
+
+    svc = _services(data_dir, dev)
+    now = svc.clock()
+    with svc.session() as session, session.begin():
+        kid, retired = svc.keys.rotate(session, now)
+        audit.append(session, at=now, actor="cli", action="keys.rotate", outcome="ok",
+                     subject=kid, details={"retired": retired})
+    out.print(f"active signing key {kid}; retired {', '.join(retired) or 'none'}")
+
+
 @audit_app.command("verify")
 def audit_verify(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None,
                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
@@ -134,7 +150,7 @@ def audit_verify(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None,
 
     svc = _services(data_dir, dev)
     with svc.session() as session:
-        report = audit.verify(session, {svc.signer.kid: svc.signer.public})
+        report = audit.verify(session, svc.keys.all_public())
     if as_json:
         print(json.dumps(report.__dict__))
     else:

@@ -97,6 +97,15 @@ class WebhookSettings(BaseModel):
     events: list[str] = Field(["verdict.changed", "device.quarantined", "device.revoked"])
 
 
+class EarSettings(BaseModel):
+    """Attestation-result tokens (EAR)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ttl_seconds: int = Field(600, ge=30, le=3600, description="token lifetime")
+    audience: str | None = Field(None, description="aud of every token (none by default)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="EDGEPROOF_", env_nested_delimiter="__", extra="forbid"
@@ -120,6 +129,7 @@ class Settings(BaseSettings):
     audit_checkpoint_seconds: float = Field(300.0, gt=0, le=86400,
                                             description="how often the audit head is signed")
     issuance: IssuanceSettings = IssuanceSettings()
+    ear: EarSettings = EarSettings()
     secrets: SecretStoreSettings = SecretStoreSettings()
 
     @classmethod

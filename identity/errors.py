@@ -555,3 +555,65 @@ class Conflict(RequestError):
 
 class NotFound(RequestError):
     code = "request.not_found"
+
+
+class GateRefused(EvidenceError):
+    """A relying party's check of an attestation-result token (identity.gate) failed."""
+
+    code = "gate.refused"
+
+
+class GateTokenMalformed(GateRefused):
+    code = "gate.token_malformed"
+
+
+class GateHeaderRefused(GateRefused):
+    code = "gate.header_refused"
+
+
+class GateAlgorithmRefused(GateRefused):
+    code = "gate.algorithm_refused"
+
+
+class GateKeyUnknown(GateRefused):
+    code = "gate.key_unknown"
+
+
+class GateSignatureInvalid(GateRefused):
+    code = "gate.signature_invalid"
+
+
+class GateClaimMissing(GateRefused):
+    code = "gate.claim_missing"
+
+
+class GateIssuerMismatch(GateRefused):
+    code = "gate.issuer_mismatch"
+
+
+class GateAudienceMismatch(GateRefused):
+    code = "gate.audience_mismatch"
+
+
+class GateExpired(GateRefused):
+    code = "gate.expired"
+
+
+class GateTooOld(GateRefused):
+    code = "gate.too_old"
+
+
+class GateNonceMismatch(GateRefused):
+    code = "gate.nonce_mismatch"
+
+
+class GateStatusInsufficient(GateRefused):
+    code = "gate.status_insufficient"
+
+
+class GateClaimInsufficient(GateRefused):
+    code = "gate.claim_insufficient"
+
+
+class GateBindingMismatch(GateRefused):
+    code = "gate.binding_mismatch"

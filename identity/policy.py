@@ -8,7 +8,7 @@ the event log's contents builds on this.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -20,6 +20,23 @@ from identity.pcr import MAX_PCR, PcrSelection, PcrValues
 from identity.tpm.structures import DIGEST_SIZES
 
 DEFAULT_PCRS = tuple(range(8))
+
+
+class GateRule(BaseModel):
+    """When the gate API allows an action (``update:firmware/*``, ``workload:payments``)
+    for a device of this class: minimum EAR status and claim tiers, maximum age of its
+    last attestation. Actions no rule matches are denied."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action: str = Field(pattern=r"^[A-Za-z0-9:/_.*?\-]{1,128}$",
+                        description="action pattern (shell-style wildcards)")
+    minimum_status: Literal["affirming", "warning"] = "affirming"
+    claims: dict[Literal["instance-identity", "hardware", "executables", "configuration",
+                         "file-system"], Literal["affirming", "warning"]] = Field(
+        default_factory=dict, description="per-claim minimum tiers")
+    max_age_seconds: int = Field(3600, ge=10, le=30 * 86400,
+                                 description="oldest last attestation accepted")
 
 
 class PolicyDocument(BaseModel):
@@ -39,6 +56,7 @@ class PolicyDocument(BaseModel):
     require_event_log: bool = Field(True, description="refuse evidence without an event log")
     boot: BootPolicy | None = Field(None, description="measured-boot appraisal of the event log")
     ima: ImaPolicy | None = Field(None, description="IMA appraisal (PCR 10 must be quoted)")
+    gates: tuple[GateRule, ...] = Field((), description="gate rules, first match wins")
 
     @field_validator("pcr_bank")
     @classmethod

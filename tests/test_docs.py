@@ -36,6 +36,14 @@ def test_every_audit_finding_is_documented() -> None:
     assert findings <= set(re.findall(r"^\| `([a-z_.]+)` \|", doc, re.MULTILINE))
 
 
+def test_every_gate_decision_reason_is_documented() -> None:
+    source = (ROOT / "attestor" / "services" / "gate.py").read_text()
+    reasons = set(re.findall(r'"(gate\.[a-z_]+)"', source)) - {"gate.decision"}  # audit action
+    doc = (ROOT / "docs" / "reason-codes.md").read_text()
+    assert len(reasons) >= 6
+    assert reasons <= set(re.findall(r"^\| `([a-z_.]+)` \|", doc, re.MULTILINE))
+
+
 def test_reason_codes_are_unique() -> None:
     codes = list(_codes(IdentityError))
     assert len(codes) == len(set(codes))

@@ -138,6 +138,10 @@ class AttestationRequest(Request):
     csr: StructB64 = Field(description="PKCS#10 request (DER) signed by the workload key")
     key_public: StructB64 = Field(description="TPM2B_PUBLIC of the workload key")
     key_certify: SignedAttest = Field(description="TPM2_Certify of the workload key by the AK")
+    ear_nonce: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_\-]{11,88}$",
+        description="a relying party's nonce (base64url, 8-64 bytes) to put in the "
+        "attestation-result token as eat_nonce")
 
 
 class GrantedSecret(BaseModel):
@@ -167,3 +171,6 @@ class AttestationResult(BaseModel):
     ima: ImaProgress | None = None
     ima_pending_entries: int = Field(0, description="IMA entries measured after the quote: "
                                      "sent again next time")
+    token: str | None = Field(None, description="attestation-result token (EAR as a JWT, "
+                              "ES256), bound to `certificate`; verify with identity.gate "
+                              "against /.well-known/jwks.json")

@@ -12,10 +12,11 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import jwt
+from cryptography.hazmat.primitives.asymmetric import ec
 from jwt import PyJWK
 
 from attestor.auth import ROLES, Principal
@@ -50,13 +51,23 @@ def _principal(claims: dict[str, Any], role_claim: str) -> Principal:
     return Principal("token", str(claims.get("sub") or "unknown"), role=role)
 
 
+class PublicKeys(Protocol):
+    def public(self, kid: str) -> ec.EllipticCurvePublicKey | None: ...
+
+
 class LocalTokens:
-    def __init__(self, key: SigningKey, issuer: str) -> None:
-        self.key, self.issuer = key, issuer
+    """Tokens this attestor minted, verified with the ring key their ``kid`` names."""
+
+    def __init__(self, keys: PublicKeys, issuer: str) -> None:
+        self.keys, self.issuer = keys, issuer
 
     def verify(self, token: str, now: dt.datetime) -> Principal:
         try:
-            claims = jwt.decode(token, self.key.public, algorithms=["ES256"],
+            kid = jwt.get_unverified_header(token).get("kid")
+            key = self.keys.public(kid) if isinstance(kid, str) else None
+            if key is None:
+                raise AuthInvalid("the bearer token names no key of this attestor")
+            claims = jwt.decode(token, key, algorithms=["ES256"],
                                 audience=LOCAL_AUDIENCE, issuer=self.issuer,
                                 options={"require": ["iss", "aud", "exp", "sub"]},
                                 leeway=30)

@@ -48,7 +48,12 @@ class SigningKey:
         return cls(key)
 
     def jwk(self) -> dict[str, str]:
-        numbers = self.public.public_numbers()
-        return {"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": self.kid,
-                "x": _b64url(numbers.x.to_bytes(32, "big")),
-                "y": _b64url(numbers.y.to_bytes(32, "big"))}
+        return jwk_of(self.kid, self.public)
+
+
+def jwk_of(kid: str, public: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    """The public key as a JWK (RFC 7517) for ES256."""
+    numbers = public.public_numbers()
+    return {"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+            "x": _b64url(numbers.x.to_bytes(32, "big")),
+            "y": _b64url(numbers.y.to_bytes(32, "big"))}

@@ -243,3 +243,19 @@ class WebhookDelivery(SQLModel, table=True):
     next_attempt_at: dt.datetime = _time(index=True)
     delivered_at: dt.datetime | None = _time(nullable=True)
     last_error: str | None = Field(default=None, max_length=512)
+
+
+class SigningKeyRow(SQLModel, table=True):
+    """The attestor's ES256 keys (tokens, attestation results, audit checkpoints).
+
+    The newest key without ``retired_at`` signs; retired keys still verify what
+    they signed (published in the JWKS for the token lifetime after retirement,
+    kept for audit checkpoints forever). Private keys are PKCS#8, encrypted with
+    the CA passphrase."""
+
+    __tablename__ = "signing_keys"
+
+    kid: str = Field(primary_key=True, max_length=64)
+    private_pem: bytes
+    created_at: dt.datetime = _time()
+    retired_at: dt.datetime | None = _time(nullable=True)

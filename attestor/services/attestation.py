@@ -25,7 +25,7 @@ from attestor.api.schemas import (
 from attestor.backends.issuer import IssuedCertificate
 from attestor.db import queries
 from attestor.db.models import Attestation, Device, Nonce, Policy
-from attestor.services import issuance, webhooks
+from attestor.services import issuance, results, webhooks
 from attestor.services.context import Services
 from attestor.services.evidence import Verification, verify_evidence
 from attestor.services.policies import policy_for
@@ -118,6 +118,10 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
         issued = issuance.sign(svc, serial, "workload", lambda: svc.issuer.issue_workload(
             workload_key, device_id=device_id, now=now, ttl=ttl, serial=serial))
         try:
+            token = results.result_token(
+                svc, device_id=device_id, result=result, certificate=issued.cert,
+                policy=results.policy_id(device.device_class, policy.version if policy else None),
+                event_log=req.event_log, now=now, nonce=req.ear_nonce)
             renewal = _record_pass(svc, session, device_id, req, now, result, policy, issued,
                                    granted)
         except Exception:
@@ -136,7 +140,7 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
         not_after=issued.cert.not_valid_after_utc, secrets=granted,
         ima=ImaProgress(accepted_entries=result.ima_state.entries,
                         reset_count=result.quote.clock.reset_count) if result.ima_state else None,
-        ima_pending_entries=result.ima_pending,
+        ima_pending_entries=result.ima_pending, token=token,
     )
 
 

@@ -20,6 +20,7 @@ from attestor.backends.secrets.embedded import EmbeddedSecretStore
 from attestor.backends.signing import SigningKey
 from attestor.db.engine import head_revision, is_current, make_engine
 from attestor.observability import Metrics
+from attestor.services.keyring import Keyring
 from attestor.settings import ConfigError, Settings
 from attestor.trust import load_trust_store
 from identity.ekcert import TrustStore
@@ -40,7 +41,7 @@ class Services:
     issuer: Issuer
     secrets: SecretStore
     trust: TrustStore
-    signing: SigningKey | None = None
+    keyring: Keyring | None = None
     clock: Clock = utc_now
     _keys: dict[bytes, TpmKey] = field(default_factory=dict)
     devid_keys: dict[bytes, ec.EllipticCurvePublicKey] = field(default_factory=dict)
@@ -48,13 +49,18 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
 
     @property
+    def keys(self) -> Keyring:
+        if self.keyring is None:
+            raise ServiceError("the attestor's signing keyring is not loaded")
+        return self.keyring
+
+    @property
     def signer(self) -> SigningKey:
-        if self.signing is None:
-            raise ServiceError("the attestor's signing key is not loaded")
-        return self.signing
+        """The active signing key (rotates: read it per use, do not keep it)."""
+        return self.keys.current
 
     def local_tokens(self) -> LocalTokens:
-        return LocalTokens(self.signer, local_issuer(self.settings.trust_domain))
+        return LocalTokens(self.keys, local_issuer(self.settings.trust_domain))
 
     def verify_token(self, token: str) -> Principal:
         """A local token (if enabled) or an OIDC one, told apart by their issuer."""
@@ -104,11 +110,13 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     if not settings.signing_key_file.exists():
         raise ConfigError(f"no signing key at {settings.signing_key_file}: this data directory "
                           "predates it; run `attestor keys init`")
-    signing = SigningKey.load(settings.signing_key_file, settings.ca_passphrase())
+    keyring = Keyring(engine, settings.ca_passphrase())
+    keyring.bootstrap(SigningKey.load(settings.signing_key_file, settings.ca_passphrase()),
+                      clock())
     auth = settings.auth
     oidc = None
     if auth.oidc_issuer and auth.oidc_audience and auth.oidc_jwks_url:
         oidc = OidcTokens(auth.oidc_issuer, auth.oidc_audience, auth.oidc_jwks_url,
                           auth.oidc_algorithms, auth.oidc_role_claim)
     return Services(settings, engine, issuer, secrets, load_trust_store(settings.trust_dir),
-                    signing=signing, clock=clock, oidc=oidc)
+                    keyring=keyring, clock=clock, oidc=oidc)

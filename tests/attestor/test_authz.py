@@ -65,6 +65,8 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): FLEET,
     ("GET", "/v1/ca"): PUBLIC,
+    ("GET", "/.well-known/jwks.json"): PUBLIC,
+    ("POST", "/v1/gate/decisions"): frozenset({"admin", "gatekeeper"}),
 }
 
 

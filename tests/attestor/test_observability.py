@@ -68,10 +68,20 @@ def test_readiness_names_the_failing_backend(attestor: LiveAttestor) -> None:
     ready = httpx.get(f"{attestor.url}/readyz").json()
     assert ready == {"ready": True, "database": "ok", "issuer": "ok", "secrets": "ok",
                      "signing_key": "ok"}
-    attestor.services.signing = None  # as if the key could not be loaded
+    import sqlalchemy as sa
+
+    from attestor.db.models import SigningKeyRow
+
+    with attestor.services.session() as session, session.begin():  # no active key left
+        session.execute(sa.update(SigningKeyRow).values(retired_at=attestor.clock()))
+    attestor.services.keys.refresh(force=True)
     down = httpx.get(f"{attestor.url}/readyz")
     assert down.status_code == 503
-    assert down.json()["signing_key"] == "unavailable: service.error"
+    assert down.json()["signing_key"] == "unavailable: signing.key"
+    with attestor.services.session() as session, session.begin():
+        session.execute(sa.update(SigningKeyRow).values(retired_at=None))
+    attestor.services.keys.refresh(force=True)
+    assert httpx.get(f"{attestor.url}/readyz").status_code == 200
 
 
 def test_audit_checkpoints_are_witnessed_in_the_log(attestor: LiveAttestor,

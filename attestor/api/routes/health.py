@@ -66,3 +66,13 @@ async def metrics(svc: ServicesDep, caller: MetricsReader) -> Response:
 async def ca_bundle(svc: ServicesDep) -> str:
     """Trust anchors for certificates this attestor issues (PEM). Public."""
     return svc.issuer.roots_pem()
+
+
+@router.get("/.well-known/jwks.json")
+async def jwks(svc: ServicesDep) -> dict[str, list[dict[str, str]]]:
+    """Public keys (ES256) that verify attestation-result tokens: the active key and,
+    after a rotation, the previous ones until the tokens they signed have expired.
+    Public; relying parties cache it and re-fetch on an unknown `kid`."""
+    from attestor.services.results import jwks as published
+
+    return await run_in_threadpool(published, svc)

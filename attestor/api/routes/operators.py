@@ -229,7 +229,7 @@ async def audit_verify(svc: ServicesDep, caller: Reader) -> AuditVerification:
     """Walk the whole chain: edited, deleted, reordered or truncated entries are named."""
     def run() -> AuditVerification:
         with svc.session() as session:
-            report = audit.verify(session, {svc.signer.kid: svc.signer.public})
+            report = audit.verify(session, svc.keys.all_public())
         return AuditVerification(ok=report.ok, entries=report.entries,
                                  last_seq=report.last_seq, checkpoints=report.checkpoints,
                                  anchored_seq=report.anchored_seq, problems=report.problems)
