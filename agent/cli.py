@@ -148,6 +148,40 @@ def run(
     raise typer.Exit(run_daemon(state_dir, tcti, event_log))
 
 
+@app.command("fetch-update")
+def fetch_update(
+    url: Annotated[str, typer.Argument(help="the update's URL")],
+    out_file: Annotated[Path, typer.Option("--out", help="where to write it")],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    ca_bundle: Annotated[Path | None, typer.Option(help="CA bundle for the update server's "
+                                                    "TLS certificate")] = None,
+) -> None:
+    """Download an update from a service that serves only attested devices: sends the
+    attestation-result token, the workload certificate and a request signature made
+    by the TPM-resident workload key. Exit 0 when written, 3 when refused, 1 when the
+    service cannot be reached."""
+    from agent.client import Unreachable
+    from agent.fetch import FetchRefused
+    from agent.fetch import fetch_update as fetch
+    from agent.tpm.device import Tpm, TpmError
+
+    config = load_config(state_dir=state_dir)
+    bundle = str(ca_bundle or config.ca_bundle) if (ca_bundle or config.ca_bundle) else None
+    try:
+        with Tpm(config.tcti) as tpm:
+            got = fetch(config, tpm, url, out_file, bundle)
+    except FetchRefused as exc:
+        if exc.status == 0:
+            fail(exc.detail)
+        err.print(f"[bold red]refused[/] ({exc.status} {exc.code}): {exc.detail}")
+        for reason in exc.reasons:
+            err.print(f"  reason: [red]{reason}[/]")
+        raise typer.Exit(3) from exc
+    except (Unreachable, TpmError, ValueError) as exc:
+        fail(str(exc))
+    out.print(f"[green]fetched[/] {got.path} ({got.size} bytes, sha256 {got.sha256})")
+
+
 @app.command()
 def status(
     state_dir: StateDir = DEFAULT_STATE_DIR,

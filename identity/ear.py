@@ -144,5 +144,16 @@ def claims(*, issuer: str, device_id: str, now: dt.datetime, ttl: dt.timedelta,
     return body
 
 
+def public_jwk(kid: str, public: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    """An ES256 verification key as a JWK (RFC 7517), as the attestor publishes it."""
+    numbers = public.public_numbers()
+
+    def b64(value: int) -> str:
+        return base64.urlsafe_b64encode(value.to_bytes(32, "big")).rstrip(b"=").decode()
+
+    return {"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+            "x": b64(numbers.x), "y": b64(numbers.y)}
+
+
 def sign(body: Mapping[str, Any], key: ec.EllipticCurvePrivateKey, kid: str) -> str:
     return jwt.encode(dict(body), key, algorithm="ES256", headers={"kid": kid, "typ": "JWT"})

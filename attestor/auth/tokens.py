@@ -42,6 +42,26 @@ def mint(key: SigningKey, issuer: str, *, role: str, subject: str, ttl: dt.timed
     return jwt.encode(claims, key.key, algorithm="ES256", headers={"kid": key.kid})
 
 
+# Times are checked against the attestor's clock (``now``), not PyJWT's wall clock.
+_AT_NOW: Any = {"require": ["iss", "aud", "exp", "sub"], "verify_exp": False,
+                "verify_iat": False, "verify_nbf": False}
+LEEWAY = 30
+
+
+def _check_times(claims: dict[str, Any], now: dt.datetime) -> None:
+    stamp = now.timestamp()
+    try:
+        expires = float(claims["exp"])
+        issued = float(claims.get("iat", expires - 1))
+        not_before = float(claims.get("nbf", issued))
+    except (TypeError, ValueError) as exc:
+        raise AuthInvalid("the bearer token's times are not numbers") from exc
+    if stamp >= expires + LEEWAY:
+        raise AuthExpired("the bearer token has expired")
+    if issued > stamp + LEEWAY or not_before > stamp + LEEWAY:
+        raise AuthInvalid("the bearer token is not valid yet")
+
+
 def _principal(claims: dict[str, Any], role_claim: str) -> Principal:
     value = claims.get(role_claim)
     roles = value if isinstance(value, list) else [value]
@@ -69,13 +89,10 @@ class LocalTokens:
                 raise AuthInvalid("the bearer token names no key of this attestor")
             claims = jwt.decode(token, key, algorithms=["ES256"],
                                 audience=LOCAL_AUDIENCE, issuer=self.issuer,
-                                options={"require": ["iss", "aud", "exp", "sub"]},
-                                leeway=30)
-        except jwt.ExpiredSignatureError as exc:
-            raise AuthExpired("the bearer token has expired") from exc
+                                options=_AT_NOW)
         except jwt.PyJWTError as exc:
             raise AuthInvalid(f"the bearer token is not valid: {exc}") from exc
-        del now  # PyJWT checks exp against the wall clock
+        _check_times(claims, now)
         return _principal(claims, "role")
 
 
@@ -147,10 +164,8 @@ class OidcTokens:
             key = self._key(str(header.get("kid", "")), str(header["alg"]))
             claims = jwt.decode(token, key.key, algorithms=self.algorithms,
                                 audience=self.audience, issuer=self.issuer,
-                                options={"require": ["iss", "aud", "exp", "sub"]}, leeway=30)
-        except jwt.ExpiredSignatureError as exc:
-            raise AuthExpired("the bearer token has expired") from exc
+                                options=_AT_NOW)
         except jwt.PyJWTError as exc:
             raise AuthInvalid(f"the bearer token is not valid: {exc}") from exc
-        del now
+        _check_times(claims, now)
         return _principal(claims, self.role_claim)

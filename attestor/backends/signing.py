@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from attestor.backends.files import write_private
+from identity.ear import public_jwk
 from identity.errors import ServiceError
 
 
@@ -53,7 +54,4 @@ class SigningKey:
 
 def jwk_of(kid: str, public: ec.EllipticCurvePublicKey) -> dict[str, str]:
     """The public key as a JWK (RFC 7517) for ES256."""
-    numbers = public.public_numbers()
-    return {"kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
-            "x": _b64url(numbers.x.to_bytes(32, "big")),
-            "y": _b64url(numbers.y.to_bytes(32, "big"))}
+    return public_jwk(kid, public)
