@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from attestor.api import openapi, problems
-from attestor.api.limits import BodyLimit
+from attestor.api.limits import BodyLimit, Overload
 from attestor.api.ratelimit import RateLimiter
 from attestor.api.routes import attestations, devices, enrollments, gate, health, operators
 from attestor.observability import RequestContext
@@ -45,6 +45,10 @@ def create_app(services: Services, *, background: bool = True) -> FastAPI:
     problems.install(app)
     openapi.install(app)
     app.add_middleware(BodyLimit, max_bytes=services.settings.max_body_bytes)
+    limits = services.settings.rate_limits
+    app.add_middleware(Overload, max_inflight=limits.max_inflight,
+                       retry_after=limits.overload_retry_after_seconds,
+                       on_shed=services.metrics.rate_limited.labels(limit="overload").inc)
     app.add_middleware(RequestContext)  # outermost: every response carries its request id
     for module in (enrollments, attestations, devices, operators, gate, health):
         app.include_router(module.router)

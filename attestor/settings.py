@@ -85,6 +85,10 @@ class RateLimitSettings(BaseModel):
     enrollment_per_minute: int = Field(60, ge=1, description="per client address")
     challenge_per_minute: int = Field(30, ge=1, description="per device")
     attestation_per_minute: int = Field(30, ge=1, description="per device")
+    max_inflight: int = Field(64, ge=1, le=10_000, description="device requests in flight "
+                              "per process before shedding with 429")
+    overload_retry_after_seconds: int = Field(5, ge=1, le=600, description="base Retry-After "
+                                              "when shedding (jittered up to twice)")
     client_per_minute: int = Field(1200, ge=1, description="challenges and attestations "
                                    "per client address (a NAT may hide many devices)")
 

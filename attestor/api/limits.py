@@ -1,8 +1,11 @@
-"""Request body size limit, enforced while reading (Content-Length may lie or be absent)."""
+"""Request body size limit, enforced while reading (Content-Length may lie or be
+absent), and load shedding of device requests beyond a number in flight."""
 
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -60,5 +63,54 @@ class BodyLimit:
         }).encode()
         await send({"type": "http.response.start", "status": 413, "headers": [
             (b"content-type", b"application/problem+json"),
+            (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class Overload:
+    """Load shedding: at most ``max_inflight`` device requests (enrollment, challenge,
+    attestation) in this process at once; beyond that, an immediate 429 with a
+    jittered Retry-After, so a thundering herd (a fleet coming back after an
+    outage) is spread out instead of queueing until it times out."""
+
+    def __init__(self, app: ASGIApp, max_inflight: int, retry_after: int,
+                 on_shed: Callable[[], None] | None = None) -> None:
+        self.app, self.max_inflight, self.retry_after = app, max_inflight, retry_after
+        self.inflight = 0
+        self.on_shed = on_shed
+
+    @staticmethod
+    def _heavy(scope: Scope) -> bool:
+        path: str = scope.get("path", "")
+        return scope.get("method") == "POST" and (
+            path.startswith("/v1/enrollments")
+            or (path.startswith("/v1/devices/") and path.endswith(("/challenge",
+                                                                   "/attestations"))))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._heavy(scope):
+            await self.app(scope, receive, send)
+            return
+        if self.inflight >= self.max_inflight:
+            if self.on_shed is not None:
+                self.on_shed()
+            await self._shed(send)
+            return
+        self.inflight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.inflight -= 1
+
+    async def _shed(self, send: Send) -> None:
+        wait = self.retry_after + secrets.randbelow(self.retry_after + 1)
+        body = json.dumps({
+            "type": "https://edgeproof.dev/problems/request.overloaded",
+            "title": "too many requests", "status": 429, "code": "request.overloaded",
+            "detail": f"the attestor is at capacity; retry in {wait} s",
+        }).encode()
+        await send({"type": "http.response.start", "status": 429, "headers": [
+            (b"content-type", b"application/problem+json"),
+            (b"retry-after", str(wait).encode()),
             (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

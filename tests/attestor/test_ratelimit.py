@@ -66,3 +66,40 @@ def test_challenges_and_enrollments_are_limited(strict: LiveAttestor, device: De
     metrics = httpx.get(f"{strict.url}/metrics", headers=strict.headers("auditor")).text
     assert 'edgeproof_rate_limit_hits_total{limit="challenge"} 1.0' in metrics
     assert 'edgeproof_rate_limit_hits_total{limit="enrollment"} 2.0' in metrics
+
+
+def test_device_requests_beyond_the_inflight_limit_are_shed_with_retry_after(
+        tmp_path: Path, manufacturer: Manufacturer) -> None:
+    """A request whose body arrives slowly holds the only slot: the next device request
+    is shed at once (429, jittered Retry-After), the operator API is not, and once the
+    slot is free device requests are served again."""
+    import threading
+    import time
+
+    live = LiveAttestor(tmp_path / "attestor", [manufacturer],
+                        rate_limits={"max_inflight": 1,
+                                     "overload_retry_after_seconds": 3}).start()
+    try:
+        def slow_body() -> Iterator[bytes]:
+            yield b'{"ek_public": "'
+            time.sleep(1.5)
+            yield b'AAAA"}'
+
+        holder = threading.Thread(target=lambda: httpx.post(
+            f"{live.url}/v1/enrollments", content=slow_body(),
+            headers={"Content-Type": "application/json", **live.enroller_headers}, timeout=10))
+        holder.start()
+        time.sleep(0.5)
+        shed = httpx.post(f"{live.url}/v1/devices/d1/challenge", json={})
+        assert shed.status_code == 429
+        assert shed.json()["code"] == "request.overloaded"
+        assert 3 <= int(shed.headers["retry-after"]) <= 6
+        assert httpx.get(f"{live.url}/v1/devices",
+                         headers=live.headers("auditor")).status_code == 200
+        holder.join()
+        after = httpx.post(f"{live.url}/v1/devices/d1/challenge", json={})
+        assert after.status_code == 401  # served (and refused for want of a signature)
+        metrics = httpx.get(f"{live.url}/metrics", headers=live.headers("auditor")).text
+        assert 'edgeproof_rate_limit_hits_total{limit="overload"} 1.0' in metrics
+    finally:
+        live.stop()
