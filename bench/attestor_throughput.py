@@ -289,6 +289,27 @@ def profile_cycles(devices: list[SimDevice], data: Path, env: dict[str, str],
     return cpu_ms, [(name, t / profiled * cpu_ms) for name, t in totals.items()]
 
 
+def plot(series: dict[str, list[tuple[int, float, float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for name, points in series.items():
+        concurrency = [c for c, _, _ in points]
+        left.plot(concurrency, [r for _, r, _ in points], marker="o", label=name)
+        right.plot(concurrency, [p for _, _, p in points], marker="o", label=name)
+    left.set(xlabel="concurrent devices", ylabel="full cycles / s", title="Throughput")
+    right.set(xlabel="concurrent devices", ylabel="p99 latency (ms)", title="p99 latency")
+    for axis in (left, right):
+        axis.set_xscale("log", base=2)
+        axis.grid(True, alpha=0.3)
+    left.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small fleet, short runs")
@@ -296,6 +317,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--write", type=Path)
+    parser.add_argument("--plot", type=Path, help="PNG of throughput and p99 against "
+                        "concurrency (needs the bench extra: matplotlib)")
     args = parser.parse_args()
     devices_n = args.devices or (60 if args.quick else 400)
     seconds = args.seconds or (6.0 if args.quick else 20.0)
@@ -310,6 +333,7 @@ def main() -> None:
     best: tuple[float, float, str] = (0.0, 0.0, "none")
     profile: list[tuple[str, float]] = []
     service_ms = server_ms = 0.0
+    series: dict[str, list[tuple[int, float, float]]] = {}
     backends = args.backends.split(",")
     for backend in backends:
         for processes in (1, 2):
@@ -331,6 +355,9 @@ def main() -> None:
                             f"{level.pct(0.5):.0f} | {level.pct(0.99):.0f} | {level.errors} | "
                             f"{level.attestor_cpu:.2f} | {level.generator_cpu:.2f} |")
                         print(lines[-1], flush=True)
+                        series.setdefault(f"{backend}, {processes} process"
+                                          f"{'es' if processes > 1 else ''}", []).append(
+                            (concurrency, level.rate, level.pct(0.99)))
                         if level.rate > best[0] and not level.errors:
                             best = (level.rate, level.pct(0.99), backend)
                     if processes == 1 and not profile:
@@ -358,6 +385,8 @@ def main() -> None:
 
         write_section(args.write, "attestor-throughput",
                       "Attestor throughput (bench/attestor_throughput.py)", lines)
+    if args.plot and series:
+        plot(series, args.plot)
     rate, p99, backend = best
     print(f"cycles_per_s={rate:.0f} p99_ms={p99:.0f} backend={backend}")
 
