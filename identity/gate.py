@@ -23,22 +23,70 @@ import jwt
 from jwt import PyJWK
 
 from identity import ear
-from identity.errors import (
-    GateAlgorithmRefused,
-    GateAudienceMismatch,
-    GateBindingMismatch,
-    GateClaimInsufficient,
-    GateClaimMissing,
-    GateExpired,
-    GateHeaderRefused,
-    GateIssuerMismatch,
-    GateKeyUnknown,
-    GateNonceMismatch,
-    GateSignatureInvalid,
-    GateStatusInsufficient,
-    GateTokenMalformed,
-    GateTooOld,
-)
+from identity.errors import EvidenceError
+
+
+class GateRefused(EvidenceError):
+    """A relying party's check of an attestation-result token (identity.gate) failed."""
+
+    code = "gate.refused"
+
+
+class GateTokenMalformed(GateRefused):
+    code = "gate.token_malformed"
+
+
+class GateHeaderRefused(GateRefused):
+    code = "gate.header_refused"
+
+
+class GateAlgorithmRefused(GateRefused):
+    code = "gate.algorithm_refused"
+
+
+class GateKeyUnknown(GateRefused):
+    code = "gate.key_unknown"
+
+
+class GateSignatureInvalid(GateRefused):
+    code = "gate.signature_invalid"
+
+
+class GateClaimMissing(GateRefused):
+    code = "gate.claim_missing"
+
+
+class GateIssuerMismatch(GateRefused):
+    code = "gate.issuer_mismatch"
+
+
+class GateAudienceMismatch(GateRefused):
+    code = "gate.audience_mismatch"
+
+
+class GateExpired(GateRefused):
+    code = "gate.expired"
+
+
+class GateTooOld(GateRefused):
+    code = "gate.too_old"
+
+
+class GateNonceMismatch(GateRefused):
+    code = "gate.nonce_mismatch"
+
+
+class GateStatusInsufficient(GateRefused):
+    code = "gate.status_insufficient"
+
+
+class GateClaimInsufficient(GateRefused):
+    code = "gate.claim_insufficient"
+
+
+class GateBindingMismatch(GateRefused):
+    code = "gate.binding_mismatch"
+
 
 FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c", "crit")
 REQUIRED = ("iss", "sub", "iat", "exp", "eat_profile", "submods", "cnf")

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-import attestor.backends.issuer.local_ca
-import attestor.backends.secrets.embedded  # noqa: F401 - registers their error classes
+import identity.gate  # noqa: F401 - registers their error classes
 from identity.errors import IdentityError
 
 ROOT = Path(__file__).resolve().parent.parent

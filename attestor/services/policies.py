@@ -29,7 +29,6 @@ from identity.ima.replay import IMA_PCR
 from identity.pcr import PcrSelection, parse_pcr_values
 from identity.policy import PolicyDocument, evaluate_pcrs, learn, parse_policy
 
-
 _PARSED: dict[int, PolicyDocument] = {}  # policy versions are immutable: parse each once
 _DEFAULT = PolicyDocument()
 

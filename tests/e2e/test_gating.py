@@ -33,7 +33,7 @@ from attestor.auth import apikeys
 from attestor.auth.tokens import local_issuer
 from deploy.examples.update_server.app import Config, create_app
 from identity import gate
-from identity.errors import GateRefused
+from identity.gate import GateRefused
 from identity.policy import GateRule
 from tests.harness import Device, LiveAttestor, enroll_and_learn, now
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from identity import ear, gate
-from identity.errors import GateRefused
+from identity.gate import GateRefused
 
 NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 ISSUER = "edgeproof-attestor:edgeproof.local"
