@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from attestor.backends.signing import SigningKey, SigningKeyError, jwk_of
@@ -57,11 +58,14 @@ class Keyring:
 
     def bootstrap(self, key: SigningKey, now: dt.datetime) -> None:
         """Put the data directory's key in the ring if the ring is empty (first start)."""
-        with self._session() as session, session.begin():
-            if not signing_queries.signing_keys(session):
-                signing_queries.add_signing_key(session, SigningKeyRow(
-                    kid=key.kid, private_pem=encrypted_pem(key.key, self._passphrase),
-                    created_at=now))
+        try:
+            with self._session() as session, session.begin():
+                if not signing_queries.signing_keys(session):
+                    signing_queries.add_signing_key(session, SigningKeyRow(
+                        kid=key.kid, private_pem=encrypted_pem(key.key, self._passphrase),
+                        created_at=now))
+        except IntegrityError:
+            pass  # another replica starting at the same moment put the same key in
         self.refresh(force=True)
 
     def rotate(self, session: Session, now: dt.datetime) -> tuple[str, list[str]]:
