@@ -29,23 +29,13 @@ from identity.ima.replay import IMA_PCR
 from identity.pcr import PcrSelection, parse_pcr_values
 from identity.policy import PolicyDocument, evaluate_pcrs, learn, parse_policy
 
-_PARSED: dict[int, PolicyDocument] = {}  # policy versions are immutable: parse each once
-_DEFAULT = PolicyDocument()
-
 
 def policy_for(session: Session, device_class: str) -> tuple[PolicyDocument, Policy | None]:
     """The policy in force for a class; the built-in default (no golden values) if none."""
     row = queries.current_policy(session, device_class)
     if row is None:
-        return _DEFAULT, None
-    if row.id is None:
-        return parse_policy(row.document), row
-    document = _PARSED.get(row.id)
-    if document is None:
-        if len(_PARSED) > 10_000:
-            _PARSED.clear()
-        document = _PARSED[row.id] = parse_policy(row.document)
-    return document, row
+        return PolicyDocument(), None
+    return parse_policy(row.document), row
 
 
 @dataclass
