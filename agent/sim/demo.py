@@ -105,8 +105,10 @@ def main(workdir: Path) -> None:
         tpm_proc.start()
         boot(tpm_proc, log, tamper=None)
         ok(f"measured boot simulated: PCRs 0-7 extended, event log at {log.name}")
-        _enroll_attest_renew(data, state, log, url, tpm_proc, station_key)
+        device_id = _enroll_attest_renew(data, state, log, url, tpm_proc, station_key)
+        gatekeeper = _gate(data, state, url, device_id)
         _tampered(state, log, tpm_proc)
+        _gate_denies(url, device_id, gatekeeper)
     finally:
         tpm_proc.stop()
         server.terminate()
@@ -127,7 +129,7 @@ def _wait_healthy(url: str, server: subprocess.Popen[bytes]) -> None:
 
 
 def _enroll_attest_renew(data: Path, state: Path, log: Path, url: str,
-                         tpm_proc: SwtpmProcess, station_key: str) -> None:
+                         tpm_proc: SwtpmProcess, station_key: str) -> str:
     step("Factory enrollment: EK chain, credential activation, DevID certify")
     out = run("edge-agent", "provision", "--attestor", url, "--tcti", tpm_proc.tcti,
               "--state-dir", str(state), "--serial", "EDGE-0001", "--event-log", str(log),
@@ -159,6 +161,60 @@ def _enroll_attest_renew(data: Path, state: Path, log: Path, url: str,
         raise DemoFailed("renewal did not issue a new serial")
     ok(f"renewed: serial {str(result['serial'])[:16]}… → {str(renewed['serial'])[:16]}…")
     del cert
+    return device_id
+
+
+def _decide(url: str, device_id: str, token: str) -> dict[str, object]:
+    answer = httpx.post(f"{url}/v1/gate/decisions",
+                        json={"device_id": device_id, "action": "update:firmware/stable"},
+                        headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    if answer.status_code != 200:
+        raise DemoFailed(f"gate decision failed: {answer.status_code} {answer.text}")
+    decision: dict[str, object] = answer.json()
+    return decision
+
+
+def _gate(data: Path, state: Path, url: str, device_id: str) -> str:
+    """The attestation-result token checked offline, then a gate rule and a decision."""
+    from cryptography.hazmat.primitives import serialization
+
+    from identity import gate
+
+    step("Attestation result: a signed EAR token bound to the certificate, and the gate")
+    cert = x509.load_pem_x509_certificate((state / "cert.pem").read_bytes())
+    jwks = httpx.get(f"{url}/.well-known/jwks.json", timeout=10).json()
+    result = gate.verify((state / "attestation.jwt").read_text(), jwks,
+                         gate.Requirements(issuer="edgeproof-attestor:edgeproof.local"),
+                         dt.datetime.now(dt.UTC),
+                         cert.public_bytes(serialization.Encoding.DER))
+    ok(f"attestation.jwt verifies offline (identity.gate): ear.status {result.status}, "
+       f"trustworthiness {result.vector}")
+    shown = run("attestor", "policy", "show", "-d", str(data), "--dev").split("\n", 1)[1]
+    document = {**json.loads(shown), "gates": [{"action": "update:firmware/*",
+                                                "max_age_seconds": 900}]}
+    (data.parent / "policy-with-gate.json").write_text(json.dumps(document))
+    run("attestor", "policy", "set", str(data.parent / "policy-with-gate.json"), "--class",
+        "default", "-d", str(data), "--dev")
+    token = run("attestor", "token", "create", "--role", "gatekeeper", "--ttl", "10m",
+                "-d", str(data), "--dev").strip().splitlines()[-1]
+    decision = _decide(url, device_id, token)
+    if decision["decision"] != "allow":
+        raise DemoFailed(f"the gate did not allow the attested device: {decision}")
+    ok("gate rule update:firmware/* added; POST /v1/gate/decisions → allow")
+    return token
+
+
+def _gate_denies(url: str, device_id: str, token: str) -> None:
+    decision = _decide(url, device_id, token)
+    if decision["decision"] != "deny":
+        raise DemoFailed(f"the gate allowed a device whose last boot was refused: {decision}")
+    reasons = decision.get("reasons")
+    listed = ", ".join(str(r) for r in reasons) if isinstance(reasons, list) else ""
+    ok(f"the gate now denies update:firmware/stable: {listed}"
+       " (its old token has not expired; the gate knows better)")
+    console.print("\n[bold green]demo complete:[/] enrollment, attestation, certificate, "
+                  "secret, renewal, attestation result and gate, and the tampered boot "
+                  "refused.")
 
 
 def _show_certificate(state: Path) -> x509.Certificate:
@@ -196,8 +252,7 @@ def _tampered(state: Path, log: Path, tpm_proc: SwtpmProcess) -> None:
     for failed in refused.get("failed", []):  # type: ignore[attr-defined]
         console.print(f"    {failed['code']}: {failed['detail']}")
     ok("nothing issued; the previous credentials stay in place")
-    console.print("\n[bold green]demo complete:[/] enrollment, attestation, certificate, "
-                  "secret, renewal, and the tampered boot refused.")
+
 
 
 if __name__ == "__main__":
