@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
@@ -32,6 +33,10 @@ def create_app(services: Services, *, background: bool = True) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Blocking work (database, crypto) runs on a few threads: more only contend for
+        # the GIL (see docs/benchmarks.md); requests beyond them wait their turn.
+        limiter = anyio.to_thread.current_default_thread_limiter()
+        limiter.total_tokens = services.settings.worker_threads
         jobs = await run_in_threadpool(jobs_start, services) if background else []
         try:
             yield

@@ -124,6 +124,8 @@ class Settings(BaseSettings):
     nonce_ttl_seconds: int = Field(60, ge=10, le=600)
     activation_ttl_seconds: int = Field(300, ge=30, le=3600)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024)
+    worker_threads: int = Field(8, ge=1, le=256, description="threads running blocking "
+                                "request work per process")
     ek_require_san: bool = Field(True, description="EK certificates must carry the TCG SAN")
     ca: CaSettings = CaSettings()
     auth: AuthSettings = AuthSettings()
