@@ -27,6 +27,7 @@ from identity.ima.log import parse_binary
 from identity.pcr import PcrSelection, format_pcr_values
 from identity.tpm.keys import PublicKey, public_key
 from identity.tpm.structures import parse_attest, parse_public
+from identity.tpmwrap import TpmWrap, TpmWrapInvalid, unwrap
 from identity.x509.csr import assemble_csr, csr_info
 
 log = logging.getLogger("edge_agent.attest")
@@ -160,15 +161,33 @@ def _ima_batch(config: AgentConfig, reset_count: int, selection: PcrSelection,
     return 0, listing.tail(data, 0)
 
 
+def _secret_value(secret: dict[str, Any], tpm: Tpm | None, config: AgentConfig) -> bytes:
+    """A granted secret's value; a TPM-wrapped one is opened by this device's TPM."""
+    wrapped = secret.get("tpm_wrap")
+    if not wrapped:
+        return base64.b64decode(secret["value"], validate=True)
+    if tpm is None:
+        raise MalformedAnswer("a TPM-wrapped secret needs the TPM to open it")
+    sealed = TpmWrap(*(base64.b64decode(wrapped[k], validate=True) for k in
+                       ("credential_blob", "encrypted_secret", "iv", "ciphertext")))
+    key = tpm.activate_credential(sealed.credential_blob, sealed.encrypted_secret,
+                                  config.ak_handle)
+    try:
+        return unwrap(sealed, key, name=str(secret["name"]), version=int(secret["version"]),
+                      device_id=str(config.device_id))
+    except TpmWrapInvalid as exc:
+        raise MalformedAnswer(str(exc)) from exc
+
+
 def install_result(config: AgentConfig, key: TSSPrivKey, result: dict[str, Any],
-                   now: dt.datetime) -> Issued:
+                   now: dt.datetime, tpm: Tpm | None = None) -> Issued:
     """Check the issued certificate against our key and CA, then install the set."""
     ca_pem = (config.state_dir / CA_FILE).read_text()
     try:
         cert = check_issued(str(result["certificate"]), str(result["chain"]), ca_pem,
                             workload_public_key(key), now)
         serial = str(result["serial"])
-        secrets = [(str(s["name"]), base64.b64decode(s["value"], validate=True))
+        secrets = [(str(s["name"]), _secret_value(s, tpm, config))
                    for s in result.get("secrets", [])]
     except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise MalformedAnswer(f"the attestation result is incomplete: {exc!r}") from exc
@@ -251,7 +270,7 @@ def _attest(config: AgentConfig, tpm: Tpm, client: AttestorClient, device_id: st
         challenge = client.challenge(device_id)
         evidence = collect_evidence(config, tpm, device_id, challenge, full_ima=True)
         result = client.attest(device_id, evidence.body)
-    return install_result(config, evidence.key, result, now)
+    return install_result(config, evidence.key, result, now, tpm)
 
 
 def _uri(cert: x509.Certificate) -> str:

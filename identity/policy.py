@@ -50,6 +50,9 @@ class PolicyDocument(BaseModel):
         default_factory=dict, description="PCR index -> expected value (hex)"
     )
     secrets: tuple[str, ...] = Field((), description="secret names released on a pass")
+    tpm_bound_secrets: tuple[str, ...] = Field(
+        (), description="of those, the ones delivered so that only the device's TPM can "
+        "open them (MakeCredential to its EK, bound to its AK)")
     cert_ttl_seconds: int | None = Field(
         None, ge=60, description="lifetime of issued certificates; the server default if unset"
     )
@@ -84,6 +87,9 @@ class PolicyDocument(BaseModel):
 
     @model_validator(mode="after")
     def _golden_fits(self) -> PolicyDocument:
+        unknown = set(self.tpm_bound_secrets) - set(self.secrets)
+        if unknown:
+            raise ValueError(f"tpm_bound_secrets not granted in secrets: {sorted(unknown)}")
         if self.ima is not None and IMA_PCR not in self.pcrs:
             raise ValueError("an IMA policy needs PCR 10 in pcrs")
         if self.boot is not None:

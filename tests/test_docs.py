@@ -8,7 +8,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-import identity.gate  # noqa: F401 - registers their error classes
+import identity.gate
+import identity.tpmwrap  # noqa: F401 - registers their error classes
 from identity.errors import IdentityError
 
 ROOT = Path(__file__).resolve().parent.parent

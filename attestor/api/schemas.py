@@ -144,10 +144,20 @@ class AttestationRequest(Request):
         "attestation-result token as eat_nonce")
 
 
+class TpmWrapped(BaseModel):
+    """A secret only the device's TPM can open (see identity/tpmwrap.py)."""
+
+    credential_blob: B64 = Field(description="TPM2B_ID_OBJECT for TPM2_ActivateCredential")
+    encrypted_secret: B64 = Field(description="TPM2B_ENCRYPTED_SECRET")
+    iv: B64
+    ciphertext: B64 = Field(description="AES-256-GCM under the activated key")
+
+
 class GrantedSecret(BaseModel):
     name: str
     version: int
-    value: B64
+    value: B64 | None = Field(None, description="the value (absent when tpm_wrap is set)")
+    tpm_wrap: TpmWrapped | None = None
 
 
 class PolicyRef(BaseModel):

@@ -21,6 +21,7 @@ from attestor.api.schemas import (
     GrantedSecret,
     ImaProgress,
     PolicyRef,
+    TpmWrapped,
 )
 from attestor.backends.issuer import IssuedCertificate
 from attestor.db import queries
@@ -29,6 +30,7 @@ from attestor.services import issuance, results, webhooks
 from attestor.services.context import Services
 from attestor.services.evidence import Verification, verify_evidence
 from attestor.services.policies import policy_for
+from identity import tpmwrap
 from identity.errors import (
     BackendUnavailable,
     DeviceNotActive,
@@ -107,7 +109,7 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
                             policy, quote_ok=result.quote_ok)
             raise VerificationFailed("attestation refused", runner.checks, runner.reason_codes)
 
-        granted = _read_secrets(svc, document)
+        granted = _read_secrets(svc, document, device)
         ttl_seconds = min(
             document.cert_ttl_seconds or svc.settings.issuance.cert_ttl_seconds,
             svc.settings.issuance.max_cert_ttl_seconds,
@@ -196,13 +198,23 @@ def _announce_verdict(svc: Services, session: Session, device: Device, verdict: 
             "reasons": reasons}, now)
 
 
-def _read_secrets(svc: Services, document: PolicyDocument) -> list[GrantedSecret]:
+def _read_secrets(svc: Services, document: PolicyDocument,
+                  device: Device) -> list[GrantedSecret]:
     granted = []
     for name in document.secrets:
         value = svc.secrets.read(name)
         if value is None:
             raise BackendUnavailable(f"policy grants secret {name!r}, which the store lacks")
-        granted.append(GrantedSecret(name=value.name, version=value.version, value=value.value))
+        if name not in document.tpm_bound_secrets:
+            granted.append(GrantedSecret(name=value.name, version=value.version,
+                                         value=value.value))
+            continue
+        sealed = tpmwrap.wrap(value.value, ek_public=device.ek_public,
+                              ak_name=bytes.fromhex(device.ak_name), name=value.name,
+                              version=value.version, device_id=device.id)
+        granted.append(GrantedSecret(name=value.name, version=value.version, tpm_wrap=TpmWrapped(
+            credential_blob=sealed.credential_blob, encrypted_secret=sealed.encrypted_secret,
+            iv=sealed.iv, ciphertext=sealed.ciphertext)))
     return granted
 
 
