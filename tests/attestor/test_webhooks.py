@@ -112,8 +112,13 @@ def test_events_are_signed_retried_and_recorded(hooked: LiveAttestor, device: De
         assert hmac.compare_digest(mac, expected)
         assert headers["X-Edgeproof-Signature"] == signature(SECRET.encode(), int(stamp), body)
 
-    with hooked.services.session() as session:
-        rows = session.exec(select(WebhookDelivery).order_by(WebhookDelivery.id)).all()
+    def recorded() -> list[WebhookDelivery]:
+        with hooked.services.session() as session:
+            return list(session.exec(select(WebhookDelivery).order_by(WebhookDelivery.id)))
+
+    # the worker records an attempt after the receiver has answered: wait for the record
+    _wait(lambda: all(r.delivered_at is not None for r in recorded()))
+    rows = recorded()
     assert [r.attempts for r in rows] == [2, 1, 1, 1]
     assert all(r.delivered_at is not None for r in rows)
     assert rows[0].last_error is None
