@@ -17,7 +17,8 @@ from attestor.auth import ROLES
 
 token_app = typer.Typer(help="Bearer tokens minted by this attestor.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys for factory stations.", no_args_is_help=True)
-keys_app = typer.Typer(help="The attestor's signing key.", no_args_is_help=True)
+keys_app = typer.Typer(help="The attestor's signing keys (a keyring shared by every replica).",
+                       no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 out = Console()
 
