@@ -81,12 +81,11 @@ def _run(*args: str, env: dict[str, str] | None = None) -> str:
 
 
 def setup_and_measure(work: Path, renewals: int) -> dict[str, float]:
-    import httpx
-
     from agent.sim.boot import simulate_boot
     from agent.sim.ima import simulate_ima
     from agent.sim.swtpm import Manufacturer, SwtpmProcess, free_port_pair
     from agent.tpm.device import Tpm
+    from bench.serve import wait_healthy
 
     data, state = work / "attestor", work / "state"
     log, ima = work / "binary_bios_measurements", work / "binary_runtime_measurements"
@@ -107,12 +106,7 @@ def setup_and_measure(work: Path, renewals: int) -> dict[str, float]:
     swtpm = SwtpmProcess(work / "tpm").start()
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(200):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        wait_healthy(url)
         with Tpm(swtpm.tcti) as tpm:
             simulate_boot(tpm, log)
             simulate_ima(tpm, ima)

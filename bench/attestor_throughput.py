@@ -43,6 +43,7 @@ import httpx
 from agent.client import AttestorClient
 from agent.sim.fleet import SimDevice
 from agent.sim.swtpm import free_port_pair
+from bench.serve import wait_healthy
 
 BIN = Path(sys.executable).parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -107,12 +108,7 @@ def start_attestor(work: Path, database_url: str | None, processes: int) -> Atte
             env={**os.environ, **env}, stdout=log, stderr=log))
         urls.append(f"http://127.0.0.1:{port}")
     for url in urls:
-        for _ in range(400):
-            try:
-                if httpx.get(f"{url}/healthz", timeout=0.5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        wait_healthy(url)
     return Attestor(data, env, servers, urls)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import uvicorn
@@ -159,6 +161,15 @@ class Device:
         self.tpm = Tpm(self.process.tcti)
         simulate_boot(self.tpm, self.log, tamper=tamper)
         simulate_ima(self.tpm, self.ima, unknown_file=unknown_file)
+
+    @contextmanager
+    def released(self) -> Iterator[None]:
+        """swtpm serves one connection at a time: let another process or command have it."""
+        self.tpm.close()
+        try:
+            yield
+        finally:
+            self.tpm = Tpm(self.process.tcti)
 
     def run_program(self, path: str, contents: bytes) -> None:
         """The running system measures one more file (IMA appends, PCR10 extends)."""

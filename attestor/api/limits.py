@@ -11,6 +11,17 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
+async def send_problem(send: Send, status: int, code: str, title: str, detail: str,
+                       headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """An RFC 9457 problem written straight from ASGI middleware (before any route)."""
+    body = json.dumps({"type": f"https://edgeproof.dev/problems/{code}", "title": title,
+                       "status": status, "code": code, "detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/problem+json"), *(headers or []),
+        (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
 class BodyTooLarge(HTTPException):
     """Raised while the body is read; FastAPI passes HTTP exceptions to the problem handler."""
 
@@ -56,15 +67,8 @@ class BodyLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps({
-            "type": "https://edgeproof.dev/problems/request.too_large",
-            "title": "request body too large", "status": 413, "code": "request.too_large",
-            "detail": f"bodies are limited to {self.max_bytes} bytes",
-        }).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [
-            (b"content-type", b"application/problem+json"),
-            (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_problem(send, 413, "request.too_large", "request body too large",
+                           f"bodies are limited to {self.max_bytes} bytes")
 
 
 class Overload:
@@ -104,13 +108,6 @@ class Overload:
 
     async def _shed(self, send: Send) -> None:
         wait = self.retry_after + secrets.randbelow(self.retry_after + 1)
-        body = json.dumps({
-            "type": "https://edgeproof.dev/problems/request.overloaded",
-            "title": "too many requests", "status": 429, "code": "request.overloaded",
-            "detail": f"the attestor is at capacity; retry in {wait} s",
-        }).encode()
-        await send({"type": "http.response.start", "status": 429, "headers": [
-            (b"content-type", b"application/problem+json"),
-            (b"retry-after", str(wait).encode()),
-            (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_problem(send, 429, "request.overloaded", "too many requests",
+                           f"the attestor is at capacity; retry in {wait} s",
+                           [(b"retry-after", str(wait).encode())])

@@ -5,8 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import pytest
 from tpm2_pytss import ESYS_TR, TPM2_CAP, TPM2_HANDLE
@@ -16,20 +15,9 @@ from agent.cli import app
 from agent.client import AttestorClient, Unreachable
 from agent.config import AgentConfig
 from agent.doctor import FAIL, OK, WARN, Check, run_checks
-from agent.tpm.device import Tpm
 from tests.harness import Device, LiveAttestor, enroll_and_learn, now
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tpm]
-
-
-@contextmanager
-def released(device: Device) -> Iterator[None]:
-    """swtpm serves one connection at a time: let the doctor have it."""
-    device.tpm.close()
-    try:
-        yield
-    finally:
-        device.tpm = Tpm(device.process.tcti)
 
 
 def attested(attestor: LiveAttestor, device: Device) -> AgentConfig:
@@ -44,7 +32,7 @@ def attested(attestor: LiveAttestor, device: Device) -> AgentConfig:
 def diagnose(config: AgentConfig, device: Device,
              probe: Callable[[], dt.datetime | None] | None = None,
              at: dt.datetime | None = None) -> dict[str, Check]:
-    with released(device):
+    with device.released():
         return {c.name: c for c in run_checks(config, at or now(), probe)}
 
 
@@ -59,7 +47,7 @@ def test_healthy_device_passes_every_check(attestor: LiveAttestor, device: Devic
     assert {c.status for c in checks.values()} == {OK}, checks
     assert set(checks) == {"state_dir", "credentials", "tpm", "ek_certificate",
                            "persistent_objects", "event_log", "ima_log", "attestor", "clock"}
-    with released(device):
+    with device.released():
         result = CliRunner().invoke(app, ["doctor", "--json", "--offline",
                                           "--state-dir", str(config.state_dir)])
     assert result.exit_code == 0, result.output
@@ -129,7 +117,7 @@ def test_clock_and_attestor_problems(attestor: LiveAttestor, device: Device) -> 
 
     checks = diagnose(config, device, probe=down)
     assert checks["attestor"].status == FAIL and "refused" in checks["attestor"].detail
-    with released(device):
+    with device.released():
         result = CliRunner().invoke(app, ["doctor", "--state-dir", str(config.state_dir),
                                           "--tcti", "swtpm:host=127.0.0.1,port=9"])
     assert result.exit_code == 1

@@ -9,7 +9,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,7 +27,6 @@ from agent.client import AttestorError
 from agent.config import AgentConfig
 from agent.fetch import FetchRefused, fetch_update
 from agent.sim.swtpm import free_port_pair
-from agent.tpm.device import Tpm
 from attestor.auth import apikeys
 from attestor.auth.tokens import local_issuer
 from deploy.examples.update_server.app import Config, create_app
@@ -125,15 +123,6 @@ def update_server(attestor: LiveAttestor, tmp_path: Path) -> Iterator[tuple[str,
         thread.join(timeout=10)
 
 
-@contextmanager
-def released(device: Device) -> Iterator[None]:
-    device.tpm.close()
-    try:
-        yield
-    finally:
-        device.tpm = Tpm(device.process.tcti)
-
-
 def test_passing_attestation_yields_a_bound_ear_token(attestor: LiveAttestor,
                                                       device: Device) -> None:
     config = attested(attestor, device)
@@ -166,7 +155,7 @@ def test_update_is_served_only_to_attested_devices_holding_their_keys(
     set_gates(attestor, GateRule(action="update:*", max_age_seconds=600))
     target = f"{url}/updates/firmware-2.1.0.bin"
 
-    with released(device):  # the device's own command, as an operator would run it
+    with device.released():  # the device's own command, as an operator would run it
         result = CliRunner().invoke(agent_cli, ["fetch-update", target, "--out",
                                                 str(tmp_path / "a.bin"), "--state-dir",
                                                 str(device_a.state_dir), "--ca-bundle", str(ca)])
