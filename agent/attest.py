@@ -9,6 +9,7 @@ import datetime as dt
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from cryptography import x509
 from tpm2_pytss.tsskey import TSSPrivKey
 
+from agent import vaultwrap
 from agent.client import AttestorClient, AttestorError, DeviceSigner, MalformedAnswer
 from agent.config import AgentConfig
 from agent.enroll import CA_FILE
@@ -161,8 +163,12 @@ def _ima_batch(config: AgentConfig, reset_count: int, selection: PcrSelection,
     return 0, listing.tail(data, 0)
 
 
-def _secret_value(secret: dict[str, Any], tpm: Tpm | None, config: AgentConfig) -> bytes:
-    """A granted secret's value; a TPM-wrapped one is opened by this device's TPM."""
+def _secret_value(secret: dict[str, Any], tpm: Tpm | None, config: AgentConfig,
+                  unwrapped: dict[str, bytes]) -> bytes:
+    """A granted secret's value; a TPM-wrapped one is opened by this device's TPM, a
+    Vault-wrapped one was unwrapped at Vault (``unwrapped``)."""
+    if secret.get("vault_wrap"):
+        return unwrapped[str(secret["name"])]
     wrapped = secret.get("tpm_wrap")
     if not wrapped:
         return base64.b64decode(secret["value"], validate=True)
@@ -180,14 +186,15 @@ def _secret_value(secret: dict[str, Any], tpm: Tpm | None, config: AgentConfig) 
 
 
 def install_result(config: AgentConfig, key: TSSPrivKey, result: dict[str, Any],
-                   now: dt.datetime, tpm: Tpm | None = None) -> Issued:
+                   now: dt.datetime, tpm: Tpm | None = None,
+                   unwrapped: dict[str, bytes] | None = None) -> Issued:
     """Check the issued certificate against our key and CA, then install the set."""
     ca_pem = (config.state_dir / CA_FILE).read_text()
     try:
         cert = check_issued(str(result["certificate"]), str(result["chain"]), ca_pem,
                             workload_public_key(key), now)
         serial = str(result["serial"])
-        secrets = [(str(s["name"]), _secret_value(s, tpm, config))
+        secrets = [(str(s["name"]), _secret_value(s, tpm, config, unwrapped or {}))
                    for s in result.get("secrets", [])]
     except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         raise MalformedAnswer(f"the attestation result is incomplete: {exc!r}") from exc
@@ -270,7 +277,9 @@ def _attest(config: AgentConfig, tpm: Tpm, client: AttestorClient, device_id: st
         challenge = client.challenge(device_id)
         evidence = collect_evidence(config, tpm, device_id, challenge, full_ima=True)
         result = client.attest(device_id, evidence.body)
-    return install_result(config, evidence.key, result, now, tpm)
+    unwrapped = vaultwrap.resolve(result, client, device_id, config.vault_ca_bundle,
+                                  time.monotonic())
+    return install_result(config, evidence.key, result, now, tpm, unwrapped)
 
 
 def _uri(cert: x509.Certificate) -> str:

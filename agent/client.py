@@ -220,3 +220,10 @@ class AttestorClient:
 
     def attest(self, device_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._post(f"/v1/devices/{device_id}/attestations", body, signed=True)
+
+    def report_wrap_reuse(self, device_id: str, name: str, token: str,
+                          age_seconds: int) -> dict[str, Any]:
+        """Tell the attestor a Vault wrapping token was spent before we used it."""
+        return self._post(f"/v1/devices/{device_id}/secrets/wrap-reuse",
+                          {"name": name, "token": token, "age_seconds": age_seconds},
+                          signed=True)

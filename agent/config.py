@@ -69,6 +69,8 @@ class AgentConfig:
         lambda v: re.match(r"^https?://[^/\s]+", v) is not None, "must be an http(s) URL"))
     ca_bundle: Path | None = field(default=None, metadata=_check(
         lambda v: v.is_file(), "names no CA bundle file"))
+    vault_ca_bundle: Path | None = field(default=None, metadata=_check(
+        lambda v: v.is_file(), "names no CA bundle file"))  # for unwrapping at Vault
     tcti: str = field(default="device:/dev/tpmrm0", metadata=_check(
         _tcti_ok, "is not a TCTI (device:, swtpm:, mssim:, tabrmd)"))
     event_log: Path | None = DEFAULT_EVENT_LOG
@@ -130,7 +132,7 @@ class AgentConfig:
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from exc
         for key in ("attestor_url", "tcti", "device_id", "serial", "device_class",
-                    "ca_bundle", "event_log", "ima_log"):
+                    "ca_bundle", "vault_ca_bundle", "event_log", "ima_log"):
             value = getattr(self, key)
             if value is not None:
                 document[key] = str(value)

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from attestor.cli_admin import apikey_app, audit_app, keys_app, token_app
 from attestor.cli_logs import eventlog_app, ima_app
+from attestor.cli_secret import secret_app
 from attestor.cli_verify import ekcert_app, quote_app
 from attestor.settings import ConfigError, Settings, load_settings
 from identity.errors import IdentityError
@@ -25,7 +26,6 @@ app = typer.Typer(help="edgeproof attestor: attestation service and admin comman
 trust_app = typer.Typer(help="The EK trust store (TPM-vendor CA certificates).",
                         no_args_is_help=True)
 policy_app = typer.Typer(help="Reference policies per device class.", no_args_is_help=True)
-secret_app = typer.Typer(help="The embedded secret store.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 device_app = typer.Typer(help="Enrolled devices.", no_args_is_help=True)
 for sub, name in ((trust_app, "trust"), (policy_app, "policy"), (secret_app, "secret"),
@@ -241,46 +241,6 @@ def policy_set(
     with svc.session() as session, session.begin():
         policy = set_policy(session, device_class, document, "cli", svc.clock())
     out.print(f"[green]policy[/] class={device_class} version={policy.version}")
-
-
-@secret_app.command("put")
-def secret_put(
-    name: str,
-    value: Annotated[str | None, typer.Option(help="value (prefer --from-file or stdin)")] = None,
-    from_file: Annotated[Path | None, typer.Option(help="read the value from a file")] = None,
-    data_dir: DataDir = DEFAULT_DIR,
-    dev: Dev = None,
-) -> None:
-    """Store a new version of a secret (value from --value, --from-file or stdin)."""
-    from attestor.backends.secrets.embedded import EmbeddedSecretStore
-
-    svc = services_for(data_dir, dev)
-    if value is not None and from_file is not None:
-        fail("give --value or --from-file, not both")
-    data = (value.encode() if value is not None
-            else from_file.read_bytes() if from_file is not None else sys.stdin.buffer.read())
-    store = svc.secrets
-    if not isinstance(store, EmbeddedSecretStore):
-        fail("secrets are managed in the configured external store")
-    try:
-        version = store.put(name, data, svc.clock())
-    except IdentityError as exc:
-        fail(exc.detail)
-    out.print(f"[green]stored[/] {name} version {version} ({len(data)} bytes)")
-
-
-@secret_app.command("list")
-def secret_list(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
-    """Secret names and latest versions (never values)."""
-    from attestor.backends.secrets.embedded import EmbeddedSecretStore
-
-    store = services_for(data_dir, dev).secrets
-    if not isinstance(store, EmbeddedSecretStore):
-        fail("secrets are managed in the configured external store")
-    table = Table("name", "version")
-    for name, version in store.names():
-        table.add_row(name, str(version))
-    out.print(table)
 
 
 @app.command("ca")

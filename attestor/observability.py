@@ -117,6 +117,9 @@ class Metrics:
         self.renewals = Counter(
             "edgeproof_renewals", "Workload certificates issued to a device that held one",
             registry=self.registry)
+        self.wrap_reuse = Counter(
+            "edgeproof_wrap_reuse_reports", "Vault wrapping tokens found used by another",
+            registry=self.registry)
         self.rate_limited = Counter(
             "edgeproof_rate_limit_hits", "Requests refused by a rate limit", ["limit"],
             registry=self.registry)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
@@ -17,6 +17,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from attestor.vault_settings import VaultSettings
 
 CONFIG_FILE = "attestor.toml"
 DEV_PASSPHRASE = "edgeproof-development-only-passphrase"  # noqa: S105 - refused outside dev
@@ -56,6 +58,7 @@ class IssuanceSettings(BaseModel):
 class SecretStoreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    backend: Literal["embedded", "vault"] = Field("embedded", description="where secrets live")
     key_file: Path | None = Field(None, description="AES-256 key of the embedded store")
 
 
@@ -137,6 +140,15 @@ class Settings(BaseSettings):
     issuance: IssuanceSettings = IssuanceSettings()
     ear: EarSettings = EarSettings()
     secrets: SecretStoreSettings = SecretStoreSettings()
+    issuer: Literal["local", "vault"] = Field("local", description="who signs workload "
+                                              "certificates (device identities: local CA)")
+    vault: VaultSettings | None = None
+
+    @model_validator(mode="after")
+    def _vault_configured(self) -> Settings:
+        if self.vault is None and "vault" in (self.issuer, self.secrets.backend):
+            raise ValueError("the vault backend needs a [vault] section (address, auth)")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -407,6 +407,27 @@ class BackendUnavailable(ServiceError):
     code = "backend.unavailable"
 
 
+class VaultSealed(BackendUnavailable):
+    code = "backend.vault_sealed"
+
+
+class VaultUnreachable(BackendUnavailable):
+    code = "backend.vault_unreachable"
+
+
+class VaultRefused(BackendUnavailable):
+    """Vault answered but refused (403, an expired token, a bad role or path)."""
+
+    code = "backend.vault_refused"
+
+
+class IssuerMismatch(ServiceError):
+    """The issuer returned a certificate other than the one asked for (names, key or
+    lifetime): it is not handed out."""
+
+    code = "backend.issuer_mismatch"
+
+
 class AuditUnavailable(ServiceError):
     code = "audit.unavailable"
 

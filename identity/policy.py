@@ -53,6 +53,9 @@ class PolicyDocument(BaseModel):
     tpm_bound_secrets: tuple[str, ...] = Field(
         (), description="of those, the ones delivered so that only the device's TPM can "
         "open them (MakeCredential to its EK, bound to its AK)")
+    secret_tiers: dict[str, Literal["affirming", "warning"]] = Field(
+        default_factory=dict, description="secret name -> the attestation result status it "
+        "needs (affirming: withheld on a pass with warnings); unnamed secrets need a pass")
     cert_ttl_seconds: int | None = Field(
         None, ge=60, description="lifetime of issued certificates; the server default if unset"
     )
@@ -90,6 +93,9 @@ class PolicyDocument(BaseModel):
         unknown = set(self.tpm_bound_secrets) - set(self.secrets)
         if unknown:
             raise ValueError(f"tpm_bound_secrets not granted in secrets: {sorted(unknown)}")
+        unknown = set(self.secret_tiers) - set(self.secrets)
+        if unknown:
+            raise ValueError(f"secret_tiers names secrets not granted: {sorted(unknown)}")
         if self.ima is not None and IMA_PCR not in self.pcrs:
             raise ValueError("an IMA policy needs PCR 10 in pcrs")
         if self.boot is not None:

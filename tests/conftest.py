@@ -20,6 +20,7 @@ import sqlalchemy as sa
 import agent  # noqa: F401 - sets TSS2_LOG before tpm2-pytss loads
 from agent.sim.swtpm import Manufacturer
 from tests.harness import Device, LiveAttestor
+from tests.vault import VaultUnderTest
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("EDGEPROOF_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -34,6 +35,29 @@ def json_logs() -> None:
     from tests.leaks import LOGS
 
     configure_logging(stream=LOGS)
+
+
+def pytest_report_header() -> str:
+    from tests.vault import real
+
+    found = real.binary()
+    return ("vault contract suite: against a real dev server (" + found + ")" if found else
+            "vault contract suite: against the in-process HTTP double (no vault/bao on PATH)")
+
+
+@pytest.fixture
+def vault() -> Iterator[VaultUnderTest]:
+    """A real Vault/OpenBao dev server when a binary is on PATH, else the HTTP double."""
+    from tests.vault import real
+    from tests.vault.double import VaultHttpDouble
+
+    found = real.binary()
+    server: VaultUnderTest = real.VaultDevServer(found) if found else VaultHttpDouble()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -77,8 +77,8 @@ class LiveAttestor:
         """The attestor's private keys and passphrase must never leave its data dir."""
         from cryptography.hazmat.primitives import serialization
 
-        issuer = self.services.issuer
-        keys = {"the issuing CA key": issuer.issuing.key,  # type: ignore[attr-defined]
+        issuer = self.services.ca
+        keys = {"the issuing CA key": issuer.issuing.key,
                 "the attestor's signing key": self.services.signer.key}
         for what, key in keys.items():
             scalar = key.private_numbers().private_value

@@ -68,7 +68,7 @@ class LeakWatch:
             for form in _forms(value):
                 self.nonces[form] = "nonce"
 
-    def release(self, value: bytes) -> None:
+    def release(self, value: bytes | str) -> None:
         with self._lock:
             for form in _forms(value):
                 self.released[form] = "released secret value"
@@ -160,7 +160,10 @@ class Recorder:
         if path.endswith("/attestations"):
             try:
                 for granted in json.loads(text).get("secrets") or []:
-                    self.watch.release(base64.b64decode(granted["value"]))
+                    if granted.get("value"):
+                        self.watch.release(base64.b64decode(granted["value"]))
+                    if granted.get("vault_wrap"):  # a wrapping token is as good as the value
+                        self.watch.release(str(granted["vault_wrap"]["token"]))
             except (ValueError, KeyError, TypeError, AttributeError):
                 pass
         with self.watch._lock:

@@ -153,11 +153,39 @@ class TpmWrapped(BaseModel):
     ciphertext: B64 = Field(description="AES-256-GCM under the activated key")
 
 
+class VaultWrapped(BaseModel):
+    """A single-use Vault response-wrapping token: the device unwraps it at ``address``
+    (``sys/wrapping/unwrap``) and reads ``field`` of the KV secret. If Vault says the
+    token is not valid before ``ttl_seconds`` have passed, someone used it first: report
+    it to ``/v1/devices/{id}/secrets/wrap-reuse``."""
+
+    token: str
+    wrap_id: str = Field(description="hash of the token; what the audit log names")
+    ttl_seconds: int
+    address: str
+    field: str
+
+
 class GrantedSecret(BaseModel):
     name: str
     version: int
-    value: B64 | None = Field(None, description="the value (absent when tpm_wrap is set)")
+    value: B64 | None = Field(None, description="the value (absent when wrapped)")
     tpm_wrap: TpmWrapped | None = None
+    vault_wrap: VaultWrapped | None = None
+
+
+class WrapReuseReport(Request):
+    """Vault refused to unwrap a wrapping token this device received and had not used."""
+
+    name: str = Field(max_length=128, description="the secret's name")
+    token: str = Field(min_length=8, max_length=256,
+                       description="the spent wrapping token (useless now; Vault confirms)")
+    age_seconds: int = Field(ge=0, le=86400, description="seconds since it was received")
+
+
+class WrapReuseAnswer(BaseModel):
+    status: str = Field(description="`recorded` (reuse audited and alerted) or `valid` "
+                        "(the token still works: unwrap it again)")
 
 
 class PolicyRef(BaseModel):

@@ -327,6 +327,10 @@ def latest_secret(session: Session, name: str) -> StoredSecret | None:
     ).first()
 
 
+def all_secrets(session: Session) -> list[StoredSecret]:
+    return list(session.exec(select(StoredSecret).with_for_update()).all())
+
+
 def add_secret(session: Session, secret: StoredSecret) -> None:
     session.add(secret)
 

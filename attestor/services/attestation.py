@@ -18,10 +18,8 @@ from attestor.api.schemas import (
     AttestationRequest,
     AttestationResult,
     Challenge,
-    GrantedSecret,
     ImaProgress,
     PolicyRef,
-    TpmWrapped,
 )
 from attestor.backends.issuer import IssuedCertificate
 from attestor.db import queries
@@ -30,12 +28,13 @@ from attestor.services import issuance, results, webhooks
 from attestor.services.context import Services
 from attestor.services.evidence import Verification, verify_evidence
 from attestor.services.policies import policy_for
-from identity import tpmwrap
+from attestor.services.release import Released, release
+from identity import ear
 from identity.errors import (
-    BackendUnavailable,
     DeviceNotActive,
     DeviceUnknown,
     IdentityError,
+    ServiceError,
     VerificationFailed,
 )
 from identity.pcr import format_pcr_values, parse_pcr_values
@@ -109,25 +108,21 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
                             policy, quote_ok=result.quote_ok)
             raise VerificationFailed("attestation refused", runner.checks, runner.reason_codes)
 
-        granted = _read_secrets(svc, document, device)
-        ttl_seconds = min(
-            document.cert_ttl_seconds or svc.settings.issuance.cert_ttl_seconds,
-            svc.settings.issuance.max_cert_ttl_seconds,
-        )
-        ttl = dt.timedelta(seconds=ttl_seconds)
-        workload_key = check_csr(req.csr).public_key
-        serial = issuance.reserve(svc, device_id, "workload", now, ttl)
-        issued = issuance.sign(svc, serial, "workload", lambda: svc.issuer.issue_workload(
-            workload_key, device_id=device_id, now=now, ttl=ttl, serial=serial))
+        status = ear.appraise([c.as_dict() for c in runner.checks], runner.warnings).status
+        try:
+            released, issued = _release_and_issue(svc, device, req, document, status, now)
+        except ServiceError as exc:  # a backend failed: nothing issued or released
+            _record_backend_failure(svc, session, device_id, now, exc)
+            raise
         try:
             token = results.result_token(
                 svc, device_id=device_id, result=result, certificate=issued.cert,
                 policy=results.policy_id(device.device_class, policy.version if policy else None),
                 event_log=req.event_log, now=now, nonce=req.ear_nonce)
             renewal = _record_pass(svc, session, device_id, req, now, result, policy, issued,
-                                   granted)
+                                   released)
         except Exception:
-            issuance.void(svc, serial, "not_recorded")
+            issuance.void(svc, issued.cert.serial_number, "not_recorded")
             raise
     svc.metrics.attestation("pass", [])
     if renewal:
@@ -139,7 +134,7 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
                          version=policy.version if policy else None),
         certificate=issued.pem, chain=issued.chain_pem, ca=svc.issuer.roots_pem(),
         serial=issued.serial, not_before=issued.cert.not_valid_before_utc,
-        not_after=issued.cert.not_valid_after_utc, secrets=granted,
+        not_after=issued.cert.not_valid_after_utc, secrets=released.granted,
         ima=ImaProgress(accepted_entries=result.ima_state.entries,
                         reset_count=result.quote.clock.reset_count) if result.ima_state else None,
         ima_pending_entries=result.ima_pending, token=token,
@@ -149,7 +144,7 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
 def _record_pass(
     svc: Services, session: Session, device_id: str, req: AttestationRequest,
     now: dt.datetime, result: Verification, policy: Policy | None,
-    issued: IssuedCertificate, granted: list[GrantedSecret],
+    issued: IssuedCertificate, released: Released,
 ) -> bool:
     """Record the pass, its certificate and audit entry at once; True for a renewal."""
     clock = result.quote.clock
@@ -182,7 +177,8 @@ def _record_pass(
             details={
                 "certificate_serial": issued.serial,
                 "policy_version": policy.version if policy else None,
-                "secrets": [{"name": s.name, "version": s.version} for s in granted],
+                "secrets": released.audit,
+                **({"withheld_secrets": released.withheld} if released.withheld else {}),
                 "warnings": result.runner.warnings,
             },
         )
@@ -198,24 +194,30 @@ def _announce_verdict(svc: Services, session: Session, device: Device, verdict: 
             "reasons": reasons}, now)
 
 
-def _read_secrets(svc: Services, document: PolicyDocument,
-                  device: Device) -> list[GrantedSecret]:
-    granted = []
-    for name in document.secrets:
-        value = svc.secrets.read(name)
-        if value is None:
-            raise BackendUnavailable(f"policy grants secret {name!r}, which the store lacks")
-        if name not in document.tpm_bound_secrets:
-            granted.append(GrantedSecret(name=value.name, version=value.version,
-                                         value=value.value))
-            continue
-        sealed = tpmwrap.wrap(value.value, ek_public=device.ek_public,
-                              ak_name=bytes.fromhex(device.ak_name), name=value.name,
-                              version=value.version, device_id=device.id)
-        granted.append(GrantedSecret(name=value.name, version=value.version, tpm_wrap=TpmWrapped(
-            credential_blob=sealed.credential_blob, encrypted_secret=sealed.encrypted_secret,
-            iv=sealed.iv, ciphertext=sealed.ciphertext)))
-    return granted
+def _release_and_issue(svc: Services, device: Device, req: AttestationRequest,
+                       document: PolicyDocument, status: str,
+                       now: dt.datetime) -> tuple[Released, IssuedCertificate]:
+    """Secrets first, then the certificate: if either backend fails, nothing leaves."""
+    released = release(svc, document, device, status)
+    ttl = dt.timedelta(seconds=min(
+        document.cert_ttl_seconds or svc.settings.issuance.cert_ttl_seconds,
+        svc.settings.issuance.max_cert_ttl_seconds))
+    csr = check_csr(req.csr)
+    serial = issuance.reserve(svc, device.id, "workload", now, ttl)
+    issued = issuance.sign(svc, serial, "workload", lambda: svc.issuer.issue_workload(
+        csr, device_id=device.id, now=now, ttl=ttl, serial=serial),
+        assigns_serials=svc.issuer.assigns_serials)
+    return released, issued
+
+
+def _record_backend_failure(svc: Services, session: Session, device_id: str,
+                            now: dt.datetime, exc: ServiceError) -> None:
+    """Audit an attestation that passed but could not be served (the device's verdict
+    and credentials stay as they were: it is not the device's fault)."""
+    svc.metrics.attestation("error", [exc.code])
+    with session.begin():
+        audit.append(session, at=now, actor=ACTOR, action="attestation", outcome="error",
+                     device_id=device_id, details={"reasons": [exc.code]})
 
 
 def _record_refusal(

@@ -22,6 +22,7 @@ from identity.errors import IdentityError
 
 log = logging.getLogger("attestor.background")
 witness = structlog.get_logger("attestor.audit")
+VAULT_LEASE_POLL = 10.0  # seconds; renewal is due at two thirds of the token's lease
 
 
 class Periodic:
@@ -67,6 +68,8 @@ def start(svc: Services) -> list[Periodic]:
     issuance.startup_reconcile(svc)
     jobs = [Periodic("audit-checkpoint", svc.settings.audit_checkpoint_seconds,
                      lambda: checkpoint(svc))]
+    if svc.vault is not None:
+        jobs.append(Periodic("vault-lease", VAULT_LEASE_POLL, svc.vault.maintain))
     if svc.settings.webhooks:
         jobs.append(Periodic("webhooks", svc.settings.webhook_poll_seconds,
                              lambda: deliver(svc)))

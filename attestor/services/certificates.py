@@ -57,4 +57,4 @@ def crl(svc: Services) -> bytes:
     revoked = [(int(r.serial, 16), r.revoked_at or now, r.revoked_reason or "unspecified")
                for r in rows]
     number = int(now.timestamp())  # monotonic enough across replicas, and needs no state
-    return svc.issuer.crl(revoked, now - dt.timedelta(minutes=5), number)
+    return svc.ca.crl(revoked, now - dt.timedelta(minutes=5), number)

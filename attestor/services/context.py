@@ -15,9 +15,12 @@ from attestor.auth import Principal
 from attestor.auth.tokens import LocalTokens, OidcTokens, local_issuer
 from attestor.backends.issuer import Issuer
 from attestor.backends.issuer.local_ca import LocalCa
+from attestor.backends.issuer.vault_pki import VaultPki
 from attestor.backends.secrets import SecretStore
 from attestor.backends.secrets.embedded import EmbeddedSecretStore
+from attestor.backends.secrets.vault_kv import VaultKv
 from attestor.backends.signing import SigningKey
+from attestor.backends.vault.connection import VaultConnection
 from attestor.db.engine import head_revision, is_current, make_engine
 from attestor.observability import Metrics
 from attestor.services.keyring import Keyring
@@ -38,9 +41,11 @@ def utc_now() -> dt.datetime:
 class Services:
     settings: Settings
     engine: sa.Engine
-    issuer: Issuer
+    ca: LocalCa  # device identity certificates and their CRL
+    issuer: Issuer  # workload certificates: the local CA or Vault
     secrets: SecretStore
     trust: TrustStore
+    vault: VaultConnection | None = None
     keyring: Keyring | None = None
     clock: Clock = utc_now
     _keys: dict[bytes, TpmKey] = field(default_factory=dict)
@@ -58,6 +63,13 @@ class Services:
     def signer(self) -> SigningKey:
         """The active signing key (rotates: read it per use, do not keep it)."""
         return self.keys.current
+
+    def ca_bundle(self) -> str:
+        """Trust anchors of what this attestor issues: the device identity root and,
+        when another backend (Vault) signs workload certificates, its root too."""
+        roots = self.ca.roots_pem()
+        workload = self.issuer.roots_pem()
+        return roots if workload == roots else roots + workload
 
     def local_tokens(self) -> LocalTokens:
         return LocalTokens(self.keys, local_issuer(self.settings.trust_domain))
@@ -100,13 +112,21 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         raise ConfigError(
             f"the database is not at schema revision {head_revision()}: run `attestor db upgrade`"
         )
-    issuer = LocalCa.load(
+    ca = LocalCa.load(
         settings.ca_dir,
         settings.ca_passphrase(),
         trust_domain=settings.trust_domain,
         device_identity_days=settings.ca.device_identity_days,
     )
-    secrets = EmbeddedSecretStore.from_key_file(engine, settings.secret_key_file)
+    vault = VaultConnection(settings.vault, clock) if settings.vault is not None else None
+    issuer: Issuer = ca
+    secrets: SecretStore
+    if settings.issuer == "vault" and vault is not None:
+        issuer = VaultPki(vault, trust_domain=settings.trust_domain)
+    if settings.secrets.backend == "vault" and vault is not None:
+        secrets = VaultKv(vault)
+    else:
+        secrets = EmbeddedSecretStore.from_key_file(engine, settings.secret_key_file)
     if not settings.signing_key_file.exists():
         raise ConfigError(f"no signing key at {settings.signing_key_file}: this data directory "
                           "predates it; run `attestor keys init`")
@@ -118,5 +138,5 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     if auth.oidc_issuer and auth.oidc_audience and auth.oidc_jwks_url:
         oidc = OidcTokens(auth.oidc_issuer, auth.oidc_audience, auth.oidc_jwks_url,
                           auth.oidc_algorithms, auth.oidc_role_claim)
-    return Services(settings, engine, issuer, secrets, load_trust_store(settings.trust_dir),
-                    keyring=keyring, clock=clock, oidc=oidc)
+    return Services(settings, engine, ca, issuer, secrets, load_trust_store(settings.trust_dir),
+                    vault=vault, keyring=keyring, clock=clock, oidc=oidc)

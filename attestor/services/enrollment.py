@@ -159,6 +159,7 @@ def start(svc: Services, req: EnrollmentRequest, caller: Principal | None) -> En
 
 def complete(svc: Services, enrollment_id: str, req: ActivationRequest) -> EnrolledDevice:
     now = svc.clock()
+    bundle = svc.ca_bundle()  # first: with Vault down this fails before anything is spent
     with svc.session() as session:
         try:
             # Consumed in its own transaction: a wrong answer burns the challenge too.
@@ -177,7 +178,7 @@ def complete(svc: Services, enrollment_id: str, req: ActivationRequest) -> Enrol
         lifetime = dt.timedelta(days=svc.settings.ca.device_identity_days)
         cert_serial = issuance.reserve(svc, row.device_id, "identity", now, lifetime)
         issued = issuance.sign(svc, cert_serial, "identity", lambda: (
-            svc.issuer.issue_device_identity(devid, device_id=row.device_id, serial=row.serial,
+            svc.ca.issue_device_identity(devid, device_id=row.device_id, serial=row.serial,
                                              now=now, cert_serial=cert_serial)))
         try:
             _record_enrollment(session, row, issued, now)
@@ -187,7 +188,7 @@ def complete(svc: Services, enrollment_id: str, req: ActivationRequest) -> Enrol
         svc.metrics.enrollments.labels(step="activate", outcome="enrolled").inc()
         return EnrolledDevice(
             device_id=row.device_id, certificate=issued.pem, chain=issued.chain_pem,
-            ca=svc.issuer.roots_pem(),
+            ca=bundle,
         )
 
 

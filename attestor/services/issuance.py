@@ -48,8 +48,11 @@ def reserve(svc: Services, device_id: str, kind: str, now: dt.datetime,
 
 
 def sign(svc: Services, serial: int, kind: str,
-         signer: Callable[[], IssuedCertificate]) -> IssuedCertificate:
-    """Sign the reserved certificate; a failure voids the reservation."""
+         signer: Callable[[], IssuedCertificate], *,
+         assigns_serials: bool = False) -> IssuedCertificate:
+    """Sign the reserved certificate; a failure voids the reservation. For an issuer
+    that assigns serials (Vault), the reservation is re-keyed to the serial issued
+    at once, before anything else happens to the certificate."""
     started = time.perf_counter()
     try:
         issued = signer()
@@ -57,10 +60,28 @@ def sign(svc: Services, serial: int, kind: str,
         void(svc, serial, "signing_failed")
         raise
     svc.metrics.issuance.labels(kind=kind).observe(time.perf_counter() - started)
-    if issued.cert.serial_number != serial:
+    if issued.cert.serial_number != serial and assigns_serials:
+        _rekey(svc, serial, issued)
+    elif issued.cert.serial_number != serial:
         void(svc, serial, "serial_mismatch")
         raise ServiceError("the issuer did not use the reserved serial")
     return issued
+
+
+def _rekey(svc: Services, reserved: int, issued: IssuedCertificate) -> None:
+    try:
+        with svc.session() as session, session.begin():
+            result = session.execute(
+                sa.update(Certificate).where(col(Certificate.serial) == f"{reserved:x}",
+                                             col(Certificate.status) == "pending")
+                .values(serial=issued.serial))
+            moved = int(getattr(result, "rowcount", 0))
+    except sa.exc.SQLAlchemyError as exc:
+        void(svc, reserved, "not_recorded")
+        raise ServiceError(f"the issued serial {issued.serial} could not be recorded") from exc
+    if moved != 1:
+        raise ServiceError(f"reservation {reserved:x} vanished before serial {issued.serial} "
+                           "was recorded")
 
 
 def confirm(session: Session, issued: IssuedCertificate) -> None:

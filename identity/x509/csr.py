@@ -65,6 +65,7 @@ def assemble_csr(info: bytes, scheme: str, hash_name: str, signature: bytes) -> 
 class CheckedCsr:
     public_key: PublicKey
     subject: str
+    pem: str = ""  # the request as the device sent it (for an external CA's sign endpoint)
 
 
 def check_csr(data: bytes, expected_key: PublicKey | None = None) -> CheckedCsr:
@@ -93,7 +94,12 @@ def check_csr(data: bytes, expected_key: PublicKey | None = None) -> CheckedCsr:
         raise CsrKeyWeak("only RSA and ECC keys are accepted")
     if expected_key is not None and _spki(key) != _spki(expected_key):
         raise CsrKeyMismatch("the CSR's key is not the TPM-certified key")
-    return CheckedCsr(key, csr.subject.rfc4514_string())
+    pem = csr.public_bytes(serialization.Encoding.PEM).decode()
+    return CheckedCsr(key, csr.subject.rfc4514_string(), pem)
+
+
+def same_key(a: PublicKey, b: PublicKey) -> bool:
+    return _spki(a) == _spki(b)
 
 
 def _spki(key: PublicKey) -> bytes:

@@ -40,6 +40,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/v1/enrollments/{enrollment_id}/activation"): PUBLIC,  # the secret is the proof
     ("POST", "/v1/devices/{device_id}/challenge"): DEVICE,
     ("POST", "/v1/devices/{device_id}/attestations"): DEVICE,
+    ("POST", "/v1/devices/{device_id}/secrets/wrap-reuse"): DEVICE,
     ("GET", "/v1/devices"): FLEET,
     ("GET", "/v1/devices/{device_id}"): FLEET | DEVICE,
     ("POST", "/v1/devices/{device_id}/quarantine"): ADMIN,

@@ -12,7 +12,12 @@ from cryptography.x509.verification import PolicyBuilder, Store
 from sqlmodel import Session, select
 
 from attestor.backends.issuer.local_ca import CaError, LocalCa
-from attestor.backends.secrets.embedded import EmbeddedSecretStore, SecretStoreError
+from attestor.backends.secrets import SecretValue
+from attestor.backends.secrets.embedded import (
+    EmbeddedSecretStore,
+    SecretStoreError,
+    next_key_file,
+)
 from attestor.db.models import StoredSecret
 
 NOW = dt.datetime.now(dt.UTC)
@@ -31,14 +36,14 @@ def test_local_ca_keys_are_private_and_encrypted(tmp_path: Path) -> None:
         LocalCa.create(tmp_path, PASS, NOW, name="t", root_days=10, issuing_days=5)
 
 
-def test_local_ca_issues_a_chain_that_verifies(tmp_path: Path) -> None:
+def test_local_ca_device_identity_chains(tmp_path: Path) -> None:
+    """(Workload certificates: the issuer contract in tests/attestor/backends.)"""
     LocalCa.create(tmp_path, PASS, NOW, name="t", root_days=10, issuing_days=5)
     ca = LocalCa.load(tmp_path, PASS, trust_domain="fleet", device_identity_days=3)
     leaf = ec.generate_private_key(ec.SECP256R1()).public_key()
-    issued = ca.issue_workload(leaf, device_id="d1", now=NOW, ttl=dt.timedelta(hours=1))
-    PolicyBuilder().store(Store([ca.root])).time(NOW).build_client_verifier().verify(
-        issued.cert, list(issued.chain))
     devid = ca.issue_device_identity(leaf, device_id="d1", serial=None, now=NOW)
+    PolicyBuilder().store(Store([ca.root])).time(NOW).build_client_verifier().verify(
+        devid.cert, list(devid.chain))
     assert devid.cert.not_valid_after_utc <= ca.issuing.cert.not_valid_after_utc
 
 
@@ -75,3 +80,48 @@ def test_bad_secret_names_are_refused(engine: sa.Engine, tmp_path: Path, name: s
     EmbeddedSecretStore.create_key(tmp_path / "k")
     with pytest.raises(SecretStoreError):
         EmbeddedSecretStore.from_key_file(engine, tmp_path / "k").put(name, b"x", NOW)
+
+
+def test_key_rotation_reencrypts_everything(engine: sa.Engine, tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    EmbeddedSecretStore.create_key(key)
+    store = EmbeddedSecretStore.from_key_file(engine, key)
+    store.put("a", b"alpha value", NOW)
+    store.put("a", b"alpha value 2", NOW)
+    store.put("b", b"bravo value", NOW)
+    old = key.read_bytes()
+    assert store.rotate_key(key) == 3
+    assert key.read_bytes() != old and not next_key_file(key).exists()
+    assert key.stat().st_mode & 0o777 == 0o600
+    fresh = EmbeddedSecretStore.from_key_file(engine, key)
+    assert fresh.read("a") == SecretValue("a", 2, b"alpha value 2")
+    with Session(engine) as session:
+        assert {r.key_id for r in session.exec(select(StoredSecret)).all()} == {fresh.key_id}
+    with pytest.raises(SecretStoreError, match="another key"):
+        EmbeddedSecretStore(engine, old).read("b")  # the old key opens nothing now
+
+
+def test_interrupted_rotation_loses_nothing_and_completes(engine: sa.Engine,
+                                                         tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    EmbeddedSecretStore.create_key(key)
+    store = EmbeddedSecretStore.from_key_file(engine, key)
+    store.put("a", b"alpha value", NOW)
+    # killed after the new key was staged, before the re-encryption committed:
+    EmbeddedSecretStore.create_key(next_key_file(key))
+    staged = EmbeddedSecretStore.from_key_file(engine, key)
+    staged.put("b", b"written meanwhile", NOW)  # under the staged key
+    assert staged.read("a") == SecretValue("a", 1, b"alpha value")  # under the old key
+    assert EmbeddedSecretStore.from_key_file(engine, key).rotate_key(key) == 1
+    done = EmbeddedSecretStore.from_key_file(engine, key)
+    assert done.read("a") == SecretValue("a", 1, b"alpha value")
+    assert done.read("b") == SecretValue("b", 1, b"written meanwhile")
+
+
+def test_other_replica_picks_up_a_rotated_key(engine: sa.Engine, tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    EmbeddedSecretStore.create_key(key)
+    replica = EmbeddedSecretStore.from_key_file(engine, key)
+    replica.put("a", b"alpha value", NOW)
+    EmbeddedSecretStore.from_key_file(engine, key).rotate_key(key)
+    assert replica.read("a") == SecretValue("a", 1, b"alpha value")  # re-reads the key file

@@ -6,8 +6,15 @@ from fastapi import APIRouter, Path
 from fastapi.concurrency import run_in_threadpool
 
 from attestor.api.deps import AttestingDevice, ChallengingDevice, ServicesDep
-from attestor.api.schemas import AttestationRequest, AttestationResult, Challenge, problems
-from attestor.services import attestation
+from attestor.api.schemas import (
+    AttestationRequest,
+    AttestationResult,
+    Challenge,
+    WrapReuseAnswer,
+    WrapReuseReport,
+    problems,
+)
+from attestor.services import attestation, release
 
 router = APIRouter(prefix="/v1/devices/{device_id}", tags=["attestation"])
 DeviceId = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
@@ -31,3 +38,16 @@ async def attest(req: AttestationRequest, svc: ServicesDep, caller: AttestingDev
     """Verify quote, event log, policy and the workload key; on a pass, a short-lived
     certificate and the secrets the policy grants."""
     return await run_in_threadpool(attestation.attest, svc, device_id, req)
+
+
+@router.post("/secrets/wrap-reuse", response_model=WrapReuseAnswer,
+             responses=problems(s401="no valid device signature", s409="no wrapped delivery",
+                                s503="Vault cannot confirm"))
+async def wrap_reuse(report: WrapReuseReport, svc: ServicesDep, caller: AttestingDevice,
+                     device_id: str = DeviceId) -> WrapReuseAnswer:
+    """The device reports a Vault wrapping token that was already used when it tried to
+    unwrap it. The attestor confirms with Vault (`sys/wrapping/lookup`), then audits
+    `secret.wrap_reuse` and fires the `secret.wrap_reused` webhook."""
+    status = await run_in_threadpool(release.report_wrap_reuse, svc, device_id, report.name,
+                                     report.token, report.age_seconds)
+    return WrapReuseAnswer(status=status)

@@ -63,9 +63,10 @@ async def metrics(svc: ServicesDep, caller: MetricsReader) -> Response:
 
 
 @router.get("/v1/ca", response_class=PlainTextResponse)
-async def ca_bundle(svc: ServicesDep) -> str:
-    """Trust anchors for certificates this attestor issues (PEM). Public."""
-    return svc.issuer.roots_pem()
+def ca_bundle(svc: ServicesDep) -> str:
+    """Trust anchors for certificates this attestor issues (PEM): the device identity
+    root and, when another backend (Vault) signs workload certificates, its root. Public."""
+    return svc.ca_bundle()
 
 
 @router.get("/.well-known/jwks.json")

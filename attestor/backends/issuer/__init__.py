@@ -9,7 +9,7 @@ from typing import Protocol
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from identity.tpm.keys import PublicKey
+from identity.x509.csr import CheckedCsr
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,30 +31,26 @@ class IssuedCertificate:
 
 
 class Issuer(Protocol):
-    """Signs device certificates; names come from the caller's device record."""
+    """Signs short-lived workload certificates for checked CSRs. Names come from the
+    device record, never from the CSR. Device identity certificates (long-lived, for
+    TPM keys that have no CSR) and their CRL stay with the local CA."""
+
+    #: True when the backend chooses the certificate's serial (Vault): the caller's
+    #: reservation is then re-keyed to the serial actually issued.
+    assigns_serials: bool
 
     def roots_pem(self) -> str:
         """Trust anchors a relying party needs to verify what this issuer signs."""
         ...
 
-    def issue_device_identity(
-        self, public: PublicKey, *, device_id: str, serial: str | None, now: dt.datetime,
-        cert_serial: int | None = None,
-    ) -> IssuedCertificate:
-        """``serial`` is the device's serial number (subject); ``cert_serial`` the
-        certificate's, reserved by the caller before signing."""
-        ...
-
     def issue_workload(
-        self, public: PublicKey, *, device_id: str, now: dt.datetime, ttl: dt.timedelta,
+        self, csr: CheckedCsr, *, device_id: str, now: dt.datetime, ttl: dt.timedelta,
         serial: int | None = None,
-    ) -> IssuedCertificate: ...
+    ) -> IssuedCertificate:
+        """A certificate for the CSR's key, lifetime at most ``ttl`` (the backend may
+        clamp it further); ``serial`` is used unless the backend assigns serials."""
+        ...
 
     def health(self, now: dt.datetime) -> None:
         """Return if the issuer can sign now; raise a ServiceError if not."""
-        ...
-
-    def crl(self, revoked: list[tuple[int, dt.datetime, str]], now: dt.datetime,
-            number: int) -> bytes:
-        """A DER CRL of ``revoked`` (serial, time, reason), signed by the issuing CA."""
         ...

@@ -18,6 +18,7 @@ from attestor.backends.issuer import IssuedCertificate
 from identity.errors import ServiceError
 from identity.tpm.keys import PublicKey
 from identity.x509.crl import build_crl
+from identity.x509.csr import CheckedCsr
 from identity.x509.profiles import (
     SigningCa,
     device_identity_certificate,
@@ -46,7 +47,9 @@ def _pem(cert: x509.Certificate) -> bytes:
 
 
 class LocalCa:
-    """Issuer backed by the on-disk CA pair."""
+    """Issuer backed by the on-disk CA pair; also the device identity CA and its CRL."""
+
+    assigns_serials = False
 
     def __init__(
         self,
@@ -129,11 +132,11 @@ class LocalCa:
         return IssuedCertificate(cert, (self.issuing.cert,))
 
     def issue_workload(
-        self, public: PublicKey, *, device_id: str, now: dt.datetime, ttl: dt.timedelta,
+        self, csr: CheckedCsr, *, device_id: str, now: dt.datetime, ttl: dt.timedelta,
         serial: int | None = None,
     ) -> IssuedCertificate:
         cert = workload_certificate(
-            self.issuing, public, device_id=device_id, trust_domain=self.trust_domain,
+            self.issuing, csr.public_key, device_id=device_id, trust_domain=self.trust_domain,
             now=now, ttl=ttl, serial=serial,
         )
         return IssuedCertificate(cert, (self.issuing.cert,))
