@@ -46,6 +46,12 @@ def _screen(details: Mapping[str, Any], path: str = "") -> None:
                     _screen(item, f"{path}{key}[].")
 
 
+_INSERT = sa.insert(AuditEvent)
+_SET_HASH = sa.update(AuditHead).where(col(AuditHead.id) == 1).values(hash=sa.bindparam("h"))
+_ADVANCE = (sa.update(AuditHead).where(col(AuditHead.id) == 1)
+            .values(seq=AuditHead.seq + 1).returning(col(AuditHead.seq), col(AuditHead.hash)))
+
+
 def append(session: Session, *, at: dt.datetime, actor: str, action: str, outcome: str,
            device_id: str | None = None, subject: str | None = None,
            reasons: Sequence[str] = (), details: Mapping[str, Any] | None = None,
@@ -54,27 +60,29 @@ def append(session: Session, *, at: dt.datetime, actor: str, action: str, outcom
     clean = dict(details or {})
     _screen(clean)
     try:
-        # The UPDATE takes the head's row lock (PostgreSQL) or the write lock (SQLite)
-        # until commit: appends from every replica are serialised here.
-        session.execute(sa.update(AuditHead).where(col(AuditHead.id) == 1)
-                        .values(seq=AuditHead.seq))
-        head = session.get(AuditHead, 1, populate_existing=True)
+        # One UPDATE takes the head's row lock (PostgreSQL) or the write lock (SQLite)
+        # until commit, so appends from every replica are serialised here; it also
+        # advances the sequence and returns the previous hash. Core statements on the
+        # session's connection: no unit-of-work overhead on every request's path.
+        conn = session.connection()
+        head = conn.execute(_ADVANCE).first()
+        if head is None:  # a database from before the head row: create it, once
+            session.add(AuditHead(id=1, seq=0, hash=GENESIS))
+            session.flush()
+            head = conn.execute(_ADVANCE).first()
         if head is None:
-            head = AuditHead(id=1, seq=0, hash=GENESIS)
-            session.add(head)
+            raise AuditUnavailable("the audit head cannot be created")
+        seq, prev_hash = int(head[0]), str(head[1])
         fields: dict[str, Any] = dict(
-            seq=head.seq + 1, at=at, actor=actor, action=action, outcome=outcome,
+            seq=seq, at=at, actor=actor, action=action, outcome=outcome,
             device_id=device_id, subject=subject, reasons=list(reasons),
             request_id=request_id or current_request_id(), details=clean)
-        digest = entry_hash(**fields, prev_hash=head.hash)
-        event = AuditEvent(**fields, prev_hash=head.hash, hash=digest)
-        session.add(event)
-        head.seq, head.hash = event.seq, digest
-        session.add(head)
-        session.flush()
+        digest = entry_hash(**fields, prev_hash=prev_hash)
+        conn.execute(_INSERT, [{**fields, "prev_hash": prev_hash, "hash": digest}])
+        conn.execute(_SET_HASH, {"h": digest})
     except SQLAlchemyError as exc:
         raise AuditUnavailable(f"the audit log cannot be written: {type(exc).__name__}") from exc
-    return event
+    return AuditEvent(**fields, prev_hash=prev_hash, hash=digest)
 
 
 def checkpoint(session: Session, key: ec.EllipticCurvePrivateKey, kid: str,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +24,7 @@ from identity.errors import (
     ActivationUnknown,
     AuthError,
     AuthForbidden,
+    BackendUnavailable,
     Conflict,
     DeviceUnknown,
     EvidenceError,
@@ -118,6 +120,16 @@ def install(app: FastAPI) -> None:
         code = {404: "route.not_found", 405: "route.method_not_allowed",
                 413: "request.too_large"}.get(exc.status_code, "http.error")
         return problem(exc.status_code, code, str(exc.detail))
+
+    @app.exception_handler(sa.exc.DBAPIError)
+    async def _database(request: Request, exc: sa.exc.DBAPIError) -> JSONResponse:
+        # A dropped connection (database restart, failover): the pool is discarded and
+        # the next request reconnects; this one is retryable, not an internal error.
+        log.error("database error on %s %s: %s%s", request.method, request.url.path,
+                  type(exc.orig).__name__,
+                  " (connection lost; the pool reconnects)" if exc.connection_invalidated
+                  else "")
+        return problem(503, BackendUnavailable.code, "the database is unavailable")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -38,7 +38,9 @@ def make_engine(url: str, **kwargs: Any) -> sa.Engine:
     connect_args = {"connect_timeout": 10,
                     "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
                                f"-c lock_timeout={LOCK_TIMEOUT_MS}"}
-    return sa.create_engine(url, pool_pre_ping=True, pool_timeout=10,
+    # No ping before each checkout (a round trip per transaction): a connection lost to
+    # a restart fails its request once (503), and that invalidates the whole pool.
+    return sa.create_engine(url, pool_pre_ping=False, pool_recycle=1800, pool_timeout=10,
                             connect_args=connect_args, **kwargs)
 
 

@@ -99,6 +99,19 @@ def current_certificate(session: Session, device_id: str) -> Certificate | None:
         .order_by(col(Certificate.not_before).desc()).limit(1)).first()
 
 
+def holds_certificate(session: Session, device_id: str) -> bool:
+    """Whether the device holds an issued, unrevoked workload certificate (one indexed
+    probe; :func:`current_certificate` loads the row)."""
+    return session.connection().execute(_HOLDS, {"d": device_id}).first() is not None
+
+
+def record_attested(session: Session, device_id: str, **fields: Any) -> None:
+    """Set the device's attestation fields: last verdict and reasons, the quote's clock,
+    and ``ima_state`` if given."""
+    statement = _ATTESTED["ima_state" in fields]
+    session.connection().execute(statement, {**fields, "device_id_": device_id})
+
+
 def latest_attestation(session: Session, device_id: str) -> Attestation | None:
     return session.exec(select(Attestation).where(Attestation.device_id == device_id)
                         .order_by(col(Attestation.id).desc()).limit(1)).first()
@@ -204,22 +217,33 @@ def pending_preregistrations(session: Session, after: int, limit: int) -> Sequen
 # nonces ----------------------------------------------------------------------
 
 
+# The statements every attestation runs are built once and executed as Core on the
+# session's connection (in its transaction): building and ORM-synchronising them per
+# request cost more CPU than the database spent on them (bench/service_path.py).
+_CONSUME = (sa.update(Nonce).where(col(Nonce.value) == sa.bindparam("v"),
+                                   col(Nonce.device_id) == sa.bindparam("d"),
+                                   col(Nonce.used_at).is_(None),
+                                   col(Nonce.expires_at) > sa.bindparam("now"))
+            .values(used_at=sa.bindparam("now")))
+_HOLDS = (sa.select(sa.literal(1)).select_from(Certificate)
+          .where(col(Certificate.device_id) == sa.bindparam("d"),
+                 col(Certificate.kind) == "workload", col(Certificate.status) == "issued",
+                 col(Certificate.revoked_at).is_(None)).limit(1))
+_ATTESTED_FIELDS = ("last_attested_at", "last_verdict", "last_reasons", "clock_reset_count",
+                    "clock_restart_count", "clock_value")
+_ATTESTED = {with_ima: sa.update(Device).where(col(Device.id) == sa.bindparam("device_id_"))
+             .values({name: sa.bindparam(name) for name in
+                      _ATTESTED_FIELDS + (("ima_state",) if with_ima else ())})
+             for with_ima in (False, True)}
+
+
 def add_nonce(session: Session, nonce: Nonce) -> None:
-    session.add(nonce)
+    session.connection().execute(sa.insert(Nonce), [nonce.model_dump()])
 
 
 def consume_nonce(session: Session, value: str, device_id: str, now: dt.datetime) -> None:
     """Consume a nonce atomically; it must be known, this device's, unexpired and unused."""
-    result = session.execute(
-        sa.update(Nonce)
-        .where(
-            col(Nonce.value) == value,
-            col(Nonce.device_id) == device_id,
-            col(Nonce.used_at).is_(None),
-            col(Nonce.expires_at) > now,
-        )
-        .values(used_at=now)
-    )
+    result = session.connection().execute(_CONSUME, {"v": value, "d": device_id, "now": now})
     if _rowcount(result) == 1:
         return
     row = session.get(Nonce, value, populate_existing=True)
@@ -241,7 +265,8 @@ def purge_nonces(session: Session, before: dt.datetime) -> int:
 
 
 def add_attestation(session: Session, attestation: Attestation) -> None:
-    session.add(attestation)
+    fields = attestation.model_dump(exclude={"id"})
+    session.connection().execute(sa.insert(Attestation), [fields])
 
 
 def last_verified_attestation(session: Session, device_id: str) -> Attestation | None:

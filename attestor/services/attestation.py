@@ -79,11 +79,24 @@ def _evidence_digest(req: AttestationRequest) -> str:
 
 def attest(svc: Services, device_id: str, req: AttestationRequest) -> AttestationResult:
     now = svc.clock()
+    policy: Policy | None = None
+    serial: int | None = None
     with svc.session() as session:
         try:
+            # One transaction reads the device and its policy, spends the nonce and
+            # reserves the certificate's serial: the nonce is consumed (committed) before
+            # any verification, even when it fails; a refusal discards the reservation.
             with session.begin():
                 device = queries.get_device(session, device_id)
                 document, policy = policy_for(session, device.device_class)
+                if device.state != "active":
+                    raise DeviceNotActive(f"device is {device.state}")
+                queries.consume_nonce(session, req.nonce.hex(), device_id, now)
+                ttl = _lifetime(svc, document)
+                reserved = issuance.reserve_in(session.connection(), device_id, "workload",
+                                               now, ttl)
+            serial = reserved
+            result = verify_evidence(svc.ak(device.ak_public), device, req, document)
         except DeviceUnknown:
             with session.begin():
                 audit.append(
@@ -91,28 +104,23 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
                     details={"reasons": [DeviceUnknown.code], "claimed_device": device_id},
                 )
             raise
-        try:
-            if device.state != "active":
-                raise DeviceNotActive(f"device is {device.state}")
-            with session.begin():
-                queries.consume_nonce(session, req.nonce.hex(), device_id, now)
-            result = verify_evidence(svc.ak(device.ak_public), device, req, document)
         except IdentityError as exc:
             _record_refusal(svc, session, device, req, now, [exc.code], [], policy,
-                            quote_ok=False)
+                            quote_ok=False, reserved=serial)
             raise
         runner = result.runner
         if not runner.passed:
             checks = [c.as_dict() for c in runner.checks]
             _record_refusal(svc, session, device, req, now, runner.reason_codes, checks,
-                            policy, quote_ok=result.quote_ok)
+                            policy, quote_ok=result.quote_ok, reserved=reserved)
             raise VerificationFailed("attestation refused", runner.checks, runner.reason_codes)
 
         status = ear.appraise([c.as_dict() for c in runner.checks], runner.warnings).status
         try:
-            released, issued = _release_and_issue(svc, device, req, document, status, now)
+            released, issued = _release_and_issue(svc, device, req, document, status, now,
+                                                  reserved, ttl)
         except ServiceError as exc:  # a backend failed: nothing issued or released
-            _record_backend_failure(svc, session, device_id, now, exc)
+            _record_backend_failure(svc, session, device_id, now, exc, reserved)
             raise
         try:
             token = results.result_token(
@@ -149,18 +157,15 @@ def _record_pass(
     """Record the pass, its certificate and audit entry at once; True for a renewal."""
     clock = result.quote.clock
     with session.begin():
-        device = queries.get_device(session, device_id)
-        renewal = queries.current_certificate(session, device_id) is not None
+        device = queries.get_device(session, device_id)  # loaded at the start: no query
+        renewal = queries.holds_certificate(session, device_id)
         _announce_verdict(svc, session, device, "pass", [], now)
-        device.last_attested_at = now
-        device.last_verdict = "pass"
-        device.last_reasons = ""
-        device.clock_reset_count = clock.reset_count
-        device.clock_restart_count = clock.restart_count
-        device.clock_value = clock.clock
-        if result.ima_state is not None:
-            device.ima_state = result.stored_ima_state()
-        session.add(device)
+        queries.record_attested(
+            session, device_id, last_attested_at=now, last_verdict="pass", last_reasons="",
+            clock_reset_count=clock.reset_count, clock_restart_count=clock.restart_count,
+            clock_value=clock.clock,
+            **({"ima_state": result.stored_ima_state()} if result.ima_state is not None
+               else {}))
         queries.add_attestation(session, Attestation(
             device_id=device_id, at=now, verdict="pass", reasons=[],
             checks=[c.as_dict() for c in result.runner.checks], warnings=result.runner.warnings,
@@ -194,16 +199,18 @@ def _announce_verdict(svc: Services, session: Session, device: Device, verdict: 
             "reasons": reasons}, now)
 
 
-def _release_and_issue(svc: Services, device: Device, req: AttestationRequest,
-                       document: PolicyDocument, status: str,
-                       now: dt.datetime) -> tuple[Released, IssuedCertificate]:
-    """Secrets first, then the certificate: if either backend fails, nothing leaves."""
-    released = release(svc, document, device, status)
-    ttl = dt.timedelta(seconds=min(
+def _lifetime(svc: Services, document: PolicyDocument) -> dt.timedelta:
+    return dt.timedelta(seconds=min(
         document.cert_ttl_seconds or svc.settings.issuance.cert_ttl_seconds,
         svc.settings.issuance.max_cert_ttl_seconds))
+
+
+def _release_and_issue(svc: Services, device: Device, req: AttestationRequest,
+                       document: PolicyDocument, status: str, now: dt.datetime,
+                       serial: int, ttl: dt.timedelta) -> tuple[Released, IssuedCertificate]:
+    """Secrets first, then the certificate: if either backend fails, nothing leaves."""
+    released = release(svc, document, device, status)
     csr = check_csr(req.csr)
-    serial = issuance.reserve(svc, device.id, "workload", now, ttl)
     issued = issuance.sign(svc, serial, "workload", lambda: svc.issuer.issue_workload(
         csr, device_id=device.id, now=now, ttl=ttl, serial=serial),
         assigns_serials=svc.issuer.assigns_serials)
@@ -211,11 +218,12 @@ def _release_and_issue(svc: Services, device: Device, req: AttestationRequest,
 
 
 def _record_backend_failure(svc: Services, session: Session, device_id: str,
-                            now: dt.datetime, exc: ServiceError) -> None:
+                            now: dt.datetime, exc: ServiceError, reserved: int) -> None:
     """Audit an attestation that passed but could not be served (the device's verdict
     and credentials stay as they were: it is not the device's fault)."""
     svc.metrics.attestation("error", [exc.code])
     with session.begin():
+        issuance.discard(session, reserved)  # unless signing failed: then it is void
         audit.append(session, at=now, actor=ACTOR, action="attestation", outcome="error",
                      device_id=device_id, details={"reasons": [exc.code]})
 
@@ -223,10 +231,12 @@ def _record_backend_failure(svc: Services, session: Session, device_id: str,
 def _record_refusal(
     svc: Services, session: Session, device: Device, req: AttestationRequest,
     now: dt.datetime, reasons: list[str], checks: list[dict[str, object]],
-    policy: Policy | None, quote_ok: bool,
+    policy: Policy | None, quote_ok: bool, reserved: int | None = None,
 ) -> None:
     svc.metrics.attestation("fail", reasons)
     with session.begin():
+        if reserved is not None:
+            issuance.discard(session, reserved)
         fresh = queries.get_device(session, device.id)
         _announce_verdict(svc, session, fresh, "fail", reasons, now)
         fresh.last_attested_at = now

@@ -1,6 +1,8 @@
 """Crash-safe issuance: every certificate is accounted for before it is signed.
 
-1. ``reserve`` commits a *pending* row holding the serial the certificate will carry;
+1. ``reserve`` commits a *pending* row holding the serial the certificate will carry
+   (an attestation does it in the transaction that spends its nonce, and discards
+   the row if the evidence is refused);
 2. the issuer signs with that serial (timed for ``edgeproof_issuance_seconds``);
 3. ``confirm`` turns the row into *issued*, in the same transaction as the audit
    entry and the attestation or enrollment record; the certificate leaves the
@@ -36,15 +38,38 @@ RECONCILE_GRACE = dt.timedelta(minutes=2)
 VOID_REASON = "issuance_interrupted"
 
 
+_CONFIRM = (sa.update(Certificate)
+            .where(col(Certificate.serial) == sa.bindparam("s"),
+                   col(Certificate.status) == "pending")
+            .values(status="issued", pem=sa.bindparam("pem"), not_before=sa.bindparam("nb"),
+                    not_after=sa.bindparam("na")))
+
+
+_DISCARD = sa.delete(Certificate).where(col(Certificate.serial) == sa.bindparam("s"),
+                                        col(Certificate.status) == "pending")
+
+
+def reserve_in(conn: sa.Connection, device_id: str, kind: str, now: dt.datetime,
+               lifetime: dt.timedelta) -> int:
+    """Add a pending row for a fresh serial in the caller's transaction (which must
+    commit before signing); returns the serial to sign with."""
+    serial = x509.random_serial_number()
+    conn.execute(sa.insert(Certificate), [{
+        "serial": f"{serial:x}", "device_id": device_id, "kind": kind, "not_before": now,
+        "not_after": now + lifetime, "pem": "", "status": "pending"}])
+    return serial
+
+
 def reserve(svc: Services, device_id: str, kind: str, now: dt.datetime,
             lifetime: dt.timedelta) -> int:
     """Commit a pending row for a fresh serial; returns the serial to sign with."""
-    serial = x509.random_serial_number()
-    with svc.session() as session, session.begin():
-        session.add(Certificate(serial=f"{serial:x}", device_id=device_id, kind=kind,
-                                not_before=now, not_after=now + lifetime, pem="",
-                                status="pending"))
-    return serial
+    with svc.engine.begin() as conn:
+        return reserve_in(conn, device_id, kind, now, lifetime)
+
+
+def discard(session: Session, serial: int) -> None:
+    """Drop a reservation that will never be signed (the attestation was refused)."""
+    session.connection().execute(_DISCARD, {"s": f"{serial:x}"})
 
 
 def sign(svc: Services, serial: int, kind: str,
@@ -86,13 +111,11 @@ def _rekey(svc: Services, reserved: int, issued: IssuedCertificate) -> None:
 
 def confirm(session: Session, issued: IssuedCertificate) -> None:
     """Record the signed certificate (inside the caller's transaction)."""
-    row = session.get(Certificate, issued.serial)
-    if row is None or row.status != "pending":
+    result = session.connection().execute(_CONFIRM, {
+        "s": issued.serial, "pem": issued.pem, "nb": issued.cert.not_valid_before_utc,
+        "na": issued.cert.not_valid_after_utc})
+    if int(getattr(result, "rowcount", 0)) != 1:
         raise ServiceError(f"certificate {issued.serial} was not reserved")
-    row.status, row.pem = "issued", issued.pem
-    row.not_before = issued.cert.not_valid_before_utc
-    row.not_after = issued.cert.not_valid_after_utc
-    session.add(row)
 
 
 def void(svc: Services, serial: int, reason: str) -> None:

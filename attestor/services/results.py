@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -18,7 +19,9 @@ from identity import ear
 JWKS_SKEW = dt.timedelta(seconds=60)
 
 
+@functools.cache
 def verifier_build() -> str:
+    """(Cached: reading package metadata costs about a millisecond.)"""
     try:
         return f"edgeproof {version('edgeproof')}"
     except PackageNotFoundError:  # pragma: no cover - running from a source tree

@@ -108,3 +108,23 @@ def test_audit_write_failure_fails_the_request_and_issues_nothing(
     listing = httpx.get(f"{attestor.url}/v1/certificates", params={"device_id": device_id},
                         headers=attestor.headers("auditor")).json()["items"]
     assert sorted(c["status"] for c in listing) == ["issued", "issued", "void"]
+
+
+def test_a_refused_attestation_leaves_no_reservation(attestor: LiveAttestor,
+                                                     device: Device) -> None:
+    """The serial is reserved with the nonce, before verification; a refusal drops it."""
+    from identity.errors import VerificationFailed
+
+    config = enroll_and_learn(attestor, device)
+    device_id = config.device_id
+    assert device_id
+    before = {r.serial for r in _workload_rows(attestor, device_id)}
+    with attestor.client(config, device.tpm) as client:
+        evidence = collect_evidence(config, device.tpm, device_id, client.challenge(device_id))
+    body = dict(evidence.body)
+    pcrs = {bank: dict(values) for bank, values in body["pcrs"].items()}
+    pcrs["sha256"]["0"] = "00" * 32  # a PCR the quote does not vouch for
+    body["pcrs"] = pcrs
+    with pytest.raises(VerificationFailed):
+        attestation.attest(attestor.services, device_id, AttestationRequest.model_validate(body))
+    assert {r.serial for r in _workload_rows(attestor, device_id)} == before
