@@ -52,9 +52,9 @@ async def _authenticate(request: Request, svc: Services) -> Principal | None:
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
 
         def check_device() -> Principal:
-            with svc.session() as session, session.begin():
+            with svc.engine.begin() as conn:
                 return devices.authenticate(
-                    session, signed, request.method, path, body, svc.clock(),
+                    conn, signed, request.method, path, body, svc.clock(),
                     svc.settings.auth.request_window_seconds, svc.devid_keys)
         return await run_in_threadpool(check_device)
     if authorization:

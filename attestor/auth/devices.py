@@ -6,8 +6,7 @@ import datetime as dt
 
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col
+from sqlmodel import col
 
 from attestor.auth import Principal
 from attestor.db import queries
@@ -25,23 +24,23 @@ def devid_key(devid_public: bytes) -> ec.EllipticCurvePublicKey:
     return key
 
 
-def authenticate(session: Session, signed: SignedRequest, method: str, path: str, body: bytes,
-                 now: dt.datetime, window: int,
+def authenticate(conn: sa.Connection, signed: SignedRequest, method: str, path: str,
+                 body: bytes, now: dt.datetime, window: int,
                  keys: dict[bytes, ec.EllipticCurvePublicKey]) -> Principal:
-    """Verify the signature and consume the nonce (a replay fails on the primary key)."""
-    device = queries.find_device(session, signed.device_id)
-    if device is None:
+    """Verify the signature and spend the nonce (a replay finds it spent), in the caller's
+    transaction: one read of the DevID key, one insert-if-absent."""
+    devid_public = queries.devid_public_of(conn, signed.device_id)
+    if devid_public is None:
         raise AuthInvalid("unknown device")
-    key = keys.get(device.devid_public)
+    key = keys.get(devid_public)
     if key is None:
-        key = keys[device.devid_public] = devid_key(device.devid_public)
+        if len(keys) > 100_000:
+            keys.clear()
+        key = keys[devid_public] = devid_key(devid_public)
     verify_request(signed, key, method, path, body, now, window)
-    try:
-        with session.begin_nested():
-            session.add(RequestNonce(device_id=device.id, nonce=signed.nonce,
-                                     expires_at=now + dt.timedelta(seconds=2 * window)))
-    except IntegrityError as exc:
-        raise AuthReplay("this signed request was already used") from exc
+    if not queries.spend_request_nonce(conn, signed.device_id, signed.nonce,
+                                       now + dt.timedelta(seconds=2 * window)):
+        raise AuthReplay("this signed request was already used")
     if int(now.timestamp()) % 64 == 0:  # now and then, forget nonces past their window
-        session.execute(sa.delete(RequestNonce).where(col(RequestNonce.expires_at) < now))
-    return Principal("device", device.id, device_id=device.id)
+        conn.execute(sa.delete(RequestNonce).where(col(RequestNonce.expires_at) < now))
+    return Principal("device", signed.device_id, device_id=signed.device_id)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -24,6 +26,7 @@ from attestor.db.models import (
     Nonce,
     Policy,
     Preregistration,
+    RequestNonce,
     StoredSecret,
 )
 from identity.errors import (
@@ -51,6 +54,25 @@ def get_device(session: Session, device_id: str) -> Device:
     if device is None:
         raise DeviceUnknown(f"no enrolled device {device_id!r}")
     return device
+
+
+_DEVID = sa.select(col(Device.devid_public)).where(col(Device.id) == sa.bindparam("d"))
+
+
+def devid_public_of(conn: sa.Connection, device_id: str) -> bytes | None:
+    """The enrolled DevID public area of a device (what its requests are signed with)."""
+    row = conn.execute(_DEVID, {"d": device_id}).first()
+    return bytes(row[0]) if row is not None else None
+
+
+def spend_request_nonce(conn: sa.Connection, device_id: str, nonce: str,
+                        expires_at: dt.datetime) -> bool:
+    """Record a signed request's nonce; False if it was recorded before (a replay). An
+    insert-if-absent, without a savepoint, on SQLite and PostgreSQL alike."""
+    insert = (sqlite_insert if conn.dialect.name == "sqlite" else pg_insert)(RequestNonce)
+    statement = (insert.values(device_id=device_id, nonce=nonce, expires_at=expires_at)
+                 .on_conflict_do_nothing().returning(col(RequestNonce.nonce)))
+    return conn.execute(statement).first() is not None  # no row back: it was there
 
 
 def find_device(session: Session, device_id: str) -> Device | None:

@@ -132,3 +132,13 @@ def test_policy_versions_are_immutable_and_increasing(engine: sa.Engine) -> None
     with Session(engine) as session:
         current = queries.current_policy(session, "cam")
         assert current is not None and current.document == {"pcrs": [1]}
+
+
+def test_a_signed_requests_nonce_is_spent_once(engine: sa.Engine) -> None:
+    """Insert-if-absent on both databases: the first use records it, a replay finds it."""
+    with engine.begin() as conn:
+        assert queries.spend_request_nonce(conn, "dev-1", "n-1", NOW)
+        assert not queries.spend_request_nonce(conn, "dev-1", "n-1", NOW)
+        assert queries.spend_request_nonce(conn, "dev-2", "n-1", NOW)  # per device
+    with engine.begin() as conn:
+        assert not queries.spend_request_nonce(conn, "dev-1", "n-1", NOW)
