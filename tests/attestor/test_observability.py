@@ -27,9 +27,13 @@ def test_request_ids_are_echoed_logged_and_audited(attestor: LiveAttestor,
                         headers=attestor.headers("auditor")).json()["items"]
     assert [e["request_id"] for e in entries] == ["ops-ticket-42"]
 
-    made_up = httpx.get(f"{attestor.url}/healthz", headers={"X-Request-Id": "bad id\x7f!"})
-    assert made_up.headers["x-request-id"] != "bad id\x7f!"
-    assert len(made_up.headers["x-request-id"]) == 32
+    made_up = httpx.get(f"{attestor.url}/healthz",
+                        headers={"X-Request-Id": "bad id <script>" + "x" * 80})
+    assert made_up.status_code == 200
+    assert len(made_up.headers["x-request-id"]) == 32  # replaced by one of ours
+    # bytes HTTP forbids in a header never reach the app: the HTTP parser refuses them
+    refused = httpx.get(f"{attestor.url}/healthz", headers={"X-Request-Id": "bad id\x7f!"})
+    assert refused.status_code == 400
 
     lines = [json.loads(line) for line in LOGS.lines[attestor.watch.log_start:]]
     access = [line for line in lines if line.get("logger") == "attestor.access"
