@@ -37,6 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -44,6 +45,9 @@ from agent.client import AttestorClient
 from agent.sim.fleet import SimDevice
 from agent.sim.swtpm import free_port_pair
 from bench.serve import wait_healthy
+
+if TYPE_CHECKING:
+    from attestor.services.context import Services
 
 BIN = Path(sys.executable).parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -243,29 +247,43 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
-def profile_cycles(devices: list[SimDevice], data: Path, env: dict[str, str],
-                   count: int) -> tuple[float, list[tuple[str, float]]]:
-    """(CPU ms per cycle, CPU ms per cycle by part) of the attestor's service path
-    (challenge + attestation, the functions the routes call), run in this process."""
-    from attestor.api.schemas import AttestationRequest
-    from attestor.services import attestation
+def in_process_services(data: Path, env: dict[str, str]) -> Services:
+    """The attestor's services for ``data``, built in this process (``env`` applied)."""
     from attestor.services.context import build_services
     from attestor.settings import load_settings
 
     saved = dict(os.environ)
     os.environ.update(env)
     try:
-        services = build_services(load_settings(data, dev=True))
+        return build_services(load_settings(data, dev=True))
     finally:
         os.environ.clear()
         os.environ.update(saved)
 
+
+def service_cycle(svc: Services, device: SimDevice) -> float:
+    """One challenge and attestation through the functions the routes call; returns the
+    CPU seconds the simulated device spent making its evidence (not the attestor's)."""
+    from attestor.api.schemas import AttestationRequest
+    from attestor.services import attestation
+
+    challenge = attestation.challenge(svc, str(device.device_id))
+    started = time.process_time()
+    body = device.evidence({"nonce": base64.b64encode(challenge.nonce).decode(),
+                            "pcr_selection": challenge.pcr_selection})
+    device_cpu = time.process_time() - started
+    attestation.attest(svc, str(device.device_id), AttestationRequest.model_validate(body))
+    return device_cpu
+
+
+def profile_cycles(devices: list[SimDevice], data: Path, env: dict[str, str],
+                   count: int) -> tuple[float, list[tuple[str, float]]]:
+    """(CPU ms per cycle, CPU ms per cycle by part) of the attestor's service path
+    (challenge + attestation, the functions the routes call), run in this process."""
+    services = in_process_services(data, env)
+
     def one(device: SimDevice) -> None:
-        challenge = attestation.challenge(services, str(device.device_id))
-        body = device.evidence({"nonce": base64.b64encode(challenge.nonce).decode(),
-                                "pcr_selection": challenge.pcr_selection})
-        attestation.attest(services, str(device.device_id),
-                           AttestationRequest.model_validate(body))
+        service_cycle(services, device)
 
     for device in devices[:5]:
         one(device)  # warm caches

@@ -11,7 +11,6 @@ Usage: python -m bench.service_path [--cycles N] [--backends sqlite,postgresql]
 from __future__ import annotations
 
 import argparse
-import base64
 import collections
 import os
 import platform
@@ -23,23 +22,18 @@ from typing import Any
 import sqlalchemy as sa
 
 from agent.sim.fleet import SimDevice
-from bench.attestor_throughput import _fresh_pg_database, enroll_fleet, start_attestor
+from bench.attestor_throughput import (
+    _fresh_pg_database,
+    enroll_fleet,
+    in_process_services,
+    service_cycle,
+    start_attestor,
+)
 
 
 def measure(data: Path, env: dict[str, str], fleet: list[SimDevice],
             cycles: int) -> dict[str, Any]:
-    from attestor.api.schemas import AttestationRequest
-    from attestor.services import attestation
-    from attestor.services.context import build_services
-    from attestor.settings import load_settings
-
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        svc = build_services(load_settings(data, dev=True))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    svc = in_process_services(data, env)
     counts: collections.Counter[str] = collections.Counter()
 
     @sa.event.listens_for(svc.engine, "before_cursor_execute")
@@ -53,12 +47,7 @@ def measure(data: Path, env: dict[str, str], fleet: list[SimDevice],
     device_cpu = [0.0]
 
     def one(device: SimDevice) -> None:
-        challenge = attestation.challenge(svc, str(device.device_id))
-        started = time.process_time()  # the simulated device's work is not the attestor's
-        body = device.evidence({"nonce": base64.b64encode(challenge.nonce).decode(),
-                                "pcr_selection": challenge.pcr_selection})
-        device_cpu[0] += time.process_time() - started
-        attestation.attest(svc, str(device.device_id), AttestationRequest.model_validate(body))
+        device_cpu[0] += service_cycle(svc, device)
 
     for device in fleet[:5]:
         one(device)

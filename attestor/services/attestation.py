@@ -39,7 +39,6 @@ from identity.errors import (
 )
 from identity.pcr import format_pcr_values, parse_pcr_values
 from identity.policy import PolicyDocument
-from identity.x509.csr import check_csr
 
 NONCE_SIZE = 32
 ACTOR = "device"
@@ -115,16 +114,17 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
                             policy, quote_ok=result.quote_ok, reserved=reserved)
             raise VerificationFailed("attestation refused", runner.checks, runner.reason_codes)
 
-        status = ear.appraise([c.as_dict() for c in runner.checks], runner.warnings).status
+        appraisal = ear.appraise([c.as_dict() for c in runner.checks], runner.warnings)
         try:
-            released, issued = _release_and_issue(svc, device, req, document, status, now,
-                                                  reserved, ttl)
+            released, issued = _release_and_issue(svc, device, result, document,
+                                                  appraisal.status, now, reserved, ttl)
         except ServiceError as exc:  # a backend failed: nothing issued or released
             _record_backend_failure(svc, session, device_id, now, exc, reserved)
             raise
         try:
             token = results.result_token(
-                svc, device_id=device_id, result=result, certificate=issued.cert,
+                svc, device_id=device_id, result=result, appraisal=appraisal,
+                certificate=issued.cert,
                 policy=results.policy_id(device.device_class, policy.version if policy else None),
                 event_log=req.event_log, now=now, nonce=req.ear_nonce)
             renewal = _record_pass(svc, session, device_id, req, now, result, policy, issued,
@@ -205,12 +205,14 @@ def _lifetime(svc: Services, document: PolicyDocument) -> dt.timedelta:
         svc.settings.issuance.max_cert_ttl_seconds))
 
 
-def _release_and_issue(svc: Services, device: Device, req: AttestationRequest,
+def _release_and_issue(svc: Services, device: Device, result: Verification,
                        document: PolicyDocument, status: str, now: dt.datetime,
                        serial: int, ttl: dt.timedelta) -> tuple[Released, IssuedCertificate]:
     """Secrets first, then the certificate: if either backend fails, nothing leaves."""
+    csr = result.csr
+    if csr is None:  # a pass means the "csr" check passed; never sign without it
+        raise ServiceError("a passing verification without a checked CSR")
     released = release(svc, document, device, status)
-    csr = check_csr(req.csr)
     issued = issuance.sign(svc, serial, "workload", lambda: svc.issuer.issue_workload(
         csr, device_id=device.id, now=now, ttl=ttl, serial=serial),
         assigns_serials=svc.issuer.assigns_serials)

@@ -28,7 +28,7 @@ from identity.policy import PolicyDocument, evaluate_pcrs
 from identity.tpm.ak import TpmKey
 from identity.tpm.certify import verify_certify
 from identity.tpm.quote import ClockState, QuoteResult, verify_quote
-from identity.x509.csr import check_csr
+from identity.x509.csr import CheckedCsr, check_csr
 
 
 @dataclass
@@ -40,6 +40,7 @@ class Verification:
     ima_state: ImaState | None = None  # accepted IMA entries since the TPM's last reset
     ima_pending: int = 0
     notes: list[str] = field(default_factory=list)
+    csr: CheckedCsr | None = None  # the workload key's request, checked (None if it failed)
 
     @property
     def quote_ok(self) -> bool:
@@ -79,7 +80,7 @@ def verify_evidence(ak: TpmKey, device: Device, req: AttestationRequest,
         runner.run("policy.pcrs", lambda: evaluate_pcrs(document, pcr_values))
     else:
         runner.skip("policy.pcrs", "PCR values are not proven by the quote")
-    _workload_key(ak, req, runner)
+    result.csr = _workload_key(ak, req, runner)
     return result
 
 
@@ -155,12 +156,13 @@ def _ima_start(req: AttestationRequest, device: Device, quote: QuoteResult,
     return state
 
 
-def _workload_key(ak: TpmKey, req: AttestationRequest, runner: CheckRunner) -> None:
+def _workload_key(ak: TpmKey, req: AttestationRequest,
+                  runner: CheckRunner) -> CheckedCsr | None:
     certified = verify_certify(
         runner, ak, req.key_certify.attest, req.key_certify.signature, req.key_public,
         qualifying_data=req.nonce, what="key.certify",
     )
-    if certified is not None:
-        runner.run("csr", lambda: check_csr(req.csr, expected_key=certified.key))
-    else:
+    if certified is None:
         runner.skip("csr", "the workload key is not certified by the AK")
+        return None
+    return runner.run("csr", lambda: check_csr(req.csr, expected_key=certified.key))

@@ -57,14 +57,12 @@ def measurements(result: Verification, event_log: bytes | None) -> dict[str, Any
     return out
 
 
-def result_token(svc: Services, *, device_id: str, result: Verification, policy: str,
-                 certificate: x509.Certificate, event_log: bytes | None, now: dt.datetime,
-                 nonce: str | None) -> str:
+def result_token(svc: Services, *, device_id: str, result: Verification,
+                 appraisal: ear.Appraisal, policy: str, certificate: x509.Certificate,
+                 event_log: bytes | None, now: dt.datetime, nonce: str | None) -> str:
     """The signed EAR for a pass; it expires with the certificate at the latest."""
     ttl = min(dt.timedelta(seconds=svc.settings.ear.ttl_seconds),
               certificate.not_valid_after_utc - now)
-    appraisal = ear.appraise([c.as_dict() for c in result.runner.checks],
-                             result.runner.warnings)
     body = ear.claims(
         issuer=issuer(svc), device_id=device_id, now=now, ttl=ttl, appraisal=appraisal,
         policy_id=policy, measurements=measurements(result, event_log),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -59,24 +60,28 @@ def _stop(live: LiveAttestor, vault: VaultUnderTest) -> None:
     live.stop()
 
 
-@pytest.fixture
-def vault_attestor(tmp_path: Path, manufacturer: Manufacturer,
-                   vault: VaultUnderTest) -> Iterator[LiveAttestor]:
-    live = _start(tmp_path, manufacturer, vault, wrap_ttl=0)
+@contextmanager
+def _attestor(tmp_path: Path, manufacturer: Manufacturer, vault: VaultUnderTest,
+              wrap_ttl: int) -> Iterator[LiveAttestor]:
+    live = _start(tmp_path, manufacturer, vault, wrap_ttl=wrap_ttl)
     try:
         yield live
     finally:
         _stop(live, vault)
+
+
+@pytest.fixture
+def vault_attestor(tmp_path: Path, manufacturer: Manufacturer,
+                   vault: VaultUnderTest) -> Iterator[LiveAttestor]:
+    with _attestor(tmp_path, manufacturer, vault, wrap_ttl=0) as live:
+        yield live
 
 
 @pytest.fixture
 def wrapping_attestor(tmp_path: Path, manufacturer: Manufacturer,
                       vault: VaultUnderTest) -> Iterator[LiveAttestor]:
-    live = _start(tmp_path, manufacturer, vault, wrap_ttl=120)
-    try:
+    with _attestor(tmp_path, manufacturer, vault, wrap_ttl=120) as live:
         yield live
-    finally:
-        _stop(live, vault)
 
 
 def _grant(attestor: LiveAttestor, vault: VaultUnderTest, *, tpm_bound: bool = False) -> None:

@@ -139,17 +139,14 @@ class VaultConnection:
 
     def maintain(self) -> None:
         """Background duty: log in if needed, renew when two thirds of the lease are gone."""
-        with self._lock:
-            if self.lease is None:
-                self.login()
-            elif self.lease.due(self.clock()):
-                self.renew()
+        self._ensure(Lease.due)
 
-    def _ensure(self) -> None:
+    def _ensure(self, stale: Callable[[Lease, dt.datetime], bool] = Lease.expired) -> None:
+        """Log in if there is no lease; renew (or log in again) if it is ``stale``."""
         with self._lock:
             if self.lease is None:
                 self.login()
-            elif self.lease.expired(self.clock()):
+            elif stale(self.lease, self.clock()):
                 self.renew()
 
     # -- calls ---------------------------------------------------------------
