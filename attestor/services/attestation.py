@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import secrets
+from typing import Any
 
 from sqlmodel import Session
 
@@ -108,13 +109,13 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
                             quote_ok=False, reserved=serial)
             raise
         runner = result.runner
+        checks = [c.as_dict() for c in runner.checks]
         if not runner.passed:
-            checks = [c.as_dict() for c in runner.checks]
             _record_refusal(svc, session, device, req, now, runner.reason_codes, checks,
                             policy, quote_ok=result.quote_ok, reserved=reserved)
             raise VerificationFailed("attestation refused", runner.checks, runner.reason_codes)
 
-        appraisal = ear.appraise([c.as_dict() for c in runner.checks], runner.warnings)
+        appraisal = ear.appraise(checks, runner.warnings)
         try:
             released, issued = _release_and_issue(svc, device, result, document,
                                                   appraisal.status, now, reserved, ttl)
@@ -127,8 +128,8 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
                 certificate=issued.cert,
                 policy=results.policy_id(device.device_class, policy.version if policy else None),
                 event_log=req.event_log, now=now, nonce=req.ear_nonce)
-            renewal = _record_pass(svc, session, device_id, req, now, result, policy, issued,
-                                   released)
+            renewal = _record_pass(svc, session, device_id, req, now, result, checks, policy,
+                                   issued, released)
         except Exception:
             issuance.void(svc, issued.cert.serial_number, "not_recorded")
             raise
@@ -136,7 +137,7 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
     if renewal:
         svc.metrics.renewals.inc()
     return AttestationResult(
-        device_id=device_id, verdict="pass", checks=[c.as_dict() for c in runner.checks],
+        device_id=device_id, verdict="pass", checks=checks,
         warnings=runner.warnings,
         policy=PolicyRef(device_class=device.device_class,
                          version=policy.version if policy else None),
@@ -151,8 +152,8 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
 
 def _record_pass(
     svc: Services, session: Session, device_id: str, req: AttestationRequest,
-    now: dt.datetime, result: Verification, policy: Policy | None,
-    issued: IssuedCertificate, released: Released,
+    now: dt.datetime, result: Verification, checks: list[dict[str, Any]],
+    policy: Policy | None, issued: IssuedCertificate, released: Released,
 ) -> bool:
     """Record the pass, its certificate and audit entry at once; True for a renewal."""
     clock = result.quote.clock
@@ -168,7 +169,7 @@ def _record_pass(
                else {}))
         queries.add_attestation(session, Attestation(
             device_id=device_id, at=now, verdict="pass", reasons=[],
-            checks=[c.as_dict() for c in result.runner.checks], warnings=result.runner.warnings,
+            checks=checks, warnings=result.runner.warnings,
             policy_id=policy.id if policy else None,
             policy_version=policy.version if policy else None,
             quote_verified=True, pcr_values=format_pcr_values(parse_pcr_values(req.pcrs)),
