@@ -75,6 +75,25 @@ def spend_request_nonce(conn: sa.Connection, device_id: str, nonce: str,
     return conn.execute(statement).first() is not None  # no row back: it was there
 
 
+_LATEST_VERSION = (sa.select(sa.func.max(col(Policy.version)))
+                   .where(col(Policy.device_class) == col(Device.device_class))
+                   .correlate(Device).scalar_subquery())
+_DEVICE_AND_POLICY = (
+    sa.select(Device, Policy)
+    .outerjoin(Policy, sa.and_(col(Policy.device_class) == col(Device.device_class),
+                               col(Policy.version) == _LATEST_VERSION))
+    .where(col(Device.id) == sa.bindparam("d")))
+
+
+def device_and_policy(session: Session, device_id: str) -> tuple[Device, Policy | None]:
+    """The device and its class's policy in force, in one query (every attestation and
+    every challenge needs both)."""
+    row = session.execute(_DEVICE_AND_POLICY, {"d": device_id}).first()
+    if row is None:
+        raise DeviceUnknown(f"no enrolled device {device_id!r}")
+    return row[0], row[1]
+
+
 def find_device(session: Session, device_id: str) -> Device | None:
     return session.get(Device, device_id)
 

@@ -28,7 +28,7 @@ from attestor.db.models import Attestation, Device, Nonce, Policy
 from attestor.services import issuance, results, webhooks
 from attestor.services.context import Services
 from attestor.services.evidence import Verification, verify_evidence
-from attestor.services.policies import policy_for
+from attestor.services.policies import device_and_policy
 from attestor.services.release import Released, release
 from identity import ear
 from identity.errors import (
@@ -45,21 +45,14 @@ NONCE_SIZE = 32
 ACTOR = "device"
 
 
-def _active_device(session: Session, device_id: str) -> Device:
-    """The device, which must be enrolled and active."""
-    device = queries.get_device(session, device_id)
-    if device.state != "active":
-        raise DeviceNotActive(f"device is {device.state}")
-    return device
-
-
 def challenge(svc: Services, device_id: str) -> Challenge:
     now = svc.clock()
     nonce = secrets.token_bytes(NONCE_SIZE)
     expires = now + dt.timedelta(seconds=svc.settings.nonce_ttl_seconds)
     with svc.session() as session, session.begin():
-        device = _active_device(session, device_id)
-        document, _ = policy_for(session, device.device_class)
+        device, document, _ = device_and_policy(session, device_id)
+        if device.state != "active":
+            raise DeviceNotActive(f"device is {device.state}")
         queries.add_nonce(
             session, Nonce(value=nonce.hex(), device_id=device_id, expires_at=expires)
         )
@@ -87,8 +80,7 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
             # reserves the certificate's serial: the nonce is consumed (committed) before
             # any verification, even when it fails; a refusal discards the reservation.
             with session.begin():
-                device = queries.get_device(session, device_id)
-                document, policy = policy_for(session, device.device_class)
+                device, document, policy = device_and_policy(session, device_id)
                 if device.state != "active":
                     raise DeviceNotActive(f"device is {device.state}")
                 queries.consume_nonce(session, req.nonce.hex(), device_id, now)

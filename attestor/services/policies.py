@@ -15,7 +15,7 @@ from sqlmodel import Session
 
 from attestor import audit
 from attestor.db import queries
-from attestor.db.models import Attestation, Policy
+from attestor.db.models import Attestation, Device, Policy
 from identity.checks import CheckRunner
 from identity.errors import EventLogMissing, MalformedInput, NotFound, PcrSelectionMismatch
 from identity.eventlog.appraise import appraise_boot, learn_boot
@@ -32,10 +32,21 @@ from identity.policy import PolicyDocument, evaluate_pcrs, learn, parse_policy
 
 def policy_for(session: Session, device_class: str) -> tuple[PolicyDocument, Policy | None]:
     """The policy in force for a class; the built-in default (no golden values) if none."""
-    row = queries.current_policy(session, device_class)
+    return parsed(queries.current_policy(session, device_class))
+
+
+def parsed(row: Policy | None) -> tuple[PolicyDocument, Policy | None]:
+    """A stored policy version as a document; the built-in default for none."""
     if row is None:
         return PolicyDocument(), None
     return parse_policy(row.document), row
+
+
+def device_and_policy(session: Session,
+                      device_id: str) -> tuple[Device, PolicyDocument, Policy | None]:
+    """The device (DeviceUnknown if none) and the policy in force for its class."""
+    device, row = queries.device_and_policy(session, device_id)
+    return (device, *parsed(row))
 
 
 @dataclass
