@@ -109,8 +109,8 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
 
         appraisal = ear.appraise(checks, runner.warnings)
         try:
-            released, issued = _release_and_issue(svc, device, result, document,
-                                                  appraisal.status, now, reserved, ttl)
+            released, issued, roots = _release_and_issue(svc, device, result, document,
+                                                         appraisal.status, now, reserved, ttl)
         except ServiceError as exc:  # a backend failed: nothing issued or released
             _record_backend_failure(svc, session, device_id, now, exc, reserved)
             raise
@@ -133,7 +133,7 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
         warnings=runner.warnings,
         policy=PolicyRef(device_class=device.device_class,
                          version=policy.version if policy else None),
-        certificate=issued.pem, chain=issued.chain_pem, ca=svc.issuer.roots_pem(),
+        certificate=issued.pem, chain=issued.chain_pem, ca=roots,
         serial=issued.serial, not_before=issued.cert.not_valid_before_utc,
         not_after=issued.cert.not_valid_after_utc, secrets=released.granted,
         ima=ImaProgress(accepted_entries=result.ima_state.entries,
@@ -200,16 +200,19 @@ def _lifetime(svc: Services, document: PolicyDocument) -> dt.timedelta:
 
 def _release_and_issue(svc: Services, device: Device, result: Verification,
                        document: PolicyDocument, status: str, now: dt.datetime,
-                       serial: int, ttl: dt.timedelta) -> tuple[Released, IssuedCertificate]:
-    """Secrets first, then the certificate: if either backend fails, nothing leaves."""
+                       serial: int, ttl: dt.timedelta,
+                       ) -> tuple[Released, IssuedCertificate, str]:
+    """Secrets, the issuer's trust anchors, then the certificate: if a backend fails,
+    nothing leaves (and nothing after the pass is recorded can fail on a backend)."""
     csr = result.csr
     if csr is None:  # a pass means the "csr" check passed; never sign without it
         raise ServiceError("a passing verification without a checked CSR")
     released = release(svc, document, device, status)
+    roots = svc.issuer.roots_pem()
     issued = issuance.sign(svc, serial, "workload", lambda: svc.issuer.issue_workload(
         csr, device_id=device.id, now=now, ttl=ttl, serial=serial),
         assigns_serials=svc.issuer.assigns_serials)
-    return released, issued
+    return released, issued, roots
 
 
 def _record_backend_failure(svc: Services, session: Session, device_id: str,
