@@ -37,12 +37,15 @@ def json_logs() -> None:
     configure_logging(stream=LOGS)
 
 
-def pytest_report_header() -> str:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say which Vault the contract suite ran against (shown with -q too)."""
     from tests.vault import real
 
     found = real.binary()
-    return ("vault contract suite: against a real dev server (" + found + ")" if found else
-            "vault contract suite: against the in-process HTTP double (no vault/bao on PATH)")
+    terminalreporter.write_line(
+        f"vault contract suite: against a real dev server ({found})" if found else
+        "vault contract suite: against the in-process HTTP double tests/vault/double.py "
+        "(no vault or bao binary on PATH)")
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """One contract for every issuer and every secret store: the local CA and the embedded
 store, and Vault's PKI and KV v2 (real dev server if on PATH, else the HTTP double).
-The header of the test run names which Vault ran; each test's id names the backend."""
+The test run's summary names which Vault ran; each test's id names the backend."""
 
 from __future__ import annotations
 
