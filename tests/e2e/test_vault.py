@@ -7,6 +7,7 @@ Vault is a real dev server when a binary is on PATH, else the HTTP double."""
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -214,7 +215,7 @@ def test_wrapping_token_used_twice_is_refused_and_audited(wrapping_attestor: Liv
         assert stolen["data"]["data"]["value"] == PULL
         # ... so Vault refuses the device, which reports it
         with pytest.raises(vaultwrap.WrappedSecretUnavailable, match="not valid"):
-            vaultwrap.resolve(result, client, device_id, None, received=_monotonic())
+            vaultwrap.resolve(result, client, device_id, None, received=time.monotonic())
     with wrapping_attestor.services.session() as session:
         alerts = session.exec(select(AuditEvent).where(
             AuditEvent.action == "secret.wrap_reuse")).all()
@@ -225,9 +226,3 @@ def test_wrapping_token_used_twice_is_refused_and_audited(wrapping_attestor: Liv
                         headers=wrapping_attestor.headers("auditor")).text
     assert "edgeproof_wrap_reuse_reports_total 1.0" in metrics
     assert base64.b64encode(PULL.encode()).decode() not in metrics
-
-
-def _monotonic() -> float:
-    import time
-
-    return time.monotonic()

@@ -37,33 +37,23 @@ def _certs(pem: str) -> list[x509.Certificate]:
 
 
 def _seconds(value: Any) -> int:
-    """A role's max_ttl: seconds as a number, or a Go duration string ("72h")."""
-    if isinstance(value, int | float):
+    """A role's max_ttl: Vault's role read gives durations in seconds."""
+    try:
         return int(value)
-    text, total, number = str(value), 0, ""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    for ch in text:
-        if ch.isdigit():
-            number += ch
-        elif ch in units and number:
-            total, number = total + int(number) * units[ch], ""
-        else:
-            raise VaultRefused(f"cannot read the role's max_ttl {text!r}")
-    return total + int(number or 0)
+    except (TypeError, ValueError):
+        raise VaultRefused(f"cannot read the role's max_ttl {value!r}") from None
 
 
 class VaultPki:
     assigns_serials = True
 
-    def __init__(self, connection: VaultConnection, *, trust_domain: str,
-                 cache_seconds: int | None = None) -> None:
+    def __init__(self, connection: VaultConnection, *, trust_domain: str) -> None:
         self.vault = connection
         self.mount = connection.settings.pki_mount
         self.role = connection.settings.pki_role
         self.dns_suffix = connection.settings.dns_suffix
         self.trust_domain = trust_domain
-        self.cache_for = dt.timedelta(seconds=cache_seconds if cache_seconds is not None
-                                      else connection.settings.ca_chain_cache_seconds)
+        self.cache_for = dt.timedelta(seconds=connection.settings.ca_chain_cache_seconds)
         self._chain: list[x509.Certificate] = []
         self._max_ttl: dt.timedelta | None = None
         self._fetched: dt.datetime | None = None
