@@ -2,6 +2,10 @@
 # Install the system packages edgeproof needs (Debian 12), or say exactly what to install.
 set -euo pipefail
 pkgs=(swtpm swtpm-tools libtss2-dev pkg-config)
+# Deploy and operate (tests/deploy): image builder without a Docker engine, promtool,
+# and the TPM 2.0 OpenSSL provider behind the tabrmd resource manager (device mTLS).
+pkgs+=(buildah podman runc skopeo umoci debootstrap prometheus)
+pkgs+=(tpm2-abrmd tpm2-openssl tpm2-tools libtss2-tcti-tabrmd0 dbus)
 # Debian's python3 has no venv/ensurepip without python3-venv.
 python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
 missing=()
