@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attestor.cli_admin import apikey_app, audit_app, keys_app, token_app
+from attestor.cli_backup import backup_app
 from attestor.cli_logs import eventlog_app, ima_app
 from attestor.cli_secret import secret_app
 from attestor.cli_verify import ekcert_app, quote_app
@@ -32,7 +33,7 @@ for sub, name in ((trust_app, "trust"), (policy_app, "policy"), (secret_app, "se
                   (db_app, "db"), (device_app, "device"), (quote_app, "quote"),
                   (ekcert_app, "ekcert"), (eventlog_app, "eventlog"), (ima_app, "ima"),
                   (token_app, "token"), (apikey_app, "apikey"), (keys_app, "keys"),
-                  (audit_app, "audit")):
+                  (audit_app, "audit"), (backup_app, "backup")):
     app.add_typer(sub, name=name)
 
 out = Console()
