@@ -91,6 +91,8 @@ out, sets = Path(sys.argv[1]), pickle.loads(Path(sys.argv[2]).read_bytes())
 i = 0
 while True:
     install_set(out, f"{sys.argv[3]}-{i}", sets[i % len(sets)])
+    if i == 0:  # one whole install done: now the kill may land anywhere in the next ones
+        print("installed", flush=True)
     i += 1
 """
 
@@ -118,8 +120,12 @@ def test_kill_9_at_any_moment_leaves_a_complete_verifying_set(tmp_path: Path) ->
     live = set()
     for round_ in range(40):
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(out), str(blob),  # noqa: S603
-                                  str(round_)], cwd=Path(__file__).resolve().parents[2])
-        time.sleep(rng.uniform(0.08, 0.3))
+                                  str(round_)], cwd=Path(__file__).resolve().parents[2],
+                                 stdout=subprocess.PIPE)
+        # Wait for the child's first install (its start-up time varies with the machine's
+        # load), then kill it at a random moment of the installs that follow.
+        assert child.stdout is not None and child.stdout.readline() == b"installed\n"
+        time.sleep(rng.uniform(0.0, 0.05))
         child.send_signal(signal.SIGKILL)
         child.wait()
         files = {rel: (out / rel).read_bytes() for rel in sets[0]}
