@@ -36,7 +36,7 @@ class Replica:
              "--dev", "--port", str(self.port)], env=env, stdout=self.log, stderr=self.log)
 
     def wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a patience, not a timing check: loaded CI machines
         while True:
             assert self.process.poll() is None, "the replica exited"
             try:
