@@ -117,18 +117,19 @@ def replay_ima(entries: Sequence[ImaEntry], banks: Sequence[str],
     target_bank = next(iter(quoted)) if quoted else None
     if target_bank is not None and target_bank not in banks:
         raise ImaStateInvalid(f"the quoted {target_bank} bank is not replayed")
-    if (len(banks) == 1 and not padded_sha1 and set(state.pcrs[banks[0]]) <= {IMA_PCR}
-            and all(entry.pcr == IMA_PCR for entry in entries)):
+    if len(banks) == 1 and not padded_sha1 and set(state.pcrs[banks[0]]) <= {IMA_PCR}:
         want = quoted[banks[0]].get(IMA_PCR) if quoted else None
         if quoted is None or want is not None:
-            return _replay_one_bank(entries, banks[0], state, want, verify, list_bank)
+            fast = _replay_one_bank(entries, banks[0], state, want, verify, list_bank)
+            if fast is not None:
+                return fast
     return _replay(entries, banks, state, quoted, target_bank, verify, list_bank, padded_sha1)
 
 
 def _replay_one_bank(entries: Sequence[ImaEntry], bank: str, state: ImaState,
-                     want: bytes | None, verify: bool, list_bank: str) -> ImaReplay:
+                     want: bytes | None, verify: bool, list_bank: str) -> ImaReplay | None:
     """The common case (one bank, every entry on PCR10, as the attestor replays) in a
-    tight loop."""
+    tight loop; None at the first entry on another PCR (the general replay takes it)."""
     new = _NEW[bank]
     check = _NEW[list_bank] if verify else None
     same = check is new
@@ -137,15 +138,20 @@ def _replay_one_bank(entries: Sequence[ImaEntry], bank: str, state: ImaState,
     value = state.value(bank, IMA_PCR)
     matched_at = 0 if want is not None and value == want else -1
     violations, failures = 0, []
+    ten = IMA_PCR
     for i, entry in enumerate(entries):
+        if entry.pcr != ten:
+            return None
         if entry.template_hash == zero:
             violations += 1
             value = new(value + ff).digest()
+        elif check is None:
+            data = entry.data if entry.template != "ima" else template_data_for_hash(entry)
+            value = new(value + new(data).digest()).digest()
         else:
             data = entry.data if entry.template != "ima" else template_data_for_hash(entry)
             digest = new(data).digest()
-            if check is not None and (digest if same else check(data).digest()) \
-                    != entry.template_hash:
+            if (digest if same else check(data).digest()) != entry.template_hash:
                 failures.append(i)
             value = new(value + digest).digest()
         if value == want:
