@@ -25,7 +25,7 @@ from agent.files import atomic_write, install_set
 from agent.tpm.device import Tpm
 from agent.verify import check_issued
 from identity.errors import MalformedInput
-from identity.ima.log import parse_binary
+from identity.ima.log import LIST_BANKS, LIST_FILE, bank_of_file, list_file_for, parse_binary
 from identity.pcr import PcrSelection, format_pcr_values
 from identity.tpm.keys import PublicKey, public_key
 from identity.tpm.structures import parse_attest, parse_public
@@ -124,8 +124,8 @@ def collect_evidence(config: AgentConfig, tpm: Tpm, device_id: str,
     csr = assemble_csr(info, "ecdsa", "sha256", tpm.sign_digest(key, info))
     log = read_event_log(config.event_log)
     reset_count = parse_attest(attest).reset_count  # as the attestor sees it (see _ima_batch)
-    ima_start, ima_log = _ima_batch(config, reset_count, selection,
-                                    {} if full_ima else challenge)
+    ima_start, ima_log, ima_bank = _ima_batch(config, reset_count, selection,
+                                              {} if full_ima else challenge)
     body: dict[str, object] = {
         "nonce": nonce_b64,
         "quote": {"attest": _b64(attest), "signature": _b64(signature)},
@@ -137,30 +137,53 @@ def collect_evidence(config: AgentConfig, tpm: Tpm, device_id: str,
         "key_public": _b64(key.public.marshal()),
         "key_certify": {"attest": _b64(certify.attest), "signature": _b64(certify.signature)},
     }
+    if ima_bank != "sha1":  # absent means SHA-1, so attestors before ima_bank accept us
+        body["ima_bank"] = ima_bank
     return Evidence(body, key, attest)
 
 
+IMA_PCRS = range(10, 24)  # IMA's default 10 and the PCRs a pcr= rule may name (not 0-9)
+
+
+def ima_list(configured: Path | None, selection: PcrSelection) -> tuple[Path | None, str]:
+    """The IMA list to send and its template-hash bank: the per-bank list
+    (``binary_runtime_measurements_<bank>``) of the first quoted bank that has one beside
+    the configured list, else the configured list itself (SHA-1, or the bank its name
+    says). Old kernels have only the SHA-1 list; the attestor replays either."""
+    if configured is None:
+        return None, "sha1"
+    named = bank_of_file(configured.name)
+    if configured.name == LIST_FILE:
+        for bank, _ in selection.banks:
+            candidate = configured.with_name(list_file_for(bank)) \
+                if bank in LIST_BANKS else None
+            if candidate is not None and candidate.exists():
+                return candidate, bank
+    return configured, named or "sha1"
+
+
 def _ima_batch(config: AgentConfig, reset_count: int, selection: PcrSelection,
-               challenge: dict[str, object]) -> tuple[int, bytes | None]:
-    """The IMA entries to send: only the new ones when the attestor's record of this
-    boot's list is current (same TPM reset count), else the whole list. Read after
-    the quote, so the list covers at least what PCR10 holds.
+               challenge: dict[str, object]) -> tuple[int, bytes | None, str]:
+    """The IMA entries to send and their bank: only the new ones when the attestor's
+    record of this boot's list is current (same TPM reset count), else the whole list.
+    Read after the quote, so the list covers at least what the IMA PCRs hold.
 
     ``reset_count`` comes from our own quote, not TPM2_ReadClock: quotes by an AK in
     the storage hierarchy carry an obfuscated (but consistent) resetCount."""
-    if not any(10 in idx for _, idx in selection.banks):
-        return 0, None
-    data = read_event_log(config.ima_log)
+    if not any(i in IMA_PCRS for _, idx in selection.banks for i in idx):
+        return 0, None, "sha1"
+    path, bank = ima_list(config.ima_log, selection)
+    data = read_event_log(path)
     if data is None:
-        return 0, None
-    listing = parse_binary(data)
+        return 0, None, "sha1"
+    listing = parse_binary(data, bank)
     progress = challenge.get("ima")
     if isinstance(progress, dict):
         accepted = int(progress.get("accepted_entries", 0))
         if (progress.get("reset_count") == reset_count
                 and 0 < accepted <= len(listing.entries)):
-            return accepted, listing.tail(data, accepted)
-    return 0, listing.tail(data, 0)
+            return accepted, listing.tail(data, accepted), bank
+    return 0, listing.tail(data, 0), bank
 
 
 def _secret_value(secret: dict[str, Any], tpm: Tpm | None, config: AgentConfig,

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from attestor.cli_admin import apikey_app, audit_app, keys_app, token_app
 from attestor.cli_backup import backup_app
-from attestor.cli_logs import eventlog_app, ima_app
+from attestor.cli_logs import ImaBank, eventlog_app, ima_app, read_ima_list
 from attestor.cli_secret import secret_app
 from attestor.cli_verify import ekcert_app, quote_app
 from attestor.settings import ConfigError, Settings, load_settings
@@ -165,6 +165,7 @@ def policy_learn(
     ima: Annotated[Path | None, typer.Option(
         help="a known-good IMA measurement list to learn the allowlist from")] = None,
     ascii_ima: Annotated[bool, typer.Option("--ascii", help="the IMA list is ASCII")] = False,
+    list_bank: ImaBank = None,
     device_class: Annotated[str | None, typer.Option(
         "--class", help="device class (default: the device's)")] = None,
     golden: Annotated[bool, typer.Option(help="golden PCRs from the device's quote")] = True,
@@ -175,14 +176,12 @@ def policy_learn(
 ) -> None:
     """New policy version learned from a known-good device and/or known-good logs."""
     from attestor.services.policies import LearnSources, learn_policy
-    from identity.ima.log import parse_ascii, parse_binary
 
     svc = services_for(data_dir, dev)
     try:
         entries = None
         if ima is not None:
-            entries = (parse_ascii(ima.read_text()) if ascii_ima
-                       else parse_binary(ima.read_bytes()).entries)
+            entries = read_ima_list(ima, ascii_ima, list_bank)[0]
         sources = LearnSources(device_id=device, golden=golden,
                                event_log=eventlog.read_bytes() if eventlog else None,
                                ima_entries=entries, grant=tuple(secret or ()))

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from identity.errors import IdentityError
+from identity.ima.log import ImaEntry
 
 eventlog_app = typer.Typer(help="TCG measured-boot event logs.", no_args_is_help=True)
 ima_app = typer.Typer(help="Linux IMA measurement lists.", no_args_is_help=True)
@@ -77,33 +78,52 @@ def eventlog_replay(
             out.print(f"{bank} PCR{index:<2} {value}")
 
 
+ImaBank = Annotated[str | None, typer.Option(
+    "--list-bank", help="bank of the list's template hashes (sha1, sha256, sha384, sha512, "
+    "sm3_256); default: from the file name (binary_runtime_measurements_<bank>), else "
+    "from the first entry")]
+
+
+def read_ima_list(file: Path, ascii_list: bool, list_bank: str | None) -> tuple[
+        list[ImaEntry], int, str, str]:
+    """Entries, trailing bytes, what they are, and the template-hash bank of a list file."""
+    from identity.ima.log import bank_of_file, parse_ascii, parse_binary
+
+    bank = list_bank or bank_of_file(file.name.replace("ascii_", "binary_", 1))
+    if ascii_list:
+        entries = parse_ascii(file.read_text())
+        size = len(entries[0].template_hash) if entries else 20
+        return entries, 0, "", bank or {20: "sha1", 48: "sha384", 64: "sha512"}.get(
+            size, "sha256")
+    listing = parse_binary(file.read_bytes(), bank)
+    return listing.entries, listing.trailing, listing.cut, listing.bank
+
+
 @ima_app.command("replay")
 def ima_replay(
     file: LogFile,
     ascii_list: Annotated[bool, typer.Option("--ascii", help="an ASCII measurement list")] = False,
     bank: Annotated[list[str] | None, typer.Option(help="PCR bank(s) to replay")] = None,
+    list_bank: ImaBank = None,
     as_json: Json = False,
 ) -> None:
-    """PCR10 after the list, with its entries, violations and template-hash failures."""
-    from identity.ima.log import parse_ascii, parse_binary
+    """Every PCR the list extends (10, or what pcr= rules name) after the list, with its
+    entries, violations and template-hash failures."""
     from identity.ima.replay import replay_ima
 
     banks = bank or ["sha256"]
     try:
-        if ascii_list:
-            entries, trailing = parse_ascii(file.read_text()), 0
-        else:
-            listing = parse_binary(file.read_bytes())
-            entries, trailing = listing.entries, listing.trailing
-        result = replay_ima(entries, banks, check_template_hashes=True)
+        entries, trailing, cut, listed = read_ima_list(file, ascii_list, list_bank)
+        result = replay_ima(entries, banks, check_template_hashes=True, list_bank=listed)
     except IdentityError as exc:
         _fail(exc)
+    values = {b: {str(i): v.hex() for i, v in sorted(pcrs.items())}
+              for b, pcrs in result.state.pcrs.items()}
     report = {
-        "pcrs": {"10": result.state.pcr10[banks[0]].hex()} if len(banks) == 1 else
-        {b: {"10": v.hex()} for b, v in result.state.pcr10.items()},
-        "entries": len(entries), "violations": result.violations,
+        "pcrs": values[banks[0]] if len(banks) == 1 else values,
+        "list_bank": listed, "entries": len(entries), "violations": result.violations,
         "template_hash_failures": len(result.template_hash_failures),
-        "trailing_bytes": trailing,
+        "trailing_bytes": trailing, **({"cut": cut} if cut else {}),
     }
     if as_json:
         print(json.dumps(report))

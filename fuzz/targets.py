@@ -14,7 +14,7 @@ with atheris.instrument_imports():
     from identity.checks import CheckRunner
     from identity.errors import IdentityError
     from identity.eventlog.integrity import check_integrity
-    from identity.eventlog.replay import replay
+    from identity.eventlog.replay import check_replay_matches, replay
     from identity.eventlog.summary import summarize
     from identity.eventlog.tcg import parse_event_log
     from identity.eventlog.uefi import (
@@ -25,7 +25,7 @@ with atheris.instrument_imports():
     )
     from identity.ima.log import parse_ascii, parse_binary
     from identity.ima.replay import replay_ima
-    from identity.tpm.structures import parse_attest, parse_public, parse_signature
+    from identity.tpm.structures import DIGEST_SIZES, parse_attest, parse_public, parse_signature
     from identity.truststore import load_certificates
     from identity.x509.csr import check_csr
 
@@ -33,6 +33,11 @@ with atheris.instrument_imports():
 def _event_log(data: bytes) -> None:
     log = parse_event_log(data)
     replay(log)
+    for bank in log.banks:  # a quote of every PCR: exercises the incomplete-bank refusal
+        try:
+            check_replay_matches(log, {bank: {i: bytes(DIGEST_SIZES[bank]) for i in range(24)}})
+        except IdentityError:
+            pass
     check_integrity(log, CheckRunner())
     summarize(log)
 
@@ -46,7 +51,20 @@ def _uefi(data: bytes) -> None:
 
 
 def _ima(data: bytes) -> None:
-    replay_ima(parse_binary(data).entries, ["sha1", "sha256"])
+    listing = parse_binary(data)  # the bank told from the first entry
+    replay_ima(listing.entries, ["sha1", "sha256"], list_bank=listing.bank)
+
+
+def _ima_per_bank(data: bytes) -> None:
+    """A per-bank list (32-byte template hashes), replayed against a quote of its PCRs."""
+    listing = parse_binary(data, "sha256")
+    pcrs = {e.pcr for e in listing.entries}
+    quoted = {"sha256": {pcr: bytes(32) for pcr in pcrs | {10}}}
+    try:
+        replay_ima(listing.entries, ["sha256"], quoted=quoted, list_bank="sha256")
+    except IdentityError:
+        pass
+    replay_ima(listing.entries, ["sha1", "sha256"], list_bank="sha256", padded_sha1=False)
 
 
 def _ima_ascii(data: bytes) -> None:
@@ -67,6 +85,7 @@ TARGETS: dict[str, Callable[[bytes], object]] = {
     "eventlog": _event_log,
     "uefi": _uefi,
     "ima": _ima,
+    "ima_per_bank": _ima_per_bank,
     "ima_ascii": _ima_ascii,
     "csr": check_csr,
     "certificates": _certificates,

@@ -250,6 +250,13 @@ class EventLogMissing(EvidenceError):
     code = "eventlog.missing"
 
 
+class EventLogBankIncomplete(EventLogReplayMismatch):
+    """A quoted PCR in a bank that some of the log's events carry no digest for: the
+    log cannot prove that PCR in that bank, whatever the other banks say."""
+
+    code = "eventlog.bank_incomplete"
+
+
 class EventLogIntegrityError(EvidenceError):
     code = "eventlog.integrity"
 
@@ -344,6 +351,12 @@ class ImaSignatureInvalid(ImaError):
 
 class ImaStateInvalid(ImaError):
     code = "ima.state_invalid"
+
+
+class ImaPcrNotQuoted(ImaError):
+    """The list extends a PCR (an IMA policy ``pcr=`` rule) the quote does not cover."""
+
+    code = "ima.pcr_not_quoted"
 
 
 class PolicyError(EvidenceError):

@@ -15,7 +15,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from identity.errors import MalformedInput, PolicyNoReference, PolicyPcrMismatch
 from identity.eventlog.appraise import BootPolicy
 from identity.ima.appraise import ImaPolicy
-from identity.ima.replay import IMA_PCR
 from identity.pcr import MAX_PCR, PcrSelection, PcrValues
 from identity.tpm.structures import DIGEST_SIZES
 
@@ -61,7 +60,8 @@ class PolicyDocument(BaseModel):
     )
     require_event_log: bool = Field(True, description="refuse evidence without an event log")
     boot: BootPolicy | None = Field(None, description="measured-boot appraisal of the event log")
-    ima: ImaPolicy | None = Field(None, description="IMA appraisal (PCR 10 must be quoted)")
+    ima: ImaPolicy | None = Field(None, description="IMA appraisal (its PCRs, 10 by default, "
+                                   "must be quoted)")
     gates: tuple[GateRule, ...] = Field((), description="gate rules, first match wins")
 
     @field_validator("pcr_bank")
@@ -96,8 +96,8 @@ class PolicyDocument(BaseModel):
         unknown = set(self.secret_tiers) - set(self.secrets)
         if unknown:
             raise ValueError(f"secret_tiers names secrets not granted: {sorted(unknown)}")
-        if self.ima is not None and IMA_PCR not in self.pcrs:
-            raise ValueError("an IMA policy needs PCR 10 in pcrs")
+        if self.ima is not None and not set(self.ima.pcrs) <= set(self.pcrs):
+            raise ValueError(f"an IMA policy needs its PCRs {list(self.ima.pcrs)} in pcrs")
         if self.boot is not None:
             # What the boot policy judges must be proven by the quote.
             needed = {4, 7} | ({8} if self.boot.kernels is not None or self.boot.cmdline_required

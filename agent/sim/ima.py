@@ -9,6 +9,7 @@ from pathlib import Path
 
 from agent.files import atomic_write
 from agent.tpm.device import Tpm
+from identity.ima.log import IMA_NAME_PADDED, LIST_FILE, list_file_for
 from identity.pcr import PcrSelection
 
 FILES = (
@@ -29,10 +30,18 @@ def template_data(path: str, digest_alg: str, digest: bytes) -> bytes:
     return _field(digest_alg.encode() + b":\x00" + digest) + _field(path.encode() + b"\x00")
 
 
-def binary_entry(data: bytes, template: str = "ima-ng", pcr: int = 10) -> bytes:
-    """One entry of binary_runtime_measurements (the template hash is always SHA-1)."""
+def binary_entry(data: bytes, template: str = "ima-ng", pcr: int = 10,
+                 bank: str = "sha1") -> bytes:
+    """One entry of binary_runtime_measurements (SHA-1 template hash) or of the per-bank
+    list ``binary_runtime_measurements_<bank>`` (the template data hashed in ``bank``,
+    that bank's size: ima_fs.c ``ima_measurements_show``). For the 'ima' template,
+    ``data`` is what the list holds (digest, name length, name)."""
     name = template.encode()
-    template_hash = hashlib.sha1(data).digest()  # noqa: S324 - the list's format
+    hashed = data if template != "ima" else \
+        data[:20] + data[24:].ljust(IMA_NAME_PADDED, b"\x00")
+    template_hash = hashlib.new(bank.replace("sm3_256", "sm3"), hashed).digest()
+    if template == "ima":
+        return struct.pack("<I", pcr) + template_hash + struct.pack("<I", len(name)) + name + data
     return (struct.pack("<I", pcr) + template_hash + struct.pack("<I", len(name)) + name
             + struct.pack("<I", len(data)) + data)
 
@@ -45,24 +54,26 @@ def boot_aggregate(tpm: Tpm, bank: str = "sha256") -> bytes:
 
 def measure(tpm: Tpm, log_path: Path, files: tuple[tuple[str, bytes], ...],
             *, start: bool) -> bytes:
-    """Measure ``files`` into PCR10 and the list; ``start`` begins a new list (a boot)."""
+    """Measure ``files`` into PCR10 and the list; ``start`` begins a new list (a boot).
+
+    A list named ``binary_runtime_measurements`` gets, as on kernels with per-bank
+    lists, a ``binary_runtime_measurements_<bank>`` beside it for each active bank."""
     banks = tpm.active_banks()
-    entries = bytearray()
-    measured = list(files)
+    datas = []
     if start:
-        entries += _extend(tpm, banks, template_data("boot_aggregate", "sha256",
-                                                     boot_aggregate(tpm)))
-    for path, contents in measured:
-        entries += _extend(tpm, banks,
-                           template_data(path, "sha256", hashlib.sha256(contents).digest()))
-    previous = b"" if start or not log_path.exists() else log_path.read_bytes()
-    atomic_write(log_path, previous + bytes(entries))
-    return bytes(entries)
-
-
-def _extend(tpm: Tpm, banks: list[str], data: bytes) -> bytes:
-    tpm.pcr_extend(10, {bank: hashlib.new(bank, data).digest() for bank in banks})
-    return binary_entry(data)
+        datas.append(template_data("boot_aggregate", "sha256", boot_aggregate(tpm)))
+    for path, contents in files:
+        datas.append(template_data(path, "sha256", hashlib.sha256(contents).digest()))
+    for data in datas:
+        tpm.pcr_extend(10, {bank: hashlib.new(bank, data).digest() for bank in banks})
+    lists = [(log_path, "sha1")]
+    if log_path.name == LIST_FILE:
+        lists += [(log_path.with_name(list_file_for(bank)), bank) for bank in banks]
+    for target, bank in lists:
+        entries = b"".join(binary_entry(data, bank=bank) for data in datas)
+        previous = b"" if start or not target.exists() else target.read_bytes()
+        atomic_write(target, previous + entries)
+    return b"".join(binary_entry(data) for data in datas)
 
 
 def simulate_ima(tpm: Tpm, log_path: Path, *, unknown_file: bool = False) -> bytes:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
@@ -133,6 +133,9 @@ class AttestationRequest(Request):
     event_log: LogB64 | None = Field(None, description="binary TCG measured-boot log")
     ima_log: LogB64 | None = Field(
         None, description="IMA binary measurement list, from entry `ima_start` on")
+    ima_bank: Literal["sha1", "sha256", "sha384", "sha512", "sm3_256"] = Field(
+        "sha1", description="bank of the IMA list's template hashes: sha1 for "
+        "binary_runtime_measurements, the bank for binary_runtime_measurements_<bank>")
     ima_start: int = Field(0, ge=0, description="index of the first IMA entry sent "
                            "(0: the whole list since boot)")
     csr: StructB64 = Field(description="PKCS#10 request (DER) signed by the workload key")

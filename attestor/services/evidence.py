@@ -4,6 +4,7 @@ and the workload key. Pure with respect to storage: the caller persists results.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from attestor.api.schemas import AttestationRequest
@@ -12,6 +13,7 @@ from identity.checks import CheckRunner
 from identity.errors import (
     EventLogMissing,
     EvidenceError,
+    ImaReplayMismatch,
     ImaStateInvalid,
     ImaTemplateHashMismatch,
 )
@@ -21,8 +23,14 @@ from identity.eventlog.replay import check_replay_matches
 from identity.eventlog.summary import BootSummary, summarize
 from identity.eventlog.tcg import parse_event_log
 from identity.ima.appraise import ImaPolicy, appraise_ima
-from identity.ima.log import parse_binary
-from identity.ima.replay import IMA_PCR, ImaState, check_boot_aggregate, replay_ima
+from identity.ima.log import ImaEntry, parse_binary
+from identity.ima.replay import (
+    PADDED_QUIRK,
+    ImaReplay,
+    ImaState,
+    check_boot_aggregate,
+    replay_ima,
+)
 from identity.pcr import PcrValues, parse_pcr_values
 from identity.policy import PolicyDocument, evaluate_pcrs
 from identity.tpm.ak import TpmKey
@@ -111,36 +119,57 @@ def _event_log(req: AttestationRequest, document: PolicyDocument, pcr_values: Pc
 def _ima(req: AttestationRequest, policy: ImaPolicy, bank: str, device: Device,
          pcr_values: PcrValues, result: Verification) -> None:
     runner = result.runner
-    quoted = pcr_values.get(bank, {}).get(IMA_PCR)
-    if req.ima_log is None or quoted is None:
+    quoted = pcr_values.get(bank, {})
+    if req.ima_log is None or not any(pcr in quoted for pcr in policy.pcrs):
         runner.fail("ima.present", EventLogMissing(
-            "the policy requires the IMA measurement list and a quoted PCR10"))
+            "the policy requires the IMA measurement list and its PCRs quoted"))
         return
-    listing = parse_binary(req.ima_log)
+    listing = parse_binary(req.ima_log, req.ima_bank)
     if listing.trailing:
         runner.warnings.append(f"ima.partial_tail: {listing.trailing} bytes after the last "
-                               "complete entry were ignored")
+                               f"complete entry were ignored ({listing.cut})")
     if not result.quote_ok:
-        runner.skip("ima.appraisal", "PCR10 is not proven by the quote")
+        runner.skip("ima.appraisal", "the IMA PCRs are not proven by the quote")
         return
     start = _ima_start(req, device, result.quote, bank)
     try:
         if req.ima_start == 0:
             check_boot_aggregate(listing.entries, pcr_values)
-        replayed = replay_ima(listing.entries, [bank], start, {bank: quoted})
+        replayed = _replay(listing.entries, bank, start, quoted, req.ima_bank, runner)
     except EvidenceError as exc:
         runner.fail("ima.replay", exc)
         return
     runner.record("ima.replay", None)
     # An entry whose data does not hash to its template hash is a forged description of
-    # a measurement (a SHA-1 replay would not notice): never a mere warning.
+    # a measurement (a replay of the template hashes alone would not notice): never a
+    # mere warning.
     failures = replayed.template_hash_failures
     runner.record("ima.template_hashes", None if not failures else ImaTemplateHashMismatch(
-        f"{len(failures)} entries' data do not hash to their template hash "
+        f"{len(failures)} entries' data do not hash to their {req.ima_bank} template hash "
         f"(first: entry {req.ima_start + failures[0]})"))
     appraise_ima(policy, listing.entries[:replayed.accepted], runner)
     result.ima_pending = replayed.pending
     result.ima_state = replayed.state
+
+
+def _replay(entries: list[ImaEntry], bank: str, start: ImaState, quoted: Mapping[int, bytes],
+            list_bank: str, runner: CheckRunner) -> ImaReplay:
+    """The replay as kernels 5.8+ extend; for a SHA-1 list that does not reach the quote,
+    the pre-5.8 form (the SHA-1 template hash zero-padded into every bank)."""
+    try:
+        return replay_ima(entries, [bank], start, {bank: quoted}, list_bank=list_bank)
+    except ImaReplayMismatch:
+        if list_bank != "sha1" or bank == "sha1":
+            raise
+        try:
+            replayed = replay_ima(entries, [bank], start, {bank: quoted}, padded_sha1=True)
+        except ImaReplayMismatch:
+            raise ImaReplayMismatch("no prefix of the IMA list replays to the quoted PCRs "
+                                    "(as kernels 5.8+ or earlier ones extend)") from None
+    if not replayed.template_hash_failures:
+        runner.warnings.append(f"{PADDED_QUIRK}: the kernel extends the SHA-1 template hash "
+                               f"zero-padded into {bank} (before Linux 5.8); accepted")
+    return replayed
 
 
 def _ima_start(req: AttestationRequest, device: Device, quote: QuoteResult,

@@ -25,7 +25,6 @@ from identity.eventlog.summary import summarize
 from identity.eventlog.tcg import parse_event_log
 from identity.ima.appraise import learn_ima
 from identity.ima.log import ImaEntry
-from identity.ima.replay import IMA_PCR
 from identity.pcr import PcrSelection, parse_pcr_values
 from identity.policy import PolicyDocument, evaluate_pcrs, learn, parse_policy
 
@@ -85,9 +84,9 @@ def learn_policy(session: Session, device_class: str | None, sources: LearnSourc
             "boot": learn_boot(log, summarize(log)),
             "pcrs": tuple(sorted({*document.pcrs, *touched}))})
     if sources.ima_entries is not None:
-        pcrs = tuple(sorted({*document.pcrs, IMA_PCR}))
+        ima = learn_ima(sources.ima_entries, document.ima)
         document = document.model_copy(update={
-            "ima": learn_ima(sources.ima_entries, document.ima), "pcrs": pcrs})
+            "ima": ima, "pcrs": tuple(sorted({*document.pcrs, *ima.pcrs}))})
     if sources.grant:
         secrets = tuple(dict.fromkeys((*document.secrets, *sources.grant)))
         document = document.model_copy(update={"secrets": secrets})

@@ -98,6 +98,7 @@ CONFIG_TYPES: Final = frozenset({EV_EFI_VARIABLE_DRIVER_CONFIG, EV_EFI_HANDOFF_T
 
 EXIT_BOOT_SERVICES_INVOCATION: Final = b"Exit Boot Services Invocation"
 EXIT_BOOT_SERVICES_RETURNED: Final = b"Exit Boot Services Returned with Success"
+EXIT_BOOT_SERVICES_FAILED: Final = b"Exit Boot Services Returned with Failure"
 CALLING_EFI_APPLICATION: Final = b"Calling EFI Application from Boot Option"
 
 

@@ -38,6 +38,16 @@ class ImaPolicy(BaseModel):
     trusted_keys: tuple[str, ...] = Field((), description="PEM public keys for ima-sig")
     fail_on_violations: bool = Field(False, description="refuse lists with measurement "
                                      "violations (files changed while open)")
+    pcrs: tuple[int, ...] = Field((10,), description="PCRs the device's IMA policy extends "
+                                  "(10, and any a pcr= rule names); each must be quoted")
+
+    @field_validator("pcrs")
+    @classmethod
+    def _pcrs(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        # PCRs 0-7 belong to the firmware; IMA's pcr= rules name PCRs of the OS.
+        if not value or any(not 8 <= i <= 23 for i in value):
+            raise ValueError("ima.pcrs must be a non-empty list of PCRs 8..23")
+        return tuple(sorted(set(value)))
 
     @field_validator("excludes")
     @classmethod
@@ -161,4 +171,6 @@ def learn_ima(entries: Sequence[ImaEntry], base: ImaPolicy | None = None) -> Ima
             digests.append(digest)
     fields = base.model_dump() if base else {}
     fields["allowlist"] = {path: tuple(d) for path, d in allow.items()}
+    # Every PCR the list extends (pcr= rules) must be quoted from now on.
+    fields["pcrs"] = tuple(sorted({*fields.get("pcrs", (10,)), *(e.pcr for e in entries)}))
     return ImaPolicy.model_validate(fields)

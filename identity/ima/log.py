@@ -3,29 +3,44 @@
 Templates ``ima``, ``ima-ng``, ``ima-sig`` and ``ima-buf``; any other parses to
 :class:`ImaUnsupportedTemplate`. Each entry keeps its template data exactly, so
 the template hash can be recomputed (SHA-1 in the list, any bank for replay).
-Binary layout (kernel ``ima_measurements_show``): PCR (u32 LE), template hash
-(20 bytes), template name (u32 length + name), template data (u32 length +
-data; no length for ``ima``), each ``-ng`` field itself length-prefixed.
+Binary layout (kernel ``ima_measurements_show``): PCR (u32 LE), template hash,
+template name (u32 length + name), template data (u32 length + data; no length
+for ``ima``), each ``-ng`` field itself length-prefixed. The template hash is
+SHA-1 (20 bytes) in ``binary_runtime_measurements`` (``..._sha1``); kernels with
+per-bank lists also expose ``binary_runtime_measurements_<bank>``, whose template
+hash is the template data hashed with that bank's algorithm and has its size
+(``e->digests[algo_idx]``, ``hash_digest_size[algo]``). The template data is the
+same in every list. The PCR is whatever the policy rule said (``pcr=``; 10 by
+default).
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from identity.errors import ImaMalformed, ImaUnsupportedTemplate
+from identity.tpm.structures import DIGEST_SIZES
 
 TEMPLATES = ("ima", "ima-ng", "ima-sig", "ima-buf")
+_TEMPLATE_NAMES = frozenset(t.encode() for t in TEMPLATES)
 IMA_NAME_PADDED = 256  # IMA_EVENT_NAME_LEN_MAX + 1: the 'ima' template hashes the name padded
 MAX_ENTRIES = 2_000_000
 MAX_FIELD = 64 * 1024
-_HEAD = struct.Struct("<I20sI")
 _U32 = struct.Struct("<I")
+LIST_FILE: Final = "binary_runtime_measurements"
+# The kernel names per-bank lists with hash_algo_name[] (crypto/hash_info.c);
+# edgeproof names banks as TPM 2.0 does.
+KERNEL_HASH_NAMES: Final = {"sha1": "sha1", "sha256": "sha256", "sha384": "sha384",
+                            "sha512": "sha512", "sm3": "sm3_256"}
+LIST_BANKS: Final = tuple(KERNEL_HASH_NAMES.values())
+_HEADS = {size: struct.Struct(f"<I{size}sI") for size in sorted(set(DIGEST_SIZES.values()))}
 
 
 class ImaEntry(NamedTuple):
     pcr: int
-    template_hash: bytes  # SHA-1 from the list; all zero for a violation
+    template_hash: bytes  # in the list's bank (SHA-1 unless per-bank); all zero: a violation
     template: str
     data: bytes  # the template data, exactly as hashed
     digest_alg: str  # "sha1", "sha256", ... (the file digest's algorithm)
@@ -87,25 +102,97 @@ class ImaList(NamedTuple):
     entries: list[ImaEntry]
     trailing: int  # bytes after the last complete entry (a copy cut mid-entry)
     offsets: list[int]  # byte offset of each entry, then the end of the last complete one
+    bank: str = "sha1"  # the template hashes' algorithm
+    cut: str = ""  # what the trailing bytes are, when they start an entry
 
     def tail(self, data: bytes, start: int) -> bytes:
         """The bytes of entries ``start`` onwards (for sending only new entries)."""
         return data[self.offsets[start]:self.offsets[-1]]
 
 
-def parse_binary(data: bytes) -> ImaList:
-    """Entries of a binary measurement list.
+def bank_of_file(name: str) -> str | None:
+    """The template-hash bank a list's file name says: ``binary_runtime_measurements``
+    (and ``..._sha1``) is SHA-1, ``..._sha256`` SHA-256, ``..._sm3`` SM3; None when the
+    name says nothing (a copy under another name)."""
+    if name == LIST_FILE:
+        return "sha1"
+    prefix = LIST_FILE + "_"
+    if name.startswith(prefix):
+        kernel_name = name[len(prefix):]
+        if kernel_name not in KERNEL_HASH_NAMES:
+            raise ImaMalformed(f"{name}: no PCR bank is named {kernel_name!r}")
+        return KERNEL_HASH_NAMES[kernel_name]
+    return None
+
+
+def list_file_for(bank: str) -> str:
+    """The per-bank list's file name (``binary_runtime_measurements_sha256``)."""
+    kernel = {v: k for k, v in KERNEL_HASH_NAMES.items()}[bank]
+    return f"{LIST_FILE}_{kernel}"
+
+
+def _fits(data: bytes, size: int) -> bool:
+    """Whether the first entry reads sensibly with a ``size``-byte template hash: a
+    template name (printable, as the kernel's names and custom formats are) follows."""
+    head = _HEADS[size]
+    if len(data) < head.size:
+        return False
+    _, _, name_len = head.unpack_from(data, 0)
+    name = data[head.size:head.size + name_len]
+    return 0 < name_len <= 255 and len(name) == name_len and all(0x20 < b < 0x7F for b in name)
+
+
+def detect_bank(data: bytes) -> str:
+    """The template-hash bank, from the first entry: the digest size at which a known
+    template name follows. 32 bytes is SHA-256 or SM3: told apart by which of them
+    the first non-violation entry's hash verifies with."""
+    sizes = [size for size in _HEADS if _fits(data, size)]
+    if len(sizes) != 1:
+        raise ImaMalformed("cannot tell the list's template-hash size from its first entry"
+                           if sizes else "entry 0: no template name after a 20, 32, 48 or "
+                           "64-byte template hash")
+    candidates = [bank for bank in LIST_BANKS if DIGEST_SIZES[bank] == sizes[0]]
+    if len(candidates) == 1:
+        return candidates[0]
+    for entry in parse_binary(data[:MAX_FIELD], "sha256").entries:
+        if entry.violation:
+            continue
+        for bank in candidates:
+            if bank in hashlib.algorithms_available and hashlib.new(
+                    bank.replace("_256", ""), template_data_for_hash(entry)).digest() \
+                    == entry.template_hash:
+                return bank
+        break
+    raise ImaMalformed(f"a {sizes[0]}-byte template hash is one of {', '.join(candidates)}: "
+                       "name the list's bank")
+
+
+def template_data_for_hash(entry: ImaEntry) -> bytes:
+    """The bytes the kernel hashes: for 'ima', the digest and the name padded to 256."""
+    if entry.template == "ima":
+        return entry.digest + entry.data[20:].ljust(IMA_NAME_PADDED, b"\x00")
+    return entry.data
+
+
+def parse_binary(data: bytes, bank: str | None = None) -> ImaList:
+    """Entries of a binary measurement list whose template hashes are in ``bank``
+    (None: told from the first entry, see :func:`detect_bank`).
 
     The list only grows, and a copy may end mid-entry (or with a stray newline):
     bytes after the last complete entry are counted, not parsed. That is safe
-    because nothing is accepted unless it replays to the quoted PCR10.
+    because nothing is accepted unless it replays to the quoted PCRs.
     One tight loop (this runs for every entry of every attestation).
     """
     data = bytes(data)
+    if bank is None:  # too short to tell: nothing in it parses anyway
+        bank = detect_bank(data) if len(data) > _HEADS[20].size else "sha1"
+    if bank not in LIST_BANKS:
+        raise ImaMalformed(f"no IMA measurement list is kept in bank {bank!r}")
     entries: list[ImaEntry] = []
     offsets: list[int] = []
     append, mark = entries.append, offsets.append
-    head, head_size, u32 = _HEAD.unpack_from, _HEAD.size, _U32.unpack_from
+    header = _HEADS[DIGEST_SIZES[bank]]
+    head, head_size, u32 = header.unpack_from, header.size, _U32.unpack_from
     pos, end = 0, len(data)
     while pos < end:
         start = pos
@@ -114,7 +201,8 @@ def parse_binary(data: bytes) -> ImaList:
         pcr, template_hash, name_len = head(data, pos)
         pos += head_size
         if name_len == 0 or name_len > 255:
-            raise ImaMalformed(f"entry {len(entries)}: template name length {name_len}")
+            raise ImaMalformed(f"entry {len(entries)}: template name length {name_len} "
+                               f"(is the list's template hash {bank}?)")
         name_end = pos + name_len
         if name_end + 4 > end:
             break
@@ -144,9 +232,29 @@ def parse_binary(data: bytes) -> ImaList:
             raise ImaMalformed(f"more than {MAX_ENTRIES} entries")
     else:
         mark(pos)
-        return ImaList(entries, 0, offsets)
+        return ImaList(entries, 0, offsets, bank)
     mark(start)
-    return ImaList(entries, end - start, offsets)
+    return ImaList(entries, end - start, offsets, bank, _describe_cut(data, start, header,
+                                                                      len(entries)))
+
+
+def _describe_cut(data: bytes, start: int, header: struct.Struct, index: int) -> str:
+    """What the bytes after the last complete entry are: the start of entry ``index``
+    (its PCR and how much of it is there), or stray bytes."""
+    present = len(data) - start
+    if present < header.size:
+        return f"{present} stray bytes after entry {index - 1}" if index else \
+            f"{present} bytes, shorter than an entry header"
+    pcr, _, name_len = header.unpack_from(data, start)
+    name = data[start + header.size:start + header.size + name_len]
+    if name not in _TEMPLATE_NAMES:
+        return f"{present} stray bytes after entry {index - 1}"
+    at = start + header.size + name_len
+    if name == b"ima" or at + 4 > len(data):
+        return f"entry {index} (PCR {pcr}, {name.decode()}) is cut after {present} bytes"
+    declared = _U32.unpack_from(data, at)[0]
+    return (f"entry {index} (PCR {pcr}, {name.decode()}) declares {declared} bytes of "
+            f"template data, {len(data) - at - 4} follow")
 
 
 _ALGORITHMS: dict[bytes, str] = {}

@@ -1,10 +1,15 @@
-"""IMA template-hash verification, PCR10 replay and the boot aggregate.
+"""IMA template-hash verification, PCR replay and the boot aggregate.
 
-A violation (an entry whose template hash is all zeros: a file changed while
-open) extends 0xFF... instead, as the kernel does. A list that runs ahead of the
-quote is accepted up to the entry whose running value equals the quoted PCR10;
-later entries wait for the next attestation. :class:`ImaState` (entries seen and
-the running value) lets a renewal send only the new entries.
+Entries go to the PCR their policy rule named (``pcr=``; 10 by default): every PCR
+the list touches is replayed and must equal its quoted value. A violation (an entry
+whose template hash is all zeros: a file changed while open) extends 0xFF...
+instead, as the kernel does. A list that runs ahead of the quote is accepted up to
+the entry after which every touched PCR equals its quoted value; later entries wait
+for the next attestation. :class:`ImaState` (entries seen and the running values)
+lets a renewal send only the new entries.
+
+Kernels before 5.8 extended every bank with the SHA-1 template hash zero-padded to
+the bank's size (``padded_sha1``; identity/quirks.py, ``ima.padded_sha1_extend``).
 """
 
 from __future__ import annotations
@@ -14,37 +19,57 @@ import hmac
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from identity.errors import ImaBootAggregateMismatch, ImaReplayMismatch, ImaStateInvalid
-from identity.ima.log import IMA_NAME_PADDED, ImaEntry
+from identity.errors import (
+    ImaBootAggregateMismatch,
+    ImaPcrNotQuoted,
+    ImaReplayMismatch,
+    ImaStateInvalid,
+)
+from identity.ima.log import ImaEntry, template_data_for_hash
 from identity.tpm.structures import DIGEST_SIZES
 
 IMA_PCR = 10
-_ZERO20 = b"\x00" * 20
 _NEW: dict[str, Callable[[bytes], Any]] = {
     "sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384,
     "sha512": hashlib.sha512,
 }
+PADDED_QUIRK = "ima.padded_sha1_extend"
 
 
 class ImaState(NamedTuple):
-    """Where the last accepted replay ended: entries consumed and PCR10 per bank."""
+    """Where the last accepted replay ended: entries consumed, and per bank the running
+    value of every PCR the list has extended (a PCR absent is still at zero)."""
 
     entries: int
-    pcr10: dict[str, bytes]
+    pcrs: dict[str, dict[int, bytes]]
 
     @classmethod
     def initial(cls, banks: Sequence[str]) -> ImaState:
-        return cls(0, {bank: b"\x00" * DIGEST_SIZES[bank] for bank in banks})
+        return cls(0, {bank: {} for bank in banks})
+
+    def value(self, bank: str, pcr: int) -> bytes:
+        return self.pcrs[bank].get(pcr) or b"\x00" * DIGEST_SIZES[bank]
+
+    @property
+    def pcr10(self) -> dict[str, bytes]:
+        return {bank: self.value(bank, IMA_PCR) for bank in self.pcrs}
 
     def as_dict(self) -> dict[str, object]:
-        return {"entries": self.entries, "pcr10": {b: v.hex() for b, v in self.pcr10.items()}}
+        return {"entries": self.entries,
+                "pcrs": {b: {str(i): v.hex() for i, v in sorted(values.items())}
+                         for b, values in self.pcrs.items()}}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> ImaState:
+        """Also reads the earlier form, ``{"entries", "pcr10": {bank: hex}}``."""
         try:
-            return cls(int(raw["entries"]),
-                       {str(b): bytes.fromhex(v) for b, v in dict(raw["pcr10"]).items()})
-        except (KeyError, TypeError, ValueError) as exc:
+            if "pcrs" in raw:
+                pcrs = {str(b): {int(i): bytes.fromhex(v) for i, v in dict(values).items()}
+                        for b, values in dict(raw["pcrs"]).items()}
+            else:
+                pcrs = {str(b): {IMA_PCR: bytes.fromhex(v)} for b, v in dict(raw["pcr10"]).items()}
+            return cls(int(raw["entries"]), pcrs)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ImaStateInvalid(f"stored IMA state is unreadable: {exc}") from exc
 
 
@@ -56,115 +81,158 @@ class ImaReplay(NamedTuple):
     state: ImaState
 
 
-def template_data_for_hash(entry: ImaEntry) -> bytes:
-    """The bytes the kernel hashes: for 'ima', the digest and the name padded to 256."""
-    if entry.template == "ima":
-        return entry.digest + entry.data[20:].ljust(IMA_NAME_PADDED, b"\x00")
-    return entry.data
-
-
-def template_hash_ok(entry: ImaEntry) -> bool:
-    expected = hashlib.sha1(template_data_for_hash(entry)).digest()  # noqa: S324 - list format
+def template_hash_ok(entry: ImaEntry, bank: str = "sha1") -> bool:
+    """The entry's template hash is its template data hashed in ``bank`` (the list's)."""
+    expected = _NEW[bank](template_data_for_hash(entry)).digest()
     return entry.violation or expected == entry.template_hash
 
 
 def replay_ima(entries: Sequence[ImaEntry], banks: Sequence[str],
                start: ImaState | None = None,
-               quoted: Mapping[str, bytes] | None = None,
-               *, check_template_hashes: bool | None = None) -> ImaReplay:
-    """Replay ``entries`` (the ones after ``start``) into PCR10 for each bank.
+               quoted: Mapping[str, Mapping[int, bytes]] | None = None,
+               *, check_template_hashes: bool | None = None, list_bank: str = "sha1",
+               padded_sha1: bool = False) -> ImaReplay:
+    """Replay ``entries`` (the ones after ``start``) into their PCRs for each bank.
 
-    With ``quoted`` (bank -> quoted PCR10), stop at the last entry whose running
-    value equals it; no such point raises :class:`ImaReplayMismatch`.
-    ``check_template_hashes`` (default: when the SHA-1 bank is replayed) recomputes
-    each SHA-1 template hash. A SHA-1 replay extends those hashes and needs them
-    checked; any other bank hashes the template data itself, so the quote already
-    proves the data and the SHA-1 field is unused.
+    ``list_bank`` is the bank of the list's template hashes (SHA-1 unless it is a
+    per-bank list). With ``quoted`` (bank -> PCR -> quoted value), stop at the last
+    entry after which every PCR the list touches equals its quoted value; no such
+    point raises :class:`ImaReplayMismatch`, a touched PCR the quote lacks
+    :class:`ImaPcrNotQuoted`. ``check_template_hashes`` (default: when the list's own
+    bank is replayed, or ``padded_sha1``) recomputes each template hash: a replay in
+    the list's bank extends those hashes and needs them checked; any other bank
+    hashes the template data itself, so the quote already proves the data.
     """
-    verify = "sha1" in banks if check_template_hashes is None else check_template_hashes
+    if padded_sha1 and list_bank != "sha1":
+        raise ImaStateInvalid("the pre-5.8 padded replay needs the SHA-1 list")
+    direct = list_bank in banks
+    verify = (direct or padded_sha1) if check_template_hashes is None else check_template_hashes
     state = start or ImaState.initial(banks)
-    for bank in banks:
+    for bank in (*banks, list_bank):
         if bank not in _NEW:
             raise ImaStateInvalid(f"IMA replay in {bank} is not supported")
-        if bank not in state.pcr10:
-            raise ImaStateInvalid(f"no running {bank} PCR10 value in the stored IMA state")
-    running = [state.pcr10[bank] for bank in banks]
-    news = [_NEW[bank] for bank in banks]
-    ff = [b"\xff" * DIGEST_SIZES[bank] for bank in banks]
-    sha1_at = banks.index("sha1") if "sha1" in banks else -1
-    others = [j for j in range(len(banks)) if j != sha1_at]
-    target: tuple[int, bytes] | None = None
-    if quoted:
-        bank = next(iter(quoted))
-        target = (list(banks).index(bank), quoted[bank])
-    matched_at = 0 if target is not None and running[target[0]] == target[1] else -1
-    sha1 = hashlib.sha1
-    zero = _ZERO20
-    violations, failures = 0, []
-    if len(banks) == 1 and sha1_at < 0 and not verify:
-        return _replay_one_bank(entries, banks[0], state, running[0], target, matched_at)
-    for i, entry in enumerate(entries):
-        if entry.pcr != IMA_PCR:
-            continue
-        if entry.template_hash == zero:
-            violations += 1
-            for j, new in enumerate(news):
-                running[j] = new(running[j] + ff[j]).digest()
-        else:
-            data = entry.data if entry.template != "ima" else template_data_for_hash(entry)
-            if verify and sha1(data).digest() != entry.template_hash:  # noqa: S324 - format
-                failures.append(i)
-            if sha1_at >= 0:
-                running[sha1_at] = sha1(running[sha1_at] + entry.template_hash).digest()  # noqa: S324
-            for j in others:
-                new = news[j]
-                running[j] = new(running[j] + new(data).digest()).digest()
-        if target is not None and running[target[0]] == target[1]:
-            matched_at = i + 1
-    final = dict(zip(banks, running, strict=True))
-    if quoted is not None:
-        if matched_at < 0:
-            raise ImaReplayMismatch("no prefix of the IMA list replays to the quoted PCR10")
-        if matched_at != len(entries):
-            # Re-run to the matched point for the state (cheap: rare, and only a prefix).
-            return _prefix(entries, banks, state, matched_at, violations, failures)
-    return ImaReplay(len(entries), 0, violations, failures,
-                     ImaState(state.entries + len(entries), final))
+    for bank in banks:
+        if bank not in state.pcrs:
+            raise ImaStateInvalid(f"no running {bank} IMA PCR values in the stored IMA state")
+    target_bank = next(iter(quoted)) if quoted else None
+    if target_bank is not None and target_bank not in banks:
+        raise ImaStateInvalid(f"the quoted {target_bank} bank is not replayed")
+    if len(banks) == 1 and not padded_sha1 and set(state.pcrs[banks[0]]) <= {IMA_PCR}:
+        want = quoted[banks[0]].get(IMA_PCR) if quoted else None
+        if quoted is None or want is not None:
+            fast = _replay_one_bank(entries, banks[0], state, want, verify, list_bank)
+            if fast is not None:
+                return fast
+    return _replay(entries, banks, state, quoted, target_bank, verify, list_bank, padded_sha1)
 
 
-def _replay_one_bank(entries: Sequence[ImaEntry], bank: str, state: ImaState, value: bytes,
-                     target: tuple[int, bytes] | None, matched_at: int) -> ImaReplay:
-    """The common case (one non-SHA-1 bank, as the attestor replays) in a tight loop."""
+def _replay_one_bank(entries: Sequence[ImaEntry], bank: str, state: ImaState,
+                     want: bytes | None, verify: bool, list_bank: str) -> ImaReplay | None:
+    """The common case (one bank, every entry on PCR10, as the attestor replays) in a
+    tight loop; None at the first entry on another PCR (the general replay takes it)."""
     new = _NEW[bank]
+    check = _NEW[list_bank] if verify else None
+    same = check is new
     ff = b"\xff" * DIGEST_SIZES[bank]
-    want = target[1] if target is not None else None
-    zero = _ZERO20
-    violations = 0
+    zero = b"\x00" * DIGEST_SIZES[list_bank]
+    value = state.value(bank, IMA_PCR)
+    matched_at = 0 if want is not None and value == want else -1
+    violations, failures = 0, []
+    ten = IMA_PCR
     for i, entry in enumerate(entries):
-        if entry.pcr != IMA_PCR:
-            continue
+        if entry.pcr != ten:
+            return None
         if entry.template_hash == zero:
             violations += 1
             value = new(value + ff).digest()
-        else:
+        elif check is None:
             data = entry.data if entry.template != "ima" else template_data_for_hash(entry)
             value = new(value + new(data).digest()).digest()
+        else:
+            data = entry.data if entry.template != "ima" else template_data_for_hash(entry)
+            digest = new(data).digest()
+            if (digest if same else check(data).digest()) != entry.template_hash:
+                failures.append(i)
+            value = new(value + digest).digest()
         if value == want:
             matched_at = i + 1
-    if target is not None:
+    return _finish(entries, [bank], state, {bank: {IMA_PCR: value}}, want is not None,
+                   matched_at, violations, failures, list_bank)
+
+
+def _replay(entries: Sequence[ImaEntry], banks: Sequence[str], state: ImaState,
+            quoted: Mapping[str, Mapping[int, bytes]] | None, target_bank: str | None,
+            verify: bool, list_bank: str, padded: bool) -> ImaReplay:
+    """Any banks, any PCRs, the padded pre-5.8 form."""
+    running = [dict(state.pcrs[bank]) for bank in banks]
+    news = [_NEW[bank] for bank in banks]
+    sizes = [DIGEST_SIZES[bank] for bank in banks]
+    zeros = [b"\x00" * size for size in sizes]
+    ffs = [(b"\xff" * 20).ljust(size, b"\x00") if padded else b"\xff" * size
+           for size in sizes]
+    check = _NEW[list_bank]
+    list_zero = b"\x00" * DIGEST_SIZES[list_bank]
+    # How each bank extends: the list's own hash (verified), the padded SHA-1 hash, or
+    # the template data hashed in the bank.
+    mode = ["direct" if bank == list_bank else "padded" if padded else "data" for bank in banks]
+    t = banks.index(target_bank) if target_bank is not None else -1
+    wanted: Mapping[int, bytes] = quoted[target_bank] if quoted and target_bank else {}
+    mismatched: set[int] = set()
+    if t >= 0:
+        touched = {entry.pcr for entry in entries} | set(running[t])
+        unquoted = sorted(touched - set(wanted))
+        if unquoted:
+            raise ImaPcrNotQuoted(
+                f"the IMA list extends PCR {', '.join(map(str, unquoted))}, which the quote "
+                f"does not cover in {target_bank} (an IMA policy pcr= rule): quote it (the "
+                "policy's pcrs and ima.pcrs)")
+        mismatched = {p for p in touched if running[t].get(p, zeros[t]) != wanted[p]}
+    matched_at = 0 if t >= 0 and not mismatched else -1
+    violations, failures = 0, []
+    for i, entry in enumerate(entries):
+        pcr = entry.pcr
+        if entry.template_hash == list_zero:
+            violations += 1
+            for j, new in enumerate(news):
+                running[j][pcr] = new(running[j].get(pcr, zeros[j]) + ffs[j]).digest()
+        else:
+            data = entry.data if entry.template != "ima" else template_data_for_hash(entry)
+            if verify and check(data).digest() != entry.template_hash:
+                failures.append(i)
+            for j, new in enumerate(news):
+                how = mode[j]
+                extend = (entry.template_hash if how == "direct" else
+                          entry.template_hash.ljust(sizes[j], b"\x00") if how == "padded" else
+                          new(data).digest())
+                running[j][pcr] = new(running[j].get(pcr, zeros[j]) + extend).digest()
+        if t >= 0:
+            if running[t][pcr] == wanted[pcr]:
+                mismatched.discard(pcr)
+            else:
+                mismatched.add(pcr)
+            if not mismatched:
+                matched_at = i + 1
+    final = dict(zip(banks, running, strict=True))
+    return _finish(entries, banks, state, final, t >= 0, matched_at, violations, failures,
+                   list_bank, padded)
+
+
+def _finish(entries: Sequence[ImaEntry], banks: Sequence[str], state: ImaState,
+            final: dict[str, dict[int, bytes]], quoted: bool, matched_at: int,
+            violations: int, failures: list[int], list_bank: str,
+            padded: bool = False) -> ImaReplay:
+    if quoted:
         if matched_at < 0:
-            raise ImaReplayMismatch("no prefix of the IMA list replays to the quoted PCR10")
+            raise ImaReplayMismatch("no prefix of the IMA list replays to the quoted PCRs")
         if matched_at != len(entries):
-            return _prefix(entries, [bank], state, matched_at, violations, [])
-    return ImaReplay(len(entries), 0, violations, [],
-                     ImaState(state.entries + len(entries), {bank: value}))
-
-
-def _prefix(entries: Sequence[ImaEntry], banks: Sequence[str], state: ImaState, upto: int,
-            violations: int, failures: list[int]) -> ImaReplay:
-    head = replay_ima(entries[:upto], banks, state, check_template_hashes=False)
-    return ImaReplay(upto, len(entries) - upto, head.violations,
-                     [f for f in failures if f < upto], head.state)
+            # Re-run to the matched point for the state (cheap: rare, and only a prefix).
+            head = replay_ima(entries[:matched_at], banks, state, check_template_hashes=False,
+                              list_bank=list_bank, padded_sha1=padded)
+            return ImaReplay(matched_at, len(entries) - matched_at, head.violations,
+                             [f for f in failures if f < matched_at], head.state)
+    pcrs = {bank: {**state.pcrs[bank], **final[bank]} for bank in banks}
+    return ImaReplay(len(entries), 0, violations, failures,
+                     ImaState(state.entries + len(entries), pcrs))
 
 
 def check_boot_aggregate(entries: Sequence[ImaEntry], pcrs: Mapping[str, Mapping[int, bytes]],

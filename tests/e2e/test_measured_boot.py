@@ -12,7 +12,7 @@ from agent.client import AttestorError
 from agent.sim.boot import TAMPERS
 from agent.sim.ima import FILES
 from attestor.services.policies import LearnSources, learn_policy
-from identity.ima.log import parse_binary
+from identity.ima.log import list_file_for, parse_binary
 from tests.harness import Device, LiveAttestor, enroll_and_learn, now
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tpm, pytest.mark.adversarial]
@@ -114,10 +114,11 @@ def test_attestor_that_cannot_continue_the_list_asks_for_all_of_it(
     config = replace(device.config(attestor.url), device_id=device_id)
     with attestor.client(config, device.tpm) as client:
         evidence = collect_evidence(config, device.tpm, device_id, client.challenge(device_id))
-        listing = parse_binary(device.ima.read_bytes())
+        bank = str(evidence.body["ima_bank"])  # the simulated kernel keeps per-bank lists
+        sent = device.ima.with_name(list_file_for(bank)).read_bytes()
+        listing = parse_binary(sent, bank)
         forged = dict(evidence.body, ima_start=2,
-                      ima_log=__import__("base64").b64encode(
-                          listing.tail(device.ima.read_bytes(), 2)).decode())
+                      ima_log=__import__("base64").b64encode(listing.tail(sent, 2)).decode())
         with pytest.raises(AttestorError) as refused:
             client.attest(device_id, forged)
         assert refused.value.codes == ["ima.state_invalid"]
@@ -139,3 +140,28 @@ def test_ima_entry_with_forged_data_is_refused(attestor: LiveAttestor, device: D
                                           ima_log=base64.b64encode(forged).decode()))
     assert "ima.replay_mismatch" in refused.value.codes or \
         "ima.template_hash_mismatch" in refused.value.codes
+
+
+def test_the_quoted_banks_list_is_sent_and_an_old_agents_sha1_list_still_passes(
+    attestor: LiveAttestor, device: Device
+) -> None:
+    """The simulated kernel keeps binary_runtime_measurements_<bank> beside the SHA-1
+    list: the agent sends the quoted bank's (32-byte template hashes), and a body as
+    agents before ima_bank sent it (the SHA-1 list, no ima_bank) is accepted too."""
+    import base64
+
+    device_id = _learn_everything(attestor, device)
+    config = replace(device.config(attestor.url), device_id=device_id)
+    with attestor.client(config, device.tpm) as client:
+        evidence = collect_evidence(config, device.tpm, device_id, client.challenge(device_id))
+        assert evidence.body["ima_bank"] == "sha256"
+        sent = base64.b64decode(str(evidence.body["ima_log"]))
+        assert len(parse_binary(sent, "sha256").entries[0].template_hash) == 32
+        assert client.attest(device_id, evidence.body)["verdict"] == "pass"
+
+        device.reboot()
+        client.signer = device_signer(config, device.tpm)
+        old = collect_evidence(config, device.tpm, device_id, client.challenge(device_id)).body
+        old.pop("ima_bank")
+        old["ima_log"] = base64.b64encode(device.ima.read_bytes()).decode()
+        assert client.attest(device_id, old)["verdict"] == "pass"

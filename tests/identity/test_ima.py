@@ -65,9 +65,9 @@ def _pcr10(datas: list[bytes], bank: str = "sha256") -> bytes:
 def test_incremental_replay_equals_the_whole() -> None:
     blob, datas = _list([f"/bin/f{i}" for i in range(10)])
     entries = parse_binary(blob).entries
-    whole = replay_ima(entries, ["sha256"], quoted={"sha256": _pcr10(datas)})
-    first = replay_ima(entries[:6], ["sha256"], quoted={"sha256": _pcr10(datas[:6])})
-    rest = replay_ima(entries[6:], ["sha256"], first.state, {"sha256": _pcr10(datas)})
+    whole = replay_ima(entries, ["sha256"], quoted={"sha256": {10: _pcr10(datas)}})
+    first = replay_ima(entries[:6], ["sha256"], quoted={"sha256": {10: _pcr10(datas[:6])}})
+    rest = replay_ima(entries[6:], ["sha256"], first.state, {"sha256": {10: _pcr10(datas)}})
     assert rest.state == whole.state and rest.state.entries == 10
     assert ImaState.from_dict(rest.state.as_dict()) == rest.state
 
@@ -75,14 +75,14 @@ def test_incremental_replay_equals_the_whole() -> None:
 def test_list_ahead_of_the_quote_is_accepted_up_to_it() -> None:
     blob, datas = _list([f"/bin/f{i}" for i in range(5)])
     result = replay_ima(parse_binary(blob).entries, ["sha256"],
-                        quoted={"sha256": _pcr10(datas[:3])})
+                        quoted={"sha256": {10: _pcr10(datas[:3])}})
     assert (result.accepted, result.pending) == (3, 2)
 
 
 def test_list_that_never_reaches_the_quote_is_refused() -> None:
     blob, _ = _list(["/bin/a", "/bin/b"])
     with pytest.raises(ImaReplayMismatch):
-        replay_ima(parse_binary(blob).entries, ["sha256"], quoted={"sha256": b"\x01" * 32})
+        replay_ima(parse_binary(blob).entries, ["sha256"], quoted={"sha256": {10: b"\x01" * 32}})
 
 
 def test_violation_extends_ff() -> None:
