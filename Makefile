@@ -14,12 +14,12 @@ demo: setup
 
 test: setup
 	@scripts/ensure-postgres.sh
-	$(VENV)/bin/ruff check identity attestor agent tests bench fuzz
+	$(VENV)/bin/ruff check identity attestor agent tests bench fuzz deploy
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check identity attestor agent tests bench fuzz
+	$(VENV)/bin/ruff check identity attestor agent tests bench fuzz deploy
 	$(VENV)/bin/mypy
 
 fuzz: setup

