@@ -141,6 +141,21 @@ NP_PORT = closed({"port": {"type": ["integer", "string"]}, "endPort": integer(),
 EGRESS_RULE = closed({"to": PEERS, "ports": {"type": "array", "items": NP_PORT}})
 
 
+def workload() -> dict[str, Schema]:
+    """What the attestor and the agent pods both take: user, resources, scheduling."""
+    return {
+        "runAsUser": integer(1),
+        "runAsGroup": integer(1),
+        "resources": RESOURCES,
+        "nodeSelector": STRING_MAP,
+        "tolerations": TOLERATIONS,
+        "affinity": AFFINITY,
+        "priorityClassName": string(),
+        "podAnnotations": STRING_MAP,
+        "podLabels": STRING_MAP,
+    }
+
+
 def attestor() -> Schema:
     return closed({
         "enabled": BOOL,
@@ -150,17 +165,9 @@ def attestor() -> Schema:
         "trustDomain": string(pattern=r"^[a-z0-9.\-_]+$"),
         "logFormat": {"enum": ["json", "console"]},
         "config": config_schema(),
-        "runAsUser": integer(1),
-        "runAsGroup": integer(1),
-        "resources": RESOURCES,
         "terminationGracePeriodSeconds": integer(1, 600),
         "topologySpreadConstraints": SPREAD,
-        "nodeSelector": STRING_MAP,
-        "tolerations": TOLERATIONS,
-        "affinity": AFFINITY,
-        "priorityClassName": string(),
-        "podAnnotations": STRING_MAP,
-        "podLabels": STRING_MAP,
+        **workload(),
     })
 
 
@@ -196,8 +203,6 @@ def agent() -> Schema:
             "resourceName": string(pattern=r"^[a-z0-9.\-]+/[a-zA-Z0-9.\-_]+$"),
             "groupId": NULLABLE_INT,
         }),
-        "runAsUser": integer(1),
-        "runAsGroup": integer(1),
         "stateDir": string(pattern=r"^/.+"),
         "eventLogs": closed({"enabled": BOOL}),
         "metricsTextfile": closed({"enabled": BOOL, "hostPath": string(pattern=r"^/.+"),
@@ -207,13 +212,7 @@ def agent() -> Schema:
                                  "failureThreshold": integer(1)}),
         "updateStrategy": closed({"maxUnavailable": {
             "type": ["integer", "string"], "pattern": r"^[0-9]+%$", "minimum": 1}}),
-        "resources": RESOURCES,
-        "nodeSelector": STRING_MAP,
-        "tolerations": TOLERATIONS,
-        "affinity": AFFINITY,
-        "priorityClassName": string(),
-        "podAnnotations": STRING_MAP,
-        "podLabels": STRING_MAP,
+        **workload(),
     })
 
 
