@@ -7,19 +7,19 @@ STAMP  := $(VENV)/.installed
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := attest signature public eventlog uefi ima ima_per_bank ima_ascii csr certificates
 
-.PHONY: demo test setup sysdeps lint fuzz clean
+.PHONY: demo test setup sysdeps tools lint fuzz clean
 
 demo: setup
 	$(PY) -m agent.sim.demo
 
 test: setup
 	@scripts/ensure-postgres.sh
-	$(VENV)/bin/ruff check identity attestor agent tests bench fuzz
+	$(VENV)/bin/ruff check identity attestor agent tests bench fuzz deploy
 	$(VENV)/bin/mypy
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: setup
-	$(VENV)/bin/ruff check identity attestor agent tests bench fuzz
+	$(VENV)/bin/ruff check identity attestor agent tests bench fuzz deploy
 	$(VENV)/bin/mypy
 
 fuzz: setup
@@ -34,10 +34,14 @@ fuzz: setup
 	  grep -E "stat::number_of_executed_units" .fuzz/$$t.log; \
 	done
 
-setup: sysdeps $(STAMP)
+setup: sysdeps tools $(STAMP)
 
 sysdeps:
 	@scripts/sysdeps.sh
+
+# Pinned tools that are no Debian package (helm), cached in ~/.cache/edgeproof/tools.
+tools: sysdeps
+	@scripts/tools.sh
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

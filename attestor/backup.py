@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from attestor.settings import CONFIG_FILE, Settings
+from attestor.settings import CONFIG_FILE, Settings, config_file
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -44,7 +44,7 @@ class BackupReport:
 def _members(settings: Settings) -> dict[str, Path]:
     """Archive name -> file on disk, for every file of the data directory that matters."""
     found: dict[str, Path] = {}
-    config = settings.data_dir / CONFIG_FILE
+    config = config_file(settings.data_dir)  # $EDGEPROOF_CONFIG (a ConfigMap) if set
     if config.is_file():
         found[CONFIG_FILE] = config
     for base, prefix in ((settings.ca_dir, "ca"), (settings.trust_dir, "trust/ek-roots")):

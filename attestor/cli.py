@@ -73,12 +73,18 @@ def init(
     dev: Dev = None,
     trust_domain: Annotated[str, typer.Option(help="SPIFFE trust domain")] = "edgeproof.local",
     ca_name: Annotated[str, typer.Option(help="CA common-name prefix")] = "edgeproof",
+    exist_ok: Annotated[bool, typer.Option(
+        "--exist-ok", help="a data directory that already holds an attestor is left as it "
+        "is, exit 0 (a container's init step)")] = False,
 ) -> None:
     """Create a data directory: SQLite database, local two-level CA, secret-store key."""
     from attestor.services.context import utc_now
     from attestor.setup import initialise
 
     if (data_dir / "ca" / "root.pem").exists():
+        if exist_ok:
+            out.print(f"{data_dir} already holds an attestor; left as it is")
+            return
         fail(f"{data_dir} already holds an attestor; refusing to overwrite it")
     settings = settings_for(data_dir, dev, trust_domain=trust_domain)
     initialise(settings, utc_now(), ca_name)

@@ -1,7 +1,10 @@
-"""Attestor settings: defaults < ``<data-dir>/attestor.toml`` < ``EDGEPROOF_*`` env < CLI.
+"""Attestor settings: defaults < the TOML file < ``EDGEPROOF_*`` env < CLI.
 
-Built once at start-up by :func:`load_settings`, never at import. Outside
-``dev`` mode, a missing, short or well-known CA passphrase refuses to start.
+The TOML file is ``$EDGEPROOF_CONFIG`` when set (e.g. a Kubernetes ConfigMap mount, so the
+data directory can stay read-only), else ``<data-dir>/attestor.toml``.
+
+Built once at start-up by :func:`load_settings`, never at import. Outside ``dev`` mode,
+a missing, short or well-known CA passphrase refuses to start.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from pydantic_settings import (
 from attestor.vault_settings import VaultSettings
 
 CONFIG_FILE = "attestor.toml"
+CONFIG_ENV = "EDGEPROOF_CONFIG"
 DEV_PASSPHRASE = "edgeproof-development-only-passphrase"  # noqa: S105 - refused outside dev
 KNOWN_PASSPHRASES = frozenset(
     {"", "changeme", "change-me", "password", "passphrase", "edgeproof", DEV_PASSPHRASE}
@@ -30,6 +34,12 @@ MIN_PASSPHRASE = 12
 
 class ConfigError(Exception):
     """Settings are invalid or incomplete; the message says which and how to fix it."""
+
+
+def config_file(data_dir: Path) -> Path:
+    """The settings file: ``$EDGEPROOF_CONFIG`` if set, else ``<data-dir>/attestor.toml``."""
+    explicit = os.environ.get(CONFIG_ENV)
+    return Path(explicit) if explicit else data_dir / CONFIG_FILE
 
 
 class CaSettings(BaseModel):
@@ -162,8 +172,15 @@ class Settings(BaseSettings):
         init_kwargs: dict[str, Any] = getattr(init_settings, "init_kwargs", {})
         data_dir = init_kwargs.get("data_dir") or os.environ.get("EDGEPROOF_DATA_DIR")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if data_dir and (Path(data_dir) / CONFIG_FILE).is_file():
-            sources.append(TomlConfigSettingsSource(settings_cls, Path(data_dir) / CONFIG_FILE))
+        explicit = os.environ.get(CONFIG_ENV)
+        if explicit and not Path(explicit).is_file():
+            # Named but absent (a ConfigMap not mounted, a typo): starting on defaults
+            # would silently drop every setting in it.
+            raise ConfigError(f"{CONFIG_ENV}={explicit} names no file; mount or create it, "
+                              f"or unset {CONFIG_ENV} to use <data-dir>/{CONFIG_FILE}")
+        path = config_file(Path(data_dir)) if data_dir else None
+        if path is not None and path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, path))
         return tuple(sources)
 
     @property

@@ -8,14 +8,14 @@ from attestor.backends.issuer.local_ca import LocalCa
 from attestor.backends.secrets.embedded import EmbeddedSecretStore
 from attestor.backends.signing import SigningKey
 from attestor.db.engine import make_engine, upgrade
-from attestor.settings import CONFIG_FILE, Settings
+from attestor.settings import Settings, config_file
 
 
 def initialise(settings: Settings, now: dt.datetime, ca_name: str = "edgeproof") -> None:
     """Database schema, local CA (root + issuing, keys encrypted), secret-store key."""
     passphrase = settings.ca_passphrase()  # refuse before creating anything
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    config = settings.data_dir / CONFIG_FILE
+    config = config_file(settings.data_dir)
     if not config.exists():
         config.write_text(f'trust_domain = "{settings.trust_domain}"\n')
     engine = make_engine(settings.db_url)

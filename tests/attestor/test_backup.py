@@ -93,3 +93,19 @@ def test_a_postgresql_attestor_backs_up_its_files_and_names_pg_dump(
     with tarfile.open(archive, "r:gz") as tar:
         names = set(tar.getnames())
     assert "attestor.db" not in names and {"ca/issuing.key", "secrets.key"} <= names
+
+
+def test_backup_takes_the_settings_file_edgeproof_config_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings mounted outside the data directory (the Helm chart's ConfigMap) are backed
+    up too, and restored as the data directory's attestor.toml."""
+    d = seeded(tmp_path)
+    mounted = tmp_path / "configmap" / "attestor.toml"
+    mounted.parent.mkdir()
+    mounted.write_text('trust_domain = "from.configmap"\n')
+    monkeypatch.setenv("EDGEPROOF_CONFIG", str(mounted))
+    archive = tmp_path / "backup.tar.gz"
+    run("backup", "create", "--out", str(archive), *d)
+    monkeypatch.delenv("EDGEPROOF_CONFIG")
+    run("backup", "restore", str(archive), "-d", str(tmp_path / "restored"))
+    assert (tmp_path / "restored" / "attestor.toml").read_text() == mounted.read_text()

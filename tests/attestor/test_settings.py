@@ -51,3 +51,36 @@ def test_invalid_values_are_refused(tmp_path: Path, toml: str) -> None:
     (tmp_path / "attestor.toml").write_text(toml + "\n")
     with pytest.raises(ConfigError):
         load_settings(tmp_path)
+
+
+def test_config_file_named_by_edgeproof_config(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ConfigMap mounted outside the (read-only) data directory: EDGEPROOF_CONFIG names
+    it, and <data-dir>/attestor.toml is then not read at all."""
+    data_dir, mounted = tmp_path / "data", tmp_path / "config" / "attestor.toml"
+    data_dir.mkdir()
+    mounted.parent.mkdir()
+    (data_dir / "attestor.toml").write_text('trust_domain = "from.data.dir"\nport = 9000\n')
+    mounted.write_text('trust_domain = "from.configmap"\n')
+    monkeypatch.setenv("EDGEPROOF_CONFIG", str(mounted))
+    settings = load_settings(data_dir)
+    assert (settings.trust_domain, settings.port) == ("from.configmap", 8080)
+    monkeypatch.setenv("EDGEPROOF_TRUST_DOMAIN", "from.env")
+    assert load_settings(data_dir).trust_domain == "from.env"
+
+
+def test_edgeproof_config_naming_no_file_is_refused(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail closed: a named but missing file must not mean "start on defaults"."""
+    monkeypatch.setenv("EDGEPROOF_CONFIG", str(tmp_path / "absent.toml"))
+    with pytest.raises(ConfigError, match="EDGEPROOF_CONFIG=.*absent.toml names no file"):
+        load_settings(tmp_path)
+
+
+def test_edgeproof_config_is_validated_like_the_data_dir_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mounted = tmp_path / "attestor.toml"
+    mounted.write_text("unknown_setting = 1\n")
+    monkeypatch.setenv("EDGEPROOF_CONFIG", str(mounted))
+    with pytest.raises(ConfigError, match="unknown_setting"):
+        load_settings(tmp_path / "data")
