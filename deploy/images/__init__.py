@@ -1,0 +1,1 @@
+"""Container images for the attestor and the agent (see README.md here)."""
