@@ -1,4 +1,5 @@
 # The two commands: `make demo` and `make test`. Each sets everything up first.
+# `make images` builds the container images (deploy/images/README.md).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -7,7 +8,7 @@ STAMP  := $(VENV)/.installed
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := attest signature public eventlog uefi ima ima_per_bank ima_ascii csr certificates
 
-.PHONY: demo test setup sysdeps tools lint fuzz clean
+.PHONY: demo test setup sysdeps tools lint fuzz images clean
 
 demo: setup
 	$(PY) -m agent.sim.demo
@@ -21,6 +22,9 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check identity attestor agent tests bench fuzz deploy
 	$(VENV)/bin/mypy
+
+images: setup
+	scripts/images.sh
 
 fuzz: setup
 	$(PY) -m pip install -q 'atheris>=2.3,<4'
