@@ -38,11 +38,22 @@ PASSPHRASE = "image test: CA passphrase"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
+class BuildTime:
+    """Says in the run's summary (visible with -q) how long the image build took."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        terminalreporter.write_line(f"container images: built by scripts/images.sh in "
+                                    f"{self.seconds:.0f} s")
+
+
 @pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> Built:
+def images(tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config) -> Built:
     require_image_tools()
     built = build(tmp_path_factory.mktemp("images"))
-    print(f"images built in {built.seconds:.0f} s")  # noqa: T201 (shown with -s / on failure)
+    pytestconfig.pluginmanager.register(BuildTime(built.seconds), "edgeproof-image-build-time")
     return built
 
 
