@@ -127,6 +127,11 @@ debootstrap_base() {  # sets BASE_REF to the cached debootstrap base, building i
     --label "org.opencontainers.image.description=Debian bookworm minbase + python3 (debootstrap)" \
     --label "org.edgeproof.base.key=$key" "$ctr"
   buildah commit --quiet --rm --format docker "$ctr" "$BASE_REF" >/dev/null
+  # Earlier bases lose their name; the prune below removes them once nothing uses them.
+  local old
+  for old in $(podman images --format '{{.Repository}}:{{.Tag}}' localhost/edgeproof-base); do
+    [ "$old" = "$BASE_REF" ] || podman untag "$old" "$old" >/dev/null 2>&1 || true
+  done
 }
 
 # --- the wheelhouse ----------------------------------------------------------------------
@@ -137,7 +142,8 @@ host_wheelhouse() {  # sets WHEELHOUSE to a directory with every wheel the build
   mkdir -p "$CACHE/wheelhouse" "$CACHE/tmp"
   "$py" deploy/images/requirements.py pyproject.toml wheelhouse > "$CACHE/tmp/wheelhouse.txt"
   # The versions the test suite runs with (.venv), where the ranges allow them.
-  "$py" -m pip freeze --exclude-editable > "$CACHE/tmp/constraints.txt"
+  # (Direct references, "name @ URL", cannot be constraints.)
+  "$py" -m pip freeze --exclude-editable | { grep -v ' @ ' || true; } > "$CACHE/tmp/constraints.txt"
   key=$( { cat "$CACHE/tmp/wheelhouse.txt" "$CACHE/tmp/constraints.txt"
            "$py" -c 'import sys, sysconfig; print(sys.version_info[:2], sysconfig.get_platform())'
            dpkg-query -W -f='${Version}' libtss2-dev 2>/dev/null || true; } \
@@ -162,88 +168,95 @@ host_wheelhouse() {  # sets WHEELHOUSE to a directory with every wheel the build
 }
 
 # --- main --------------------------------------------------------------------------------
-BASE_CHOICE=${EDGEPROOF_IMAGE_BASE:-auto}
-REFRESH_BASE=0
-WHEELS=host
-OUT=
-TARGETS=()
-while [ $# -gt 0 ]; do
-  case $1 in
-    env) mkdir -p "$CACHE"; [ -f "$CACHE/storage.conf" ] || write_storage_conf
-         storage_env | sed 's/^/export /'; exit 0 ;;
-    --base) BASE_CHOICE=${2:?--base needs a value}; shift ;;
-    --refresh-base) REFRESH_BASE=1 ;;
-    --wheels) WHEELS=${2:?--wheels needs host or pypi}; shift ;;
-    --out) OUT=${2:?--out needs a directory}; shift ;;
-    attestor|agent) TARGETS+=("$1") ;;
-    -h|--help) sed -n '2,/^set -e/{/^set -e/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
-    *) die "unknown argument: $1 (see scripts/images.sh --help)" ;;
-  esac
-  shift
-done
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(attestor agent)
-case $WHEELS in host|pypi) ;; *) die "--wheels is host or pypi, not $WHEELS" ;; esac
-
-[ "$(id -u)" -eq 0 ] || die "building images needs root (buildah's own store); run: sudo $0 $*"
-command -v buildah >/dev/null || die "buildah not found; run make setup (scripts/sysdeps.sh)"
-mkdir -p "$CACHE/logs"
-# One build at a time per store: concurrent runs (two checkouts' test suites) wait here.
-exec 9> "$CACHE/lock"
-if ! flock -n 9; then
-  say "waiting for another image build to finish (lock $CACHE/lock)"
-  flock 9
-fi
-write_storage_conf
-export CONTAINERS_STORAGE_CONF=$CACHE/storage.conf
-export CONTAINERS_CONF=$repo/deploy/images/containers.conf
-say "store: $CACHE/storage-$STORAGE_DRIVER ($STORAGE_DRIVER)"
-
-case $BASE_CHOICE in
-  auto) if registry_reachable; then BASE_REF=$REGISTRY_BASE; say "base: $BASE_REF (registry)"
-        else say "base: no registry answers for $REGISTRY_BASE; using the debootstrap base"
-             debootstrap_base; fi ;;
-  debootstrap) debootstrap_base ;;
-  *) BASE_REF=$BASE_CHOICE; say "base: $BASE_REF" ;;
-esac
-
-build_args=()
-if [ "$WHEELS" = host ]; then
-  host_wheelhouse
-  build_args+=(--build-context "wheelhouse=$WHEELHOUSE")
-else
-  # pip inside the build verifies the index with the host's CA bundle (a proxy may re-sign).
-  for ca in /etc/ssl/certs/ca-certificates.crt; do
-    [ -f "$ca" ] && build_args+=(--volume "$ca:$ca:ro")
+# All of it in a function, read whole before it runs: editing this file (a rebase) while a
+# build runs cannot change what the running build does.
+main() {
+  BASE_CHOICE=${EDGEPROOF_IMAGE_BASE:-auto}
+  REFRESH_BASE=0
+  WHEELS=host
+  OUT=
+  TARGETS=()
+  while [ $# -gt 0 ]; do
+    case $1 in
+      env) mkdir -p "$CACHE"; [ -f "$CACHE/storage.conf" ] || write_storage_conf
+           storage_env | sed 's/^/export /'; exit 0 ;;
+      --base) BASE_CHOICE=${2:?--base needs a value}; shift ;;
+      --refresh-base) REFRESH_BASE=1 ;;
+      --wheels) WHEELS=${2:?--wheels needs host or pypi}; shift ;;
+      --out) OUT=${2:?--out needs a directory}; shift ;;
+      attestor|agent) TARGETS+=("$1") ;;
+      -h|--help) sed -n '2,/^set -e/{/^set -e/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+      *) die "unknown argument: $1 (see scripts/images.sh --help)" ;;
+    esac
+    shift
   done
-fi
+  [ ${#TARGETS[@]} -gt 0 ] || TARGETS=(attestor agent)
+  case $WHEELS in host|pypi) ;; *) die "--wheels is host or pypi, not $WHEELS" ;; esac
 
-version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
-revision=unknown
-if git rev-parse --verify -q HEAD >/dev/null 2>&1; then
-  revision=$(git rev-parse HEAD)
-  # A build from uncommitted files says so: the image is not that commit.
-  if [ -n "$(git status --porcelain -- pyproject.toml README.md identity attestor agent deploy/images)" ]; then
-    revision=$revision-dirty
+  [ "$(id -u)" -eq 0 ] || die "building images needs root (buildah's own store); run: sudo $0 $*"
+  command -v buildah >/dev/null || die "buildah not found; run make setup (scripts/sysdeps.sh)"
+  mkdir -p "$CACHE/logs"
+  # One build at a time per store: concurrent runs (two checkouts' test suites) wait here.
+  exec 9> "$CACHE/lock"
+  if ! flock -n 9; then
+    say "waiting for another image build to finish (lock $CACHE/lock)"
+    flock 9
   fi
-fi
-source_url=${EDGEPROOF_IMAGE_SOURCE:-$(git remote get-url origin 2>/dev/null || echo unknown)}
+  write_storage_conf
+  export CONTAINERS_STORAGE_CONF=$CACHE/storage.conf
+  export CONTAINERS_CONF=$repo/deploy/images/containers.conf
+  say "store: $CACHE/storage-$STORAGE_DRIVER ($STORAGE_DRIVER)"
 
-[ -z "$OUT" ] || { mkdir -p "$OUT"; storage_env > "$OUT/podman.env"; }
-for target in "${TARGETS[@]}"; do
-  tag=localhost/edgeproof-$target:$version
-  say "building $tag (revision $revision); log $CACHE/logs/$target.log"
-  iidfile=$CACHE/tmp/$target.iid
-  mkdir -p "$CACHE/tmp"
-  run_logged "$CACHE/logs/$target.log" timeout -k 10 "$BUILD_TIMEOUT" \
-    buildah bud --isolation chroot --layers --format docker -f "$CONTAINERFILE" \
-      --target "$target" --build-arg "BASE=$BASE_REF" --build-arg "VERSION=$version" \
-      --build-arg "REVISION=$revision" --build-arg "SOURCE=$source_url" \
-      "${build_args[@]}" --iidfile "$iidfile" -t "$tag" . \
-    || die "building $tag failed (log above)"
-  [ -z "$OUT" ] || cp "$iidfile" "$OUT/$target.iid"
-  say "built $tag $(cut -c1-19 "$iidfile")"
-done
-# Earlier builds' leftovers: images without a name or a child, a day old. Not younger ones:
-# a stage's last layer (requirements, app) has neither, and is the next build's cache.
-podman image prune --force --filter until=24h >/dev/null 2>&1 || true
-say "done in $((SECONDS - started)) s; run them with: eval \"\$(scripts/images.sh env)\"; podman run ..."
+  case $BASE_CHOICE in
+    auto) if registry_reachable; then BASE_REF=$REGISTRY_BASE; say "base: $BASE_REF (registry)"
+          else say "base: no registry answers for $REGISTRY_BASE; using the debootstrap base"
+               debootstrap_base; fi ;;
+    debootstrap) debootstrap_base ;;
+    *) BASE_REF=$BASE_CHOICE; say "base: $BASE_REF" ;;
+  esac
+
+  build_args=()
+  if [ "$WHEELS" = host ]; then
+    host_wheelhouse
+    build_args+=(--build-context "wheelhouse=$WHEELHOUSE")
+  else
+    # pip inside the build verifies the index with the host's CA bundle (a proxy may re-sign).
+    for ca in /etc/ssl/certs/ca-certificates.crt; do
+      [ -f "$ca" ] && build_args+=(--volume "$ca:$ca:ro")
+    done
+  fi
+
+  version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
+  revision=unknown
+  if git rev-parse --verify -q HEAD >/dev/null 2>&1; then
+    revision=$(git rev-parse HEAD)
+    # A build from uncommitted files says so: the image is not that commit.
+    if [ -n "$(git status --porcelain -- pyproject.toml README.md identity attestor agent deploy/images)" ]; then
+      revision=$revision-dirty
+    fi
+  fi
+  source_url=${EDGEPROOF_IMAGE_SOURCE:-$(git remote get-url origin 2>/dev/null || echo unknown)}
+
+  [ -z "$OUT" ] || { mkdir -p "$OUT"; storage_env > "$OUT/podman.env"; }
+  for target in "${TARGETS[@]}"; do
+    tag=localhost/edgeproof-$target:$version
+    say "building $tag (revision $revision); log $CACHE/logs/$target.log"
+    iidfile=$CACHE/tmp/$target.iid
+    mkdir -p "$CACHE/tmp"
+    run_logged "$CACHE/logs/$target.log" timeout -k 10 "$BUILD_TIMEOUT" \
+      buildah bud --isolation chroot --layers --format docker -f "$CONTAINERFILE" \
+        --target "$target" --build-arg "BASE=$BASE_REF" --build-arg "VERSION=$version" \
+        --build-arg "REVISION=$revision" --build-arg "SOURCE=$source_url" \
+        "${build_args[@]}" --iidfile "$iidfile" -t "$tag" . \
+      || die "building $tag failed (log above)"
+    [ -z "$OUT" ] || cp "$iidfile" "$OUT/$target.iid"
+    say "built $tag $(cut -c1-19 "$iidfile")"
+  done
+  # Earlier builds' leftovers: images without a name or a child, a day old. Not younger ones:
+  # a stage's last layer (requirements, app) has neither, and is the next build's cache.
+  podman image prune --force --filter until=24h >/dev/null 2>&1 || true
+  say "done in $((SECONDS - started)) s; run them with: eval \"\$(scripts/images.sh env)\"; podman run ..."
+}
+
+main "$@"
+exit
