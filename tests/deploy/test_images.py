@@ -23,6 +23,7 @@ import pytest
 from agent.sim.swtpm import Manufacturer, SwtpmProcess
 from agent.tpm.device import AK_HANDLE, DEVID_HANDLE, SRK_HANDLE, Endorsement, Tpm
 from tests.deploy.images import (
+    LOCKED_DOWN,
     ROOT,
     Built,
     Podman,
@@ -99,9 +100,7 @@ def served(images: Built, podman: Podman, manufacturer: Manufacturer,
     port = free_port()
     name = f"edgeproof-test-attestor-{uuid.uuid4().hex[:8]}"
     # --dev only for plain HTTP: serve refuses it otherwise once TLS lands (issue 13, part 3).
-    podman("run", "-d", "--name", name, "--read-only", "--cap-drop", "ALL", "--security-opt",
-           "no-new-privileges", "--user", "10001:10001", "--network", "host",
-           "--tmpfs", "/tmp:rw,mode=1777,size=64m", *volume, "-e", f"EDGEPROOF_PORT={port}",
+    podman("run", "-d", "--name", name, *LOCKED_DOWN, *volume, "-e", f"EDGEPROOF_PORT={port}",
            images.attestor, "serve", "--dev")
     url = f"http://127.0.0.1:{port}"
     try:
