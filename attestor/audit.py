@@ -6,7 +6,10 @@ previous entry's hash, whichever replica writes it. The append is part of the
 operation's own transaction: if it fails, the operation fails (no certificate
 without its audit record). Checkpoints sign the head with the attestor's key;
 `verify` walks the chain and names every edited, deleted, reordered or
-truncated entry. Nothing secret is ever written: details are screened.
+truncated entry. Nothing secret is ever written: details are screened. Every
+value is made storable first (:mod:`attestor.untrusted`): a NUL, invalid UTF-8 or an
+over-long value from a request is escaped and bounded, its raw bytes kept as hex
+under ``details["raw"]``, so no caller can make its own entry fail.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col, select
 
+from attestor import untrusted
 from attestor.db.chain import GENESIS, entry_hash
 from attestor.db.models import AuditCheckpoint, AuditEvent, AuditHead
 from attestor.observability import current_request_id
@@ -32,6 +36,10 @@ from identity.errors import AuditUnavailable
 FORBIDDEN_KEYS = frozenset({"value", "secret", "token", "nonce", "password", "passphrase",
                             "private_key", "api_key", "signature"})
 BATCH = 1000
+# Column bounds of audit_events (attestor/db/models.py) and of what details may hold.
+LIMITS = {"actor": 128, "action": 64, "outcome": 16, "device_id": 64, "subject": 128,
+          "request_id": 64}
+REASONS, MAX_RAW = 64, 8
 
 
 def _screen(details: Mapping[str, Any], path: str = "") -> None:
@@ -46,6 +54,33 @@ def _screen(details: Mapping[str, Any], path: str = "") -> None:
                     _screen(item, f"{path}{key}[].")
 
 
+def _storable(actor: str, action: str, outcome: str, device_id: str | None,
+              subject: str | None, reasons: Sequence[str], request_id: str | None,
+              details: Mapping[str, Any]) -> dict[str, Any]:
+    """The entry's fields as they will be stored (and hashed)."""
+    cleaner = untrusted.Cleaner(MAX_RAW)
+    fields: dict[str, Any] = {
+        "actor": cleaner.text("actor", actor, LIMITS["actor"]),
+        "action": cleaner.text("action", action, LIMITS["action"]),
+        "outcome": cleaner.text("outcome", outcome, LIMITS["outcome"]),
+        "device_id": cleaner.optional("device_id", device_id, LIMITS["device_id"]),
+        "subject": cleaner.optional("subject", subject, LIMITS["subject"]),
+        "request_id": cleaner.optional("request_id", request_id, LIMITS["request_id"]),
+        "reasons": [cleaner.text(f"reasons[{i}]", r, LIMITS["action"])
+                    for i, r in enumerate(list(reasons)[:REASONS])],
+    }
+    fields["details"] = cleaner.details(details, "details")
+    return fields
+
+
+def database_error(exc: BaseException) -> str:
+    """The database's own message, first line (never the SQL or its parameters, which
+    could hold anything)."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0][:300]}" if lines else type(cause).__name__
+
+
 _INSERT = sa.insert(AuditEvent)
 _SET_HASH = sa.update(AuditHead).where(col(AuditHead.id) == 1).values(hash=sa.bindparam("h"))
 _ADVANCE = (sa.update(AuditHead).where(col(AuditHead.id) == 1)
@@ -57,8 +92,9 @@ def append(session: Session, *, at: dt.datetime, actor: str, action: str, outcom
            reasons: Sequence[str] = (), details: Mapping[str, Any] | None = None,
            request_id: str | None = None) -> AuditEvent:
     """Chain one entry onto the log inside the caller's transaction."""
-    clean = dict(details or {})
-    _screen(clean)
+    _screen(details or {})
+    stored = _storable(actor, action, outcome, device_id, subject, reasons,
+                       request_id or current_request_id(), details or {})
     try:
         # One UPDATE takes the head's row lock (PostgreSQL) or the write lock (SQLite)
         # until commit, so appends from every replica are serialised here; it also
@@ -73,15 +109,13 @@ def append(session: Session, *, at: dt.datetime, actor: str, action: str, outcom
         if head is None:
             raise AuditUnavailable("the audit head cannot be created")
         seq, prev_hash = int(head[0]), str(head[1])
-        fields: dict[str, Any] = dict(
-            seq=seq, at=at, actor=actor, action=action, outcome=outcome,
-            device_id=device_id, subject=subject, reasons=list(reasons),
-            request_id=request_id or current_request_id(), details=clean)
+        fields: dict[str, Any] = dict(seq=seq, at=at, **stored)
         digest = entry_hash(**fields, prev_hash=prev_hash)
         conn.execute(_INSERT, [{**fields, "prev_hash": prev_hash, "hash": digest}])
         conn.execute(_SET_HASH, {"h": digest})
-    except SQLAlchemyError as exc:
-        raise AuditUnavailable(f"the audit log cannot be written: {type(exc).__name__}") from exc
+    except (SQLAlchemyError, UnicodeError) as exc:
+        raise AuditUnavailable(f"the audit log cannot be written: {database_error(exc)}") \
+            from exc
     return AuditEvent(**fields, prev_hash=prev_hash, hash=digest)
 
 

@@ -126,6 +126,13 @@ class Metrics:
         self.auth_refused = Counter(
             "edgeproof_auth_refusals", "Requests refused by authentication or authorization",
             ["code"], registry=self.registry)
+        self._abuse_metrics()
+
+    def _abuse_metrics(self) -> None:
+        """Abuse resistance and fault tolerance (docs/operations.md, "Abuse resistance")."""
+        self.audit_write_failures = Counter(
+            "edgeproof_audit_write_failures", "Audit entries that could not be written (the "
+            "request failed closed with 503)", registry=self.registry)
 
     def attestation(self, verdict: str, reasons: list[str]) -> None:
         for reason in reasons or ["none"]:

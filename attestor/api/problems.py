@@ -16,12 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from attestor import audit
-from attestor.auth import Principal
-from attestor.observability import current_request_id
-from attestor.services.context import Services
+from attestor.api import refusals
 from identity.errors import (
     ActivationUnknown,
+    AuditUnavailable,
     AuthError,
     AuthForbidden,
     BackendUnavailable,
@@ -70,27 +68,13 @@ def problem(status: int, code: str, title: str, detail: str | None = None,
     return JSONResponse(body, status_code=status, media_type=MEDIA_TYPE)
 
 
-def _audit_refusal(request: Request, exc: AuthError) -> None:
-    """Refused callers are audited too (who, what they reached for, why); the refusal
-    stands whether or not the entry can be written."""
-    svc: Services = request.app.state.services
-    svc.metrics.auth_refused.labels(code=exc.code).inc()
-    caller: Principal | None = getattr(request.state, "caller", None)
-    try:
-        with svc.session() as session, session.begin():
-            audit.append(session, at=svc.clock(), actor=caller.actor if caller else "anonymous",
-                         action="auth", outcome="refused", reasons=[exc.code],
-                         subject=f"{request.method} {request.url.path}"[:128],
-                         request_id=current_request_id())
-    except IdentityError as failure:
-        log.error("auth refusal not audited: %s", failure.code)
-
-
 def install(app: FastAPI) -> None:
     @app.exception_handler(IdentityError)
     async def _identity(request: Request, exc: IdentityError) -> JSONResponse:
         status = status_for(exc)
         if status >= 500:
+            if isinstance(exc, AuditUnavailable):
+                request.app.state.services.metrics.audit_write_failures.inc()
             log.error("%s on %s %s: %s", exc.code, request.method, request.url.path, exc.detail)
             return problem(status, exc.code, "the attestor cannot serve this request now")
         if isinstance(exc, VerificationFailed):
@@ -99,7 +83,9 @@ def install(app: FastAPI) -> None:
                 exc.detail, codes=exc.reasons, checks=[c.as_dict() for c in exc.checks],
             )
         if isinstance(exc, AuthError):
-            await run_in_threadpool(_audit_refusal, request, exc)
+            failed = await run_in_threadpool(refusals.audit_refusal, request, exc)
+            if failed is not None:  # counted and logged already
+                return problem(503, failed.code, "the attestor cannot serve this request now")
         response = problem(status, exc.code, "request refused", exc.detail, codes=[exc.code])
         if isinstance(exc, RateLimited):
             response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))

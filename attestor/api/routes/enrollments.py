@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Path
 from fastapi.concurrency import run_in_threadpool
 
 from attestor.api.deps import EnrollmentLimit, OptionalCaller, ServicesDep
@@ -15,6 +15,9 @@ from attestor.api.schemas import (
 )
 from attestor.services import enrollment
 
+# Ids are token_urlsafe(18); anything else (a NUL, bytes that were not UTF-8, a megabyte)
+# is refused as input before it reaches a query, alike on SQLite and PostgreSQL.
+EnrollmentId = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
 router = APIRouter(prefix="/v1/enrollments", tags=["enrollment"])
 PROBLEMS = problems(s400="malformed TPM structures",
                     s403="evidence refused; `codes` lists every reason",
@@ -32,8 +35,8 @@ async def start_enrollment(req: EnrollmentRequest, svc: ServicesDep, _: Enrollme
 
 
 @router.post("/{enrollment_id}/activation", response_model=EnrolledDevice, responses=PROBLEMS)
-async def activate(enrollment_id: str, req: ActivationRequest, svc: ServicesDep,
-                   _: EnrollmentLimit) -> EnrolledDevice:
+async def activate(req: ActivationRequest, svc: ServicesDep,
+                   _: EnrollmentLimit, enrollment_id: str = EnrollmentId) -> EnrolledDevice:
     """Step 2: the secret recovered by TPM2_ActivateCredential; on a match the device
     is enrolled and gets its device identity certificate."""
     return await run_in_threadpool(enrollment.complete, svc, enrollment_id, req)
