@@ -133,6 +133,10 @@ class Metrics:
         self.audit_write_failures = Counter(
             "edgeproof_audit_write_failures", "Audit entries that could not be written (the "
             "request failed closed with 503)", registry=self.registry)
+        self.webhook_dropped = Counter(
+            "edgeproof_webhook_deliveries_dropped", "Queued webhook deliveries dropped unsent "
+            "(url_removed: the URL is no longer configured)", ["reason"],
+            registry=self.registry)
 
     def attestation(self, verdict: str, reasons: list[str]) -> None:
         for reason in reasons or ["none"]:

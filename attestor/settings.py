@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -106,12 +106,26 @@ class RateLimitSettings(BaseModel):
                                    "per client address (a NAT may hide many devices)")
 
 
+MIN_WEBHOOK_SECRET = 16
+
+
 class WebhookSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # keys stay out
 
     url: str = Field(pattern=r"^https?://")
-    secret: SecretStr = Field(description="HMAC-SHA256 key for the signature header")
+    secret: SecretStr = Field(description="HMAC-SHA256 key for the signature header "
+                              f"(at least {MIN_WEBHOOK_SECRET} characters)")
     events: list[str] = Field(["verdict.changed", "device.quarantined", "device.revoked"])
+
+    @field_validator("secret")
+    @classmethod
+    def _real_key(cls, secret: SecretStr) -> SecretStr:
+        # An empty key makes every signature forgeable; a short one can be guessed
+        # offline from a single signed delivery.
+        if len(secret.get_secret_value().strip()) < MIN_WEBHOOK_SECRET:
+            raise ValueError(f"the HMAC key must hold at least {MIN_WEBHOOK_SECRET} "
+                             "characters (it is empty or too short)")
+        return secret
 
 
 class EarSettings(BaseModel):
@@ -153,6 +167,13 @@ class Settings(BaseSettings):
     issuer: Literal["local", "vault"] = Field("local", description="who signs workload "
                                               "certificates (device identities: local CA)")
     vault: VaultSettings | None = None
+
+    @model_validator(mode="after")
+    def _one_key_per_webhook(self) -> Settings:
+        urls = [hook.url for hook in self.webhooks]
+        if len(urls) != len(set(urls)):
+            raise ValueError("webhooks: a URL is listed more than once (one key per URL)")
+        return self
 
     @model_validator(mode="after")
     def _vault_configured(self) -> Settings:

@@ -60,7 +60,7 @@ def checkpoint(svc: Services) -> None:
 
 
 def deliver(svc: Services) -> None:
-    webhooks.deliver_due(svc.session, svc.settings, svc.clock)
+    webhooks.deliver_due(svc.session, svc.settings, svc.clock, metrics=svc.metrics)
 
 
 def start(svc: Services) -> list[Periodic]:
@@ -70,9 +70,9 @@ def start(svc: Services) -> list[Periodic]:
                      lambda: checkpoint(svc))]
     if svc.vault is not None:
         jobs.append(Periodic("vault-lease", VAULT_LEASE_POLL, svc.vault.maintain))
-    if svc.settings.webhooks:
-        jobs.append(Periodic("webhooks", svc.settings.webhook_poll_seconds,
-                             lambda: deliver(svc)))
+    # Even with no webhook configured: deliveries queued for a URL since removed are
+    # dropped (recorded, counted), not left in the queue for ever.
+    jobs.append(Periodic("webhooks", svc.settings.webhook_poll_seconds, lambda: deliver(svc)))
     return [job.start() for job in jobs]
 
 

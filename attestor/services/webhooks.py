@@ -4,6 +4,12 @@ same transaction as the change, delivered by a background worker, signed, retrie
 Signature header: ``X-Edgeproof-Signature: t=<unix time>,v1=<hex HMAC-SHA256(secret,
 "<t>.<body>")>``; a receiver rejects stale ``t`` values. Attempts back off
 exponentially (10 s doubling, capped at an hour) for a day; each attempt is recorded.
+
+A queued delivery is signed only with the key configured for its URL now. One whose
+URL was removed from the settings since it was queued is dropped, never sent (an
+empty key would make its signature forgeable by anyone): the row says so, the audit
+log gets a ``webhook.dropped`` entry (the destination's origin only: a URL may carry
+credentials) and ``edgeproof_webhook_deliveries_dropped_total{reason}`` counts it.
 """
 
 from __future__ import annotations
@@ -15,16 +21,20 @@ import json
 import logging
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from sqlmodel import Session, col, select
 
+from attestor import audit
 from attestor.db.models import WebhookDelivery
+from attestor.observability import Metrics
 from attestor.settings import Settings
 
 log = logging.getLogger("attestor.webhooks")
 MAX_AGE = dt.timedelta(days=1)
 BATCH = 20
+NEVER = dt.timedelta(days=3650)  # a row that will not be attempted again
 
 
 def signature(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -47,11 +57,34 @@ def _backoff(attempts: int) -> dt.timedelta:
     return dt.timedelta(seconds=min(3600, 10 * 2 ** max(0, attempts - 1)))
 
 
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}"
+
+
+def _drop(session: Session, row: WebhookDelivery, reason: str, now: dt.datetime,
+          metrics: Metrics | None) -> None:
+    """Take ``row`` out of the queue for good, recorded and counted, in the pass's
+    transaction."""
+    row.last_error = f"dropped: {reason}"
+    row.next_attempt_at = now + NEVER
+    session.add(row)
+    audit.append(session, at=now, actor="attestor", action="webhook.dropped",
+                 outcome="dropped", subject=f"webhook:{row.id}",
+                 details={"delivery": row.id, "event": row.event, "reason": reason,
+                          "destination": _origin(row.url)})
+    log.warning("webhook delivery %s (%s) dropped: %s", row.id, row.event, reason)
+    if metrics is not None:
+        metrics.webhook_dropped.labels(reason=reason).inc()
+
+
 def deliver_due(session_factory: Callable[[], Session], settings: Settings,
                 clock: Callable[[], dt.datetime],
-                post: Callable[[str, bytes, dict[str, str]], int] | None = None) -> int:
+                post: Callable[[str, bytes, dict[str, str]], int] | None = None,
+                metrics: Metrics | None = None) -> int:
     """One pass over due deliveries; returns how many succeeded."""
-    secrets = {hook.url: hook.secret.get_secret_value().encode() for hook in settings.webhooks}
+    keys = {hook.url: hook.secret.get_secret_value().encode() for hook in settings.webhooks}
     send = post or _post
     delivered = 0
     now = clock()
@@ -62,12 +95,15 @@ def deliver_due(session_factory: Callable[[], Session], settings: Settings,
             .order_by(col(WebhookDelivery.next_attempt_at)).limit(BATCH)
             .with_for_update(skip_locked=True)).all()  # replicas share the queue
         for row in due:
+            key = keys.get(row.url)
+            if not key:  # the URL left the settings after this was queued
+                _drop(session, row, "url_removed", now, metrics)
+                continue
             body = json.dumps(row.payload, separators=(",", ":")).encode()
             stamp = int(now.timestamp())
             headers = {"Content-Type": "application/json", "X-Edgeproof-Event": row.event,
                        "X-Edgeproof-Delivery": str(row.id),
-                       "X-Edgeproof-Signature": signature(secrets.get(row.url, b""), stamp,
-                                                          body)}
+                       "X-Edgeproof-Signature": signature(key, stamp, body)}
             row.attempts += 1
             try:
                 status = send(row.url, body, headers)
@@ -80,7 +116,7 @@ def deliver_due(session_factory: Callable[[], Session], settings: Settings,
                 delivered += 1
             elif now - row.created_at > MAX_AGE:
                 row.last_error = f"gave up: {error}"
-                row.next_attempt_at = now + dt.timedelta(days=3650)
+                row.next_attempt_at = now + NEVER
             else:
                 row.last_error = error
                 row.next_attempt_at = now + _backoff(row.attempts)
