@@ -137,6 +137,9 @@ class Metrics:
             "edgeproof_webhook_deliveries_dropped", "Queued webhook deliveries dropped unsent "
             "(url_removed: the URL is no longer configured)", ["reason"],
             registry=self.registry)
+        self.auth_throttled = Counter(
+            "edgeproof_auth_failures_throttled", "Requests refused unchecked (429 "
+            "auth.throttled): their source had too many refused requests", registry=self.registry)
 
     def attestation(self, verdict: str, reasons: list[str]) -> None:
         for reason in reasons or ["none"]:

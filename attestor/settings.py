@@ -104,6 +104,14 @@ class RateLimitSettings(BaseModel):
                                               "when shedding (jittered up to twice)")
     client_per_minute: int = Field(1200, ge=1, description="challenges and attestations "
                                    "per client address (a NAT may hide many devices)")
+    auth_failures_per_source: int = Field(60, ge=1, description="refused requests (failed "
+                                          "authentication) per source address and window "
+                                          "before its credentials get 429 unchecked")
+    auth_failure_window_seconds: int = Field(60, ge=10, le=3600, description="the window "
+                                             "of auth_failures_per_source")
+    auth_failures_audited_individually: int = Field(10, ge=0, description="refusals per "
+                                                    "source and window with an audit entry "
+                                                    "each; the rest are summed in one entry")
 
 
 MIN_WEBHOOK_SECRET = 16

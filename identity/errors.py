@@ -483,6 +483,13 @@ class RateLimited(RequestError):
         self.retry_after = retry_after
 
 
+class AuthThrottled(RateLimited):
+    """Too many refused requests from one source address: its credentials are refused
+    unchecked until the window ends (429 with Retry-After)."""
+
+    code = "auth.throttled"
+
+
 class Conflict(RequestError):
     code = "request.conflict"
 

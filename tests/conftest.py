@@ -137,8 +137,11 @@ def database(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def attestor(tmp_path: Path, manufacturer: Manufacturer, database: str,
              request: pytest.FixtureRequest) -> Iterator[LiveAttestor]:
+    """A live attestor; a module's ``ATTESTOR_SETTINGS`` dict overrides settings."""
     url = request.getfixturevalue("pg_url") if database == "postgresql" else None
-    live = LiveAttestor(tmp_path / "attestor", [manufacturer], database_url=url).start()
+    overrides = getattr(request.module, "ATTESTOR_SETTINGS", {})
+    live = LiveAttestor(tmp_path / "attestor", [manufacturer], database_url=url,
+                        **overrides).start()
     try:
         yield live
     finally:

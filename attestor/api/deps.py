@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from attestor.api.ratelimit import client_limit, device_limit
+from attestor.api.refusals import throttle
 from attestor.auth import Principal, apikeys, devices
 from attestor.services.context import Services
 from identity.errors import AuthForbidden, AuthInvalid, AuthMissing
@@ -24,7 +25,9 @@ ServicesDep = Annotated[Services, Depends(_services)]
 
 
 async def _caller(request: Request, svc: ServicesDep) -> Principal | None:
-    """The authenticated caller, or None when the request carries no credential."""
+    """The authenticated caller, or None when the request carries no credential; a
+    source with too many refused requests is refused unchecked (429)."""
+    throttle(request, svc)
     caller = await _authenticate(request, svc)
     request.state.caller = caller  # the problem handler names it in audit entries
     return caller

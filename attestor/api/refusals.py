@@ -1,7 +1,10 @@
 """Refused callers in the audit log: who (as far as known), what they reached for, from
 where and why. If the entry cannot be written the request fails closed: a 503 problem,
 the failure counted (``edgeproof_audit_write_failures_total``) and logged with the
-database's error, never a refusal that leaves no trace.
+database's error, never a refusal that leaves no trace. Each refusal is counted per
+source address and window first (:mod:`attestor.services.refusal_windows`): past the
+first few of a window, the window's summary entry stands for it, and past the limit
+the source is throttled.
 
 What reached for is the path as received (``raw_path``: still percent-encoded, so
 ``%00`` stays ``%00`` and bytes that are not UTF-8 are not replaced); headers are
@@ -22,10 +25,16 @@ from attestor import audit, untrusted
 from attestor.api.ratelimit import client_address
 from attestor.auth import Principal
 from attestor.observability import current_request_id
+from attestor.services import refusal_windows
 from attestor.services.context import Services
-from identity.errors import AuditUnavailable, AuthError
+from identity.errors import AuditUnavailable, AuthError, AuthThrottled
 
 log = logging.getLogger("attestor.refusals")
+
+
+def storable(source: str) -> str:
+    """A source address as the refusal counts key it (a column of 64 characters)."""
+    return untrusted.storable(source, 64)
 
 
 def _header(request: Request, name: str) -> str | None:
@@ -74,16 +83,31 @@ def unavailable(svc: Services, request: Request, what: str,
     return AuditUnavailable(f"the audit log cannot be written: {cause}")
 
 
+def throttle(request: Request, svc: Services) -> None:
+    """Refuse a throttled source before its credential is checked (429)."""
+    try:
+        svc.auth_guard.check(client_address(request), svc.clock(), svc.settings.rate_limits)
+    except AuthThrottled:
+        svc.metrics.auth_throttled.inc()
+        raise
+
+
 def audit_refusal(request: Request, exc: AuthError) -> AuditUnavailable | None:
-    """Audit one refusal; None when written, else the error to answer with (503)."""
+    """Count and audit one refusal; None when recorded, else the error to answer with
+    (503)."""
     svc: Services = request.app.state.services
     svc.metrics.auth_refused.labels(code=exc.code).inc()
     caller: Principal | None = getattr(request.state, "caller", None)
+    now = svc.clock()
+    details = facts(request)
     try:
+        count = refusal_windows.record(svc, storable(client_address(request)), exc.code, now)
+        if count > svc.settings.rate_limits.auth_failures_audited_individually:
+            return None  # the window's summary entry counts it
         with svc.session() as session, session.begin():
-            audit.append(session, at=svc.clock(), actor=caller.actor if caller else "anonymous",
+            audit.append(session, at=now, actor=caller.actor if caller else "anonymous",
                          action="auth", outcome="refused", reasons=[exc.code],
-                         subject=subject(request), details=facts(request),
+                         subject=subject(request), details={**details, "in_window": count},
                          request_id=current_request_id())
     except (AuditUnavailable, SQLAlchemyError) as failure:
         return unavailable(svc, request, f"refusal {exc.code}", failure)

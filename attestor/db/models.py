@@ -214,6 +214,19 @@ class RequestNonce(SQLModel, table=True):
     expires_at: dt.datetime = _time(index=True)
 
 
+class AuthRefusalCount(SQLModel, table=True):
+    """Refused requests per source address, window and reason code, shared by every
+    replica: what the failed-authentication limit counts, and what a window's summary
+    audit entry is written from (the rows are deleted when it is)."""
+
+    __tablename__ = "auth_refusals"
+
+    source: str = Field(primary_key=True, max_length=64)
+    window_start: dt.datetime = Field(sa_column=sa.Column(UtcDateTime(), primary_key=True))
+    code: str = Field(primary_key=True, max_length=64)
+    count: int = Field(default=0, sa_type=sa.BigInteger)
+
+
 class Preregistration(SQLModel, table=True):
     """A device announced by the manufacturer before it enrolls (bulk upload)."""
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 import structlog
 
 from attestor import audit
-from attestor.services import issuance, webhooks
+from attestor.services import issuance, refusal_windows, webhooks
 from attestor.services.context import Services
 from identity.errors import IdentityError
 
@@ -26,8 +26,9 @@ VAULT_LEASE_POLL = 10.0  # seconds; renewal is due at two thirds of the token's 
 
 
 class Periodic:
-    def __init__(self, name: str, interval: float, job: Callable[[], object]) -> None:
-        self.name, self.interval, self.job = name, interval, job
+    def __init__(self, name: str, interval: float, job: Callable[[], object],
+                 final: Callable[[], object] | None = None) -> None:
+        self.name, self.interval, self.job, self.final = name, interval, job, final
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -48,6 +49,11 @@ class Periodic:
     def stop(self) -> None:
         self.stopping.set()
         self.thread.join(timeout=10)
+        if self.final is not None:  # what this replica holds in memory, written once more
+            try:
+                self.final()
+            except (IdentityError, sa.exc.SQLAlchemyError, OSError):
+                log.exception("background job %s could not finish", self.name)
 
 
 def checkpoint(svc: Services) -> None:
@@ -67,7 +73,10 @@ def start(svc: Services) -> list[Periodic]:
     """Reconcile, then start the timers; returns them for :func:`stop`."""
     issuance.startup_reconcile(svc)
     jobs = [Periodic("audit-checkpoint", svc.settings.audit_checkpoint_seconds,
-                     lambda: checkpoint(svc))]
+                     lambda: checkpoint(svc)),
+            Periodic("auth-refusals", refusal_windows.tick_seconds(svc.settings.rate_limits),
+                     lambda: refusal_windows.summarise(svc),
+                     final=lambda: refusal_windows.flush(svc))]
     if svc.vault is not None:
         jobs.append(Periodic("vault-lease", VAULT_LEASE_POLL, svc.vault.maintain))
     # Even with no webhook configured: deliveries queued for a URL since removed are

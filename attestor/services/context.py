@@ -24,6 +24,7 @@ from attestor.backends.vault.connection import VaultConnection
 from attestor.db.engine import head_revision, is_current, make_engine
 from attestor.observability import Metrics
 from attestor.services.keyring import Keyring
+from attestor.services.refusal_windows import AuthGuard
 from attestor.settings import ConfigError, Settings
 from attestor.trust import load_trust_store
 from identity.ekcert import TrustStore
@@ -52,6 +53,7 @@ class Services:
     devid_keys: dict[bytes, ec.EllipticCurvePublicKey] = field(default_factory=dict)
     oidc: OidcTokens | None = None
     metrics: Metrics = field(default_factory=Metrics)
+    auth_guard: AuthGuard = field(default_factory=AuthGuard)  # this replica's view
 
     @property
     def keys(self) -> Keyring:

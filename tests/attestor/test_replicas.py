@@ -26,21 +26,36 @@ ROUNDS = 5
 
 
 class Replica:
-    def __init__(self, data_dir: Path, database_url: str, log: Path) -> None:
+    def __init__(self, data_dir: Path, database_url: str, log: Path,
+                 env: dict[str, str] | None = None) -> None:
+        self.data_dir, self.log_path = data_dir, log
+        self.env = {**os.environ, "EDGEPROOF_DATABASE_URL": database_url, **(env or {})}
+        self.starts = 0
+        self._start()
+
+    def _start(self) -> None:
+        self.starts += 1
         self.port = free_port_pair()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "EDGEPROOF_DATABASE_URL": database_url}
-        self.log = log.open("wb")
+        self.log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "attestor.cli", "serve", "--data-dir", str(data_dir),
-             "--dev", "--port", str(self.port)], env=env, stdout=self.log, stderr=self.log)
+            [sys.executable, "-m", "attestor.cli", "serve", "--data-dir", str(self.data_dir),
+             "--dev", "--port", str(self.port)], env=self.env, stdout=self.log,
+            stderr=self.log)
 
     def wait_ready(self) -> None:
+        """Ready when this process bound its port and answers /readyz (the port was free
+        when chosen; another process on the machine may take it first: start again)."""
         deadline = time.monotonic() + 90  # a patience, not a timing check: loaded CI machines
         while True:
-            assert self.process.poll() is None, "the replica exited"
+            if self.process.poll() is not None:
+                self.log.close()
+                taken = b"address already in use" in self.log_path.read_bytes()
+                assert taken and self.starts < 3, "the replica exited"
+                self._start()
+            bound = f"running on {self.url}".encode() in self.log_path.read_bytes()
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                if bound and httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -48,9 +63,17 @@ class Replica:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        self.process.terminate()
+        if self.process.poll() is None:
+            self.process.terminate()
         self.process.wait(timeout=20)
         self.log.close()
+
+
+REPLICA_ENV = {
+    # a limit a test can reach in a few requests (test_failed_authentication_...)
+    "EDGEPROOF_RATE_LIMITS__AUTH_FAILURES_PER_SOURCE": "4",
+    "EDGEPROOF_RATE_LIMITS__AUTH_FAILURE_WINDOW_SECONDS": "3600",
+}
 
 
 @pytest.fixture
@@ -58,7 +81,7 @@ def replicas(tmp_path: Path, manufacturer: Manufacturer,
              pg_url: str) -> Iterator[tuple[LiveAttestor, Replica, Replica]]:
     """The shared data directory and database (prepared in-process), and two servers."""
     setup = LiveAttestor(tmp_path / "attestor", [manufacturer], database_url=pg_url)
-    pair = [Replica(tmp_path / "attestor", pg_url, tmp_path / f"replica-{n}.log")
+    pair = [Replica(tmp_path / "attestor", pg_url, tmp_path / f"replica-{n}.log", REPLICA_ENV)
             for n in "ab"]
     try:
         for replica in pair:
@@ -159,3 +182,18 @@ def test_nonces_and_activations_are_consumed_once_across_replicas(
     # Both replicas wrote to one audit chain, and it verifies.
     report = httpx.get(f"{a.url}/v1/audit/verify", headers=setup.headers("auditor")).json()
     assert report["ok"] and report["entries"] > 10
+
+
+def test_failed_authentication_is_limited_across_replicas(
+        replicas: tuple[LiveAttestor, Replica, Replica]) -> None:
+    """The limit (4 here) counts refusals at every replica: alternating between the two,
+    a source gets at most limit + replicas - 1 failed checks, then 429 at both."""
+    _, a, b = replicas
+    left = 3600 - time.time() % 3600
+    if left < 60:  # all eight requests in one window
+        time.sleep(left + 1)
+    forged = {"X-Api-Key": "ep_0123456789abcdef_guessed"}
+    responses = [httpx.get(f"{r.url}/v1/audit", headers=forged)
+                 for r in (a, b, a, b, a, b, a, b)]
+    statuses = [r.status_code for r in responses]
+    assert statuses == [401, 401, 401, 401, 401, 429, 429, 429], [r.text for r in responses]
