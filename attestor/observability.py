@@ -17,7 +17,7 @@ import uuid
 from typing import Any, TextIO
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -140,6 +140,10 @@ class Metrics:
         self.auth_throttled = Counter(
             "edgeproof_auth_failures_throttled", "Requests refused unchecked (429 "
             "auth.throttled): their source had too many refused requests", registry=self.registry)
+        self.pending_oldest_age = Gauge(
+            "edgeproof_issuance_pending_oldest_age_seconds", "Age of the oldest certificate "
+            "reservation still pending (0: none), after this replica's last reconciliation",
+            registry=self.registry)
 
     def attestation(self, verdict: str, reasons: list[str]) -> None:
         for reason in reasons or ["none"]:

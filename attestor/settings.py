@@ -57,6 +57,11 @@ class IssuanceSettings(BaseModel):
 
     cert_ttl_seconds: int = Field(3600, ge=60, description="default workload cert lifetime")
     max_cert_ttl_seconds: int = Field(7 * 86400, ge=60, description="upper clamp on any TTL")
+    pending_grace_seconds: int = Field(60, ge=1, le=3600, description="a reservation still "
+                                       "pending after this long was interrupted and is voided "
+                                       "(keep it above the longest issuance, Vault included)")
+    reconcile_seconds: float = Field(15.0, gt=0, le=3600, description="how often each replica "
+                                     "looks for interrupted issuances")
 
     @model_validator(mode="after")
     def _ordered(self) -> IssuanceSettings:

@@ -1,9 +1,12 @@
-"""Background work of a running attestor: webhook delivery and audit checkpoints on
-timers, and the reconciliation of interrupted issuance at start-up.
+"""Background work of a running attestor, on timers: webhook delivery, audit
+checkpoints, summaries of refused requests, and the reconciliation of interrupted
+issuance (also once at start-up).
 
 Each job runs on its own daemon thread and survives its own failures (logged,
-retried at the next tick). Every replica runs them: webhook rows are claimed with
-``SKIP LOCKED`` on PostgreSQL, and a checkpoint of an unchanged head is a no-op.
+retried at the next tick). Every replica runs them: webhook rows and interrupted
+reservations are claimed with ``SKIP LOCKED`` on PostgreSQL (and changed by
+conditional updates everywhere), refusal windows by ``DELETE … RETURNING``, and a
+checkpoint of an unchanged head is a no-op.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ import sqlalchemy as sa
 import structlog
 
 from attestor import audit
+from attestor.observability import Metrics
 from attestor.services import issuance, refusal_windows, webhooks
 from attestor.services.context import Services
-from identity.errors import IdentityError
+from identity.errors import AuditUnavailable, IdentityError
 
 log = logging.getLogger("attestor.background")
 witness = structlog.get_logger("attestor.audit")
@@ -27,8 +31,10 @@ VAULT_LEASE_POLL = 10.0  # seconds; renewal is due at two thirds of the token's 
 
 class Periodic:
     def __init__(self, name: str, interval: float, job: Callable[[], object],
-                 final: Callable[[], object] | None = None) -> None:
+                 final: Callable[[], object] | None = None,
+                 metrics: Metrics | None = None) -> None:
         self.name, self.interval, self.job, self.final = name, interval, job, final
+        self.metrics = metrics
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
@@ -39,7 +45,9 @@ class Periodic:
     def tick(self) -> None:
         try:
             self.job()
-        except (IdentityError, sa.exc.SQLAlchemyError, OSError):
+        except (IdentityError, sa.exc.SQLAlchemyError, OSError) as exc:
+            if isinstance(exc, AuditUnavailable) and self.metrics is not None:
+                self.metrics.audit_write_failures.inc()
             log.exception("background job %s failed; retrying at the next tick", self.name)
 
     def start(self) -> Periodic:
@@ -71,17 +79,22 @@ def deliver(svc: Services) -> None:
 
 def start(svc: Services) -> list[Periodic]:
     """Reconcile, then start the timers; returns them for :func:`stop`."""
-    issuance.startup_reconcile(svc)
-    jobs = [Periodic("audit-checkpoint", svc.settings.audit_checkpoint_seconds,
-                     lambda: checkpoint(svc)),
+    m = svc.metrics
+    reconcile = Periodic("issuance-reconcile", svc.settings.issuance.reconcile_seconds,
+                         lambda: issuance.reconcile_pass(svc), metrics=m)
+    reconcile.tick()  # at once: a replica restarted after a crash cleans up its own
+    jobs = [reconcile,
+            Periodic("audit-checkpoint", svc.settings.audit_checkpoint_seconds,
+                     lambda: checkpoint(svc), metrics=m),
             Periodic("auth-refusals", refusal_windows.tick_seconds(svc.settings.rate_limits),
                      lambda: refusal_windows.summarise(svc),
-                     final=lambda: refusal_windows.flush(svc))]
+                     final=lambda: refusal_windows.flush(svc), metrics=m)]
     if svc.vault is not None:
         jobs.append(Periodic("vault-lease", VAULT_LEASE_POLL, svc.vault.maintain))
     # Even with no webhook configured: deliveries queued for a URL since removed are
     # dropped (recorded, counted), not left in the queue for ever.
-    jobs.append(Periodic("webhooks", svc.settings.webhook_poll_seconds, lambda: deliver(svc)))
+    jobs.append(Periodic("webhooks", svc.settings.webhook_poll_seconds, lambda: deliver(svc),
+                         metrics=m))
     return [job.start() for job in jobs]
 
 

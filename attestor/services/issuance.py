@@ -10,10 +10,16 @@
 
 If the process dies between 1 and 3, or 3 fails (the audit log cannot be
 written, say), the row stays pending or is voided at once. ``reconcile`` runs at
-start-up: pending rows older than a grace period (longer than any issuance can
-take, so other replicas' work in flight is left alone) become *void* and are
-marked revoked, each with an audit entry. No signed certificate is ever unknown
-to the database; a void one was never handed out.
+start-up and then every ``issuance.reconcile_seconds`` on every replica: pending
+rows older than ``issuance.pending_grace_seconds`` (longer than an issuance takes,
+so other replicas' work in flight is normally left alone) become *void* and are
+marked revoked, each with one audit entry, whichever replicas run it at once (rows
+claimed with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, voided by a conditional
+UPDATE everywhere). Voiding a reservation that was in fact still in flight is safe:
+its ``confirm`` finds no pending row and the request fails (503) without handing the
+certificate out. No signed certificate is ever unknown to the database; a void one
+was never handed out. ``edgeproof_issuance_pending_oldest_age_seconds`` shows the
+age of the oldest reservation after each pass.
 """
 
 from __future__ import annotations
@@ -31,11 +37,11 @@ from attestor import audit
 from attestor.backends.issuer import IssuedCertificate
 from attestor.db.models import Certificate
 from attestor.services.context import Services
-from identity.errors import IdentityError, ServiceError
+from identity.errors import ServiceError
 
 log = logging.getLogger("attestor.issuance")
-RECONCILE_GRACE = dt.timedelta(minutes=2)
 VOID_REASON = "issuance_interrupted"
+RECONCILE_BATCH = 500
 
 
 _CONFIRM = (sa.update(Certificate)
@@ -127,32 +133,56 @@ def void(svc: Services, serial: int, reason: str) -> None:
                 row.status, row.revoked_at, row.revoked_reason = "void", svc.clock(), reason
                 session.add(row)
     except sa.exc.SQLAlchemyError:
-        log.exception("could not void reservation %x; start-up reconciliation will", serial)
+        log.exception("could not void reservation %x; the scheduled reconciliation will",
+                      serial)
+
+
+_VOID = (sa.update(Certificate)
+         .where(col(Certificate.serial) == sa.bindparam("s"),
+                col(Certificate.status) == "pending")
+         .values(status="void", revoked_at=sa.bindparam("at"), revoked_reason=VOID_REASON))
 
 
 def reconcile(svc: Services, now: dt.datetime,
-              grace: dt.timedelta = RECONCILE_GRACE) -> list[str]:
-    """Void pending reservations older than ``grace``; returns their serials."""
+              grace: dt.timedelta | None = None) -> list[str]:
+    """Void pending reservations older than ``grace`` (default: the settings'); returns
+    the serials this call voided (another replica's are not repeated)."""
+    if grace is None:
+        grace = dt.timedelta(seconds=svc.settings.issuance.pending_grace_seconds)
     voided: list[str] = []
     with svc.session() as session, session.begin():
         stale = session.exec(select(Certificate).where(
             Certificate.status == "pending", col(Certificate.not_before) < now - grace)
+            .order_by(col(Certificate.not_before)).limit(RECONCILE_BATCH)
             .with_for_update(skip_locked=True)).all()
+        conn = session.connection()
         for row in stale:
-            row.status, row.revoked_at, row.revoked_reason = "void", now, VOID_REASON
-            session.add(row)
+            # SQLite has no row locks: another process may have voided it since the read.
+            if int(getattr(conn.execute(_VOID, {"s": row.serial, "at": now}), "rowcount",
+                           0)) != 1:
+                continue
             audit.append(session, at=now, actor="attestor", action="certificate.reconcile",
                          outcome="void", device_id=row.device_id,
                          subject=f"certificate:{row.serial}",
-                         details={"kind": row.kind, "reason": VOID_REASON})
+                         details={"kind": row.kind, "reason": VOID_REASON,
+                                  "reserved_at": row.not_before.isoformat()})
             voided.append(row.serial)
     if voided:
         log.warning("voided %d interrupted issuance(s): %s", len(voided), ", ".join(voided))
     return voided
 
 
-def startup_reconcile(svc: Services) -> None:
-    try:
-        reconcile(svc, svc.clock())
-    except (IdentityError, sa.exc.SQLAlchemyError):
-        log.exception("issuance reconciliation failed; it will be retried at the next start")
+def oldest_pending_age(svc: Services, now: dt.datetime) -> float:
+    """Seconds since the oldest reservation still pending was made (0 when none is)."""
+    with svc.session() as session:
+        oldest: dt.datetime | None = session.execute(
+            sa.select(sa.func.min(col(Certificate.not_before)))
+            .where(col(Certificate.status) == "pending")).scalar()
+    return 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+
+
+def reconcile_pass(svc: Services) -> None:
+    """One scheduled pass: void what was interrupted, then report the oldest age."""
+    now = svc.clock()
+    reconcile(svc, now)
+    svc.metrics.pending_oldest_age.set(oldest_pending_age(svc, now))

@@ -128,3 +128,50 @@ def test_a_refused_attestation_leaves_no_reservation(attestor: LiveAttestor,
     with pytest.raises(VerificationFailed):
         attestation.attest(attestor.services, device_id, AttestationRequest.model_validate(body))
     assert {r.serial for r in _workload_rows(attestor, device_id)} == before
+
+
+def test_interrupted_issuances_are_voided_once_by_replicas_reconciling_at_once(
+        attestor: LiveAttestor) -> None:
+    """Four reconcilers at the same moment (as four replicas' timers): every stale
+    reservation is voided exactly once, with exactly one audit entry; a fresh one is
+    left alone, and the gauge reports its age."""
+    import threading
+
+    from prometheus_client import generate_latest
+
+    svc = attestor.services
+    now = svc.clock()
+    # 30 s old: stale for the 10 s grace used here, not yet for the attestor's own timer
+    # (60 s by default), which must not take them first.
+    hour = dt.timedelta(hours=1)
+    stale = {f"{issuance.reserve(svc, f'd{i}', 'workload', now - dt.timedelta(seconds=30), hour):x}"  # noqa: E501
+             for i in range(30)}
+    fresh = issuance.reserve(svc, "d-fresh", "workload", now - dt.timedelta(seconds=5), hour)
+    barrier = threading.Barrier(4)
+    voided: list[list[str]] = []
+
+    def run() -> None:
+        barrier.wait()
+        voided.append(issuance.reconcile(svc, now, dt.timedelta(seconds=10)))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(voided) == 4
+    flat = [serial for batch in voided for serial in batch]
+    assert sorted(flat) == sorted(stale)  # each once, by whichever got it
+    with svc.session() as session:
+        entries = session.exec(select(AuditEvent).where(
+            AuditEvent.action == "certificate.reconcile")).all()
+        assert sorted(e.subject or "" for e in entries) == sorted(
+            f"certificate:{s}" for s in stale)
+        row = session.get(Certificate, f"{fresh:x}")
+        assert row is not None and row.status == "pending"
+
+    issuance.reconcile_pass(svc)
+    gauge = generate_latest(svc.metrics.registry).decode()
+    age = next(float(line.split()[1]) for line in gauge.splitlines()
+               if line.startswith("edgeproof_issuance_pending_oldest_age_seconds "))
+    assert 5 <= age < 60

@@ -76,12 +76,28 @@ REPLICA_ENV = {
 }
 
 
+# Interrupted issuances voided 5 s after their reservation, looked for twice a second.
+RECONCILING_ENV = {"EDGEPROOF_ISSUANCE__PENDING_GRACE_SECONDS": "5",
+                   "EDGEPROOF_ISSUANCE__RECONCILE_SECONDS": "0.5"}
+
+
 @pytest.fixture
 def replicas(tmp_path: Path, manufacturer: Manufacturer,
              pg_url: str) -> Iterator[tuple[LiveAttestor, Replica, Replica]]:
     """The shared data directory and database (prepared in-process), and two servers."""
+    yield from _pair(tmp_path, manufacturer, pg_url, REPLICA_ENV)
+
+
+@pytest.fixture
+def reconciling(tmp_path: Path, manufacturer: Manufacturer,
+                pg_url: str) -> Iterator[tuple[LiveAttestor, Replica, Replica]]:
+    yield from _pair(tmp_path, manufacturer, pg_url, RECONCILING_ENV)
+
+
+def _pair(tmp_path: Path, manufacturer: Manufacturer, pg_url: str,
+          env: dict[str, str]) -> Iterator[tuple[LiveAttestor, Replica, Replica]]:
     setup = LiveAttestor(tmp_path / "attestor", [manufacturer], database_url=pg_url)
-    pair = [Replica(tmp_path / "attestor", pg_url, tmp_path / f"replica-{n}.log", REPLICA_ENV)
+    pair = [Replica(tmp_path / "attestor", pg_url, tmp_path / f"replica-{n}.log", env)
             for n in "ab"]
     try:
         for replica in pair:
@@ -197,3 +213,87 @@ def test_failed_authentication_is_limited_across_replicas(
                  for r in (a, b, a, b, a, b, a, b)]
     statuses = [r.status_code for r in responses]
     assert statuses == [401, 401, 401, 401, 401, 429, 429, 429], [r.text for r in responses]
+
+
+def _gauge(replica: Replica, headers: dict[str, str], name: str) -> float:
+    text = httpx.get(f"{replica.url}/metrics", headers=headers, timeout=10).text
+    return next(float(line.split()[1]) for line in text.splitlines()
+                if line.startswith(f"{name} "))
+
+
+def _wait(condition: Callable[[], bool], seconds: float, what: str) -> float:
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < seconds, f"timed out: {what}"
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+def test_an_issuance_interrupted_by_a_dying_replica_is_reconciled_by_the_other(
+    reconciling: tuple[LiveAttestor, Replica, Replica], device: Device
+) -> None:
+    """Replica A reserves a serial and signs, then dies (kill -9) before recording the
+    certificate; replica B, still running, voids the reservation on its own schedule
+    within seconds, not at somebody's next start, and reports the pending age."""
+    import sqlalchemy as sa
+    from sqlmodel import select
+
+    from attestor import audit
+    from attestor.db.models import AuditEvent, Certificate
+
+    setup, a, b = reconciling
+    setup.url = a.url
+    config = enroll_and_learn(setup, device)
+    device_id = config.device_id
+    assert device_id
+    auditor = setup.headers("auditor")
+    signer = device_signer(config, device.tpm)
+    challenge_path = f"/v1/devices/{device_id}/challenge"
+    attest_path = f"/v1/devices/{device_id}/attestations"
+    challenge = httpx.post(a.url + challenge_path, content=b"{}", timeout=60, headers={
+        "Content-Type": "application/json",
+        **signer.headers("POST", challenge_path, b"{}", time.time())}).json()
+    body = json.dumps(collect_evidence(config, device.tpm, device_id, challenge).body,
+                      separators=(",", ":")).encode()
+    headers = {"Content-Type": "application/json",
+               **signer.headers("POST", attest_path, body, time.time())}
+
+    def pending() -> list[Certificate]:
+        with setup.services.session() as session:
+            return list(session.exec(select(Certificate).where(
+                Certificate.device_id == device_id, Certificate.status == "pending")))
+
+    def in_flight() -> None:
+        try:
+            httpx.post(a.url + attest_path, content=body, headers=headers, timeout=60)
+        except httpx.TransportError:
+            pass  # A dies under it
+
+    # Hold the audit chain's head: A reserves and signs, then waits to record.
+    with setup.services.engine.connect() as holder:
+        held = holder.begin()
+        holder.execute(sa.text("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE"))
+        attempt = threading.Thread(target=in_flight)
+        attempt.start()
+        _wait(lambda: bool(pending()), 20, "A reserved a serial")
+        a.process.kill()  # SIGKILL: no handler, no clean-up
+        a.process.wait(timeout=10)
+        # B reports the reservation's age on its own schedule.
+        _wait(lambda: _gauge(b, auditor, "edgeproof_issuance_pending_oldest_age_seconds") > 0,
+              4, "B reports a pending reservation")
+        held.rollback()
+    attempt.join(timeout=60)
+    (row,) = pending()
+    took = _wait(lambda: not pending(), 30, "B voided the interrupted issuance")
+    assert took < 30  # the grace (5 s) and a few ticks: no restart needed
+
+    with setup.services.session() as session:
+        voided = session.get(Certificate, row.serial)
+        assert voided is not None and voided.status == "void"
+        assert voided.revoked_reason == "issuance_interrupted"
+        entries = session.exec(select(AuditEvent).where(
+            AuditEvent.action == "certificate.reconcile")).all()
+        assert [e.subject for e in entries] == [f"certificate:{row.serial}"]
+        assert audit.verify(session, setup.services.keys.all_public()).ok
+    _wait(lambda: _gauge(b, auditor, "edgeproof_issuance_pending_oldest_age_seconds") == 0,
+          5, "B's gauge back to 0")
