@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Iterator, Mapping, Sequence
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,12 +145,65 @@ class AuditReport:
     last_seq: int = 0
     checkpoints: int = 0
     anchored_seq: int = 0  # entries up to here are covered by a valid checkpoint
+    # After the last valid checkpoint: chain-consistent, but not proven (a writer with
+    # database access could have rewritten them and their hashes).
+    unanchored_entries: int = 0
+    unanchored_since: str | None = None  # when the first of them was written
+    external_checkpoints: int = 0  # checkpoints from a sink, checked against the chain
     problems: list[dict[str, object]] = field(default_factory=list)
 
     def problem(self, code: str, seq: int, detail: str) -> None:
         self.ok = False
         if len(self.problems) < 100:
             self.problems.append({"code": code, "seq": seq, "detail": detail})
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A signed checkpoint: from the database, or a copy a sink kept."""
+
+    seq: int
+    hash: str
+    kid: str
+    signature: bytes
+
+    @classmethod
+    def of(cls, row: AuditCheckpoint) -> Mark:
+        return cls(row.seq, row.hash, row.kid, bytes(row.signature))
+
+
+def read_checkpoints(lines: Iterable[str], tag: str = "edgeproof-audit-checkpoint:"
+                     ) -> tuple[list[Mark], list[int]]:
+    """Checkpoints from a sink's copy: JSON lines of the file sink, webhook bodies
+    (``{"checkpoint": …}``) or syslog lines (JSON after ``tag``); other syslog lines
+    are skipped. Returns the checkpoints and the numbers of lines that looked like
+    one and were not."""
+    marks: list[Mark] = []
+    unreadable: list[int] = []
+    for number, line in enumerate(lines, 1):
+        text = (line.split(tag, 1)[1] if tag in line else line).strip(" \t\r\n\x00")
+        if not text.startswith("{"):
+            continue
+        try:
+            data = json.loads(text)
+            data = data.get("checkpoint", data)
+            marks.append(Mark(int(data["seq"]), str(data["hash"]), str(data["kid"]),
+                              base64.b64decode(data["signature"], validate=True)))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            unreadable.append(number)
+    return marks, unreadable
+
+
+def _signed(mark: Mark, keys: Mapping[str, ec.EllipticCurvePublicKey]) -> bool:
+    key = keys.get(mark.kid)
+    try:
+        if key is None:
+            raise InvalidSignature
+        key.verify(mark.signature, _checkpoint_message(mark.seq, mark.hash),
+                   ec.ECDSA(hashes.SHA256()))
+    except InvalidSignature:
+        return False
+    return True
 
 
 def _events(session: Session) -> Iterator[AuditEvent]:
@@ -163,10 +217,14 @@ def _events(session: Session) -> Iterator[AuditEvent]:
         last = batch[-1].seq
 
 
-def verify(session: Session, keys: Mapping[str, ec.EllipticCurvePublicKey]) -> AuditReport:
-    """Walk the chain: recompute every hash, check links, sequence and checkpoints."""
+def verify(session: Session, keys: Mapping[str, ec.EllipticCurvePublicKey],
+           external: Sequence[Mark] = ()) -> AuditReport:
+    """Walk the chain: recompute every hash, check links, sequence and checkpoints,
+    the database's and (``external``) those a sink kept; report what no valid
+    checkpoint covers as unanchored."""
     report = AuditReport()
-    checkpoints = {c.seq: c for c in session.exec(select(AuditCheckpoint)).all()}
+    checkpoints = {c.seq: Mark.of(c) for c in session.exec(select(AuditCheckpoint)).all()}
+    wanted = set(checkpoints) | {m.seq for m in external}
     hashes_at: dict[int, str] = {}
     prev, expected = GENESIS, 1
     for event in _events(session):
@@ -185,7 +243,7 @@ def verify(session: Session, keys: Mapping[str, ec.EllipticCurvePublicKey]) -> A
         if recomputed != event.hash:
             report.problem("audit.edited", event.seq, "the entry's content does not match "
                            "its hash")
-        if event.seq in checkpoints:
+        if event.seq in wanted:
             hashes_at[event.seq] = event.hash
         prev, expected = event.hash, event.seq + 1
         report.last_seq = event.seq
@@ -193,26 +251,43 @@ def verify(session: Session, keys: Mapping[str, ec.EllipticCurvePublicKey]) -> A
     if head is not None and (head.seq != report.last_seq or head.hash != prev):
         report.problem("audit.truncated", report.last_seq,
                        f"the head records entry {head.seq}, the log ends at {report.last_seq}")
-    for seq, mark in sorted(checkpoints.items()):
-        key = keys.get(mark.kid)
+    for mark in sorted(checkpoints.values(), key=lambda m: m.seq):
         report.checkpoints += 1
-        try:
-            if key is None:
-                raise InvalidSignature
-            key.verify(mark.signature, _checkpoint_message(mark.seq, mark.hash),
-                       ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
-            report.problem("audit.checkpoint_invalid", seq, "the checkpoint's signature does "
-                           "not verify with the attestor's key")
-            continue
-        if seq > report.last_seq:
-            report.problem("audit.truncated", seq, f"checkpoint {seq} is past the log's end")
-        elif hashes_at.get(seq) != mark.hash:
-            report.problem("audit.edited", seq, "the chain at this checkpoint differs from "
-                           "the signed hash")
-        else:
-            report.anchored_seq = max(report.anchored_seq, seq)
+        _check_mark(report, mark, _signed(mark, keys), hashes_at, "the checkpoint")
+    for mark in sorted(set(external), key=lambda m: m.seq):
+        report.external_checkpoints += 1
+        signed = _signed(mark, keys)
+        _check_mark(report, mark, signed, hashes_at, "the checkpoint the sink kept")
+        if signed and checkpoints.get(mark.seq) != mark:
+            report.problem("audit.checkpoint_missing", mark.seq, "a checkpoint the sink kept "
+                           "is not in the database (deleted with the entries it covers?)")
+    _unanchored(session, report)
     return report
+
+
+def _check_mark(report: AuditReport, mark: Mark, signed: bool, hashes_at: Mapping[int, str],
+                what: str) -> None:
+    """A signed ``mark`` that matches the chain anchors it up to its seq."""
+    if not signed:
+        report.problem("audit.checkpoint_invalid", mark.seq, f"{what}: the signature does "
+                       "not verify with the attestor's keys")
+    elif mark.seq > report.last_seq:
+        report.problem("audit.truncated", mark.seq, f"{what} at {mark.seq} is past the "
+                       f"log's end ({report.last_seq})")
+    elif hashes_at.get(mark.seq) != mark.hash:
+        report.problem("audit.edited", mark.seq, f"the chain here differs from the hash "
+                       f"{what} signed")
+    else:
+        report.anchored_seq = max(report.anchored_seq, mark.seq)
+
+
+def _unanchored(session: Session, report: AuditReport) -> None:
+    report.unanchored_entries = max(0, report.last_seq - report.anchored_seq)
+    if report.unanchored_entries:
+        first = session.exec(select(AuditEvent).where(
+            col(AuditEvent.seq) > report.anchored_seq).order_by(col(AuditEvent.seq))
+            .limit(1)).first()
+        report.unanchored_since = first.at.isoformat() if first is not None else None
 
 
 def event_json(event: AuditEvent) -> dict[str, object]:

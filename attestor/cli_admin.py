@@ -144,32 +144,57 @@ def keys_rotate(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
 
 
 @audit_app.command("verify")
-def audit_verify(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None,
-                 as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Walk the chain; exit 1 if any entry was edited, deleted, reordered or truncated."""
+def audit_verify(
+    data_dir: DataDir = DEFAULT_DIR, dev: Dev = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    checkpoints: Annotated[list[Path] | None, typer.Option(
+        "--checkpoints", help="a sink's copy of the signed checkpoints (the file sink, "
+        "saved webhook bodies or syslog lines); repeatable", exists=True, dir_okay=False)]
+    = None,
+) -> None:
+    """Walk the chain; exit 1 if any entry was edited, deleted, reordered or truncated,
+    or differs from a checkpoint a sink kept. Entries after the last valid checkpoint
+    are reported as unanchored: consistent, but not proven."""
     from attestor import audit
 
+    marks: list[audit.Mark] = []
+    for path in checkpoints or []:
+        found, unreadable = audit.read_checkpoints(path.read_text(errors="replace")
+                                                   .splitlines())
+        if unreadable:
+            raise typer.BadParameter(f"{path}: lines {unreadable[:10]} are not checkpoints",
+                                     param_hint="--checkpoints")
+        marks += found
     svc = _services(data_dir, dev)
     with svc.session() as session:
-        report = audit.verify(session, svc.keys.all_public())
+        report = audit.verify(session, svc.keys.all_public(), marks)
     if as_json:
         print(json.dumps(report.__dict__))
     else:
         out.print(f"entries {report.entries}, last {report.last_seq}, checkpoints "
-                  f"{report.checkpoints}, anchored to {report.anchored_seq}")
+                  f"{report.checkpoints} (+{report.external_checkpoints} from sinks), "
+                  f"anchored to {report.anchored_seq}")
         for problem in report.problems:
             out.print(f"[red]{problem['code']}[/] at {problem['seq']}: {problem['detail']}")
-        out.print("[green]intact[/]" if report.ok else "[bold red]TAMPERED[/]")
+        if not report.ok:
+            out.print("[bold red]TAMPERED[/]")
+        elif report.unanchored_entries:
+            out.print(f"[green]intact[/] up to {report.anchored_seq}; [yellow]"
+                      f"{report.unanchored_entries} unanchored[/] entries since "
+                      f"{report.unanchored_since} (not yet covered by a signed checkpoint: "
+                      "not verified)")
+        else:
+            out.print("[green]intact[/]")
     raise typer.Exit(0 if report.ok else 1)
 
 
 @audit_app.command("checkpoint")
 def audit_checkpoint(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
-    """Sign the chain's current head (a running server does it every
-    `audit_checkpoint_seconds`)."""
-    from attestor import audit
+    """Sign the chain's current head and send it to the checkpoint sinks (a running
+    server does it before `audit_checkpoint_entries` or `audit_checkpoint_seconds` of
+    unanchored entries)."""
+    from attestor.services import checkpoints
 
     svc = _services(data_dir, dev)
-    with svc.session() as session, session.begin():
-        mark = audit.checkpoint(session, svc.signer.key, svc.signer.kid, svc.clock())
+    mark = checkpoints.sign(svc)
     out.print(f"checkpoint at {mark.seq}" if mark else "nothing new to sign")

@@ -140,6 +140,10 @@ class Metrics:
         self.auth_throttled = Counter(
             "edgeproof_auth_failures_throttled", "Requests refused unchecked (429 "
             "auth.throttled): their source had too many refused requests", registry=self.registry)
+        self.checkpoint_sink_failures = Counter(
+            "edgeproof_audit_checkpoint_sink_failures", "Signed audit checkpoints a sink "
+            "did not take (file, syslog, webhook); retried with the latest", ["sink"],
+            registry=self.registry)
         self.pending_oldest_age = Gauge(
             "edgeproof_issuance_pending_oldest_age_seconds", "Age of the oldest certificate "
             "reservation still pending (0: none), after this replica's last reconciliation",

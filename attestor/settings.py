@@ -141,6 +141,19 @@ class WebhookSettings(BaseModel):
         return secret
 
 
+class CheckpointSinkSettings(BaseModel):
+    """Where each signed audit checkpoint is sent, off the database (the webhook channel
+    is a webhook subscribed to ``audit.checkpoint``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: Path | None = Field(None, description="append one JSON line per checkpoint "
+                              "(O_APPEND, fsync): an append-only file, e.g. on another disk")
+    syslog: str | None = Field(None, pattern=r"^(unix:/\S+|(udp|tcp)://(\[[0-9A-Fa-f:.]+\]"
+                               r"|[^/:\s\[\]]+):\d{1,5})$",
+                               description="unix:/dev/log, udp://host:514 or tcp://host:514")
+
+
 class EarSettings(BaseModel):
     """Attestation-result tokens (EAR)."""
 
@@ -172,8 +185,12 @@ class Settings(BaseSettings):
     rate_limits: RateLimitSettings = RateLimitSettings()
     webhooks: list[WebhookSettings] = Field(default_factory=list)
     webhook_poll_seconds: float = Field(5.0, gt=0, le=300)
-    audit_checkpoint_seconds: float = Field(300.0, gt=0, le=86400,
-                                            description="how often the audit head is signed")
+    audit_checkpoint_seconds: float = Field(60.0, gt=0, le=86400, description="the longest "
+                                            "an audit entry stays unanchored (no signed "
+                                            "checkpoint covers it yet)")
+    audit_checkpoint_entries: int = Field(1000, ge=1, le=1_000_000, description="the most "
+                                          "audit entries left unanchored")
+    audit_checkpoint_sink: CheckpointSinkSettings = CheckpointSinkSettings()
     issuance: IssuanceSettings = IssuanceSettings()
     ear: EarSettings = EarSettings()
     secrets: SecretStoreSettings = SecretStoreSettings()

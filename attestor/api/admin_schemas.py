@@ -151,9 +151,14 @@ class AuditPublic(BaseModel):
 
 
 class AuditVerification(BaseModel):
-    ok: bool
+    ok: bool = Field(description="no entry or checkpoint was found tampered with")
     entries: int
     last_seq: int
     checkpoints: int
-    anchored_seq: int
+    anchored_seq: int = Field(description="entries up to here are proven by a signed "
+                              "checkpoint")
+    unanchored_entries: int = Field(0, description="entries after the last valid "
+                                    "checkpoint: chain-consistent, not proven (not verified)")
+    unanchored_since: dt.datetime | None = Field(None, description="when the first "
+                                                 "unanchored entry was written")
     problems: list[dict[str, Any]]

@@ -16,16 +16,13 @@ import threading
 from collections.abc import Callable
 
 import sqlalchemy as sa
-import structlog
 
-from attestor import audit
 from attestor.observability import Metrics
-from attestor.services import issuance, refusal_windows, webhooks
+from attestor.services import checkpoints, issuance, refusal_windows, webhooks
 from attestor.services.context import Services
 from identity.errors import AuditUnavailable, IdentityError
 
 log = logging.getLogger("attestor.background")
-witness = structlog.get_logger("attestor.audit")
 VAULT_LEASE_POLL = 10.0  # seconds; renewal is due at two thirds of the token's lease
 
 
@@ -65,12 +62,9 @@ class Periodic:
 
 
 def checkpoint(svc: Services) -> None:
-    """Sign the audit head; the log line is an off-box witness of it (an attacker who
-    rewrites the database cannot rewrite what the log pipeline already shipped)."""
-    with svc.session() as session, session.begin():
-        row = audit.checkpoint(session, svc.signer.key, svc.signer.kid, svc.clock())
-    if row is not None:
-        witness.info("audit checkpoint", seq=row.seq, hash=row.hash, kid=row.kid)
+    """Sign the audit head now (if it moved) and send it to the sinks; the log line is
+    a witness of it too (see :mod:`attestor.services.checkpoints`)."""
+    checkpoints.sign(svc)
 
 
 def deliver(svc: Services) -> None:
@@ -84,8 +78,8 @@ def start(svc: Services) -> list[Periodic]:
                          lambda: issuance.reconcile_pass(svc), metrics=m)
     reconcile.tick()  # at once: a replica restarted after a crash cleans up its own
     jobs = [reconcile,
-            Periodic("audit-checkpoint", svc.settings.audit_checkpoint_seconds,
-                     lambda: checkpoint(svc), metrics=m),
+            Periodic("audit-checkpoint", checkpoints.tick_seconds(svc.settings),
+                     lambda: checkpoints.checkpoint_pass(svc), metrics=m),
             Periodic("auth-refusals", refusal_windows.tick_seconds(svc.settings.rate_limits),
                      lambda: refusal_windows.summarise(svc),
                      final=lambda: refusal_windows.flush(svc), metrics=m)]

@@ -23,6 +23,7 @@ from attestor.backends.signing import SigningKey
 from attestor.backends.vault.connection import VaultConnection
 from attestor.db.engine import head_revision, is_current, make_engine
 from attestor.observability import Metrics
+from attestor.services.checkpoints import CheckpointSinks
 from attestor.services.keyring import Keyring
 from attestor.services.refusal_windows import AuthGuard
 from attestor.settings import ConfigError, Settings
@@ -54,6 +55,7 @@ class Services:
     oidc: OidcTokens | None = None
     metrics: Metrics = field(default_factory=Metrics)
     auth_guard: AuthGuard = field(default_factory=AuthGuard)  # this replica's view
+    sinks: CheckpointSinks = field(default_factory=CheckpointSinks)  # audit checkpoints
 
     @property
     def keys(self) -> Keyring:
@@ -141,4 +143,5 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         oidc = OidcTokens(auth.oidc_issuer, auth.oidc_audience, auth.oidc_jwks_url,
                           auth.oidc_algorithms, auth.oidc_role_claim)
     return Services(settings, engine, ca, issuer, secrets, load_trust_store(settings.trust_dir),
-                    vault=vault, keyring=keyring, clock=clock, oidc=oidc)
+                    vault=vault, keyring=keyring, clock=clock, oidc=oidc,
+                    sinks=CheckpointSinks.from_settings(settings.audit_checkpoint_sink))

@@ -35,6 +35,7 @@ log = logging.getLogger("attestor.webhooks")
 MAX_AGE = dt.timedelta(days=1)
 BATCH = 20
 NEVER = dt.timedelta(days=3650)  # a row that will not be attempted again
+CHECKPOINT_EVENT = "audit.checkpoint"  # the audit checkpoint sink's channel
 
 
 def signature(secret: bytes, timestamp: int, body: bytes) -> str:
@@ -111,6 +112,8 @@ def deliver_due(session_factory: Callable[[], Session], settings: Settings,
                 error = None if ok else f"HTTP {status}"
             except httpx.HTTPError as exc:
                 ok, error = False, type(exc).__name__
+            if not ok and row.event == CHECKPOINT_EVENT and metrics is not None:
+                metrics.checkpoint_sink_failures.labels(sink="webhook").inc()
             if ok:
                 row.delivered_at, row.last_error = now, None
                 delivered += 1

@@ -226,11 +226,15 @@ async def audit_export(svc: ServicesDep, caller: Reader, since: dt.datetime | No
 
 @router.get("/audit/verify", tags=["audit"], response_model=AuditVerification, responses=AUTH)
 async def audit_verify(svc: ServicesDep, caller: Reader) -> AuditVerification:
-    """Walk the whole chain: edited, deleted, reordered or truncated entries are named."""
+    """Walk the whole chain: edited, deleted, reordered or truncated entries are named;
+    entries after the last valid checkpoint are reported as unanchored, not verified."""
     def run() -> AuditVerification:
         with svc.session() as session:
             report = audit.verify(session, svc.keys.all_public())
         return AuditVerification(ok=report.ok, entries=report.entries,
                                  last_seq=report.last_seq, checkpoints=report.checkpoints,
-                                 anchored_seq=report.anchored_seq, problems=report.problems)
+                                 anchored_seq=report.anchored_seq,
+                                 unanchored_entries=report.unanchored_entries,
+                                 unanchored_since=report.unanchored_since,
+                                 problems=report.problems)
     return await run_in_threadpool(run)
