@@ -148,8 +148,9 @@ def audit_verify(
     data_dir: DataDir = DEFAULT_DIR, dev: Dev = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     checkpoints: Annotated[list[Path] | None, typer.Option(
-        "--checkpoints", help="a sink's copy of the signed checkpoints (the file sink, "
-        "saved webhook bodies or syslog lines); repeatable", exists=True, dir_okay=False)]
+        "--checkpoints", metavar="FILE", help="a sink's copy of the signed checkpoints (the "
+        "file sink, saved webhook bodies or syslog lines); repeatable", exists=True,
+        dir_okay=False)]
     = None,
 ) -> None:
     """Walk the chain; exit 1 if any entry was edited, deleted, reordered or truncated,
