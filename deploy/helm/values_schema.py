@@ -26,13 +26,18 @@ Schema = dict[str, Any]
 # rest (listen address, database, backends, every file path) and secrets never go there.
 CONFIG_FIELDS: dict[str, tuple[str, ...]] = {
     "": ("nonce_ttl_seconds", "activation_ttl_seconds", "max_body_bytes", "worker_threads",
-         "ek_require_san", "webhook_poll_seconds", "audit_checkpoint_seconds"),
+         "ek_require_san", "webhook_poll_seconds", "audit_checkpoint_seconds",
+         "audit_checkpoint_entries"),
     "ca": ("root_days", "issuing_days", "device_identity_days"),
     "auth": ("local_tokens", "oidc_issuer", "oidc_audience", "oidc_jwks_url",
              "oidc_algorithms", "oidc_role_claim", "request_window_seconds"),
     "rate_limits": ("enrollment_per_minute", "challenge_per_minute", "attestation_per_minute",
-                    "max_inflight", "overload_retry_after_seconds", "client_per_minute"),
-    "issuance": ("cert_ttl_seconds", "max_cert_ttl_seconds"),
+                    "max_inflight", "overload_retry_after_seconds", "client_per_minute",
+                    "auth_failures_per_source", "auth_failure_window_seconds",
+                    "auth_failures_audited_individually"),
+    "issuance": ("cert_ttl_seconds", "max_cert_ttl_seconds", "pending_grace_seconds",
+                 "reconcile_seconds"),
+    "audit_checkpoint_sink": ("syslog",),
     "ear": ("ttl_seconds", "audience"),
 }
 KEEP = ("type", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "pattern",
