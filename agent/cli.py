@@ -11,7 +11,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
-from agent.client import AttestorClient, AttestorError, Unreachable
+from agent.client import AttestorClient, AttestorError, Unreachable, with_failover
 from agent.config import DEFAULT_STATE_DIR, AgentConfig, ConfigError, load_config
 
 app = typer.Typer(help="edgeproof device agent: enroll, attest and renew with the TPM.",
@@ -36,8 +36,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _client(config: AgentConfig) -> AttestorClient:
-    return AttestorClient(config.attestor_url,
-                          str(config.ca_bundle) if config.ca_bundle else None)
+    return AttestorClient(config.urls, str(config.ca_bundle) if config.ca_bundle else None)
 
 
 def _refused(exc: AttestorError) -> NoReturn:
@@ -107,7 +106,7 @@ def attest(
     config = load_config(state_dir=state_dir, tcti=tcti, event_log=event_log)
     try:
         with Tpm(config.tcti) as tpm, _client(config) as client:
-            issued = attest_once(config, tpm, client, now())
+            issued = with_failover(client, lambda: attest_once(config, tpm, client, now()))
     except AttestorError as exc:
         if json_out:
             failed = [{"code": c.get("code"), "detail": c.get("detail")}
@@ -218,7 +217,7 @@ def doctor(
 
     def attestor_clock() -> dt.datetime | None:
         with _client(config) as client:
-            return client.health()
+            return with_failover(client, client.health)
 
     checks = run_checks(config, now(), None if offline else attestor_clock)
     if json_out:
