@@ -58,9 +58,10 @@ class TlsRefused(Unreachable):
     followed by a retry without TLS or without verification: the agent tries again later
     (or the next attestor URL), with verification."""
 
-    def __init__(self, url: str, reason: str, detail: str, ca_bundle: str | None) -> None:
+    def __init__(self, url: str, reason: str, detail: str, ca_bundle: str | None,
+                 who: str = "attestor") -> None:
         anchors = ca_bundle or "the system CA store (no ca_bundle configured)"
-        super().__init__(f"attestor {url}: TLS refused ({reason}): {detail}; "
+        super().__init__(f"{who} {url}: TLS refused ({reason}): {detail}; "
                          f"verified against {anchors}")
         self.url, self.reason, self.detail = url, reason, detail
 
@@ -74,17 +75,29 @@ _VERIFY_REASONS = {
 }
 
 
-def _tls_refused(url: str, exc: ssl.SSLError, ca_bundle: str | None) -> TlsRefused:
+# alerts a server sends when it does not accept our client certificate (mutual TLS)
+_CLIENT_CERT_ALERTS = ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA",
+                       "CERTIFICATE_UNKNOWN", "CERTIFICATE_EXPIRED", "CERTIFICATE_REVOKED",
+                       "UNSUPPORTED_CERTIFICATE", "ACCESS_DENIED")
+
+
+def tls_refused(url: str, exc: ssl.SSLError, ca_bundle: str | None,
+                who: str = "attestor") -> TlsRefused:
+    """The typed error for a failed TLS session with ``url``, with a stable reason."""
     if isinstance(exc, ssl.SSLCertVerificationError):
         reason = _VERIFY_REASONS.get(exc.verify_code, "tls.untrusted")
         detail = exc.verify_message or str(exc)
         if reason == "tls.untrusted":
             detail = f"not issued by a CA in the bundle ({detail})"
-        return TlsRefused(url, reason, detail, ca_bundle)
-    if exc.reason == "WRONG_VERSION_NUMBER":
+        return TlsRefused(url, reason, detail, ca_bundle, who)
+    text = str(exc.reason or exc)
+    if text == "WRONG_VERSION_NUMBER":
         return TlsRefused(url, "tls.handshake", "the server does not speak TLS there "
-                          "(a plain HTTP port?)", ca_bundle)
-    return TlsRefused(url, "tls.handshake", str(exc.reason or exc), ca_bundle)
+                          "(a plain HTTP port?)", ca_bundle, who)
+    if "ALERT" in text and text.endswith(_CLIENT_CERT_ALERTS):
+        return TlsRefused(url, "tls.client_certificate_refused", f"the server refused our "
+                          f"client certificate ({text})", ca_bundle, who)
+    return TlsRefused(url, "tls.handshake", text, ca_bundle, who)
 
 
 @dataclass(frozen=True)
@@ -243,7 +256,7 @@ class AttestorClient:
                 raise Unreachable(f"{self.base_url}{path}: {exc}") from exc
             except ssl.SSLError as exc:
                 self.close()
-                raise _tls_refused(self.base_url, exc, self._ca_bundle) from exc
+                raise tls_refused(self.base_url, exc, self._ca_bundle) from exc
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 raise Unreachable(f"{self.base_url}{path}: {exc or type(exc).__name__}") from exc

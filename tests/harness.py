@@ -174,7 +174,8 @@ class Device:
         self.serial = serial
         maker.manufacture(root / "tpm")
         self.process = SwtpmProcess(root / "tpm").start()
-        self.tpm = Tpm(self.process.tcti)
+        self.tcti = self.process.tcti
+        self.tpm = Tpm(self.tcti)
         self.log = root / "binary_bios_measurements"
         self.ima = root / "binary_runtime_measurements"
         simulate_boot(self.tpm, self.log)
@@ -182,25 +183,27 @@ class Device:
 
     def config(self, attestor_url: str, **extra: Any) -> AgentConfig:
         return AgentConfig(state_dir=self.root / "state", attestor_url=attestor_url,
-                           tcti=self.process.tcti, event_log=self.log, ima_log=self.ima,
+                           tcti=self.tcti, event_log=self.log, ima_log=self.ima,
                            serial=self.serial, **extra)
 
     def reboot(self, *, tamper: str | None = None, unknown_file: bool = False) -> None:
         """Power-cycle the TPM (PCRs reset, resetCount+1) and boot again."""
         self.tpm.close()
         self.process.restart()
-        self.tpm = Tpm(self.process.tcti)
+        self.tcti = self.process.tcti  # a resource manager in front did not survive
+        self.tpm = Tpm(self.tcti)
         simulate_boot(self.tpm, self.log, tamper=tamper)
         simulate_ima(self.tpm, self.ima, unknown_file=unknown_file)
 
     @contextmanager
     def released(self) -> Iterator[None]:
-        """swtpm serves one connection at a time: let another process or command have it."""
+        """swtpm serves one connection at a time: let another process or command have it
+        (or a resource manager: set ``tcti`` to reach the TPM through it afterwards)."""
         self.tpm.close()
         try:
             yield
         finally:
-            self.tpm = Tpm(self.process.tcti)
+            self.tpm = Tpm(self.tcti)
 
     def run_program(self, path: str, contents: bytes) -> None:
         """The running system measures one more file (IMA appends, PCR10 extends)."""

@@ -17,6 +17,7 @@ from agent.client import AttestorClient, TlsRefused, Unreachable, with_failover
 from agent.config import ConfigError, load_config
 from agent.renew import Backoff, Renewer
 from agent.sim.swtpm import Manufacturer, free_port_pair
+from agent.tpm.openssl import TpmTlsError, needs_resource_manager
 from tests.agent.network import TcpRelay, TinyServer
 from tests.harness import Device, LiveAttestor, enroll_and_learn
 from tests.tls import TestCa
@@ -229,3 +230,16 @@ def test_both_attestors_down_then_one_returns(
                 break
         assert renewer.failures == 0 and client.base_url == relays[1].url()
     assert (config.output / "cert.pem").read_bytes() != before
+
+
+@pytest.mark.parametrize("tcti, allowed", [
+    ("device:/dev/tpmrm0", True), ("tabrmd:bus_type=session", True), ("tabrmd", True),
+    ("device:/dev/tpm0", False), ("swtpm:host=127.0.0.1,port=2321", False),
+    ("mssim:host=localhost", False),
+])
+def test_device_mtls_needs_a_resource_manager(tcti: str, allowed: bool) -> None:
+    if allowed:
+        needs_resource_manager(tcti)
+        return
+    with pytest.raises(TpmTlsError, match="needs a TPM resource manager"):
+        needs_resource_manager(tcti)
