@@ -102,14 +102,15 @@ def serve(
     log_format: Annotated[str, typer.Option(help="json (one object per line) or console")]
     = "json",
     tls_cert: Annotated[Path | None, typer.Option(
-        help="serve HTTPS with this certificate (PEM, chain after it) [tls.cert_file]")] = None,
+        help="serve HTTPS with this certificate, PEM, chain after it (tls.cert_file)")
+    ] = None,
     tls_key: Annotated[Path | None, typer.Option(
-        help="the certificate's private key (PEM) [tls.key_file]")] = None,
+        help="the certificate's private key (PEM) (tls.key_file)")] = None,
     tls_client_ca: Annotated[Path | None, typer.Option(
-        help="require client certificates from this CA [tls.client_ca_file]")] = None,
+        help="require client certificates from this CA (tls.client_ca_file)")] = None,
     insecure_http: Annotated[bool | None, typer.Option(
         "--insecure-http", help="serve plain HTTP because a proxy in front terminates TLS "
-        "[tls.insecure_http]", show_default=False)] = None,
+        "(tls.insecure_http)", show_default=False)] = None,
 ) -> None:
     """Run the attestor's API under uvicorn (JSON logs with request ids): HTTPS with
     --tls-cert/--tls-key, plain HTTP only with --insecure-http or --dev."""

@@ -15,7 +15,8 @@ out = Console()
 
 DataDir = Annotated[Path, typer.Option("--data-dir", "-d", envvar="EDGEPROOF_DATA_DIR",
                                        help="attestor data directory")]
-Dev = Annotated[bool | None, typer.Option("--dev", show_default=False)]
+Dev = Annotated[bool | None, typer.Option("--dev", help="development mode (built-in CA "
+                                          "passphrase allowed)", show_default=False)]
 DEFAULT_DIR = Path("attestor-data")
 MAX_DAYS = 825  # the longest TLS server lifetime clients still accept (CA/B baseline)
 
