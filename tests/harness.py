@@ -78,21 +78,9 @@ class LiveAttestor:
             return None
         if https is not True:
             return https
-        import ipaddress
+        from tests.tls import server_files
 
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-
-        key = ec.generate_private_key(ec.SECP256R1())
-        issued = self.services.ca.issue_tls_server(
-            key.public_key(), dns_names=("localhost",),
-            ip_addresses=(ipaddress.ip_address("127.0.0.1"),), now=self.clock(), days=1)
-        cert_file, key_file = data_dir / "tls.pem", data_dir / "tls.key"
-        cert_file.write_text(issued.pem + issued.chain_pem)
-        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                               serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
-        return cert_file, key_file
+        return server_files(self.services.ca, data_dir, self.clock())
 
     def start(self) -> LiveAttestor:
         self.thread.start()

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from attestor.backends.issuer.local_ca import LocalCa
 from identity.x509.profiles import SigningCa, root_ca
 
 
@@ -79,3 +80,16 @@ class TestCa:
         return self._leaf(name, [x509.DNSName(f"{name}.clients.test")],
                           ExtendedKeyUsageOID.CLIENT_AUTH, now - dt.timedelta(hours=1),
                           now + dt.timedelta(days=1))
+
+
+def server_files(ca: LocalCa, directory: Path, now: dt.datetime) -> tuple[Path, Path]:
+    """``tls.pem`` and ``tls.key`` in ``directory`` for localhost and 127.0.0.1, from the
+    attestor's CA, as `attestor tls issue` makes them."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    issued = ca.issue_tls_server(key.public_key(), dns_names=("localhost",),
+                                 ip_addresses=(ipaddress.ip_address("127.0.0.1"),), now=now,
+                                 days=1)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "tls.pem").write_text(issued.pem + issued.chain_pem)
+    (directory / "tls.key").write_bytes(_pem_key(key))
+    return directory / "tls.pem", directory / "tls.key"

@@ -13,7 +13,6 @@ reached without a resource manager.
 from __future__ import annotations
 
 import glob
-import ipaddress
 import os
 import shutil
 import ssl
@@ -29,7 +28,6 @@ import pytest
 import uvicorn
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 
 from agent.attest import TOKEN_FILE, attest_once, workload_public_key
 from agent.config import AgentConfig
@@ -39,7 +37,7 @@ from attestor.auth.tokens import local_issuer
 from deploy.examples.update_server.__main__ import server_options
 from deploy.examples.update_server.app import Config, create_app
 from tests.harness import Device, LiveAttestor, enroll_and_learn, now
-from tests.tls import TestCa
+from tests.tls import TestCa, server_files
 from tests.tools import require_tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tpm]
@@ -120,16 +118,7 @@ class UpdateServer:
 
 def server_cert(attestor: LiveAttestor, directory: Path) -> tuple[Path, Path]:
     """An update-server certificate from the attestor's CA (`attestor tls issue`)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    issued = attestor.services.ca.issue_tls_server(
-        key.public_key(), dns_names=("localhost",),
-        ip_addresses=(ipaddress.ip_address("127.0.0.1"),), now=now(), days=1)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "srv.pem").write_text(issued.pem + issued.chain_pem)
-    (directory / "srv.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    return directory / "srv.pem", directory / "srv.key"
+    return server_files(attestor.services.ca, directory, now())
 
 
 @pytest.fixture
