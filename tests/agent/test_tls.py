@@ -16,7 +16,7 @@ from agent.attest import attest_once, read_status
 from agent.client import AttestorClient, TlsRefused, Unreachable, with_failover
 from agent.config import ConfigError, load_config
 from agent.renew import Backoff, Renewer
-from agent.sim.swtpm import Manufacturer, free_port_pair
+from agent.sim.swtpm import free_port_pair
 from agent.tpm.openssl import TpmTlsError, needs_resource_manager
 from tests.agent.network import TcpRelay, TinyServer
 from tests.harness import Device, LiveAttestor, enroll_and_learn
@@ -147,15 +147,6 @@ def test_one_shot_commands_try_each_url_until_one_answers(
     with AttestorClient([dead, wrong.url], str(trusted.root_pem)) as client, \
             pytest.raises(Unreachable):
         with_failover(client, client.health)
-
-
-@pytest.fixture
-def https_attestor(tmp_path: Path, manufacturer: Manufacturer) -> Iterator[LiveAttestor]:
-    live = LiveAttestor(tmp_path / "attestor", [manufacturer], https=True).start()
-    try:
-        yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture

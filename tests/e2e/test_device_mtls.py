@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from agent.attest import TOKEN_FILE, attest_once, workload_public_key
 from agent.config import AgentConfig
 from agent.sim.abrmd import Abrmd, SessionBus
-from agent.sim.swtpm import Manufacturer, free_port_pair
+from agent.sim.swtpm import free_port_pair
 from attestor.auth.tokens import local_issuer
 from deploy.examples.update_server.__main__ import server_options
 from deploy.examples.update_server.app import Config, create_app
@@ -54,15 +54,6 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionBus]:
     session = SessionBus(tmp_path_factory.mktemp("dbus")).start()
     yield session
     session.stop()
-
-
-@pytest.fixture
-def https_attestor(tmp_path: Path, manufacturer: Manufacturer) -> Iterator[LiveAttestor]:
-    live = LiveAttestor(tmp_path / "attestor", [manufacturer], https=True).start()
-    try:
-        yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture
