@@ -28,7 +28,9 @@ from attestor.serving import PLAIN_HTTP_REFUSED, uvicorn_tls_options
 from attestor.settings import ConfigError, load_settings
 from tests.tls import TestCa
 
-NOW = dt.datetime.now(dt.UTC)
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)  # at each use: certificates are issued during the test
 
 
 def cli(*args: str, code: int = 0) -> str:
@@ -61,9 +63,9 @@ def test_issue_makes_a_server_certificate_from_the_attestor_ca(data: Path) -> No
                                                        ipaddress.ip_address("::1")]
     eku = leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(eku) == [ExtendedKeyUsageOID.SERVER_AUTH]  # never usable as a client cert
-    assert (leaf.not_valid_after_utc - NOW) < dt.timedelta(days=91)
+    assert (leaf.not_valid_after_utc - now()) < dt.timedelta(days=91)
     root = x509.load_pem_x509_certificate((data / "ca" / "root.pem").read_bytes())
-    verifier = PolicyBuilder().store(Store([root])).time(NOW)
+    verifier = PolicyBuilder().store(Store([root])).time(now())
     for name in (x509.DNSName("attestor.example"),
                  x509.IPAddress(ipaddress.ip_address("127.0.0.1"))):
         verifier.build_server_verifier(name).verify(leaf, chain)
@@ -87,15 +89,15 @@ def test_issue_refuses_no_names_and_overwriting(data: Path) -> None:
 def test_plain_http_needs_dev_or_an_explicit_choice(data: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as refused:
-        uvicorn_tls_options(load_settings(data), NOW)
+        uvicorn_tls_options(load_settings(data), now())
     assert str(refused.value) == PLAIN_HTTP_REFUSED
-    assert uvicorn_tls_options(load_settings(data, dev=True), NOW) == {}
-    assert uvicorn_tls_options(load_settings(data, tls={"insecure_http": True}), NOW) == {}
+    assert uvicorn_tls_options(load_settings(data, dev=True), now()) == {}
+    assert uvicorn_tls_options(load_settings(data, tls={"insecure_http": True}), now()) == {}
     monkeypatch.setenv("EDGEPROOF_TLS__INSECURE_HTTP", "true")
-    assert uvicorn_tls_options(load_settings(data), NOW) == {}
+    assert uvicorn_tls_options(load_settings(data), now()) == {}
     monkeypatch.delenv("EDGEPROOF_TLS__INSECURE_HTTP")
     (data / "attestor.toml").write_text("[tls]\ninsecure_http = true\n")
-    assert uvicorn_tls_options(load_settings(data), NOW) == {}
+    assert uvicorn_tls_options(load_settings(data), now()) == {}
 
 
 def test_serve_refuses_plain_http_with_one_line(data: Path) -> None:
@@ -132,8 +134,8 @@ def test_unusable_files_are_refused_at_start(data: Path, tmp_path: Path) -> None
               "client_ca_file")]
     for tls, message in cases:
         with pytest.raises(ConfigError, match=message):
-            uvicorn_tls_options(load_settings(data, tls=tls), NOW)
-    later = NOW + dt.timedelta(days=200)
+            uvicorn_tls_options(load_settings(data, tls=tls), now())
+    later = now() + dt.timedelta(days=200)
     with pytest.raises(ConfigError, match="issue a new one"):
         uvicorn_tls_options(load_settings(data, tls={"cert_file": cert, "key_file": key}), later)
 
