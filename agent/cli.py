@@ -11,7 +11,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
-from agent.client import AttestorClient, AttestorError, Unreachable
+from agent.client import AttestorClient, AttestorError, Unreachable, with_failover
 from agent.config import DEFAULT_STATE_DIR, AgentConfig, ConfigError, load_config
 
 app = typer.Typer(help="edgeproof device agent: enroll, attest and renew with the TPM.",
@@ -36,8 +36,7 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _client(config: AgentConfig) -> AttestorClient:
-    return AttestorClient(config.attestor_url,
-                          str(config.ca_bundle) if config.ca_bundle else None)
+    return AttestorClient(config.urls, str(config.ca_bundle) if config.ca_bundle else None)
 
 
 def _refused(exc: AttestorError) -> NoReturn:
@@ -107,7 +106,7 @@ def attest(
     config = load_config(state_dir=state_dir, tcti=tcti, event_log=event_log)
     try:
         with Tpm(config.tcti) as tpm, _client(config) as client:
-            issued = attest_once(config, tpm, client, now())
+            issued = with_failover(client, lambda: attest_once(config, tpm, client, now()))
     except AttestorError as exc:
         if json_out:
             failed = [{"code": c.get("code"), "detail": c.get("detail")}
@@ -155,21 +154,31 @@ def fetch_update(
     state_dir: StateDir = DEFAULT_STATE_DIR,
     ca_bundle: Annotated[Path | None, typer.Option(help="CA bundle for the update server's "
                                                     "TLS certificate")] = None,
+    client_auth: Annotated[str, typer.Option(
+        help="mtls: the workload certificate as TLS client certificate, the TPM signing the "
+        "handshake (needs /dev/tpmrm0 or tpm2-abrmd); signature: a TPM request signature, "
+        "for a server behind a TLS-terminating proxy")] = "mtls",
 ) -> None:
     """Download an update from a service that serves only attested devices: sends the
-    attestation-result token, the workload certificate and a request signature made
-    by the TPM-resident workload key. Exit 0 when written, 3 when refused, 1 when the
-    service cannot be reached."""
-    from agent.client import Unreachable
+    attestation-result token and proves the TPM-resident workload key (mutual TLS, or a
+    request signature). Exit 0 when written, 3 when refused, 1 when the service cannot
+    be reached or its certificate is not trusted."""
+    from agent.client import TlsRefused, Unreachable
     from agent.fetch import FetchRefused
     from agent.fetch import fetch_update as fetch
     from agent.tpm.device import Tpm, TpmError
+    from agent.tpm.openssl import TpmTlsError
 
+    if client_auth not in ("mtls", "signature"):
+        raise typer.BadParameter("mtls or signature", param_hint="--client-auth")
     config = load_config(state_dir=state_dir)
     bundle = str(ca_bundle or config.ca_bundle) if (ca_bundle or config.ca_bundle) else None
     try:
-        with Tpm(config.tcti) as tpm:
-            got = fetch(config, tpm, url, out_file, bundle)
+        if client_auth == "mtls":
+            got = fetch(config, url, out_file, bundle, auth="mtls")
+        else:
+            with Tpm(config.tcti) as tpm:
+                got = fetch(config, url, out_file, bundle, auth="signature", tpm=tpm)
     except FetchRefused as exc:
         if exc.status == 0:
             fail(exc.detail)
@@ -177,7 +186,9 @@ def fetch_update(
         for reason in exc.reasons:
             err.print(f"  reason: [red]{reason}[/]")
         raise typer.Exit(3) from exc
-    except (Unreachable, TpmError, ValueError) as exc:
+    except TlsRefused as exc:
+        fail(str(exc), 3 if exc.reason == "tls.client_certificate_refused" else 1)
+    except (Unreachable, TpmError, TpmTlsError, ValueError) as exc:
         fail(str(exc))
     out.print(f"[green]fetched[/] {got.path} ({got.size} bytes, sha256 {got.sha256})")
 
@@ -218,7 +229,7 @@ def doctor(
 
     def attestor_clock() -> dt.datetime | None:
         with _client(config) as client:
-            return client.health()
+            return with_failover(client, client.health)
 
     checks = run_checks(config, now(), None if offline else attestor_clock)
     if json_out:

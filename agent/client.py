@@ -6,11 +6,13 @@ import datetime as dt
 import email.utils
 import http.client
 import json
+import logging
 import secrets
+import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from identity.requestsig import (
@@ -20,6 +22,9 @@ from identity.requestsig import (
     HEADER_TIME,
     canonical,
 )
+
+log = logging.getLogger("edge_agent.client")
+T = TypeVar("T")
 
 
 class AttestorError(Exception):
@@ -46,6 +51,70 @@ class Unreachable(Exception):
 
 class MalformedAnswer(Unreachable):
     """The attestor (or something in front of it) answered with an unusable body."""
+
+
+class TlsRefused(Unreachable):
+    """The attestor's TLS certificate failed verification, or the handshake failed. Never
+    followed by a retry without TLS or without verification: the agent tries again later
+    (or the next attestor URL), with verification."""
+
+    def __init__(self, url: str, reason: str, detail: str, ca_bundle: str | None,
+                 who: str = "attestor") -> None:
+        anchors = ca_bundle or "the system CA store (no ca_bundle configured)"
+        super().__init__(f"{who} {url}: TLS refused ({reason}): {detail}; "
+                         f"verified against {anchors}")
+        self.url, self.reason, self.detail = url, reason, detail
+
+
+# OpenSSL X509_V_ERR_* codes, named for operators (docs/agent.md, TLS)
+_VERIFY_REASONS = {
+    9: "tls.certificate_not_yet_valid",  # or this device's clock is behind
+    10: "tls.certificate_expired",
+    62: "tls.name_mismatch",  # X509_V_ERR_HOSTNAME_MISMATCH
+    64: "tls.name_mismatch",  # X509_V_ERR_IP_ADDRESS_MISMATCH
+}
+
+
+# alerts a server sends when it does not accept our client certificate (mutual TLS)
+_CLIENT_CERT_ALERTS = ("CERTIFICATE_REQUIRED", "BAD_CERTIFICATE", "UNKNOWN_CA",
+                       "CERTIFICATE_UNKNOWN", "CERTIFICATE_EXPIRED", "CERTIFICATE_REVOKED",
+                       "UNSUPPORTED_CERTIFICATE", "ACCESS_DENIED")
+
+
+def tls_refused(url: str, exc: ssl.SSLError, ca_bundle: str | None,
+                who: str = "attestor") -> TlsRefused:
+    """The typed error for a failed TLS session with ``url``, with a stable reason."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        reason = _VERIFY_REASONS.get(exc.verify_code, "tls.untrusted")
+        detail = exc.verify_message or str(exc)
+        if reason == "tls.untrusted":
+            detail = f"not issued by a CA in the bundle ({detail})"
+        return TlsRefused(url, reason, detail, ca_bundle, who)
+    text = str(exc.reason or exc)
+    if text == "WRONG_VERSION_NUMBER":
+        return TlsRefused(url, "tls.handshake", "the server does not speak TLS there "
+                          "(a plain HTTP port?)", ca_bundle, who)
+    if "ALERT" in text and text.endswith(_CLIENT_CERT_ALERTS):
+        return TlsRefused(url, "tls.client_certificate_refused", f"the server refused our "
+                          f"client certificate ({text})", ca_bundle, who)
+    return TlsRefused(url, "tls.handshake", text, ca_bundle, who)
+
+
+@dataclass(frozen=True)
+class _Target:
+    url: str
+    https: bool
+    host: str
+    port: int | None
+    prefix: str
+
+    @classmethod
+    def parse(cls, base_url: str) -> _Target:
+        url = base_url.rstrip("/")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {base_url!r}")
+        return cls(url, parts.scheme == "https", parts.hostname, parts.port, parts.path)
 
 
 @dataclass(frozen=True)
@@ -86,24 +155,29 @@ class AttestorClient:
     imports) costs about 8 MB of resident memory for two requests an hour (see
     docs/benchmarks.md, agent footprint). One connection is kept and reused; a
     request that fails on a reused connection before any answer is retried once on
-    a new one (the server may have closed it while idle)."""
+    a new one (the server may have closed it while idle).
+
+    ``base_url`` may be several attestor URLs: requests go to the current one, and
+    :meth:`fail_over` moves to the next after a failure (the renewal loop calls it
+    between its backed-off attempts; one-shot commands use :func:`with_failover`).
+    HTTPS is verified against ``ca_bundle`` (else the system store), host names only
+    from the certificate's SANs; a failure is :class:`TlsRefused`."""
 
     MAX_ANSWER = 16 * 1024 * 1024
 
-    def __init__(self, base_url: str, ca_bundle: str | None = None, timeout: float = 30.0,
-                 *, api_key: str | None = None, token: str | None = None,
-                 signer: DeviceSigner | None = None,
+    def __init__(self, base_url: str | Sequence[str], ca_bundle: str | None = None,
+                 timeout: float = 30.0, *, api_key: str | None = None,
+                 token: str | None = None, signer: DeviceSigner | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
-        self.base_url = base_url.rstrip("/")
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url!r}")
-        self._https = parts.scheme == "https"
-        self._host, self._port = parts.hostname, parts.port
-        self._prefix = parts.path
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
+        if not urls:
+            raise ValueError("no attestor URL")
+        self._targets = [_Target.parse(url) for url in urls]
+        self._current = 0
         self._timeout = timeout
         self._ca_bundle = ca_bundle
+        self._context: ssl.SSLContext | None = None
         self._conn: http.client.HTTPConnection | None = None
         self._station: dict[str, str] = {}
         if api_key:
@@ -111,6 +185,27 @@ class AttestorClient:
         elif token:
             self._station["Authorization"] = f"Bearer {token}"
         self.signer = signer
+
+    @property
+    def base_url(self) -> str:
+        """The attestor URL requests go to now."""
+        return self._target.url
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(t.url for t in self._targets)
+
+    @property
+    def _target(self) -> _Target:
+        return self._targets[self._current]
+
+    def fail_over(self) -> str | None:
+        """Move to the next attestor URL (after a failure); None if there is only one."""
+        if len(self._targets) < 2:
+            return None
+        self.close()
+        self._current = (self._current + 1) % len(self._targets)
+        return self.base_url
 
     def close(self) -> None:
         if self._conn is not None:
@@ -127,15 +222,20 @@ class AttestorClient:
         if self._conn is not None:
             self._conn.timeout = timeout
             return self._conn, True
-        if self._https:
-            import ssl
-
-            context = ssl.create_default_context(cafile=self._ca_bundle)
-            self._conn = http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
-                                                     context=context)
+        target = self._target
+        if target.https:
+            self._conn = http.client.HTTPSConnection(target.host, target.port, timeout=timeout,
+                                                     context=self._tls_context())
         else:
-            self._conn = http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+            self._conn = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
         return self._conn, False
+
+    def _tls_context(self) -> ssl.SSLContext:
+        if self._context is None:
+            context = ssl.create_default_context(cafile=self._ca_bundle)  # TLS 1.2+, verified
+            context.hostname_checks_common_name = False  # names from the SANs only
+            self._context = context
+        return self._context
 
     def request(self, method: str, path: str, body: bytes | None = None,
                 headers: dict[str, str] | None = None,
@@ -144,15 +244,19 @@ class AttestorClient:
         for attempt in (1, 2):
             conn, reused = self._connection(timeout or self._timeout)
             try:
-                conn.request(method, self._prefix + path, body=body, headers=headers or {})
+                conn.request(method, self._target.prefix + path, body=body,
+                             headers=headers or {})
                 response = conn.getresponse()
                 data = response.read(self.MAX_ANSWER + 1)
             except (http.client.RemoteDisconnected, ConnectionResetError,
-                    BrokenPipeError) as exc:
+                    BrokenPipeError, ssl.SSLEOFError) as exc:
                 self.close()
                 if reused and attempt == 1:
                     continue  # the server closed the idle connection: once more, afresh
                 raise Unreachable(f"{self.base_url}{path}: {exc}") from exc
+            except ssl.SSLError as exc:
+                self.close()
+                raise tls_refused(self.base_url, exc, self._ca_bundle) from exc
             except (OSError, http.client.HTTPException) as exc:
                 self.close()
                 raise Unreachable(f"{self.base_url}{path}: {exc or type(exc).__name__}") from exc
@@ -172,7 +276,8 @@ class AttestorClient:
         if signed:  # one credential per request: the device's own
             if self.signer is None:
                 raise Unreachable("no device signer: this device is not provisioned")
-            headers |= self.signer.headers("POST", self._prefix + path, content, self.clock())
+            headers |= self.signer.headers("POST", self._target.prefix + path, content,
+                                           self.clock())
         else:
             headers |= self._station
         answer = self.request("POST", path, content, headers)
@@ -227,3 +332,18 @@ class AttestorClient:
         return self._post(f"/v1/devices/{device_id}/secrets/wrap-reuse",
                           {"name": name, "token": token, "age_seconds": age_seconds},
                           signed=True)
+
+
+def with_failover(client: AttestorClient, action: Callable[[], T]) -> T:
+    """``action`` against each attestor URL in turn until one answers (one-shot commands;
+    the daemon fails over between backed-off attempts instead). A refusal (4xx) is an
+    answer: it is raised at once, not retried elsewhere."""
+    for _ in range(len(client.urls) - 1):
+        try:
+            return action()
+        except (Unreachable, AttestorError) as exc:
+            if isinstance(exc, AttestorError) and not exc.retryable:
+                raise
+            failed = client.base_url
+            log.warning("attestor %s failed (%s); trying %s", failed, exc, client.fail_over())
+    return action()

@@ -55,6 +55,10 @@ def _persistent() -> dict[str, Any]:
                   "is not a persistent handle (0x81000000-0x81FFFFFF)")
 
 
+def _http_url(value: str) -> bool:
+    return re.match(r"^https?://[^/\s]+", value) is not None
+
+
 def _tcti_ok(value: str) -> bool:
     parse_tcti(value)
     return True
@@ -66,9 +70,13 @@ class AgentConfig:
 
     state_dir: Path = DEFAULT_STATE_DIR
     attestor_url: str = field(default="http://127.0.0.1:8080", metadata=_check(
-        lambda v: re.match(r"^https?://[^/\s]+", v) is not None, "must be an http(s) URL"))
+        _http_url, "must be an http(s) URL"))
+    # several replicas or sites, tried in turn on failure (replaces attestor_url when set)
+    attestor_urls: list[str] | None = field(default=None, metadata=_check(
+        lambda v: bool(v) and all(isinstance(u, str) and _http_url(u) for u in v),
+        "must be a non-empty list of http(s) URLs"))
     ca_bundle: Path | None = field(default=None, metadata=_check(
-        lambda v: v.is_file(), "names no CA bundle file"))
+        lambda v: v.is_file(), "names no CA bundle file"))  # verifies the attestor's TLS
     vault_ca_bundle: Path | None = field(default=None, metadata=_check(
         lambda v: v.is_file(), "names no CA bundle file"))  # for unwrapping at Vault
     tcti: str = field(default="device:/dev/tpmrm0", metadata=_check(
@@ -113,8 +121,27 @@ class AgentConfig:
                 problems.append(f"{spec.name}: {value!r} {spec.metadata['message']}")
         if self.backoff_cap_seconds < self.backoff_base_seconds:
             problems.append("backoff_cap_seconds: must be at least backoff_base_seconds")
+        if not problems:
+            problems.extend(self._scheme_problems())
         if problems:
             raise ConfigError("; ".join(problems))
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """The attestors to use, in order of preference (failover goes down the list)."""
+        return tuple(self.attestor_urls or (self.attestor_url,))
+
+    def _scheme_problems(self) -> list[str]:
+        """No failover from HTTPS to plain HTTP, and no CA bundle that would verify nothing."""
+        schemes = {url.split(":", 1)[0].lower() for url in self.urls}
+        key = "attestor_urls" if self.attestor_urls else "attestor_url"
+        if len(schemes) > 1:
+            return [f"{key}: mixes https:// and http:// URLs; failing over from one to the "
+                    "other would drop TLS"]
+        if self.ca_bundle is not None and schemes == {"http"}:
+            return [f"ca_bundle: set, but {key} is plain http://, so it would verify "
+                    "nothing; use https:// URLs"]
+        return []
 
     @property
     def output(self) -> Path:
@@ -131,6 +158,8 @@ class AgentConfig:
             document: dict[str, Any] = tomllib.loads(path.read_text()) if path.is_file() else {}
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{path}: {exc}") from exc
+        if self.attestor_urls:
+            document["attestor_urls"] = list(self.attestor_urls)
         for key in ("attestor_url", "tcti", "device_id", "serial", "device_class",
                     "ca_bundle", "vault_ca_bundle", "event_log", "ima_log"):
             value = getattr(self, key)
@@ -184,6 +213,8 @@ def _coerce(name: str, value: Any, from_env: bool) -> Any:
             raise ValueError("must be a number")
         return float(value)
     if kind.startswith("list"):
+        if from_env and name == "attestor_urls" and not value.lstrip().startswith("["):
+            return [url.strip() for url in value.split(",") if url.strip()]  # a,b,c
         parsed = json.loads(value) if from_env else value
         if not isinstance(parsed, list):
             raise ValueError("must be a list of strings")

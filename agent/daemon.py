@@ -44,7 +44,11 @@ def run_daemon(state_dir: Path, tcti: str | None, event_log: Path | None) -> int
         return 1
     interval = systemd.watchdog_interval()
     ca_bundle = str(config.ca_bundle) if config.ca_bundle else None
-    with AttestorClient(config.attestor_url, ca_bundle) as client:
+    for url in config.urls:
+        if url.startswith("http://"):
+            log.warning("attestor %s is plain HTTP: use it only for development or behind "
+                        "a network you trust (docs/agent.md, TLS)", url)
+    with AttestorClient(config.urls, ca_bundle) as client:
         renewer = Renewer(
             config, tpm, client, lambda: dt.datetime.now(dt.UTC),
             on_renewed=lambda serial: (after_rotation(config, serial),

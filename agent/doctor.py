@@ -66,8 +66,8 @@ def _attestor(config: AgentConfig, probe: Callable[[], dt.datetime | None] | Non
         theirs = probe()
     except Exception as exc:  # noqa: BLE001 (reported, not raised)
         return Check("attestor", FAIL, str(exc),
-                     "check attestor_url, ca_bundle, DNS and the network path"), None
-    return _ok("attestor", f"{config.attestor_url} answers"), theirs
+                     "check attestor_url(s), ca_bundle, DNS and the network path"), None
+    return _ok("attestor", f"{' or '.join(config.urls)} answers"), theirs
 
 
 def _state_dir(config: AgentConfig) -> Check:

@@ -6,7 +6,10 @@ failure: capped exponential backoff with full jitter (base 2 s, cap 5 min),
 never sooner than the attestor's Retry-After, and never later than half of the
 current certificate's remaining life (so an outage shorter than that life cannot
 let it expire; this bound wins over a Retry-After that would). The current
-credentials stay in place until a new set replaces them.
+credentials stay in place until a new set replaces them. With several attestor
+URLs, an attempt that found no usable attestor (unreachable, TLS refused, 5xx or
+429) moves to the next URL for the next attempt: failover rides on the same
+backoff, and the agent stays with whichever attestor answered last.
 
 The loop sleeps in short slices: it pings the systemd watchdog, notices a stop
 request at once, and re-reads the wall clock, so a clock that jumps forward
@@ -26,7 +29,7 @@ from dataclasses import dataclass, field
 from tpm2_pytss import TSS2_Exception
 
 from agent.attest import NotProvisioned, attest_once, current_certificate, write_status
-from agent.client import AttestorClient, AttestorError, Unreachable
+from agent.client import AttestorClient, AttestorError, TlsRefused, Unreachable
 from agent.config import AgentConfig
 from agent.tpm.device import Tpm, TpmError
 from agent.verify import IssuedCertificateInvalid
@@ -128,7 +131,11 @@ class Renewer:
         delay = before_expiry(backoff.next_delay(retry_after), not_after, now)
         self.failures += 1
         what = describe(exc, self.config)
-        log.warning("renewal failed (%s); retrying in %.1f s", what, delay)
+        elsewhere = ""
+        if isinstance(exc, Unreachable) or (isinstance(exc, AttestorError) and exc.retryable):
+            moved = self.client.fail_over()
+            elsewhere = f" at {moved}" if moved else ""
+        log.warning("renewal failed (%s); retrying%s in %.1f s", what, elsewhere, delay)
         retry_at = now + dt.timedelta(seconds=delay)
         self._status(last_error=what, failures=self.failures,
                      next_renewal=retry_at.isoformat())
@@ -170,6 +177,8 @@ def describe(exc: Exception, config: AgentConfig) -> str:
     """One line saying what failed, for logs and `edge-agent status`."""
     if isinstance(exc, AttestorError):
         return f"attestor refused: {exc.status} {', '.join(exc.codes)}"
+    if isinstance(exc, TlsRefused):
+        return str(exc)
     if isinstance(exc, Unreachable):
         return f"attestor unreachable: {exc}"
     if isinstance(exc, TpmError | TSS2_Exception):

@@ -8,7 +8,7 @@ from typing import Any
 from rich.console import Console
 
 from agent.attest import current_certificate, read_status
-from agent.client import AttestorClient, Unreachable
+from agent.client import AttestorClient, Unreachable, with_failover
 from agent.config import AgentConfig
 
 
@@ -28,7 +28,8 @@ def collect(config: AgentConfig, now: dt.datetime,
         }
     info: dict[str, Any] = {
         "device_id": config.device_id,
-        "attestor_url": config.attestor_url,
+        "attestor_url": config.urls[0],
+        "attestor_urls": list(config.urls),
         "certificate": certificate,
         "last_verdict": recorded.get("last_verdict"),
         "reasons": recorded.get("reasons", []),
@@ -41,8 +42,9 @@ def collect(config: AgentConfig, now: dt.datetime,
     if client is not None:
         with client:
             try:
-                client.health()
-                info["attestor"] = {"reachable": True, "detail": "answers /healthz"}
+                with_failover(client, client.health)
+                info["attestor"] = {"reachable": True,
+                                    "detail": f"{client.base_url} answers /healthz"}
             except Unreachable as exc:
                 info["attestor"] = {"reachable": False, "detail": str(exc)}
     return info

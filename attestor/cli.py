@@ -15,6 +15,7 @@ from attestor.cli_admin import apikey_app, audit_app, keys_app, token_app
 from attestor.cli_backup import backup_app
 from attestor.cli_logs import ImaBank, eventlog_app, ima_app, read_ima_list
 from attestor.cli_secret import secret_app
+from attestor.cli_tls import tls_app
 from attestor.cli_verify import ekcert_app, quote_app
 from attestor.settings import ConfigError, Settings, load_settings
 from identity.errors import IdentityError
@@ -33,7 +34,7 @@ for sub, name in ((trust_app, "trust"), (policy_app, "policy"), (secret_app, "se
                   (db_app, "db"), (device_app, "device"), (quote_app, "quote"),
                   (ekcert_app, "ekcert"), (eventlog_app, "eventlog"), (ima_app, "ima"),
                   (token_app, "token"), (apikey_app, "apikey"), (keys_app, "keys"),
-                  (audit_app, "audit"), (backup_app, "backup")):
+                  (audit_app, "audit"), (backup_app, "backup"), (tls_app, "tls")):
     app.add_typer(sub, name=name)
 
 out = Console()
@@ -47,7 +48,7 @@ DEFAULT_DIR = Path("attestor-data")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, even in a log
     raise typer.Exit(code)
 
 
@@ -100,16 +101,32 @@ def serve(
     port: Annotated[int | None, typer.Option(help="listen port")] = None,
     log_format: Annotated[str, typer.Option(help="json (one object per line) or console")]
     = "json",
+    tls_cert: Annotated[Path | None, typer.Option(
+        help="serve HTTPS with this certificate, PEM, chain after it (tls.cert_file)")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        help="the certificate's private key (PEM) (tls.key_file)")] = None,
+    tls_client_ca: Annotated[Path | None, typer.Option(
+        help="require client certificates from this CA (tls.client_ca_file)")] = None,
+    insecure_http: Annotated[bool | None, typer.Option(
+        "--insecure-http", help="serve plain HTTP because a proxy in front terminates TLS "
+        "(tls.insecure_http)", show_default=False)] = None,
 ) -> None:
-    """Run the attestor's HTTP API under uvicorn (JSON logs with request ids)."""
+    """Run the attestor's API under uvicorn (JSON logs with request ids): HTTPS with
+    --tls-cert/--tls-key, plain HTTP only with --insecure-http or --dev."""
     import uvicorn
 
     from attestor.app import create_app
     from attestor.observability import configure_logging
-    from attestor.services.context import build_services
+    from attestor.services.context import build_services, utc_now
+    from attestor.serving import uvicorn_tls_options
 
-    settings = settings_for(data_dir, dev, host=host, port=port)
+    given = {"cert_file": tls_cert, "key_file": tls_key, "client_ca_file": tls_client_ca,
+             "insecure_http": insecure_http}
+    tls = {k: v for k, v in given.items() if v is not None}
+    settings = settings_for(data_dir, dev, host=host, port=port, tls=tls or None)
     try:
+        tls_options = uvicorn_tls_options(settings, utc_now())
         services = build_services(settings)
     except (ConfigError, IdentityError) as exc:
         fail(str(exc))
@@ -119,7 +136,7 @@ def serve(
     configure_logging(json=log_format != "console")
     uvicorn.run(create_app(services), host=settings.host, port=settings.port,
                 log_level="info", access_log=False, log_config=None,
-                timeout_keep_alive=15, timeout_graceful_shutdown=20)
+                timeout_keep_alive=15, timeout_graceful_shutdown=20, **tls_options)
 
 
 @db_app.command("upgrade")
@@ -300,7 +317,7 @@ def main() -> None:
     try:
         app()
     except ConfigError as exc:
-        err.print(f"[bold red]error:[/] {exc}")
+        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
         sys.exit(2)
 
 

@@ -163,6 +163,35 @@ class EarSettings(BaseModel):
     audience: str | None = Field(None, description="aud of every token (none by default)")
 
 
+class TlsSettings(BaseModel):
+    """HTTPS on the API listener (``attestor serve``); see docs/operations.md, TLS."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cert_file: Path | None = Field(None, description="server certificate, PEM (the issuing "
+                                   "chain after it); `attestor tls issue` makes one")
+    key_file: Path | None = Field(None, description="its private key, PEM")
+    client_ca_file: Path | None = Field(None, description="require every client to present a "
+                                        "certificate from this CA (PEM)")
+    insecure_http: bool = Field(False, description="serve plain HTTP: only behind a proxy or "
+                                "Ingress that terminates TLS")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls: cert_file and key_file go together")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ValueError("tls: client_ca_file needs cert_file and key_file")
+        if self.insecure_http and self.cert_file is not None:
+            raise ValueError("tls: insecure_http and cert_file contradict each other; "
+                             "choose one")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.cert_file is not None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="EDGEPROOF_", env_nested_delimiter="__", extra="forbid"
@@ -181,6 +210,7 @@ class Settings(BaseSettings):
                                 "request work per process")
     ek_require_san: bool = Field(True, description="EK certificates must carry the TCG SAN")
     ca: CaSettings = CaSettings()
+    tls: TlsSettings = TlsSettings()
     auth: AuthSettings = AuthSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
     webhooks: list[WebhookSettings] = Field(default_factory=list)

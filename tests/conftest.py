@@ -4,7 +4,8 @@
 - ``pg_url``: a fresh database on 127.0.0.1:5432. Under CI=true it must work
   (the test fails rather than skips).
 - ``manufacturer`` / ``device``: swtpm TPMs with EK certificates from a test CA.
-- ``attestor``: the real FastAPI app under uvicorn on a free port (real HTTP).
+- ``attestor``: the real FastAPI app under uvicorn on a free port (real HTTP);
+  ``https_attestor`` the same over HTTPS.
 """
 
 from __future__ import annotations
@@ -142,6 +143,16 @@ def attestor(tmp_path: Path, manufacturer: Manufacturer, database: str,
     overrides = getattr(request.module, "ATTESTOR_SETTINGS", {})
     live = LiveAttestor(tmp_path / "attestor", [manufacturer], database_url=url,
                         **overrides).start()
+    try:
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture
+def https_attestor(tmp_path: Path, manufacturer: Manufacturer) -> Iterator[LiveAttestor]:
+    """The attestor over HTTPS with a certificate from its own CA (``ca_bundle``: its root)."""
+    live = LiveAttestor(tmp_path / "attestor", [manufacturer], https=True).start()
     try:
         yield live
     finally:

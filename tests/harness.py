@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -40,7 +41,10 @@ class MutableClock:
 
 class LiveAttestor:
     def __init__(self, data_dir: Path, trusted: list[Manufacturer],
-                 database_url: str | None = None, **overrides: object) -> None:
+                 database_url: str | None = None, *,
+                 https: bool | tuple[Path, Path] = False, **overrides: object) -> None:
+        """``https``: serve TLS with a certificate from the attestor's own CA (True) or with
+        the given (certificate, key) files; ``ca_bundle`` is then the attestor's root."""
         self.settings = load_settings(data_dir, dev=True, database_url=database_url,
                                       **overrides)
         initialise(self.settings, dt.datetime.now(dt.UTC))
@@ -57,12 +61,26 @@ class LiveAttestor:
         self.watch = LeakWatch(log_start=len(LOGS.lines))
         self._watch_own_keys()
         self.port = free_port_pair()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.ca_bundle = self.settings.ca_dir / "root.pem"
+        tls = self._tls_files(data_dir, https)
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         app = Recorder(create_app(self.services), self.watch)
+        ssl_files = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                log_level="info", lifespan="on", log_config=None)
+                                log_level="info", lifespan="on", log_config=None,
+                                **ssl_files)  # type: ignore[arg-type]
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def _tls_files(self, data_dir: Path, https: bool | tuple[Path, Path]
+                   ) -> tuple[Path, Path] | None:
+        if https is False:
+            return None
+        if https is not True:
+            return https
+        from tests.tls import server_files
+
+        return server_files(self.services.ca, data_dir, self.clock())
 
     def start(self) -> LiveAttestor:
         self.thread.start()
@@ -114,7 +132,8 @@ class LiveAttestor:
         also signing device requests with that device's DevID key."""
         key = self.enroller_key if api_key == "station" else api_key
         signer = device_signer(config, tpm) if config is not None and tpm is not None else None
-        return AttestorClient(self.url, api_key=key, signer=signer)
+        bundle = str(self.ca_bundle) if self.url.startswith("https") else None
+        return AttestorClient(self.url, bundle, api_key=key, signer=signer)
 
     def headers(self, role: str) -> dict[str, str]:
         """Authorization for an operator with ``role``."""
@@ -143,33 +162,36 @@ class Device:
         self.serial = serial
         maker.manufacture(root / "tpm")
         self.process = SwtpmProcess(root / "tpm").start()
-        self.tpm = Tpm(self.process.tcti)
+        self.tcti = self.process.tcti
+        self.tpm = Tpm(self.tcti)
         self.log = root / "binary_bios_measurements"
         self.ima = root / "binary_runtime_measurements"
         simulate_boot(self.tpm, self.log)
         simulate_ima(self.tpm, self.ima)
 
-    def config(self, attestor_url: str) -> AgentConfig:
+    def config(self, attestor_url: str, **extra: Any) -> AgentConfig:
         return AgentConfig(state_dir=self.root / "state", attestor_url=attestor_url,
-                           tcti=self.process.tcti, event_log=self.log, ima_log=self.ima,
-                           serial=self.serial)
+                           tcti=self.tcti, event_log=self.log, ima_log=self.ima,
+                           serial=self.serial, **extra)
 
     def reboot(self, *, tamper: str | None = None, unknown_file: bool = False) -> None:
         """Power-cycle the TPM (PCRs reset, resetCount+1) and boot again."""
         self.tpm.close()
         self.process.restart()
-        self.tpm = Tpm(self.process.tcti)
+        self.tcti = self.process.tcti  # a resource manager in front did not survive
+        self.tpm = Tpm(self.tcti)
         simulate_boot(self.tpm, self.log, tamper=tamper)
         simulate_ima(self.tpm, self.ima, unknown_file=unknown_file)
 
     @contextmanager
     def released(self) -> Iterator[None]:
-        """swtpm serves one connection at a time: let another process or command have it."""
+        """swtpm serves one connection at a time: let another process or command have it
+        (or a resource manager: set ``tcti`` to reach the TPM through it afterwards)."""
         self.tpm.close()
         try:
             yield
         finally:
-            self.tpm = Tpm(self.process.tcti)
+            self.tpm = Tpm(self.tcti)
 
     def run_program(self, path: str, contents: bytes) -> None:
         """The running system measures one more file (IMA appends, PCR10 extends)."""
@@ -190,7 +212,8 @@ def enroll_and_learn(attestor: LiveAttestor, device: Device) -> AgentConfig:
     from agent.client import AttestorError
     from agent.enroll import provision
 
-    config = device.config(attestor.url)
+    tls = {"ca_bundle": attestor.ca_bundle} if attestor.url.startswith("https") else {}
+    config = device.config(attestor.url, **tls)
     with attestor.client() as client:
         provision(config, device.tpm, client, now())
         try:

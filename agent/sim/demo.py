@@ -1,7 +1,8 @@
 """`make demo`: the whole job end to end on the embedded defaults.
 
-Attestor on SQLite with its local CA; one emulated device (swtpm with an EK
-certificate from a test manufacturer); measured boot; enrollment; learning the
+Attestor on SQLite with its local CA, serving HTTPS with a certificate from that CA
+(the agent verifies it against the attestor's root); one emulated device (swtpm with
+an EK certificate from a test manufacturer); measured boot; enrollment; learning the
 reference from the known-good boot; attestation with certificate and secret;
 renewal; then a tampered boot loader, refused with its reason codes.
 The real `attestor` and `edge-agent` commands do the work; exit 0 only if
@@ -14,6 +15,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -92,35 +94,44 @@ def main(workdir: Path) -> None:
                       "-d", str(data), "--dev").strip().splitlines()[-1]
     ok("factory station API key created (only its hash is stored)")
 
+    ca = workdir / "attestor-ca.pem"
+    ca.write_text(run("attestor", "ca", "-d", str(data), "--dev"))
+    run("attestor", "tls", "issue", "-d", str(data), "--dev", "--dns", "localhost", "--ip",
+        "127.0.0.1", "--out-cert", str(data / "tls.pem"), "--out-key", str(data / "tls.key"))
+    ok("HTTPS certificate for 127.0.0.1 issued by the attestor's own CA (attestor tls issue)")
     port = free_port_pair()
-    url = f"http://127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{port}"
     server = subprocess.Popen(  # noqa: S603
-        [str(BIN / "attestor"), "serve", "--dev", "-d", str(data), "--port", str(port)],
+        [str(BIN / "attestor"), "serve", "--dev", "-d", str(data), "--port", str(port),
+         "--tls-cert", str(data / "tls.pem"), "--tls-key", str(data / "tls.key")],
         stdout=open(workdir / "attestor.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
     )
     tpm_proc = SwtpmProcess(tpm_dir)
+    http = httpx.Client(verify=ssl.create_default_context(cafile=ca), timeout=10)
     try:
-        _wait_healthy(url, server)
-        ok(f"attestor serving on {url}")
+        _wait_healthy(http, url, server)
+        ok(f"attestor serving HTTPS on {url}; agents verify it with attestor-ca.pem")
         tpm_proc.start()
         boot(tpm_proc, log, tamper=None)
         ok(f"measured boot simulated: PCRs 0-7 extended, event log at {log.name}")
-        device_id = _enroll_attest_renew(data, state, log, url, tpm_proc, station_key)
-        gatekeeper = _gate(data, state, url, device_id)
+        device_id = _enroll_attest_renew(data, state, log, url, ca, tpm_proc, station_key)
+        gatekeeper = _gate(http, data, state, url, device_id)
         _tampered(state, log, tpm_proc)
-        _gate_denies(url, device_id, gatekeeper)
+        _gate_denies(http, url, device_id, gatekeeper)
     finally:
+        http.close()
         tpm_proc.stop()
         server.terminate()
         server.wait(timeout=10)
 
 
-def _wait_healthy(url: str, server: subprocess.Popen[bytes]) -> None:
-    for _ in range(200):
+def _wait_healthy(http: httpx.Client, url: str, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60  # a loaded machine starts Python slowly
+    while time.monotonic() < deadline:
         if server.poll() is not None:
             raise DemoFailed("the attestor exited; see demo-run/attestor.log")
         try:
-            if httpx.get(f"{url}/healthz", timeout=0.5).status_code == 200:
+            if http.get(f"{url}/healthz", timeout=0.5).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -128,12 +139,12 @@ def _wait_healthy(url: str, server: subprocess.Popen[bytes]) -> None:
     raise DemoFailed("the attestor did not become healthy")
 
 
-def _enroll_attest_renew(data: Path, state: Path, log: Path, url: str,
+def _enroll_attest_renew(data: Path, state: Path, log: Path, url: str, ca: Path,
                          tpm_proc: SwtpmProcess, station_key: str) -> str:
     step("Factory enrollment: EK chain, credential activation, DevID certify")
-    out = run("edge-agent", "provision", "--attestor", url, "--tcti", tpm_proc.tcti,
-              "--state-dir", str(state), "--serial", "EDGE-0001", "--event-log", str(log),
-              env={"EDGE_AGENT_API_KEY": station_key})
+    out = run("edge-agent", "provision", "--attestor", url, "--ca-bundle", str(ca),
+              "--tcti", tpm_proc.tcti, "--state-dir", str(state), "--serial", "EDGE-0001",
+              "--event-log", str(log), env={"EDGE_AGENT_API_KEY": station_key})
     device_id = next(w for w in out.split() if w.startswith("d") and len(w) == 32)
     ok(f"device {device_id} enrolled; device identity certificate in devid.pem; from now on "
        "its requests are signed by its TPM-resident DevID key")
@@ -164,17 +175,17 @@ def _enroll_attest_renew(data: Path, state: Path, log: Path, url: str,
     return device_id
 
 
-def _decide(url: str, device_id: str, token: str) -> dict[str, object]:
-    answer = httpx.post(f"{url}/v1/gate/decisions",
-                        json={"device_id": device_id, "action": "update:firmware/stable"},
-                        headers={"Authorization": f"Bearer {token}"}, timeout=10)
+def _decide(http: httpx.Client, url: str, device_id: str, token: str) -> dict[str, object]:
+    answer = http.post(f"{url}/v1/gate/decisions",
+                       json={"device_id": device_id, "action": "update:firmware/stable"},
+                       headers={"Authorization": f"Bearer {token}"})
     if answer.status_code != 200:
         raise DemoFailed(f"gate decision failed: {answer.status_code} {answer.text}")
     decision: dict[str, object] = answer.json()
     return decision
 
 
-def _gate(data: Path, state: Path, url: str, device_id: str) -> str:
+def _gate(http: httpx.Client, data: Path, state: Path, url: str, device_id: str) -> str:
     """The attestation-result token checked offline, then a gate rule and a decision."""
     from cryptography.hazmat.primitives import serialization
 
@@ -182,7 +193,7 @@ def _gate(data: Path, state: Path, url: str, device_id: str) -> str:
 
     step("Attestation result: a signed EAR token bound to the certificate, and the gate")
     cert = x509.load_pem_x509_certificate((state / "cert.pem").read_bytes())
-    jwks = httpx.get(f"{url}/.well-known/jwks.json", timeout=10).json()
+    jwks = http.get(f"{url}/.well-known/jwks.json").json()
     result = gate.verify((state / "attestation.jwt").read_text(), jwks,
                          gate.Requirements(issuer="edgeproof-attestor:edgeproof.local"),
                          dt.datetime.now(dt.UTC),
@@ -197,15 +208,15 @@ def _gate(data: Path, state: Path, url: str, device_id: str) -> str:
         "default", "-d", str(data), "--dev")
     token = run("attestor", "token", "create", "--role", "gatekeeper", "--ttl", "10m",
                 "-d", str(data), "--dev").strip().splitlines()[-1]
-    decision = _decide(url, device_id, token)
+    decision = _decide(http, url, device_id, token)
     if decision["decision"] != "allow":
         raise DemoFailed(f"the gate did not allow the attested device: {decision}")
     ok("gate rule update:firmware/* added; POST /v1/gate/decisions → allow")
     return token
 
 
-def _gate_denies(url: str, device_id: str, token: str) -> None:
-    decision = _decide(url, device_id, token)
+def _gate_denies(http: httpx.Client, url: str, device_id: str, token: str) -> None:
+    decision = _decide(http, url, device_id, token)
     if decision["decision"] != "deny":
         raise DemoFailed(f"the gate allowed a device whose last boot was refused: {decision}")
     reasons = decision.get("reasons")

@@ -7,6 +7,7 @@ certificates come from the device record, never from a CSR.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -170,4 +171,32 @@ def workload_certificate(
         now + ttl,
         [ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH],
         serial,
+    )
+
+
+def tls_server_certificate(
+    issuer: SigningCa,
+    public: PublicKey,
+    *,
+    dns_names: tuple[str, ...],
+    ip_addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...],
+    now: dt.datetime,
+    days: int,
+) -> x509.Certificate:
+    """The attestor's own HTTPS certificate: serverAuth only, its host names and addresses
+    as SANs (clients match those, never the subject), so it can never serve as a device's
+    client certificate."""
+    if not dns_names and not ip_addresses:
+        raise ValueError("a TLS server certificate needs at least one DNS name or IP address")
+    sans: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
+    sans.extend(x509.IPAddress(address) for address in ip_addresses)
+    common_name = dns_names[0] if dns_names else str(ip_addresses[0])
+    return _leaf(
+        issuer,
+        _name(common_name),
+        public,
+        sans,
+        now - CLOCK_SKEW,
+        now + dt.timedelta(days=days),
+        [ExtendedKeyUsageOID.SERVER_AUTH],
     )

@@ -106,7 +106,8 @@ def update_server(attestor: LiveAttestor, tmp_path: Path) -> Iterator[tuple[str,
         gate_key = apikeys.create(session, "update server", "gatekeeper", attestor.clock())
     config = Config(artifacts=artifacts, attestor_url=attestor.url,
                     issuer=local_issuer(attestor.settings.trust_domain),
-                    roots_pem=httpx.get(f"{attestor.url}/v1/ca").content, gate_api_key=gate_key)
+                    roots_pem=httpx.get(f"{attestor.url}/v1/ca").content, gate_api_key=gate_key,
+                    client_auth="signature")  # mTLS: tests/e2e/test_device_mtls.py
     ca, cert, key = _tls_files(tmp_path)
     port = free_port_pair()
     server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=port,
@@ -158,13 +159,15 @@ def test_update_is_served_only_to_attested_devices_holding_their_keys(
     with device.released():  # the device's own command, as an operator would run it
         result = CliRunner().invoke(agent_cli, ["fetch-update", target, "--out",
                                                 str(tmp_path / "a.bin"), "--state-dir",
-                                                str(device_a.state_dir), "--ca-bundle", str(ca)])
+                                                str(device_a.state_dir), "--ca-bundle", str(ca),
+                                                "--client-auth", "signature"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "a.bin").read_bytes() == ARTIFACT
 
     def fetch_as(config: AgentConfig, dev: Device) -> FetchRefused:
         with pytest.raises(FetchRefused) as refused:
-            fetch_update(config, dev.tpm, target, tmp_path / "x.bin", str(ca))
+            fetch_update(config, target, tmp_path / "x.bin", str(ca), auth="signature",
+                         tpm=dev.tpm)
         return refused.value
 
     # device B presents device A's token (copied) with its own certificate and key
@@ -194,7 +197,8 @@ def test_update_is_served_only_to_attested_devices_holding_their_keys(
     released_ = httpx.post(f"{attestor.url}/v1/devices/{device_a.device_id}/release",
                            json={"reason": "cleared"}, headers=attestor.headers("admin"))
     assert released_.status_code == 200, released_.text
-    fetch_update(device_a, device.tpm, target, tmp_path / "again.bin", str(ca))
+    fetch_update(device_a, target, tmp_path / "again.bin", str(ca), auth="signature",
+                 tpm=device.tpm)
 
     # the token expires (ten minutes later by the update server's clock)
     server_config.clock = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(minutes=11)

@@ -7,6 +7,7 @@ Layout under ``<data-dir>/ca``: ``root.pem``, ``root.key``, ``issuing.pem``,
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from pathlib import Path
 
 from cryptography import x509
@@ -24,6 +25,7 @@ from identity.x509.profiles import (
     device_identity_certificate,
     issuing_ca,
     root_ca,
+    tls_server_certificate,
     workload_certificate,
 )
 
@@ -139,6 +141,17 @@ class LocalCa:
             self.issuing, csr.public_key, device_id=device_id, trust_domain=self.trust_domain,
             now=now, ttl=ttl, serial=serial,
         )
+        return IssuedCertificate(cert, (self.issuing.cert,))
+
+    def issue_tls_server(
+        self, public: PublicKey, *, dns_names: tuple[str, ...],
+        ip_addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...],
+        now: dt.datetime, days: int,
+    ) -> IssuedCertificate:
+        """The attestor's HTTPS certificate, from the same issuing CA: an agent that trusts
+        the attestor's root (``attestor ca``) then verifies it with no other bundle."""
+        cert = tls_server_certificate(self.issuing, public, dns_names=dns_names,
+                                      ip_addresses=ip_addresses, now=now, days=days)
         return IssuedCertificate(cert, (self.issuing.cert,))
 
     def crl(self, revoked: list[tuple[int, dt.datetime, str]], now: dt.datetime,
