@@ -2,14 +2,19 @@
 listener answers 200 (database and backends ready), 1 otherwise, with the reason on stderr.
 
 The image has no curl or shell; this runs on the image's python3 with the standard library
-only. The URL is ``$EDGEPROOF_HEALTHCHECK_URL`` if set, else
-``http://127.0.0.1:$EDGEPROOF_PORT/readyz`` (port 8080 by default). Kubernetes does not use
-it: probe ``/healthz`` (liveness) and ``/readyz`` (readiness) with ``httpGet`` there.
+only. The URL is ``$EDGEPROOF_HEALTHCHECK_URL`` if set, else ``/readyz`` on 127.0.0.1 and
+``$EDGEPROOF_PORT`` (8080 by default), over HTTPS when ``$EDGEPROOF_TLS__CERT_FILE`` is set.
+An HTTPS answer is checked against ``$EDGEPROOF_HEALTHCHECK_CA`` (default: the attestor's own
+root, ``$EDGEPROOF_DATA_DIR/ca/root.pem``, which issues ``attestor tls issue`` certificates):
+the chain is verified, the host name is not, since the probe dials the loopback address the
+certificate need not name. Kubernetes does not use it: probe ``/healthz`` (liveness) and
+``/readyz`` (readiness) with ``httpGet`` there.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -21,7 +26,16 @@ def url() -> str:
     explicit = os.environ.get("EDGEPROOF_HEALTHCHECK_URL")
     if explicit:
         return explicit
-    return f"http://127.0.0.1:{os.environ.get('EDGEPROOF_PORT', '8080')}/readyz"
+    scheme = "https" if os.environ.get("EDGEPROOF_TLS__CERT_FILE") else "http"
+    return f"{scheme}://127.0.0.1:{os.environ.get('EDGEPROOF_PORT', '8080')}/readyz"
+
+
+def tls_context() -> ssl.SSLContext:
+    data_dir = os.environ.get("EDGEPROOF_DATA_DIR", "/var/lib/edgeproof")
+    context = ssl.create_default_context(
+        cafile=os.environ.get("EDGEPROOF_HEALTHCHECK_CA") or f"{data_dir}/ca/root.pem")
+    context.check_hostname = False  # loopback; the chain is still verified (CERT_REQUIRED)
+    return context
 
 
 def check(target: str) -> str | None:
@@ -29,7 +43,9 @@ def check(target: str) -> str | None:
     if not target.startswith(("http://", "https://")):
         return f"{target}: not an http(s) URL"
     try:
-        with urllib.request.urlopen(target, timeout=TIMEOUT_SECONDS) as reply:  # noqa: S310
+        context = tls_context() if target.startswith("https://") else None
+        with urllib.request.urlopen(target, timeout=TIMEOUT_SECONDS,  # noqa: S310
+                                    context=context) as reply:
             status = int(reply.status)
     except urllib.error.HTTPError as exc:
         return f"{target}: HTTP {exc.code}"

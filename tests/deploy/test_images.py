@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import socket
+import ssl
 import subprocess
 import time
 import tomllib
@@ -36,6 +37,8 @@ from tests.deploy.images import (
 pytestmark = [pytest.mark.images, pytest.mark.tpm, pytest.mark.timeout(1800)]
 
 PASSPHRASE = "image test: CA passphrase"
+TLS_CERT = "/var/lib/edgeproof/tls/tls.crt"
+TLS_KEY = "/var/lib/edgeproof/tls/tls.key"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
@@ -97,25 +100,33 @@ def served(images: Built, podman: Podman, manufacturer: Manufacturer,
                options=(*volume, "-v", f"{trust}:/trust:ro"))
     key = podman.run(images.attestor, "apikey", "create", "--name", "image-test",
                      "--role", "enroller", options=volume).stdout.strip()
+    # HTTPS from a certificate of the attestor's own CA; the image's default command
+    # (`serve`) with the TLS settings in its environment, as the chart runs it.
+    podman.run(images.attestor, "tls", "issue", "--dns", "localhost", "--ip", "127.0.0.1",
+               "--out-cert", TLS_CERT, "--out-key", TLS_KEY, options=volume)
     port = free_port()
     name = f"edgeproof-test-attestor-{uuid.uuid4().hex[:8]}"
-    # --dev only for plain HTTP: serve refuses it otherwise once TLS lands (issue 13, part 3).
     podman("run", "-d", "--name", name, *LOCKED_DOWN, *volume, "-e", f"EDGEPROOF_PORT={port}",
-           images.attestor, "serve", "--dev")
-    url = f"http://127.0.0.1:{port}"
+           "-e", f"EDGEPROOF_TLS__CERT_FILE={TLS_CERT}", "-e", f"EDGEPROOF_TLS__KEY_FILE={TLS_KEY}",
+           images.attestor)
+    url = f"https://localhost:{port}"
     try:
-        wait_ready(podman, name, url)
+        wait_ready(podman, name, url, data / "ca" / "root.pem")
         yield Served(name, url, data, key)
     finally:
         podman("rm", "--force", "--volumes", name, check=False)
 
 
-def wait_ready(podman: Podman, name: str, url: str, timeout: float = 90) -> None:
+def trusting(ca: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca))
+
+
+def wait_ready(podman: Podman, name: str, url: str, ca: Path, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         try:
-            reply = httpx.get(f"{url}/readyz", timeout=2)
+            reply = httpx.get(f"{url}/readyz", timeout=2, verify=trusting(ca))
         except httpx.HTTPError as exc:
             last = repr(exc)
         else:
@@ -156,17 +167,20 @@ def test_image_configuration(images: Built, podman: Podman) -> None:
 
 
 def test_attestor_serves_ready_read_only_as_non_root(podman: Podman, served: Served) -> None:
-    reply = httpx.get(f"{served.url}/readyz", timeout=5)
+    ca = trusting(served.data / "ca" / "root.pem")
+    reply = httpx.get(f"{served.url}/readyz", timeout=5, verify=ca)
     assert reply.status_code == 200, reply.text
     assert reply.json()["ready"] is True
-    assert httpx.get(f"{served.url}/healthz", timeout=5).status_code == 200
+    assert httpx.get(f"{served.url}/healthz", timeout=5, verify=ca).status_code == 200
+    with pytest.raises(httpx.HTTPError):  # HTTPS only: no plain-HTTP answer on the port
+        httpx.get(served.url.replace("https://", "http://") + "/healthz", timeout=5)
 
     # The serving process itself, as the host sees it: no shell in front of it, uid/gid
     # 10001, no capabilities at all, no privilege gain.
     pid = int(podman("inspect", "--format", "{{.State.Pid}}", served.container).stdout)
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert argv[:4] == [b"/opt/edgeproof/bin/python", b"/opt/edgeproof/bin/attestor",
-                        b"serve", b"--dev"], argv
+                        b"serve", b""], argv
     status = process_status(pid)
     assert status["Uid"].split() == ["10001"] * 4
     assert status["Gid"].split() == ["10001"] * 4
@@ -202,7 +216,9 @@ def test_agent_image_reaches_the_tpm_provisions_and_doctor_reports_it(
         assert endorsement.certificate
         state = owned_by_image_user(tmp_path / "agent-state")
         agent = ("-v", f"{state}:/var/lib/edge-agent", "-e",
-                 f"EDGE_AGENT_ATTESTOR_URL={served.url}")
+                 f"EDGE_AGENT_ATTESTOR_URL={served.url}",
+                 "-v", f"{served.data / 'ca' / 'root.pem'}:/etc/edge-agent/ca.pem:ro",
+                 "-e", "EDGE_AGENT_CA_BUNDLE=/etc/edge-agent/ca.pem")
 
         before = doctor(podman, images.agent, swtpm.tcti, agent)
         assert before["persistent_objects"] == {
