@@ -54,7 +54,8 @@ def create_app(services: Services, *, background: bool = True) -> FastAPI:
     app.add_middleware(Overload, max_inflight=limits.max_inflight,
                        retry_after=limits.overload_retry_after_seconds,
                        on_shed=services.metrics.rate_limited.labels(limit="overload").inc)
-    app.add_middleware(RequestContext)  # outermost: every response carries its request id
+    # outermost: every response carries its request id; every request is counted and timed
+    app.add_middleware(RequestContext, metrics=services.metrics)
     for module in (enrollments, attestations, devices, operators, gate, health):
         app.include_router(module.router)
     return app

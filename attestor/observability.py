@@ -10,14 +10,24 @@ Nothing secret is logged: no headers, no bodies, no query values.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
 import uuid
+from importlib import metadata
 from typing import Any, TextIO
 
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -63,10 +73,12 @@ def current_request_id() -> str | None:
 
 
 class RequestContext:
-    """Binds a request id for the request's logs and audit entries; one access line each."""
+    """Binds a request id for the request's logs and audit entries; one access line each;
+    counts and times every request in ``metrics`` (by route template and status)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -92,56 +104,114 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            elapsed = time.perf_counter() - started
+            if self.metrics is not None:
+                self.metrics.request(scope["method"], route_template(scope), status, elapsed)
             client = scope.get("client")
             access_log.info("request", method=scope["method"], path=scope["path"],
                             status=status, client=client[0] if client else None,
-                            duration_ms=round((time.perf_counter() - started) * 1000, 2))
+                            duration_ms=round(elapsed * 1000, 2))
             structlog.contextvars.clear_contextvars()
 
 
+# Methods outside this set are counted as "other": the label's values stay bounded
+# whatever a client sends.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"  # the route label of a request no route answers (a 404)
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route that answered (``/v1/devices/{device_id}``), never
+    the raw path: device ids in a label would make one series per device. A request
+    refused before routing (load shedding, body limit) is matched here."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    if isinstance(path, str):
+        return path
+    router = getattr(scope.get("app"), "router", None)
+    for candidate in getattr(router, "routes", ()):
+        match, _ = candidate.matches(scope)
+        if match is not Match.NONE and isinstance(getattr(candidate, "path", None), str):
+            return str(candidate.path)
+    return UNMATCHED
+
+
+def build_version() -> tuple[str, str]:
+    """(version, revision): the installed package's version and the source revision the
+    image was built from (``EDGEPROOF_BUILD_REVISION``, set by the image build)."""
+    try:
+        version = metadata.version("edgeproof")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return version, os.environ.get("EDGEPROOF_BUILD_REVISION", "unknown") or "unknown"
+
+
 class Metrics:
-    """The attestor's Prometheus metrics, in a registry of its own (one per app)."""
+    """The attestor's Prometheus metrics, in a registry of its own (one per app).
+
+    Names follow Prometheus conventions: ``edgeproof_`` prefix, base units in the
+    name (``_seconds``), ``_total`` on counters; docs/operations.md lists them."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
         self.attestations = Counter(
-            "edgeproof_attestations", "Attestations by verdict and reason code",
-            ["verdict", "reason"], registry=self.registry)
+            "edgeproof_attestations_total", "Attestations by verdict (pass, fail, error) and "
+            "reason code; a refusal with several reasons counts once per reason",
+            ["verdict", "reason"], registry=r)
         self.enrollments = Counter(
-            "edgeproof_enrollments", "Enrollment steps by outcome", ["step", "outcome"],
-            registry=self.registry)
+            "edgeproof_enrollments_total", "Enrollment steps by outcome", ["step", "outcome"],
+            registry=r)
         self.issuance = Histogram(
-            "edgeproof_issuance_seconds", "Time to sign a certificate", ["kind"],
-            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
-            registry=self.registry)
+            "edgeproof_issuance_duration_seconds", "Time to sign a certificate, by kind "
+            "(identity, workload)", ["kind"],
+            buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0, 2.5),
+            registry=r)
         self.renewals = Counter(
-            "edgeproof_renewals", "Workload certificates issued to a device that held one",
-            registry=self.registry)
+            "edgeproof_renewals_total", "Workload certificates issued to a device that held one",
+            registry=r)
         self.wrap_reuse = Counter(
-            "edgeproof_wrap_reuse_reports", "Vault wrapping tokens found used by another",
-            registry=self.registry)
+            "edgeproof_wrap_reuse_reports_total", "Vault wrapping tokens a device found used "
+            "by another", registry=r)
         self.rate_limited = Counter(
-            "edgeproof_rate_limit_hits", "Requests refused by a rate limit", ["limit"],
-            registry=self.registry)
+            "edgeproof_rate_limited_requests_total", "Requests refused (429) by a rate limit "
+            "or by load shedding (limit=overload)", ["limit"], registry=r)
         self.auth_refused = Counter(
-            "edgeproof_auth_refusals", "Requests refused by authentication or authorization",
-            ["code"], registry=self.registry)
+            "edgeproof_auth_refusals_total", "Requests refused by authentication or "
+            "authorization, by reason code", ["code"], registry=r)
+        self.webhook_failures = Counter(
+            "edgeproof_webhook_delivery_failures_total", "Webhook delivery attempts that got "
+            "no 2xx answer (each is retried until the delivery is a day old)", registry=r)
+        self.http_requests = Counter(
+            "edgeproof_http_requests_total", "HTTP requests by method, route template and "
+            "status code", ["method", "route", "status"], registry=r)
+        self.http_duration = Histogram(
+            "edgeproof_http_request_duration_seconds", "HTTP request latency (until the "
+            "response is sent) by method, route template and status code",
+            ["method", "route", "status"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=r)
+        version, revision = build_version()
+        Gauge("edgeproof_build_info", "The running attestor's version and source revision "
+              "(value 1)", ["version", "revision"], registry=r).labels(version, revision).set(1)
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, resident memory, fds
+        PlatformCollector(registry=r)  # python_info
         self._abuse_metrics()
 
     def _abuse_metrics(self) -> None:
         """Abuse resistance and fault tolerance (docs/operations.md, "Abuse resistance")."""
         self.audit_write_failures = Counter(
-            "edgeproof_audit_write_failures", "Audit entries that could not be written (the "
-            "request failed closed with 503)", registry=self.registry)
+            "edgeproof_audit_write_failures_total", "Audit entries that could not be written "
+            "(the request failed closed with 503)", registry=self.registry)
         self.webhook_dropped = Counter(
-            "edgeproof_webhook_deliveries_dropped", "Queued webhook deliveries dropped unsent "
-            "(url_removed: the URL is no longer configured)", ["reason"],
+            "edgeproof_webhook_deliveries_dropped_total", "Queued webhook deliveries dropped "
+            "unsent (url_removed: the URL is no longer configured)", ["reason"],
             registry=self.registry)
         self.auth_throttled = Counter(
-            "edgeproof_auth_failures_throttled", "Requests refused unchecked (429 "
+            "edgeproof_auth_failures_throttled_total", "Requests refused unchecked (429 "
             "auth.throttled): their source had too many refused requests", registry=self.registry)
         self.checkpoint_sink_failures = Counter(
-            "edgeproof_audit_checkpoint_sink_failures", "Signed audit checkpoints a sink "
+            "edgeproof_audit_checkpoint_sink_failures_total", "Signed audit checkpoints a sink "
             "did not take (file, syslog, webhook); retried with the latest", ["sink"],
             registry=self.registry)
         self.pending_oldest_age = Gauge(
@@ -152,3 +222,8 @@ class Metrics:
     def attestation(self, verdict: str, reasons: list[str]) -> None:
         for reason in reasons or ["none"]:
             self.attestations.labels(verdict=verdict, reason=reason).inc()
+
+    def request(self, method: str, route: str, status: int, seconds: float) -> None:
+        labels = (method if method in _METHODS else "other", route, str(status))
+        self.http_requests.labels(*labels).inc()
+        self.http_duration.labels(*labels).observe(seconds)

@@ -4,7 +4,7 @@ Each limit allows a burst of its per-minute count and refills continuously. The
 buckets live in the replica's memory: behind a load balancer with N replicas a
 client gets at most N times a limit, which bounds abuse without a shared store
 on the hot path (see docs/operations.md). A refused request is a 429 problem
-with ``Retry-After`` and counts in ``edgeproof_rate_limit_hits_total``.
+with ``Retry-After`` and counts in ``edgeproof_rate_limited_requests_total``.
 """
 
 from __future__ import annotations

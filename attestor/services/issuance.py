@@ -3,7 +3,7 @@
 1. ``reserve`` commits a *pending* row holding the serial the certificate will carry
    (an attestation does it in the transaction that spends its nonce, and discards
    the row if the evidence is refused);
-2. the issuer signs with that serial (timed for ``edgeproof_issuance_seconds``);
+2. the issuer signs with that serial (timed for ``edgeproof_issuance_duration_seconds``);
 3. ``confirm`` turns the row into *issued*, in the same transaction as the audit
    entry and the attestation or enrollment record; the certificate leaves the
    attestor only after that commit.

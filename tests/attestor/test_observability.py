@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib import metadata
 
 import httpx
 import pytest
@@ -62,10 +63,46 @@ def test_metrics_count_verdicts_reasons_issuance_and_renewals(attestor: LiveAtte
     assert samples[("edgeproof_attestations_total", (("reason", "policy.pcr_mismatch"),
                                                      ("verdict", "fail")))] == 1
     assert samples[("edgeproof_renewals_total", ())] == 1
-    assert samples[("edgeproof_issuance_seconds_count", (("kind", "workload"),))] == 2
-    assert samples[("edgeproof_issuance_seconds_count", (("kind", "identity"),))] == 1
+    assert samples[("edgeproof_issuance_duration_seconds_count", (("kind", "workload"),))] == 2
+    assert samples[("edgeproof_issuance_duration_seconds_count", (("kind", "identity"),))] == 1
     anonymous = httpx.get(f"{attestor.url}/metrics")
     assert anonymous.status_code == 401
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_requests_are_counted_and_timed_by_route_template_never_by_raw_path(
+        attestor: LiveAttestor, device: Device) -> None:
+    config = enroll_and_learn(attestor, device)
+    device_id = str(config.device_id)
+    for _ in range(2):
+        httpx.get(f"{attestor.url}/v1/devices/{device_id}", headers=attestor.headers("auditor"))
+    httpx.get(f"{attestor.url}/v1/devices/no-such-device", headers=attestor.headers("auditor"))
+    httpx.get(f"{attestor.url}/no/such/route/{device_id}")
+    httpx.request("PROPFIND", f"{attestor.url}/healthz")
+    text = httpx.get(f"{attestor.url}/metrics", headers=attestor.headers("auditor")).text
+    assert device_id not in text and "no-such-device" not in text
+    samples = _samples(text)
+    route = "/v1/devices/{device_id}"
+    assert samples[("edgeproof_http_requests_total",
+                    (("method", "GET"), ("route", route), ("status", "200")))] == 2
+    assert samples[("edgeproof_http_requests_total",
+                    (("method", "GET"), ("route", route), ("status", "404")))] == 1
+    assert samples[("edgeproof_http_request_duration_seconds_count",
+                    (("method", "GET"), ("route", route), ("status", "200")))] == 2
+    assert samples[("edgeproof_http_requests_total",
+                    (("method", "GET"), ("route", "unmatched"), ("status", "404")))] == 1
+    assert samples[("edgeproof_http_requests_total",
+                    (("method", "other"), ("route", "/healthz"), ("status", "405")))] == 1
+    # the device's own challenge went through the same template, signed requests too
+    assert samples[("edgeproof_http_requests_total", (
+        ("method", "POST"), ("route", "/v1/devices/{device_id}/challenge"), ("status", "200")))]
+    build = [labels for (name, labels) in samples if name == "edgeproof_build_info"]
+    assert len(build) == 1 and dict(build[0])["version"] == metadata.version("edgeproof")
+    assert samples[("process_resident_memory_bytes", ())] > 0
 
 
 def test_readiness_names_the_failing_backend(attestor: LiveAttestor) -> None:

@@ -64,8 +64,8 @@ def test_challenges_and_enrollments_are_limited(strict: LiveAttestor, device: De
     response = httpx.post(url, json={"secret": "AAAA"})
     assert 1 <= int(response.headers["retry-after"]) <= 15
     metrics = httpx.get(f"{strict.url}/metrics", headers=strict.headers("auditor")).text
-    assert 'edgeproof_rate_limit_hits_total{limit="challenge"} 1.0' in metrics
-    assert 'edgeproof_rate_limit_hits_total{limit="enrollment"} 2.0' in metrics
+    assert 'edgeproof_rate_limited_requests_total{limit="challenge"} 1.0' in metrics
+    assert 'edgeproof_rate_limited_requests_total{limit="enrollment"} 2.0' in metrics
 
 
 def test_device_requests_beyond_the_inflight_limit_are_shed_with_retry_after(
@@ -100,6 +100,6 @@ def test_device_requests_beyond_the_inflight_limit_are_shed_with_retry_after(
         after = httpx.post(f"{live.url}/v1/devices/d1/challenge", json={})
         assert after.status_code == 401  # served (and refused for want of a signature)
         metrics = httpx.get(f"{live.url}/metrics", headers=live.headers("auditor")).text
-        assert 'edgeproof_rate_limit_hits_total{limit="overload"} 1.0' in metrics
+        assert 'edgeproof_rate_limited_requests_total{limit="overload"} 1.0' in metrics
     finally:
         live.stop()
