@@ -15,6 +15,7 @@ import re
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, TextIO
 
@@ -146,6 +147,12 @@ def build_version() -> tuple[str, str]:
     return version, os.environ.get("EDGEPROOF_BUILD_REVISION", "unknown") or "unknown"
 
 
+@dataclass(frozen=True)
+class AuditVerification:
+    ok: bool
+    at: float  # Unix time
+
+
 class Metrics:
     """The attestor's Prometheus metrics, in a registry of its own (one per app).
 
@@ -197,6 +204,8 @@ class Metrics:
         ProcessCollector(registry=r)  # process_cpu_seconds_total, resident memory, fds
         PlatformCollector(registry=r)  # python_info
         self._abuse_metrics()
+        # exposed by the scrape-time collector (attestor.services.telemetry), only once set
+        self.audit_verification: AuditVerification | None = None
 
     def _abuse_metrics(self) -> None:
         """Abuse resistance and fault tolerance (docs/operations.md, "Abuse resistance")."""
@@ -222,6 +231,9 @@ class Metrics:
     def attestation(self, verdict: str, reasons: list[str]) -> None:
         for reason in reasons or ["none"]:
             self.attestations.labels(verdict=verdict, reason=reason).inc()
+
+    def audit_verified(self, ok: bool, at: float) -> None:
+        self.audit_verification = AuditVerification(ok, at)
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
         labels = (method if method in _METHODS else "other", route, str(status))

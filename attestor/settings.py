@@ -192,6 +192,23 @@ class TlsSettings(BaseModel):
         return self.cert_file is not None
 
 
+class MetricsSettings(BaseModel):
+    """The separate metrics listener and the fleet-wide numbers computed at scrape time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    port: int | None = Field(None, ge=1, le=65535, description="port of a separate listener "
+                             "serving only GET /metrics without credentials (unset: none)")
+    host: str | None = Field(None, description="its listen address (default: the API's)")
+    cache_seconds: float = Field(15.0, ge=0, le=600, description="fleet-wide numbers and "
+                                 "backend probes are reused for this long between scrapes")
+    scrape_budget_seconds: float = Field(5.0, gt=0, le=60, description="a backend that has "
+                                         "not answered within this is reported down")
+    renewal_window_seconds: int | None = Field(
+        None, ge=60, description="an active device whose current certificate expires "
+        "within this missed its renewal (default: a quarter of issuance.cert_ttl_seconds)")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="EDGEPROOF_", env_nested_delimiter="__", extra="forbid"
@@ -221,12 +238,18 @@ class Settings(BaseSettings):
     audit_checkpoint_entries: int = Field(1000, ge=1, le=1_000_000, description="the most "
                                           "audit entries left unanchored")
     audit_checkpoint_sink: CheckpointSinkSettings = CheckpointSinkSettings()
+    audit_verify_seconds: float = Field(3600.0, ge=0, le=7 * 86400, description="how often "
+                                        "each replica verifies the whole audit chain for the "
+                                        "metrics (0: only on request)")
+    signing_key_max_age_days: int = Field(365, ge=1, le=3650, description="rotate the signing "
+                                          "key before it is this old (reported, not enforced)")
     issuance: IssuanceSettings = IssuanceSettings()
     ear: EarSettings = EarSettings()
     secrets: SecretStoreSettings = SecretStoreSettings()
     issuer: Literal["local", "vault"] = Field("local", description="who signs workload "
                                               "certificates (device identities: local CA)")
     vault: VaultSettings | None = None
+    metrics: MetricsSettings = MetricsSettings()
 
     @model_validator(mode="after")
     def _one_key_per_webhook(self) -> Settings:
@@ -240,6 +263,22 @@ class Settings(BaseSettings):
         if self.vault is None and "vault" in (self.issuer, self.secrets.backend):
             raise ValueError("the vault backend needs a [vault] section (address, auth)")
         return self
+
+    @model_validator(mode="after")
+    def _metrics_port_free(self) -> Settings:
+        if self.metrics.port == self.port and self.metrics_host == self.host:
+            raise ValueError(f"metrics.port {self.metrics.port} is the API's port: choose "
+                             "another (the metrics listener serves no API)")
+        return self
+
+    @property
+    def metrics_host(self) -> str:
+        return self.metrics.host or self.host
+
+    @property
+    def renewal_window(self) -> int:
+        """Seconds before expiry inside which a current certificate counts as lagging."""
+        return self.metrics.renewal_window_seconds or self.issuance.cert_ttl_seconds // 4
 
     @classmethod
     def settings_customise_sources(

@@ -1,6 +1,6 @@
 """Background work of a running attestor, on timers: webhook delivery, audit
-checkpoints, summaries of refused requests, and the reconciliation of interrupted
-issuance (also once at start-up).
+checkpoints, audit verification, summaries of refused requests, and the reconciliation
+of interrupted issuance (also once at start-up).
 
 Each job runs on its own daemon thread and survives its own failures (logged,
 retried at the next tick). Every replica runs them: webhook rows and interrupted
@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
+from attestor import audit
 from attestor.observability import Metrics
 from attestor.services import checkpoints, issuance, refusal_windows, webhooks
 from attestor.services.context import Services
@@ -71,6 +72,18 @@ def deliver(svc: Services) -> None:
     webhooks.deliver_due(svc.session, svc.settings, svc.clock, metrics=svc.metrics)
 
 
+def verify_audit(svc: Services) -> audit.AuditReport:
+    """Walk the whole audit chain; the outcome is what the metrics report
+    (``edgeproof_audit_verification_ok``), and problems are logged by code."""
+    with svc.session() as session:
+        report = audit.verify(session, svc.keys.all_public())
+    svc.metrics.audit_verified(report.ok, svc.clock().timestamp())
+    if not report.ok:
+        log.error("audit chain verification found problems: %s",
+                  sorted({str(p["code"]) for p in report.problems}))
+    return report
+
+
 def start(svc: Services) -> list[Periodic]:
     """Reconcile, then start the timers; returns them for :func:`stop`."""
     m = svc.metrics
@@ -89,6 +102,9 @@ def start(svc: Services) -> list[Periodic]:
     # dropped (recorded, counted), not left in the queue for ever.
     jobs.append(Periodic("webhooks", svc.settings.webhook_poll_seconds, lambda: deliver(svc),
                          metrics=m))
+    if svc.settings.audit_verify_seconds > 0:
+        jobs.append(Periodic("audit-verify", svc.settings.audit_verify_seconds,
+                             lambda: verify_audit(svc), metrics=m))
     return [job.start() for job in jobs]
 
 

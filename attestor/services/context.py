@@ -142,6 +142,11 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     if auth.oidc_issuer and auth.oidc_audience and auth.oidc_jwks_url:
         oidc = OidcTokens(auth.oidc_issuer, auth.oidc_audience, auth.oidc_jwks_url,
                           auth.oidc_algorithms, auth.oidc_role_claim)
-    return Services(settings, engine, ca, issuer, secrets, load_trust_store(settings.trust_dir),
-                    vault=vault, keyring=keyring, clock=clock, oidc=oidc,
-                    sinks=CheckpointSinks.from_settings(settings.audit_checkpoint_sink))
+    services = Services(settings, engine, ca, issuer, secrets,
+                        load_trust_store(settings.trust_dir), vault=vault, keyring=keyring,
+                        clock=clock, oidc=oidc,
+                        sinks=CheckpointSinks.from_settings(settings.audit_checkpoint_sink))
+    from attestor.services import telemetry  # it builds on Services
+
+    telemetry.register(services)
+    return services

@@ -104,6 +104,12 @@ class Keyring:
             raise SigningKeyError("the signing keyring has no active key")
         return self._current
 
+    def active(self) -> RingKey | None:
+        """The signing key in force with its creation time (None: the ring has none)."""
+        self.refresh()
+        return next((k for k in self._keys.values() if k.retired_at is None
+                     and self._current is not None and k.kid == self._current.kid), None)
+
     def public(self, kid: str) -> ec.EllipticCurvePublicKey | None:
         self.refresh()
         key = self._keys.get(kid)

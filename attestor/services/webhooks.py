@@ -112,8 +112,10 @@ def deliver_due(session_factory: Callable[[], Session], settings: Settings,
                 error = None if ok else f"HTTP {status}"
             except httpx.HTTPError as exc:
                 ok, error = False, type(exc).__name__
-            if not ok and row.event == CHECKPOINT_EVENT and metrics is not None:
-                metrics.checkpoint_sink_failures.labels(sink="webhook").inc()
+            if not ok and metrics is not None:
+                metrics.webhook_failures.inc()  # edgeproof_webhook_delivery_failures_total
+                if row.event == CHECKPOINT_EVENT:
+                    metrics.checkpoint_sink_failures.labels(sink="webhook").inc()
             if ok:
                 row.delivered_at, row.last_error = now, None
                 delivered += 1

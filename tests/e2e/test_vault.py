@@ -226,3 +226,27 @@ def test_wrapping_token_used_twice_is_refused_and_audited(wrapping_attestor: Liv
                         headers=wrapping_attestor.headers("auditor")).text
     assert "edgeproof_wrap_reuse_reports_total 1.0" in metrics
     assert base64.b64encode(PULL.encode()).decode() not in metrics
+
+
+def test_metrics_report_vault_health_and_its_ca_expiry(vault_attestor: LiveAttestor,
+                                                       vault: VaultUnderTest) -> None:
+    from tests.attestor.test_metrics import scrape, value
+
+    samples = scrape(vault_attestor)
+    assert value(samples, "edgeproof_backend_up", backend="vault") == 1
+    vault_root = x509.load_pem_x509_certificate(vault.roots_pem().encode())
+    assert value(samples, "edgeproof_ca_certificate_expiry_timestamp_seconds", backend="vault",
+                 ca="root") == vault_root.not_valid_after_utc.timestamp()
+    assert value(samples, "edgeproof_ca_certificate_expiry_timestamp_seconds", backend="vault",
+                 ca="issuing") > 0
+    assert value(samples, "edgeproof_ca_certificate_expiry_timestamp_seconds", backend="local",
+                 ca="root") > 0  # device identities still come from the local CA
+    vault.sealed = True
+    try:
+        sealed = scrape(vault_attestor)
+    finally:
+        vault.sealed = False
+    assert value(sealed, "edgeproof_backend_up", backend="vault") == 0
+    assert value(sealed, "edgeproof_backend_up", backend="issuer") == 0
+    assert value(sealed, "edgeproof_backend_up", backend="database") == 1
+    assert value(scrape(vault_attestor), "edgeproof_backend_up", backend="vault") == 1

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import sqlalchemy as sa
 from fastapi import APIRouter, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -12,8 +9,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from attestor.api.deps import MetricsReader, ServicesDep
 from attestor.api.schemas import problems
-from attestor.services.context import Services
-from identity.errors import IdentityError
+from attestor.services.readiness import readiness
 
 router = APIRouter(tags=["health"])
 
@@ -24,31 +20,11 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-def _probe(check: Callable[[], object]) -> str:
-    try:
-        check()
-    except IdentityError as exc:
-        return f"unavailable: {exc.code}"
-    except sa.exc.SQLAlchemyError as exc:
-        return f"unavailable: {type(exc).__name__}"
-    return "ok"
-
-
-def _readiness(svc: Services) -> dict[str, str]:
-    def database() -> None:
-        with svc.engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-
-    return {"database": _probe(database), "issuer": _probe(lambda: svc.issuer.health(svc.clock())),
-            "secrets": _probe(svc.secrets.health),
-            "signing_key": _probe(lambda: svc.signer)}
-
-
 @router.get("/readyz", responses={503: {"description": "a dependency is unavailable"}})
 async def readyz(svc: ServicesDep) -> JSONResponse:
     """Readiness: the database, the issuer, the secret store and the signing key each
     answer; 503 names the one that does not (no detail beyond its code). Public."""
-    status = await run_in_threadpool(_readiness, svc)
+    status = await run_in_threadpool(readiness, svc)
     ready = all(v == "ok" for v in status.values())
     return JSONResponse({"ready": ready, **status}, status_code=200 if ready else 503)
 
@@ -56,10 +32,11 @@ async def readyz(svc: ServicesDep) -> JSONResponse:
 @router.get("/metrics", response_class=PlainTextResponse,
             responses=problems(s401="no credential", s403="role may not read metrics"))
 async def metrics(svc: ServicesDep, caller: MetricsReader) -> Response:
-    """Prometheus metrics (text exposition format): attestations by verdict and reason,
-    issuance latency, renewals, rate-limit hits, auth refusals. Needs `auditor` or
-    `gatekeeper` (give Prometheus an API key)."""
-    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics (text exposition format; docs/operations.md lists them). Needs
+    `auditor` or `gatekeeper`; a separate listener (`attestor serve --metrics-port`)
+    serves the same without a credential, to a network only Prometheus reaches."""
+    body = await run_in_threadpool(generate_latest, svc.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/v1/ca", response_class=PlainTextResponse)

@@ -54,3 +54,8 @@ class Issuer(Protocol):
     def health(self, now: dt.datetime) -> None:
         """Return if the issuer can sign now; raise a ServiceError if not."""
         ...
+
+    def ca_certificates(self, now: dt.datetime) -> list[x509.Certificate]:
+        """The CA certificates workload certificates chain to, issuing CA first (their
+        expiry is monitored); raise a ServiceError if the backend cannot say."""
+        ...

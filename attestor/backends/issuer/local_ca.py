@@ -122,6 +122,9 @@ class LocalCa:
     def roots_pem(self) -> str:
         return _pem(self.root).decode()
 
+    def ca_certificates(self, now: dt.datetime) -> list[x509.Certificate]:
+        return [self.issuing.cert, self.root]
+
     def issue_device_identity(
         self, public: PublicKey, *, device_id: str, serial: str | None, now: dt.datetime,
         cert_serial: int | None = None,

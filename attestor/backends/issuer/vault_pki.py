@@ -88,6 +88,10 @@ class VaultPki:
         self.vault.health()
         self._refresh(now)
 
+    def ca_certificates(self, now: dt.datetime) -> list[x509.Certificate]:
+        self._refresh(now)
+        return list(self._chain)
+
     def issue_workload(
         self, csr: CheckedCsr, *, device_id: str, now: dt.datetime, ttl: dt.timedelta,
         serial: int | None = None,
