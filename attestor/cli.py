@@ -111,6 +111,11 @@ def serve(
     insecure_http: Annotated[bool | None, typer.Option(
         "--insecure-http", help="serve plain HTTP because a proxy in front terminates TLS "
         "(tls.insecure_http)", show_default=False)] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        help="also serve GET /metrics, without credentials, on this port (metrics.port)")
+    ] = None,
+    metrics_host: Annotated[str | None, typer.Option(
+        help="listen address of the metrics port (default: the API's)")] = None,
 ) -> None:
     """Run the attestor's API under uvicorn (JSON logs with request ids): HTTPS with
     --tls-cert/--tls-key, plain HTTP only with --insecure-http or --dev."""
@@ -124,7 +129,9 @@ def serve(
     given = {"cert_file": tls_cert, "key_file": tls_key, "client_ca_file": tls_client_ca,
              "insecure_http": insecure_http}
     tls = {k: v for k, v in given.items() if v is not None}
-    settings = settings_for(data_dir, dev, host=host, port=port, tls=tls or None)
+    metrics = {k: v for k, v in (("port", metrics_port), ("host", metrics_host)) if v}
+    settings = settings_for(data_dir, dev, host=host, port=port, tls=tls or None,
+                            metrics=metrics or None)
     try:
         tls_options = uvicorn_tls_options(settings, utc_now())
         services = build_services(settings)
@@ -134,9 +141,28 @@ def serve(
         for source, why in services.trust.rejected:
             err.print(f"[yellow]trust store:[/] skipped {source}: {why}")
     configure_logging(json=log_format != "console")
+    if settings.metrics.port is not None:
+        start_metrics_listener(services)
     uvicorn.run(create_app(services), host=settings.host, port=settings.port,
                 log_level="info", access_log=False, log_config=None,
                 timeout_keep_alive=15, timeout_graceful_shutdown=20, **tls_options)
+
+
+def start_metrics_listener(services: Services) -> None:
+    """The unauthenticated metrics port (attestor/api/metrics_listener.py says why)."""
+    import structlog
+
+    from attestor.api.metrics_listener import MetricsListener
+
+    settings = services.settings
+    host, port = settings.metrics_host, settings.metrics.port or 0
+    try:
+        MetricsListener(services.metrics.registry, host, port).start()
+    except OSError as exc:
+        fail(f"cannot listen for metrics on {host}:{port}: {exc.strerror or exc}")
+    shown = f"[{host}]" if ":" in host else host
+    structlog.get_logger("attestor.metrics").info(
+        "metrics listener (GET /metrics, no credential)", url=f"http://{shown}:{port}/metrics")
 
 
 @db_app.command("upgrade")
