@@ -99,9 +99,21 @@ def attest_once(config: AgentConfig, tpm: Tpm, client: AttestorClient,
     try:
         return _attest(config, tpm, client, device_id, now)
     except AttestorError as exc:
-        write_status(config.state_dir, {"last_verdict": "fail", "reasons": exc.codes,
-                                        "at": now.isoformat()})
+        record_refusal(config.state_dir, exc, now)
         raise
+
+
+def record_refusal(state_dir: Path, exc: AttestorError, now: dt.datetime) -> None:
+    """A refusal is the last verdict (with the device's state, when the attestor says it
+    is quarantined or revoked); an attestor that cannot answer now (5xx, 429) is not a
+    verdict on this device, only a failure the renewal loop counts."""
+    update: dict[str, object] = {}
+    if exc.refusal:
+        update |= {"last_verdict": "fail", "reasons": exc.codes, "at": now.isoformat()}
+    if exc.device_state is not None:
+        update["device_state"] = exc.device_state
+    if update:
+        write_status(state_dir, update)
 
 
 @dataclass(frozen=True)
@@ -243,7 +255,8 @@ def install_result(config: AgentConfig, key: TSSPrivKey, result: dict[str, Any],
         secrets=tuple(name for name, _ in secrets),
     )
     write_status(config.state_dir, {
-        "last_verdict": "pass", "reasons": [], "at": now.isoformat(),
+        "last_verdict": "pass", "reasons": [], "at": now.isoformat(), "device_state": "active",
+        "last_renewal": now.isoformat(), "failures": 0, "last_error": None,
         "serial": issued.serial, "not_after": issued.not_after.isoformat(),
         "renew_at": issued.renew_at(config.renew_fraction).isoformat(),
         "warnings": result.get("warnings", []),

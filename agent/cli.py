@@ -197,20 +197,28 @@ def fetch_update(
 def status(
     state_dir: StateDir = DEFAULT_STATE_DIR,
     json_out: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
-    offline: Annotated[bool, typer.Option("--offline", help="do not contact the attestor")
+    check_attestor: Annotated[bool, typer.Option(
+        "--check-attestor", help="also ask the attestor's /healthz (informative only)")
+    ] = False,
+    offline: Annotated[bool, typer.Option("--offline", hidden=True,
+                                          help="the default: the attestor is not contacted")
                        ] = False,
 ) -> None:
-    """Identity, certificate expiry, last verdict and reasons, next renewal, attestor
-    reachability. Exit 0 when the current certificate is valid, 1 otherwise."""
+    """Health, identity and device state, certificate expiry, last verdict and reasons,
+    last and next renewal, consecutive failures. Exit 0 when healthy, 1 when not (no
+    valid certificate, device quarantined or revoked, last attestation refused, too many
+    failures in a row, renewal overdue): a liveness probe. Reads local state only,
+    unless --check-attestor."""
     from agent.status import collect, render
 
     config = load_config(state_dir=state_dir)
-    info = collect(config, now(), None if offline else _client(config))
+    client = _client(config) if check_attestor and not offline else None
+    info = collect(config, now(), client)
     if json_out:
         print(json.dumps(info))
     else:
         render(info, out)
-    raise typer.Exit(0 if info["certificate"]["valid"] else 1)
+    raise typer.Exit(0 if info["healthy"] else 1)
 
 
 @app.command()

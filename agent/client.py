@@ -31,7 +31,8 @@ class AttestorError(Exception):
     """The attestor refused (4xx) or failed (5xx); carries its reason codes."""
 
     def __init__(self, status: int, code: str, detail: str, codes: list[str],
-                 checks: list[dict[str, Any]], retry_after: float | None) -> None:
+                 checks: list[dict[str, Any]], retry_after: float | None,
+                 device_state: str | None = None) -> None:
         super().__init__(f"{status} {code}: {detail}")
         self.status = status
         self.code = code
@@ -39,10 +40,17 @@ class AttestorError(Exception):
         self.codes = codes or [code]
         self.checks = checks
         self.retry_after = retry_after
+        self.device_state = device_state  # device.not_active: quarantined, revoked, ...
 
     @property
     def retryable(self) -> bool:
         return self.status >= 500 or self.status == 429
+
+    @property
+    def refusal(self) -> bool:
+        """The attestor refused this device or its evidence (a verdict), as opposed to
+        being unable to answer now (5xx, 429: its fault or load, retried)."""
+        return 400 <= self.status < 500 and not self.retryable
 
 
 class Unreachable(Exception):
@@ -130,6 +138,13 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except ValueError:
         return None
+
+
+def _state(value: object) -> str | None:
+    """A device state from a problem response: a short lower-case word, else nothing."""
+    if isinstance(value, str) and value.isascii() and value.isalpha() and len(value) <= 32:
+        return value.lower()
+    return None
 
 
 @dataclass(frozen=True)
@@ -301,6 +316,7 @@ class AttestorClient:
             str(problem.get("detail") or problem.get("title") or answer.reason),
             list(problem.get("codes") or []), list(problem.get("checks") or []),
             _retry_after(answer.headers.get("retry-after")),
+            _state(problem.get("device_state")),
         )
 
     def health(self) -> dt.datetime | None:

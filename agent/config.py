@@ -105,6 +105,10 @@ class AgentConfig:
     reload_pid_file: Path | None = None  # signal this process after each rotation
     reload_signal: str = field(default="SIGHUP", metadata=_check(
         lambda v: v in signal.Signals.__members__, "is not a signal name (e.g. SIGHUP)"))
+    metrics_textfile: Path | None = field(default=None, metadata=_check(
+        lambda v: v.suffix == ".prom", "must end in .prom (node-exporter's textfile "
+        "collector reads only those)"))  # rewritten after every cycle of `edge-agent run`
+    unhealthy_after_failures: int = field(default=10, metadata=_between(0, 10_000))  # 0: never
 
     def __post_init__(self) -> None:
         problems = []

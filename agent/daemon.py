@@ -13,9 +13,14 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from agent.config import DEFAULT_STATE_DIR, ConfigError, load_config
+from agent.config import DEFAULT_STATE_DIR, AgentConfig, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from agent.renew import Renewer
 
 log = logging.getLogger("edge_agent")
 
@@ -23,6 +28,7 @@ log = logging.getLogger("edge_agent")
 def run_daemon(state_dir: Path, tcti: str | None, event_log: Path | None) -> int:
     """Renew until SIGTERM or SIGINT; the exit status (0 after a clean stop)."""
     from agent import systemd
+    from agent.attest import read_status
     from agent.client import AttestorClient
     from agent.hooks import after_rotation
     from agent.renew import Renewer
@@ -48,15 +54,23 @@ def run_daemon(state_dir: Path, tcti: str | None, event_log: Path | None) -> int
         if url.startswith("http://"):
             log.warning("attestor %s is plain HTTP: use it only for development or behind "
                         "a network you trust (docs/agent.md, TLS)", url)
+
+    def now() -> dt.datetime:
+        return dt.datetime.now(dt.UTC)
+
     with AttestorClient(config.urls, ca_bundle) as client:
         renewer = Renewer(
-            config, tpm, client, lambda: dt.datetime.now(dt.UTC),
+            config, tpm, client, now,
             on_renewed=lambda serial: (after_rotation(config, serial),
                                        systemd.notify(f"STATUS=renewed {serial}")),
             reconnect=lambda: Tpm(config.tcti),
             heartbeat=(lambda: systemd.notify("WATCHDOG=1")) if interval else None,
             slice_seconds=min(interval or 30.0, 30.0),
+            after_step=_textfile_writer(config, now),
+            # failures recorded before a restart still count: the first step retries
+            failures=int(read_status(config.state_dir).get("failures") or 0),
         )
+        log.info("%s", starting_line(config, renewer, now()))
         signal.signal(signal.SIGTERM, lambda *_: renewer.stop.set())
         signal.signal(signal.SIGINT, lambda *_: renewer.stop.set())
         systemd.notify("READY=1")
@@ -67,6 +81,38 @@ def run_daemon(state_dir: Path, tcti: str | None, event_log: Path | None) -> int
             renewer.tpm.close()
     log.info("stopped")
     return 0
+
+
+def _textfile_writer(config: AgentConfig,
+                     now: Callable[[], dt.datetime]) -> Callable[[], None] | None:
+    """Rewrites the node-exporter textfile after each cycle, when one is configured (the
+    module is loaded only then: the daemon's memory stays as small as it was)."""
+    if config.metrics_textfile is None:
+        return None
+    from agent import textfile
+
+    return lambda: textfile.update(config, now())
+
+
+def starting_line(config: AgentConfig, renewer: Renewer, now: dt.datetime) -> str:
+    """What the daemon says once when it starts: version, device, attestor, TPM,
+    certificate and next renewal (the operator's first look at a new device's log)."""
+    from agent.attest import current_certificate
+
+    cert = current_certificate(config.output)
+    due = renewer.planned(cert)
+    if cert is None:
+        held = "no certificate yet"
+    else:
+        held = (f"certificate {cert.serial_number:x} "
+                f"{'valid' if now < cert.not_valid_after_utc else 'EXPIRED'} until "
+                f"{cert.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}")
+    when = f"{due:%Y-%m-%dT%H:%M:%SZ}" if due is not None and due > now else "now"
+    textfile_note = f", metrics textfile {config.metrics_textfile}" if config.metrics_textfile \
+        else ""
+    return (f"edge-agent starting: device {config.device_id}, "
+            f"attestor {', '.join(config.urls)}, TPM {config.tcti}, {held}, "
+            f"next renewal {when}{textfile_note}")
 
 
 def main(argv: list[str]) -> int:

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from cryptography import x509
 from tpm2_pytss import TSS2_Exception
 
 from agent.attest import NotProvisioned, attest_once, current_certificate, write_status
@@ -82,6 +83,7 @@ class Renewer:
     on_renewed: Callable[[str], object] | None = None
     reconnect: Callable[[], Tpm] | None = None
     heartbeat: Callable[[], object] | None = None
+    after_step: Callable[[], object] | None = None  # e.g. rewrite the metrics textfile
     slice_seconds: float = SLICE_SECONDS
     due: dt.datetime | None = None
     failures: int = 0
@@ -97,15 +99,9 @@ class Renewer:
         now = self.clock()
         cert = current_certificate(self.config.output)
         not_after = cert.not_valid_after_utc if cert is not None else None
-        if cert is not None and self.failures == 0:
-            validity = (cert.not_valid_before_utc, cert.not_valid_after_utc)
-            if self._due_for != validity or self.due is None:
-                # one jittered renewal time per certificate, not a new draw per step
-                self._due_for = validity
-                self.due = renewal_time(cert.not_valid_before_utc, cert.not_valid_after_utc,
-                                        self.config.renew_fraction, self.rng)
-            if now < self.due:
-                return (self.due - now).total_seconds()
+        due = self.planned(cert)
+        if due is not None and now < due:
+            return (due - now).total_seconds()
         try:
             self._ensure_tpm()
             issued = attest_once(self.config, self.tpm, self.client, now)
@@ -122,6 +118,20 @@ class Renewer:
         self._due_for = (issued.not_before, issued.not_after)
         self._status(next_renewal=self.due.isoformat(), last_error=None, failures=0)
         return max(1.0, (self.due - self.clock()).total_seconds())
+
+    def planned(self, cert: x509.Certificate | None) -> dt.datetime | None:
+        """When ``cert`` is due for renewal; None when the next step attests at once (no
+        certificate, or retrying after a failure). Recorded for `edge-agent status`."""
+        if cert is None or self.failures:
+            return None
+        validity = (cert.not_valid_before_utc, cert.not_valid_after_utc)
+        if self._due_for != validity or self.due is None:
+            # one jittered renewal time per certificate, not a new draw per step
+            self._due_for = validity
+            self.due = renewal_time(cert.not_valid_before_utc, cert.not_valid_after_utc,
+                                    self.config.renew_fraction, self.rng)
+            self._status(next_renewal=self.due.isoformat())
+        return self.due
 
     def _failed(self, exc: Exception, backoff: Backoff, not_after: dt.datetime | None,
                 now: dt.datetime) -> float:
@@ -161,6 +171,8 @@ class Renewer:
         backoff = self.backoff()
         while not self.stop.is_set():
             delay = self.step(backoff)
+            if self.after_step is not None:
+                self.after_step()
             deadline = time.monotonic() + delay
             while not self.stop.is_set():
                 left = deadline - time.monotonic()

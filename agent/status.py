@@ -1,4 +1,5 @@
-"""`edge-agent status`: what the device holds and what the agent will do next."""
+"""`edge-agent status`: what the device holds, what the agent will do next, and whether
+it is healthy (agent/health.py; the command's exit code)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from rich.console import Console
 from agent.attest import current_certificate, read_status
 from agent.client import AttestorClient, Unreachable, with_failover
 from agent.config import AgentConfig
+from agent.health import assess, next_renewal
 
 
 def collect(config: AgentConfig, now: dt.datetime,
@@ -26,15 +28,22 @@ def collect(config: AgentConfig, now: dt.datetime,
             "not_after": not_after.isoformat(),
             "expires_in_seconds": int((not_after - now).total_seconds()),
         }
+    health = assess(config, recorded, cert, now)
+    planned = next_renewal(recorded)
     info: dict[str, Any] = {
+        "healthy": health.healthy,
+        "problems": health.problems,
+        "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in health.checks],
         "device_id": config.device_id,
+        "device_state": recorded.get("device_state"),
         "attestor_url": config.urls[0],
         "attestor_urls": list(config.urls),
         "certificate": certificate,
         "last_verdict": recorded.get("last_verdict"),
         "reasons": recorded.get("reasons", []),
         "last_attestation_at": recorded.get("at"),
-        "next_renewal": recorded.get("next_renewal") or recorded.get("renew_at"),
+        "last_renewal": recorded.get("last_renewal"),
+        "next_renewal": planned.isoformat() if planned is not None else None,
         "last_error": recorded.get("last_error"),
         "consecutive_failures": recorded.get("failures", 0),
         "attestor": {"reachable": None, "detail": "not contacted"},
@@ -52,7 +61,11 @@ def collect(config: AgentConfig, now: dt.datetime,
 
 def render(info: dict[str, Any], out: Console) -> None:
     cert = info["certificate"]
-    out.print(f"device:        {info['device_id'] or '[red]not provisioned[/]'}")
+    out.print("health:        " + ("[green]healthy[/]" if info["healthy"] else
+                                   "[bold red]UNHEALTHY[/]: " + "; ".join(info["problems"])),
+              highlight=False)
+    state = f" ({info['device_state']})" if info["device_state"] else ""
+    out.print(f"device:        {info['device_id'] or '[red]not provisioned[/]'}{state}")
     if cert["serial"]:
         state = "[green]valid[/]" if cert["valid"] else "[bold red]EXPIRED or not yet valid[/]"
         left = dt.timedelta(seconds=max(0, cert["expires_in_seconds"]))
@@ -63,6 +76,7 @@ def render(info: dict[str, Any], out: Console) -> None:
     verdict = info["last_verdict"] or "none yet"
     reasons = f" ({', '.join(info['reasons'])})" if info["reasons"] else ""
     out.print(f"last verdict:  {verdict}{reasons} at {info['last_attestation_at'] or '-'}")
+    out.print(f"last renewal:  {info['last_renewal'] or '-'}")
     out.print(f"next renewal:  {info['next_renewal'] or '-'}")
     if info["last_error"]:
         out.print(f"last error:    [red]{info['last_error']}[/] "

@@ -5,9 +5,9 @@ swtpm device enrolled by `edge-agent provision`, a learned policy), then starts
 the agent in its own process: the modules `edge-agent run` loads, one TPM
 connection and one HTTP client, renewing back to back (`attest_once`, the work of
 each renewal: challenge, quote, workload key, certify, CSR, attestation, checks,
-crash-safe install). It reports the agent process's resident memory once warm
-and its CPU time (user + system) per renewal; swtpm's CPU is reported apart (on a
-real device that work is the TPM chip's).
+crash-safe install, then the node-exporter textfile rewritten). It reports the
+agent process's resident memory once warm and its CPU time (user + system) per
+renewal; swtpm's CPU is reported apart (on a real device that work is the TPM chip's).
 
 Usage: python -m bench.agent_footprint [--renewals 200] [--write docs/benchmarks.md]
 Last line: rss_mb=<steady-state RSS> cpu_ms_per_renewal=<CPU per cycle>
@@ -48,7 +48,7 @@ def child(state_dir: Path, renewals: int) -> None:
 
     import agent.daemon  # noqa: F401 - what the `edge-agent run` process has loaded
     import agent.entry  # noqa: F401
-    from agent import hooks, systemd  # noqa: F401
+    from agent import hooks, systemd, textfile  # noqa: F401
     from agent.attest import attest_once
     from agent.client import AttestorClient
     from agent.config import load_config
@@ -66,6 +66,8 @@ def child(state_dir: Path, renewals: int) -> None:
                 stages["first_renewal"] = _rss_kib()[0]
             start = time.process_time()
             attest_once(config, tpm, client, dt.datetime.now(dt.UTC))
+            # what `edge-agent run` does after each cycle when metrics_textfile is set
+            textfile.update(config, dt.datetime.now(dt.UTC), state_dir / "edge_agent.prom")
             if index >= WARMUP:
                 cpu.append(time.process_time() - start)
                 rss.append(_rss_kib()[0])

@@ -396,7 +396,14 @@ class DeviceUnknown(DeviceError):
 
 
 class DeviceNotActive(DeviceError):
+    """The device is quarantined, revoked or decommissioned; ``state`` says which (the
+    device is told, in its problem response's ``device_state``)."""
+
     code = "device.not_active"
+
+    def __init__(self, state: str) -> None:
+        super().__init__(f"device is {state}")
+        self.state = state
 
 
 class VerificationFailed(EvidenceError):

@@ -24,6 +24,7 @@ from identity.errors import (
     AuthForbidden,
     BackendUnavailable,
     Conflict,
+    DeviceNotActive,
     DeviceUnknown,
     EvidenceError,
     IdentityError,
@@ -86,7 +87,10 @@ def install(app: FastAPI) -> None:
             failed = await run_in_threadpool(refusals.audit_refusal, request, exc)
             if failed is not None:  # counted and logged already
                 return problem(503, failed.code, "the attestor cannot serve this request now")
-        response = problem(status, exc.code, "request refused", exc.detail, codes=[exc.code])
+        extra: dict[str, Any] = {"codes": [exc.code]}
+        if isinstance(exc, DeviceNotActive):  # the device learns it was revoked or quarantined
+            extra["device_state"] = exc.state
+        response = problem(status, exc.code, "request refused", exc.detail, **extra)
         if isinstance(exc, RateLimited):
             response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
         if status == 401:

@@ -50,6 +50,9 @@ class Problem(BaseModel):
                                          description="every check with its outcome")
     errors: list[dict[str, Any]] | None = Field(
         None, description="schema violations (request.invalid): location and message")
+    device_state: str | None = Field(
+        None, description="device.not_active: the device's state (quarantined, revoked, "
+        "decommissioned), so its agent can report it", examples=["revoked"])
 
 
 def problems(**described: str) -> dict[int | str, dict[str, Any]]:

@@ -52,7 +52,7 @@ def challenge(svc: Services, device_id: str) -> Challenge:
     with svc.session() as session, session.begin():
         device, document, _ = device_and_policy(session, device_id)
         if device.state != "active":
-            raise DeviceNotActive(f"device is {device.state}")
+            raise DeviceNotActive(device.state)
         queries.add_nonce(
             session, Nonce(value=nonce.hex(), device_id=device_id, expires_at=expires)
         )
@@ -82,7 +82,7 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
             with session.begin():
                 device, document, policy = device_and_policy(session, device_id)
                 if device.state != "active":
-                    raise DeviceNotActive(f"device is {device.state}")
+                    raise DeviceNotActive(device.state)
                 queries.consume_nonce(session, req.nonce.hex(), device_id, now)
                 ttl = _lifetime(svc, document)
                 reserved = issuance.reserve_in(session.connection(), device_id, "workload",

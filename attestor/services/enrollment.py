@@ -115,7 +115,7 @@ def start(svc: Services, req: EnrollmentRequest, caller: Principal | None) -> En
     with svc.session() as session, session.begin():
         existing = queries.find_device(session, device_id)
         if existing is not None and existing.state != "active":
-            runner.fail("device.state", DeviceNotActive(f"device is {existing.state}"))
+            runner.fail("device.state", DeviceNotActive(existing.state))
         if not runner.passed or ak is None:
             audit.append(
                 session, at=now, actor=_actor(caller), action="enrollment.start",
@@ -213,7 +213,7 @@ def _upsert_device(session: Session, row: Enrollment, cert_serial: str, now: dt.
         device = Device(id=row.device_id, ek_public=row.ek_public, ak_public=row.ak_public,
                         ak_name=ak_name, devid_public=row.devid_public, enrolled_at=now)
     elif device.state != "active":
-        raise DeviceNotActive(f"device is {device.state}")
+        raise DeviceNotActive(device.state)
     device.serial = row.serial
     device.model = row.model
     device.device_class = row.device_class
