@@ -34,15 +34,6 @@ from tests.harness import Device, LiveAttestor, enroll_and_learn
 pytestmark = [pytest.mark.e2e, pytest.mark.tpm]
 
 
-@pytest.fixture
-def proxy(attestor: LiveAttestor) -> Iterator[FlakyProxy]:
-    flaky = FlakyProxy(attestor.url)
-    try:
-        yield flaky
-    finally:
-        flaky.close()
-
-
 def renewer_for(attestor: LiveAttestor, config: AgentConfig, tpm: Tpm, proxy: FlakyProxy,
                 **kwargs: object) -> Renewer:
     client = AttestorClient(proxy.url, signer=device_signer(config, tpm),

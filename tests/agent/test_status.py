@@ -8,7 +8,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,15 +112,6 @@ def test_a_revoked_device_is_unhealthy_though_its_certificate_has_not_expired(
     assert info["certificate"]["valid"] is True
     code, output = status(str(config.state_dir))
     assert code == 1 and "UNHEALTHY" in output and "revoked" in output
-
-
-@pytest.fixture
-def proxy(attestor: LiveAttestor) -> Iterator[FlakyProxy]:
-    flaky = FlakyProxy(attestor.url)
-    try:
-        yield flaky
-    finally:
-        flaky.close()
 
 
 def test_an_attestor_that_cannot_answer_is_not_a_verdict_until_failures_pile_up(
