@@ -53,6 +53,7 @@ class Job:
             if not self._done.is_set():
                 return  # the previous run has not finished: wait for it instead
             self._done = threading.Event()
+            self._result = (False, None)  # never the previous run's answer
             threading.Thread(target=self._run, args=(self._done,), daemon=True,
                              name=f"metrics-{self.name}").start()
 
@@ -61,6 +62,9 @@ class Job:
             self._result = (True, self.work())
         except (IdentityError, sa.exc.SQLAlchemyError, OSError, ValueError) as exc:
             log.warning("metrics probe %s failed: %s", self.name, getattr(exc, "code", exc))
+            self._result = (False, exc)
+        except Exception as exc:  # anything else is "down" too, and worth a traceback
+            log.exception("metrics probe %s failed unexpectedly", self.name)
             self._result = (False, exc)
         finally:
             done.set()

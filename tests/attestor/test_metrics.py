@@ -213,3 +213,16 @@ def test_scrape_answers_within_its_budget_when_the_database_refuses_or_hangs(
         assert value(samples, "edgeproof_ca_certificate_expiry_timestamp_seconds",
                      backend="local", ca="root") > 0  # what needs no database is still there
         down.dispose()
+
+
+def test_a_probe_that_breaks_unexpectedly_reports_down_never_its_last_answer(
+        attestor: LiveAttestor, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert value(scrape(attestor), "edgeproof_backend_up", backend="issuer") == 1
+
+    def broken(now: dt.datetime) -> None:
+        raise RuntimeError("a bug in a backend client")
+
+    monkeypatch.setattr(attestor.services.issuer, "health", broken)
+    samples = scrape(attestor)
+    assert value(samples, "edgeproof_backend_up", backend="issuer") == 0
+    assert value(samples, "edgeproof_backend_up", backend="database") == 1
