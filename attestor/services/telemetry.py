@@ -154,7 +154,8 @@ class FleetCollector(Collector):
         yield self._signing_key_expiry(answers.get("signing"))
         yield from self._verification()
         interval = _gauge("edgeproof_audit_checkpoint_interval_seconds",
-                          "How often a replica signs the audit chain's head (setting)")
+                          "The longest an audit entry may stay unanchored before a replica "
+                          "signs a checkpoint (setting audit_checkpoint_seconds)")
         interval.add_metric([], settings.audit_checkpoint_seconds)
         yield interval
         window = _gauge("edgeproof_certificate_renewal_window_seconds",

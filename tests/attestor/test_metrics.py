@@ -109,7 +109,8 @@ def test_audit_anchoring_and_verification(attestor: LiveAttestor, device: Device
     assert value(samples, "edgeproof_audit_last_checkpoint_timestamp_seconds") == 0  # none yet
     written = value(samples, "edgeproof_audit_unanchored_entries")
     assert written > 0
-    assert value(samples, "edgeproof_audit_checkpoint_interval_seconds") == 300
+    assert value(samples, "edgeproof_audit_checkpoint_interval_seconds") == (
+        attestor.settings.audit_checkpoint_seconds)
     assert ("edgeproof_audit_verification_ok", ()) not in samples  # no verification yet
 
     background.checkpoint(attestor.services)
