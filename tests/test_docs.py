@@ -69,3 +69,16 @@ def test_cli_help_lists_the_commands_the_docs_use() -> None:
     readme = (ROOT / "README.md").read_text()
     for used in re.findall(r"^(?:attestor|edge-agent) ([a-z]+)", readme, re.MULTILINE):
         assert used in attestor_help + agent_help, used
+
+
+def test_every_alert_is_explained_in_the_deploy_guide() -> None:
+    """docs/deploy.md says what each alert means and what to check first."""
+    import yaml
+
+    rules = yaml.safe_load((ROOT / "deploy" / "monitoring" / "edgeproof-alerts.yml").read_text())
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    explained = set(re.findall(r"^\| `([A-Za-z]+)` \| (?:critical|warning|info) \|", doc,
+                               re.MULTILINE))
+    assert len(alerts) >= 20
+    assert alerts == explained, (sorted(alerts - explained), sorted(explained - alerts))
