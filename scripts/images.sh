@@ -86,6 +86,24 @@ run_logged() {  # run_logged LOG CMD...: progress lines on stdout, everything in
   fi
 }
 
+# buildah's layer cache keys a LABEL step by its text, not by the build arguments it expands:
+# a build at a new commit reused the previous commit's label layer, so the image claimed the
+# old revision. Check the labels that carry build arguments and restamp them when they differ
+# (one cheap commit, no layer rebuilt). A Docker build expands them correctly on its own.
+stamp_labels() {  # stamp_labels IIDFILE TAG VERSION REVISION SOURCE
+  local iidfile=$1 tag=$2 want got ctr
+  want="$3|$4|$5"
+  got=$(buildah inspect --type image --format \
+    '{{index .OCIv1.Config.Labels "org.opencontainers.image.version"}}|{{index .OCIv1.Config.Labels "org.opencontainers.image.revision"}}|{{index .OCIv1.Config.Labels "org.opencontainers.image.source"}}' \
+    "$(cat "$iidfile")")
+  [ "$got" != "$want" ] || return 0
+  say "restamping $tag labels (the layer cache held $got)"
+  ctr=$(buildah from --pull-never "$(cat "$iidfile")")
+  buildah config --label "org.opencontainers.image.version=$3" \
+    --label "org.opencontainers.image.revision=$4" --label "org.opencontainers.image.source=$5" "$ctr"
+  buildah commit --quiet --format docker --rm --iidfile "$iidfile" "$ctr" "$tag" >/dev/null
+}
+
 # --- the base image ----------------------------------------------------------------------
 registry_reachable() {
   command -v skopeo >/dev/null 2>&1 \
@@ -249,6 +267,7 @@ main() {
         --build-arg "REVISION=$revision" --build-arg "SOURCE=$source_url" \
         "${build_args[@]}" --iidfile "$iidfile" -t "$tag" . \
       || die "building $tag failed (log above)"
+    stamp_labels "$iidfile" "$tag" "$version" "$revision" "$source_url"
     [ -z "$OUT" ] || cp "$iidfile" "$OUT/$target.iid"
     say "built $tag $(cut -c1-19 "$iidfile")"
   done
