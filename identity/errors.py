@@ -51,8 +51,8 @@ class DeviceFieldInvalid(MalformedInput):
 
     code = "device.field_invalid"
 
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field} {problem}")
+    def __init__(self, field: str, problem: str, where: str = "") -> None:
+        super().__init__(f"{where}: {field} {problem}" if where else f"{field} {problem}")
         self.field = field
 
 

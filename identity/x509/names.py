@@ -55,14 +55,15 @@ def is_printable_string(value: str) -> bool:
     return _PRINTABLE.fullmatch(value) is not None
 
 
-def check_serial(value: str) -> str:
-    """The factory serial as it may appear in a certificate, or DeviceFieldInvalid."""
+def check_serial(value: str, where: str = "") -> str:
+    """The factory serial as it may appear in a certificate, or DeviceFieldInvalid
+    (``where`` says where the value came from, e.g. ``device 3``)."""
     if not value:
-        raise DeviceFieldInvalid("serial", "is empty")
+        raise DeviceFieldInvalid("serial", "is empty", where)
     if len(value) > UB_SERIAL_NUMBER:
         raise DeviceFieldInvalid(
             "serial", f"has {len(value)} characters, more than the {UB_SERIAL_NUMBER} "
-            "a certificate's serialNumber holds (RFC 5280 ub-serial-number)")
+            "a certificate's serialNumber holds (RFC 5280 ub-serial-number)", where)
     for position, char in enumerate(value, 1):
         category = unicodedata.category(char)
         if char != " " and category[0] not in _ALLOWED_CATEGORIES:
@@ -70,25 +71,25 @@ def check_serial(value: str) -> str:
                 "serial", f"character {position} is U+{ord(char):04X} "
                 f"({unicodedata.name(char, 'unnamed')}, category {category}): "
                 "control, format, private-use, unassigned characters and spaces "
-                "other than U+0020 cannot go into a certificate")
+                "other than U+0020 cannot go into a certificate", where)
     if value != value.strip(" "):
-        raise DeviceFieldInvalid("serial", "starts or ends with a space")
+        raise DeviceFieldInvalid("serial", "starts or ends with a space", where)
     return value
 
 
-def check_device_id(value: str) -> str:
+def check_device_id(value: str, where: str = "") -> str:
     if not 0 < len(value) <= DNS_LABEL_MAX or _DEVICE_ID.fullmatch(value) is None:
         raise DeviceFieldInvalid(
             "device_id", f"must be 1 to {DNS_LABEL_MAX} lowercase letters, digits and "
-            "hyphens starting with a letter or digit")
+            "hyphens starting with a letter or digit", where)
     return value
 
 
-def check_certificate_fields(*, device_id: str, serial: str | None) -> None:
+def check_certificate_fields(*, device_id: str, serial: str | None, where: str = "") -> None:
     """Every device-record field that goes into a certificate, checked at once."""
-    check_device_id(device_id)
+    check_device_id(device_id, where)
     if serial is not None:
-        check_serial(serial)
+        check_serial(serial, where)
 
 
 def serial_number_attribute(serial: str) -> x509.NameAttribute[str]:
