@@ -221,3 +221,22 @@ def test_activation_of_a_row_stored_with_a_bad_serial_spends_nothing(
     assert refused.status_code == 400 and refused.json()["code"] == "device.field_invalid"
     assert _enrollments(attestor)[0].used_at is None
     assert _certificates(attestor) == []
+
+
+def test_a_device_class_longer_than_the_database_holds_is_refused_as_input(
+        attestor: LiveAttestor, device: Device) -> None:
+    """65 characters passed the schema (128) and broke PostgreSQL's VARCHAR(64) column:
+    refused by the schema now, wherever a class is accepted."""
+    ek_cert = device.tpm.endorsement().certificate
+    assert ek_cert
+    long_class = "outdoor-gateway-with-lte-backhaul-and-dual-sim-failover-rev-c-eu1"
+    assert len(long_class) == 65
+    answer = httpx.post(f"{attestor.url}/v1/preregistrations", json={"devices": [
+        {"serial": "FAB-001", "device_class": long_class, "ek_certificate": _b64(ek_cert)}]},
+        headers=attestor.headers("enroller"))
+    assert answer.status_code == 422 and answer.json()["code"] == "request.invalid"
+    body = {**enrollment_body(device.tpm), "device_class": long_class}
+    answer = httpx.post(f"{attestor.url}/v1/enrollments", json=body,
+                        headers=attestor.enroller_headers)
+    assert answer.status_code == 422 and answer.json()["code"] == "request.invalid"
+    assert not _enrollments(attestor)
