@@ -165,9 +165,9 @@ def start(svc: Services, req: EnrollmentRequest, caller: Principal | None) -> En
 
 def complete(svc: Services, enrollment_id: str, req: ActivationRequest) -> EnrolledDevice:
     """Step two. Everything that can fail for a reason known before the answer is
-    checked first, spending nothing; a wrong answer burns the challenge (no guessing);
-    a right one is spent in the transaction that records the device and its
-    certificate, so a failure on our side leaves it for the device to answer again."""
+    checked first, spending nothing; a wrong answer burns the challenge; a right one is
+    spent in the transaction that records the device and its certificate, so a failure
+    on our side leaves it for the device to answer again."""
     now = svc.clock()
     bundle = svc.ca_bundle()  # first: with Vault down this fails before anything is spent
     with svc.session() as session:
@@ -214,8 +214,9 @@ def _answerable(session: Session, enrollment_id: str, now: dt.datetime) -> Enrol
 
 
 def _check_answer(session: Session, row: Enrollment, secret: bytes, now: dt.datetime) -> None:
-    """Compare the answer; a wrong one spends the challenge (its own transaction), so a
-    challenge can be guessed at once only."""
+    """Compare the answer (constant time); a wrong one spends the challenge in its own
+    transaction: the device, or whoever is guessing (against a 32-byte secret), starts
+    over. A right answer is spent later, with the enrollment it records."""
     try:
         check_activation(row.secret_digest, secret)
     except ActivationMismatch:
