@@ -44,6 +44,18 @@ class CsrMalformed(MalformedInput):
     code = "csr.malformed"
 
 
+class DeviceFieldInvalid(MalformedInput):
+    """A device-record field (serial, device id) that cannot go into a certificate;
+    ``field`` names it. Refused when the value is accepted, before anything is stored
+    or any challenge is spent."""
+
+    code = "device.field_invalid"
+
+    def __init__(self, field: str, problem: str, where: str = "") -> None:
+        super().__init__(f"{where}: {field} {problem}" if where else f"{field} {problem}")
+        self.field = field
+
+
 class UnsupportedAlgorithm(IdentityError):
     code = "tpm.unsupported_algorithm"
 

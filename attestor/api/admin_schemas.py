@@ -7,7 +7,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from attestor.api.schemas import B64, Label, Request, StructB64
+from attestor.api.schemas import B64, DeviceClass, Label, Request, StructB64
 from identity.policy import PolicyDocument
 
 T = TypeVar("T")
@@ -47,7 +47,7 @@ class StateChange(Request):
 
 
 class ClassChange(Request):
-    device_class: Label
+    device_class: DeviceClass
 
 
 class AttestationPublic(BaseModel):
@@ -107,7 +107,7 @@ class RevokeRequest(Request):
 class PreregistrationIn(Request):
     serial: Label
     model: Label | None = None
-    device_class: Label = "default"
+    device_class: DeviceClass = "default"
     ek_certificate: StructB64 | None = Field(None, description="EK certificate, DER")
     ek_public_key: B64 | None = Field(None, description="EK public key, SubjectPublicKeyInfo "
                                       "DER (when the TPM has no certificate)")

@@ -35,6 +35,8 @@ B64 = Annotated[
 StructB64 = Annotated[B64, Field(max_length=MAX_STRUCT_B64, json_schema_extra={"format": "byte"})]
 LogB64 = Annotated[B64, Field(max_length=MAX_LOG_B64, json_schema_extra={"format": "byte"})]
 Label = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w.:@/+\- ]+$")]
+# A device class names policies too, and the database holds 64 characters of it.
+DeviceClass = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\w.:@/+\- ]+$")]
 
 
 class Problem(BaseModel):
@@ -88,7 +90,7 @@ class EnrollmentRequest(Request):
     devid_certify: SignedAttest = Field(description="TPM2_Certify of the DevID by the AK")
     serial: Label | None = None
     model: Label | None = None
-    device_class: Label = "default"
+    device_class: DeviceClass = "default"
 
 
 class EnrollmentChallenge(BaseModel):

@@ -205,6 +205,19 @@ def add_enrollment(session: Session, enrollment: Enrollment) -> None:
     session.add(enrollment)
 
 
+def pending_enrollment(session: Session, enrollment_id: str, now: dt.datetime) -> Enrollment:
+    """The enrollment, if it may still be answered (nothing is spent); typed errors say
+    why it may not be. ``consume_enrollment`` spends it, atomically."""
+    row = session.get(Enrollment, enrollment_id, populate_existing=True)
+    if row is None:
+        raise ActivationUnknown("no pending enrollment with that id")
+    if row.used_at is not None:
+        raise ActivationUsed("this enrollment challenge was already answered")
+    if row.expires_at <= now:
+        raise ActivationExpired("the enrollment challenge has expired; enroll again")
+    return row
+
+
 def consume_enrollment(session: Session, enrollment_id: str, now: dt.datetime) -> Enrollment:
     """Mark a pending enrollment used, once; typed errors say why it cannot be."""
     result = session.execute(

@@ -30,8 +30,10 @@ from attestor.services.context import Services
 from identity.checks import CheckRunner
 from identity.ekcert import check_ek_matches, verify_ek_certificate
 from identity.errors import (
+    ActivationMismatch,
     AuthForbidden,
     AuthMissing,
+    DeviceFieldInvalid,
     DeviceNotActive,
     EkChainUntrusted,
     EvidenceError,
@@ -50,6 +52,7 @@ from identity.tpm.credential import (
 from identity.tpm.keys import public_key
 from identity.tpm.quote import owner_child_qualified_name
 from identity.tpm.structures import object_name, parse_public
+from identity.x509.names import check_certificate_fields
 
 ACTOR = "device"
 
@@ -84,6 +87,9 @@ def start(svc: Services, req: EnrollmentRequest, caller: Principal | None) -> En
     serial = prereg.serial if prereg else req.serial
     model = prereg.model if prereg and prereg.model else req.model
     device_class = prereg.device_class if prereg else req.device_class
+    # What goes into the certificate is checked now, not when the challenge is answered.
+    check_certificate_fields(device_id=device_id, serial=serial,
+                             where="the pre-registration" if prereg else "")
 
     def ek_chain() -> None:
         if req.ek_certificate is None:
@@ -158,15 +164,19 @@ def start(svc: Services, req: EnrollmentRequest, caller: Principal | None) -> En
 
 
 def complete(svc: Services, enrollment_id: str, req: ActivationRequest) -> EnrolledDevice:
+    """Step two. Everything that can fail for a reason known before the answer is
+    checked first, spending nothing; a wrong answer burns the challenge; a right one is
+    spent in the transaction that records the device and its certificate, so a failure
+    on our side leaves it for the device to answer again."""
     now = svc.clock()
     bundle = svc.ca_bundle()  # first: with Vault down this fails before anything is spent
     with svc.session() as session:
         try:
-            # Consumed in its own transaction: a wrong answer burns the challenge too.
             with session.begin():
-                row = queries.consume_enrollment(session, enrollment_id, now)
-            check_activation(row.secret_digest, req.secret)
-        except EvidenceError as exc:
+                row = _answerable(session, enrollment_id, now)
+            devid = public_key(parse_public(row.devid_public))
+            _check_answer(session, row, req.secret, now)
+        except (EvidenceError, DeviceFieldInvalid) as exc:
             with session.begin():
                 audit.append(
                     session, at=now, actor=ACTOR, action="enrollment.activate",
@@ -174,7 +184,6 @@ def complete(svc: Services, enrollment_id: str, req: ActivationRequest) -> Enrol
                     details={"enrollment_id": enrollment_id, "reason": exc.code},
                 )
             raise
-        devid = public_key(parse_public(row.devid_public))
         lifetime = dt.timedelta(days=svc.settings.ca.device_identity_days)
         cert_serial = issuance.reserve(svc, row.device_id, "identity", now, lifetime)
         issued = issuance.sign(svc, cert_serial, "identity", lambda: (
@@ -192,9 +201,36 @@ def complete(svc: Services, enrollment_id: str, req: ActivationRequest) -> Enrol
         )
 
 
+def _answerable(session: Session, enrollment_id: str, now: dt.datetime) -> Enrollment:
+    """The pending enrollment, if nothing known now would make its issuance fail: the
+    fields for the certificate (a row from before they were checked at start) and the
+    device's state (revoked or quarantined since the challenge)."""
+    row = queries.pending_enrollment(session, enrollment_id, now)
+    check_certificate_fields(device_id=row.device_id, serial=row.serial)
+    existing = queries.find_device(session, row.device_id)
+    if existing is not None and existing.state != "active":
+        raise DeviceNotActive(existing.state)
+    return row
+
+
+def _check_answer(session: Session, row: Enrollment, secret: bytes, now: dt.datetime) -> None:
+    """Compare the answer (constant time); a wrong one spends the challenge in its own
+    transaction: the device, or whoever is guessing (against a 32-byte secret), starts
+    over. A right answer is spent later, with the enrollment it records."""
+    try:
+        check_activation(row.secret_digest, secret)
+    except ActivationMismatch:
+        with session.begin():
+            queries.consume_enrollment(session, row.id, now)  # raises if spent meanwhile
+        raise
+
+
 def _record_enrollment(session: Session, row: Enrollment, issued: IssuedCertificate,
                        now: dt.datetime) -> None:
     with session.begin():
+        # Spent here, atomically: a concurrent answer that got here first wins
+        # (activation.used), and any failure below rolls the spending back.
+        queries.consume_enrollment(session, row.id, now)
         _upsert_device(session, row, issued.serial, now)
         queries.mark_preregistration_enrolled(session, ek_key_digest(row.ek_public),
                                               row.device_id, now)

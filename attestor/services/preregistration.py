@@ -25,6 +25,7 @@ from attestor.services.devices import decode_position, encode_cursor
 from identity.errors import MalformedInput
 from identity.roca import roca_vulnerable
 from identity.truststore import load_certificates
+from identity.x509.names import check_serial
 
 CSV_COLUMNS = ("serial", "model", "device_class", "ek_certificate", "ek_public_key")
 MAX_ROWS = 10_000
@@ -63,6 +64,7 @@ def create(svc: Services, items: list[PreregistrationIn],
     now = svc.clock()
     rows = []
     for number, item in enumerate(items, 1):
+        check_serial(item.serial, f"device {number}")  # it goes into the certificate
         digest, cert = _ek_key(item, number)
         rows.append(Preregistration(ek_key_sha256=digest, serial=item.serial, model=item.model,
                                     device_class=item.device_class, ek_certificate=cert,

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from identity.tpm.keys import PublicKey
+from identity.x509.names import check_certificate_fields, serial_number_attribute
 
 CLOCK_SKEW = dt.timedelta(minutes=5)  # backdate notBefore for devices with drifting clocks
 
@@ -129,11 +130,14 @@ def device_identity_certificate(
     days: int,
     cert_serial: int | None = None,
 ) -> x509.Certificate:
-    """Long-lived certificate for the TPM-resident DevID key (IEEE 802.1AR LDevID style)."""
+    """Long-lived certificate for the TPM-resident DevID key (IEEE 802.1AR LDevID style).
+    The serial and device id must pass :func:`check_certificate_fields` (checked again
+    here: DeviceFieldInvalid rather than an encoder's ValueError)."""
+    check_certificate_fields(device_id=device_id, serial=serial or None)
     attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edgeproof device")]
     if serial:
-        attrs.append(x509.NameAttribute(NameOID.SERIAL_NUMBER, serial))
-    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, device_id))
+        attrs.append(serial_number_attribute(serial))
+    attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, device_id))  # UTF8String
     return _leaf(
         issuer,
         x509.Name(attrs),
