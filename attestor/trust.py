@@ -5,10 +5,10 @@ The project ships no vendor certificates; operators import them with
 
 A running attestor follows the directory without a restart: :class:`TrustRoots`
 looks at it each time an enrollment needs the store (one ``scandir`` and a
-``stat`` per file: microseconds, against the milliseconds of the enrollment's
-own cryptography and database work; attestation, the hot path, never reads the
-store) and re-reads only the files whose stamp (device, inode, size, mtime,
-ctime) changed. Why files and a stat rather than a database generation row: the
+``stat`` per file: about 40 us for 5 files, 0.4 ms for 50 on a busy test machine,
+against the milliseconds of the enrollment's own cryptography and database
+work; attestation, the hot path, never reads the store) and re-reads only the
+files whose stamp (device, inode, size, mtime, ctime) changed. Why files and a stat rather than a database generation row: the
 directory is the one source of truth that ``attestor trust add``, the Helm
 chart's ConfigMap (which kubelet swaps atomically in every pod), backups and
 ``attestor ekcert check --trust`` already share; a database row would be a second
@@ -59,7 +59,7 @@ def _scan(directory: Path) -> dict[str, Stamp]:
     stamps: dict[str, Stamp] = {}
     with os.scandir(directory) as entries:
         for entry in entries:
-            if entry.name.startswith(".") or Path(entry.name).suffix.lower() not in SUFFIXES:
+            if entry.name[0] == "." or os.path.splitext(entry.name)[1].lower() not in SUFFIXES:
                 continue
             try:
                 st = entry.stat()  # follows symlinks (a ConfigMap's files are symlinks)
