@@ -8,13 +8,15 @@ looks at it each time an enrollment needs the store (one ``scandir`` and a
 ``stat`` per file: about 40 us for 5 files, 0.4 ms for 50 on a busy test machine,
 against the milliseconds of the enrollment's own cryptography and database
 work; attestation, the hot path, never reads the store) and re-reads only the
-files whose stamp (device, inode, size, mtime, ctime) changed. Why files and a stat rather than a database generation row: the
-directory is the one source of truth that ``attestor trust add``, the Helm
-chart's ConfigMap (which kubelet swaps atomically in every pod), backups and
-``attestor ekcert check --trust`` already share; a database row would be a second
-copy to keep in step. Replicas on one host share the data directory; replicas
-on several hosts share it the way they share the CA files (a ConfigMap or a
-shared volume), so each sees the same change.
+files whose stamp (device, inode, size, mtime, ctime) changed.
+
+Why files and a stat rather than a database generation row: the directory is
+the one source of truth that ``attestor trust add``, the Helm chart's ConfigMap
+(which kubelet swaps atomically in every pod), backups and ``attestor ekcert
+check --trust`` already share; a database row would be a second copy to keep in
+step. Replicas on one host share the data directory; replicas on several hosts
+share it the way they share the CA files (a ConfigMap or a shared volume), so
+each sees the same change.
 
 A reload never widens trust by accident and never empties the store by
 accident: a file whose new content cannot be read or parsed keeps what it held
