@@ -177,7 +177,10 @@ def db_upgrade(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
 
 @trust_app.command("add")
 def trust_add(files: list[Path], data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
-    """Import TPM-vendor root or intermediate CA certificates (PEM or DER)."""
+    """Import TPM-vendor root or intermediate CA certificates (PEM or DER).
+
+    Running attestors use them from their next enrollment, without a restart; to
+    withdraw a vendor, remove its file from the data directory's trust/ek-roots/."""
     from attestor.trust import import_certificates
 
     refused = import_certificates(files, settings_for(data_dir, dev).trust_dir)

@@ -223,6 +223,10 @@ class Metrics:
             "edgeproof_audit_checkpoint_sink_failures_total", "Signed audit checkpoints a sink "
             "did not take (file, syslog, webhook); retried with the latest", ["sink"],
             registry=self.registry)
+        self.trust_load_failures = Counter(
+            "edgeproof_trust_store_load_failures_total", "EK trust store changes not taken "
+            "(unreadable or invalid file, unlistable directory): the last good content stays",
+            ["reason"], registry=self.registry)
         self.pending_oldest_age = Gauge(
             "edgeproof_issuance_pending_oldest_age_seconds", "Age of the oldest certificate "
             "reservation still pending (0: none), after this replica's last reconciliation",

@@ -3,7 +3,13 @@
 A :class:`Manufacturer` is swtpm's local CA kept in its own directory (via
 ``XDG_CONFIG_HOME``), so each test or demo has its own "TPM vendor" whose root
 the attestor must trust: the EK chain is really checked. A
-:class:`SwtpmProcess` runs one TPM on free TCP ports; stop() terminates, then kills.
+:class:`SwtpmProcess` runs one TPM on a pair of TCP ports; stop() terminates, then kills.
+
+A TPM keeps its ports for life, as a device keeps its TPM: the first start picks a
+free pair and records it in the state directory (``swtpm.port``), every later start
+(a restart, another ``edgeproof-sim run``) listens there again, so an agent's
+``tcti`` stays valid. If the port is taken the start fails and says so; it never
+moves the TPM elsewhere behind the agent's back (``--port`` moves it on purpose).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 
 SWTPM = "swtpm"
 SWTPM_SETUP = "swtpm_setup"
+PORT_FILE = "swtpm.port"  # in the state directory: the port this TPM listens on
 
 
 class SwtpmError(RuntimeError):
@@ -102,8 +109,37 @@ def free_port_pair() -> int:
     raise SwtpmError("no free port pair for swtpm")
 
 
+def recorded_port(state_dir: Path) -> int:
+    """The port this TPM listened on before (0: none recorded)."""
+    try:
+        text = (state_dir / PORT_FILE).read_text().strip()
+    except FileNotFoundError:
+        return 0
+    if not text.isdigit() or not 1 <= int(text) < 65535:
+        raise SwtpmError(f"{state_dir / PORT_FILE} holds {text[:20]!r}, not a port: remove "
+                         "it (a free port is then chosen) or start with --port")
+    return int(text)
+
+
+def _check_free(port: int, state_dir: Path) -> None:
+    for candidate in (port, port + 1):
+        with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is fine
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError as exc:
+                raise SwtpmError(
+                    f"port {candidate} is in use ({exc.strerror}): the TPM in {state_dir} "
+                    f"listens on {port} and {port + 1} (recorded in {PORT_FILE}) so that "
+                    "agents' tcti stays valid; stop what holds the port, or start it with "
+                    "--port N and set the agent's tcti to swtpm:host=127.0.0.1,port=N"
+                ) from exc
+
+
 @dataclass
 class SwtpmProcess:
+    """One swtpm. ``port`` 0: the port recorded in ``state_dir``, else a free one."""
+
     state_dir: Path
     port: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -114,9 +150,12 @@ class SwtpmProcess:
 
     def start(self, timeout: float = 10.0) -> SwtpmProcess:
         binary = _require(SWTPM)
-        for attempt in range(5):
-            # A restart keeps its port (the TCTI in configurations stays valid).
-            if not self.port or attempt > 0:
+        pinned = self.port or recorded_port(self.state_dir)
+        for _ in range(5):
+            if pinned:
+                self.port = pinned
+                _check_free(pinned, self.state_dir)
+            else:  # first start: a free pair (another process may take it first: retry)
                 self.port = free_port_pair()
             log = open(self.state_dir / "swtpm.log", "ab")  # noqa: SIM115 - owned by the child
             self.process = subprocess.Popen(  # noqa: S603
@@ -128,6 +167,7 @@ class SwtpmProcess:
             )
             log.close()
             if self._wait_ready(timeout):
+                (self.state_dir / PORT_FILE).write_text(f"{self.port}\n")
                 return self
             self.stop()
         raise SwtpmError(f"swtpm did not start; see {self.state_dir / 'swtpm.log'}")

@@ -27,7 +27,7 @@ from attestor.services.checkpoints import CheckpointSinks
 from attestor.services.keyring import Keyring
 from attestor.services.refusal_windows import AuthGuard
 from attestor.settings import ConfigError, Settings
-from attestor.trust import load_trust_store
+from attestor.trust import TrustRoots
 from identity.ekcert import TrustStore
 from identity.errors import AuthInvalid, ServiceError
 from identity.tpm.ak import TpmKey, load_key
@@ -46,7 +46,7 @@ class Services:
     ca: LocalCa  # device identity certificates and their CRL
     issuer: Issuer  # workload certificates: the local CA or Vault
     secrets: SecretStore
-    trust: TrustStore
+    trust_roots: TrustRoots  # the EK trust store's directory, followed while running
     vault: VaultConnection | None = None
     keyring: Keyring | None = None
     clock: Clock = utc_now
@@ -62,6 +62,12 @@ class Services:
         if self.keyring is None:
             raise ServiceError("the attestor's signing keyring is not loaded")
         return self.keyring
+
+    @property
+    def trust(self) -> TrustStore:
+        """The EK trust store as its directory holds it now (attestor/trust.py: a change
+        is seen at the next enrollment on every replica, no restart)."""
+        return self.trust_roots.current()
 
     @property
     def signer(self) -> SigningKey:
@@ -103,9 +109,6 @@ class Services:
             key = self._keys[public] = load_key(public)
         return key
 
-    def reload_trust(self) -> None:
-        self.trust = load_trust_store(self.settings.trust_dir)
-
 
 def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     """Open the database (must be migrated) and load every backend; fail fast."""
@@ -142,9 +145,11 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     if auth.oidc_issuer and auth.oidc_audience and auth.oidc_jwks_url:
         oidc = OidcTokens(auth.oidc_issuer, auth.oidc_audience, auth.oidc_jwks_url,
                           auth.oidc_algorithms, auth.oidc_role_claim)
-    services = Services(settings, engine, ca, issuer, secrets,
-                        load_trust_store(settings.trust_dir), vault=vault, keyring=keyring,
-                        clock=clock, oidc=oidc,
+    metrics = Metrics()
+    trust = TrustRoots(settings.trust_dir,
+                       lambda reason: metrics.trust_load_failures.labels(reason).inc())
+    services = Services(settings, engine, ca, issuer, secrets, trust, vault=vault,
+                        keyring=keyring, clock=clock, oidc=oidc, metrics=metrics,
                         sinks=CheckpointSinks.from_settings(settings.audit_checkpoint_sink))
     from attestor.services import telemetry  # it builds on Services
 
