@@ -227,6 +227,10 @@ class Metrics:
             "edgeproof_trust_store_load_failures_total", "EK trust store changes not taken "
             "(unreadable or invalid file, unlistable directory): the last good content stays",
             ["reason"], registry=self.registry)
+        # Exported at 0 from the start: increase() in the alert rules cannot see a series'
+        # first sample, so a counter that appears at 1 would never fire.
+        for reason in ("invalid", "unreadable", "directory"):
+            self.trust_load_failures.labels(reason)
         self.pending_oldest_age = Gauge(
             "edgeproof_issuance_pending_oldest_age_seconds", "Age of the oldest certificate "
             "reservation still pending (0: none), after this replica's last reconciliation",
