@@ -213,12 +213,22 @@ def start_metrics_listener(services: Services) -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
-    """Apply database migrations up to the current schema (of an existing database: only
-    `attestor init` creates one)."""
-    from attestor.db.engine import current_revision, upgrade
+def db_upgrade(
+    data_dir: DataDir = DEFAULT_DIR,
+    dev: Dev = None,
+    create: Annotated[bool, typer.Option(
+        "--create", help="create the SQLite database if it does not exist (a data directory "
+        "whose CA came from elsewhere, not from `attestor init`)")] = False,
+) -> None:
+    """Apply database migrations up to the current schema. The database must exist
+    (`attestor init` creates it) unless --create is given."""
+    from attestor.db.engine import check, current_revision, make_engine, upgrade
 
-    engine = engine_for(data_dir, dev)
+    if create:
+        engine = make_engine(settings_for(data_dir, dev).db_url, create=True)
+        check(engine)
+    else:
+        engine = engine_for(data_dir, dev)
     upgrade(engine)
     out.print(f"database at revision {current_revision(engine)}")
 

@@ -24,8 +24,9 @@ def recorded_url(settings: Settings) -> str:
     url = parse_url(settings.database_url)  # refuses an unsupported URL before anything
     if url.password is None:
         return settings.database_url
-    return sa.make_url(settings.database_url).set(password=None).render_as_string(
-        hide_password=False)
+    given = sa.make_url(settings.database_url)
+    return sa.URL.create(given.drivername, given.username, None, given.host, given.port,
+                         given.database, given.query).render_as_string(hide_password=False)
 
 
 def record_database(settings: Settings) -> str | None:
