@@ -359,8 +359,22 @@ class Settings(BaseSettings):
 
 
 def load_settings(data_dir: Path, **overrides: Any) -> Settings:
-    """Build the settings once; invalid values become a :class:`ConfigError`."""
+    """Build the settings once; invalid values become a :class:`ConfigError` naming each
+    bad setting as written (env variable or file key), its value and what is allowed."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from attestor.settings_errors import explain_all
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    path = config_file(data_dir)
     try:
-        return Settings(data_dir=data_dir, **{k: v for k, v in overrides.items() if v is not None})
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+        return Settings(data_dir=data_dir, **given)
+    except ValidationError as exc:
+        raise ConfigError(explain_all(exc, Settings, path if path.is_file() else None,
+                                      given)) from exc
+    except SettingsError as exc:  # an EDGEPROOF_* variable that is not valid JSON
+        raise ConfigError(f"{exc} (a section or list in the environment is JSON: "
+                          f"{exc.__cause__})") from exc
+    except ValueError as exc:  # the TOML file does not parse
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
