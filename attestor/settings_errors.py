@@ -19,7 +19,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic.fields import FieldInfo
 
 ENV_PREFIX = "EDGEPROOF_"
-SECRET_WORDS = ("key", "token", "password", "passphrase", "secret")
+SECRET_WORDS = ("token", "password", "passphrase", "secret")  # and "key", "*_key"
 _URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]+@")
 Loc = tuple[int | str, ...]
 
@@ -104,7 +104,7 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
 
 def _is_secret(loc: Loc, info: FieldInfo | None) -> bool:
     name = str(next((p for p in reversed(loc) if not isinstance(p, int)), "")).lower()
-    if any(word in name for word in SECRET_WORDS):
+    if any(word in name for word in SECRET_WORDS) or name == "key" or name.endswith("_key"):
         return True
     return info is not None and SecretStr in (info.annotation,
                                               *typing.get_args(info.annotation))
