@@ -14,6 +14,7 @@ agent footprint) for twenty settings read once.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import os
 import re
@@ -35,7 +36,13 @@ DEFAULT_IMA_LOG = Path("/sys/kernel/security/ima/binary_runtime_measurements")
 
 
 class ConfigError(Exception):
-    pass
+    """Invalid settings; ``fields`` lists (name, value, complaint) for each bad value
+    found by :class:`AgentConfig` (so :func:`load_config` can say where it came from)."""
+
+    def __init__(self, message: str,
+                 fields: tuple[tuple[str, object, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 def _check(test: Callable[[Any], bool], message: str) -> dict[str, Any]:
@@ -111,7 +118,7 @@ class AgentConfig:
     unhealthy_after_failures: int = field(default=10, metadata=_between(0, 10_000))  # 0: never
 
     def __post_init__(self) -> None:
-        problems = []
+        problems: list[tuple[str, object, str]] = []
         for spec in dataclasses.fields(self):
             value = getattr(self, spec.name)
             check = spec.metadata.get("check")
@@ -122,29 +129,31 @@ class AgentConfig:
             except (ValueError, TypeError, AttributeError):
                 ok = False
             if not ok:
-                problems.append(f"{spec.name}: {value!r} {spec.metadata['message']}")
+                problems.append((spec.name, value, spec.metadata["message"]))
         if self.backoff_cap_seconds < self.backoff_base_seconds:
-            problems.append("backoff_cap_seconds: must be at least backoff_base_seconds")
+            problems.append(("backoff_cap_seconds", self.backoff_cap_seconds,
+                             "must be at least backoff_base_seconds"))
         if not problems:
             problems.extend(self._scheme_problems())
         if problems:
-            raise ConfigError("; ".join(problems))
+            raise ConfigError("; ".join(f"{name}: {value!r} {why}"
+                                        for name, value, why in problems), tuple(problems))
 
     @property
     def urls(self) -> tuple[str, ...]:
         """The attestors to use, in order of preference (failover goes down the list)."""
         return tuple(self.attestor_urls or (self.attestor_url,))
 
-    def _scheme_problems(self) -> list[str]:
+    def _scheme_problems(self) -> list[tuple[str, object, str]]:
         """No failover from HTTPS to plain HTTP, and no CA bundle that would verify nothing."""
         schemes = {url.split(":", 1)[0].lower() for url in self.urls}
         key = "attestor_urls" if self.attestor_urls else "attestor_url"
         if len(schemes) > 1:
-            return [f"{key}: mixes https:// and http:// URLs; failing over from one to the "
-                    "other would drop TLS"]
+            return [(key, getattr(self, key), "mixes https:// and http:// URLs; failing "
+                     "over from one to the other would drop TLS")]
         if self.ca_bundle is not None and schemes == {"http"}:
-            return [f"ca_bundle: set, but {key} is plain http://, so it would verify "
-                    "nothing; use https:// URLs"]
+            return [("ca_bundle", self.ca_bundle, f"is set, but {key} is plain http://, so "
+                     "it would verify nothing; use https:// URLs")]
         return []
 
     @property
@@ -211,11 +220,17 @@ def _coerce(name: str, value: Any, from_env: bool) -> Any:
     if kind.startswith("int"):
         if isinstance(value, bool):
             raise ValueError("must be an integer")
-        return int(value, 0) if isinstance(value, str) else int(value)
+        try:
+            return int(value, 0) if isinstance(value, str) else int(value)
+        except ValueError:
+            raise ValueError("must be an integer (0x… and 0o… allowed)") from None
     if kind.startswith("float"):
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise ValueError("must be a number")
-        return float(value)
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError("must be a number") from None
     if kind.startswith("list"):
         if from_env and name == "attestor_urls" and not value.lstrip().startswith("["):
             return [url.strip() for url in value.split(",") if url.strip()]  # a,b,c
@@ -228,55 +243,76 @@ def _coerce(name: str, value: Any, from_env: bool) -> Any:
     return value
 
 
-def _sources(overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+def _shown(name: str, value: object) -> str:
+    """A value as a message may show it: never a secret's (none today; kept for later)."""
+    lowered = name.lower()
+    if any(w in lowered for w in ("token", "password", "passphrase", "secret")) \
+            or lowered.endswith("_key"):
+        return "<redacted>"
+    return repr(value)
+
+
+def _unknown(key: str) -> str:
+    close = difflib.get_close_matches(key, list(_TYPES), n=1)
+    return "unknown setting" + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def _sources(overrides: dict[str, Any]) -> tuple[dict[str, Any], list[str], dict[str, str]]:
     """Defaults < TOML file < ``EDGE_AGENT_<FIELD>`` environment < ``overrides``;
-    with the problems found on the way (unknown keys, values of the wrong type)."""
+    with the problems found on the way (unknown keys, values of the wrong type), and
+    where each value came from, as the operator wrote it."""
     merged: dict[str, Any] = {}
     problems: list[str] = []
+    origins: dict[str, str] = {}
     path = config_path(_state(overrides))
     if path.is_file():
         for key, value in tomllib.loads(path.read_text()).items():
+            origins[key] = f"{key} in {path}"
             if key not in _TYPES:
-                problems.append(f"{key}: unknown setting")
+                problems.append(f"{origins[key]}: {_unknown(key)}")
                 continue
             try:
                 merged[key] = _coerce(key, value, from_env=False)
             except (ValueError, TypeError) as exc:
-                problems.append(f"{key}: {value!r} {exc}")
+                problems.append(f"{origins[key]} = {_shown(key, value)}: {exc}")
     for key in _TYPES:
         value = os.environ.get(ENV_PREFIX + key.upper())
         if value is not None:
+            origins[key] = f"{ENV_PREFIX}{key.upper()} (environment)"
             try:
                 merged[key] = _coerce(key, value, from_env=True)
             except (ValueError, TypeError) as exc:
-                problems.append(f"{key} (env {ENV_PREFIX}{key.upper()}): {value!r} {exc}")
+                problems.append(f"{origins[key]} = {_shown(key, value)}: {exc}")
     for key, value in overrides.items():
+        origins[key] = f"{key} (command line)"
         if key not in _TYPES:
-            problems.append(f"{key}: unknown setting")
+            problems.append(f"{origins[key]}: {_unknown(key)}")
         elif isinstance(value, str) and not _TYPES[key].startswith("str"):
             try:
                 merged[key] = _coerce(key, value, from_env=True)
             except (ValueError, TypeError) as exc:
-                problems.append(f"{key}: {value!r} {exc}")
+                problems.append(f"{origins[key]} = {_shown(key, value)}: {exc}")
         else:
             merged[key] = value
-    return merged, problems
+    return merged, problems, origins
 
 
 def load_config(**overrides: Any) -> AgentConfig:
-    """The configuration, or a ConfigError naming each bad value and where it came from."""
+    """The configuration, or a ConfigError naming each bad value as written (environment
+    variable, key in the file, or option), its value and what is allowed."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    where = f"(file {config_path(_state(overrides))}, env {ENV_PREFIX}*)"
     try:
-        merged, problems = _sources(overrides)
+        merged, problems, origins = _sources(overrides)
     except (ValueError, OSError) as exc:  # malformed TOML, unreadable file
         raise ConfigError(f"{config_path(_state(overrides))}: {exc}") from exc
     if problems:
-        raise ConfigError("; ".join(problems) + " " + where)
+        raise ConfigError("invalid agent settings: " + "; ".join(problems))
     try:
         return AgentConfig(**merged)
     except ConfigError as exc:
-        raise ConfigError(f"{exc} {where}") from exc
+        described = [f"{origins.get(name, name + ' (default)')} = {_shown(name, value)}: {why}"
+                     for name, value, why in exc.fields]
+        raise ConfigError("invalid agent settings: " + "; ".join(described)) from exc
 
 
 def _state(overrides: dict[str, Any]) -> Path:

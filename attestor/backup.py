@@ -23,6 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from attestor.db.engine import sqlite_file
 from attestor.settings import CONFIG_FILE, Settings, config_file
 
 MANIFEST = "manifest.json"
@@ -60,10 +61,6 @@ def _members(settings: Settings) -> dict[str, Path]:
     return found
 
 
-def _sqlite_path(url: str) -> Path | None:
-    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
-
-
 def _sqlite_copy(source: Path) -> bytes:
     """A consistent copy of a live SQLite database (WAL included), through the backup API."""
     if not source.is_file():
@@ -93,7 +90,7 @@ def create(settings: Settings, out: Path, now: dt.datetime) -> BackupReport:
     if out.exists():
         raise BackupError(f"{out} exists; choose a new file name")
     contents = {name: path.read_bytes() for name, path in _members(settings).items()}
-    db_path = _sqlite_path(settings.db_url)
+    db_path = sqlite_file(settings.db_url)
     database = "sqlite" if db_path is not None else "postgresql"
     if db_path is not None:
         contents["attestor.db"] = _sqlite_copy(db_path)

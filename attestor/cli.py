@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from attestor.cli_admin import apikey_app, audit_app, keys_app, token_app
 from attestor.cli_backup import backup_app
@@ -21,10 +22,33 @@ from attestor.settings import ConfigError, Settings, load_settings
 from identity.errors import IdentityError
 
 if TYPE_CHECKING:
+    import sqlalchemy as sa
+
     from attestor.services.context import Services
 
+
+
+class _Commands(TyperGroup):
+    """Every command's configuration and backend failures end with one line
+    (``error: <code>: <message>``) and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's own click Context
+        import sqlalchemy as sa
+
+        try:
+            return super().invoke(ctx)
+        except ConfigError as exc:
+            fail(str(exc), 2)
+        except IdentityError as exc:
+            fail_with(exc)
+        except sa.exc.DBAPIError as exc:  # a failure after the database was opened
+            from attestor.db.engine import database_error
+
+            fail_with(database_error(exc))
+
+
 app = typer.Typer(help="edgeproof attestor: attestation service and admin commands.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, cls=_Commands)
 trust_app = typer.Typer(help="The EK trust store (TPM-vendor CA certificates).",
                         no_args_is_help=True)
 policy_app = typer.Typer(help="Reference policies per device class.", no_args_is_help=True)
@@ -52,6 +76,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def fail_with(exc: IdentityError) -> NoReturn:
+    fail(f"{exc.code}: {exc.detail}")
+
+
 def settings_for(data_dir: Path, dev: bool | None = None, **overrides: object) -> Settings:
     try:
         return load_settings(data_dir, dev=dev or None, **overrides)
@@ -64,8 +92,17 @@ def services_for(data_dir: Path, dev: bool | None) -> Services:
 
     try:
         return build_services(settings_for(data_dir, dev))
-    except (ConfigError, IdentityError) as exc:
+    except ConfigError as exc:
         fail(str(exc))
+    except IdentityError as exc:
+        fail_with(exc)
+
+
+def engine_for(data_dir: Path, dev: bool | None) -> sa.Engine:
+    """An engine on the configured database, which must exist and answer."""
+    from attestor.db.engine import open_engine
+
+    return open_engine(settings_for(data_dir, dev).db_url)
 
 
 @app.command()
@@ -78,7 +115,12 @@ def init(
         "--exist-ok", help="a data directory that already holds an attestor is left as it "
         "is, exit 0 (a container's init step)")] = False,
 ) -> None:
-    """Create a data directory: SQLite database, local two-level CA, secret-store key."""
+    """Create a data directory: database (SQLite in the data directory unless
+    EDGEPROOF_DATABASE_URL names one; recorded in attestor.toml), local two-level CA,
+    secret-store key. The only command that creates a database."""
+    from sqlalchemy import make_url
+
+    from attestor.db.engine import shown
     from attestor.services.context import utc_now
     from attestor.setup import initialise
 
@@ -89,8 +131,11 @@ def init(
         fail(f"{data_dir} already holds an attestor; refusing to overwrite it")
     settings = settings_for(data_dir, dev, trust_domain=trust_domain)
     initialise(settings, utc_now(), ca_name)
-    out.print(f"[green]initialised[/] {data_dir} (database {settings.db_url}, CA in "
+    out.print(f"[green]initialised[/] {data_dir} (database {shown(settings.db_url)}, CA in "
               f"{settings.ca_dir}, trust store {settings.trust_dir})")
+    if make_url(settings.db_url).password is not None:
+        out.print("[yellow]the database password is not recorded:[/] every command needs it "
+                  "in EDGEPROOF_DATABASE_URL, or in PGPASSWORD or a PGPASSFILE")
 
 
 @app.command()
@@ -135,8 +180,10 @@ def serve(
     try:
         tls_options = uvicorn_tls_options(settings, utc_now())
         services = build_services(settings)
-    except (ConfigError, IdentityError) as exc:
+    except ConfigError as exc:
         fail(str(exc))
+    except IdentityError as exc:
+        fail_with(exc)
     if services.trust.rejected:
         for source, why in services.trust.rejected:
             err.print(f"[yellow]trust store:[/] skipped {source}: {why}")
@@ -166,11 +213,22 @@ def start_metrics_listener(services: Services) -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
-    """Apply database migrations up to the current schema."""
-    from attestor.db.engine import current_revision, make_engine, upgrade
+def db_upgrade(
+    data_dir: DataDir = DEFAULT_DIR,
+    dev: Dev = None,
+    create: Annotated[bool, typer.Option(
+        "--create", help="create the SQLite database if it does not exist (a data directory "
+        "whose CA came from elsewhere, not from `attestor init`)")] = False,
+) -> None:
+    """Apply database migrations up to the current schema. The database must exist
+    (`attestor init` creates it) unless --create is given."""
+    from attestor.db.engine import check, current_revision, make_engine, upgrade
 
-    engine = make_engine(settings_for(data_dir, dev).db_url)
+    if create:
+        engine = make_engine(settings_for(data_dir, dev).db_url, create=True)
+        check(engine)
+    else:
+        engine = engine_for(data_dir, dev)
     upgrade(engine)
     out.print(f"database at revision {current_revision(engine)}")
 
@@ -264,9 +322,8 @@ def policy_show(
     from sqlmodel import Session
 
     from attestor.db import queries
-    from attestor.db.engine import make_engine
 
-    with Session(make_engine(settings_for(data_dir, dev).db_url)) as session:
+    with Session(engine_for(data_dir, dev)) as session:
         row = queries.current_policy(session, device_class)
     if row is None:
         fail(f"no policy for class {device_class!r} (learn one with `attestor policy learn`)")
@@ -307,9 +364,8 @@ def device_list(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
     from sqlmodel import Session
 
     from attestor.db import queries
-    from attestor.db.engine import make_engine
 
-    with Session(make_engine(settings_for(data_dir, dev).db_url)) as session:
+    with Session(engine_for(data_dir, dev)) as session:
         devices = queries.list_devices(session, limit=1000)
     table = Table("device", "serial", "class", "state", "last verdict", "last attested")
     for d in devices:
@@ -324,9 +380,8 @@ def device_show(device_id: str, data_dir: DataDir = DEFAULT_DIR, dev: Dev = None
     from sqlmodel import Session
 
     from attestor.db import queries
-    from attestor.db.engine import make_engine
 
-    with Session(make_engine(settings_for(data_dir, dev).db_url)) as session:
+    with Session(engine_for(data_dir, dev)) as session:
         try:
             device = queries.get_device(session, device_id)
         except IdentityError as exc:
@@ -342,12 +397,9 @@ def device_show(device_id: str, data_dir: DataDir = DEFAULT_DIR, dev: Dev = None
 
 
 def main() -> None:
-    """Entry point: configuration problems end with one clear line, not a traceback."""
-    try:
-        app()
-    except ConfigError as exc:
-        err.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-        sys.exit(2)
+    """Entry point: configuration and backend problems end with one clear line, not a
+    traceback (the commands' group, :class:`_Commands`, says it)."""
+    app()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from attestor.vault_settings import VaultSettings
 
 CONFIG_FILE = "attestor.toml"
 CONFIG_ENV = "EDGEPROOF_CONFIG"
+DEFAULT_DATABASE = "attestor.db"  # SQLite, inside the data directory
 DEV_PASSPHRASE = "edgeproof-development-only-passphrase"  # noqa: S105 - refused outside dev
 KNOWN_PASSPHRASES = frozenset(
     {"", "changeme", "change-me", "password", "passphrase", "edgeproof", DEV_PASSPHRASE}
@@ -216,7 +217,9 @@ class Settings(BaseSettings):
 
     data_dir: Path
     dev: bool = Field(False, description="development mode: allows the built-in passphrase")
-    database_url: str | None = Field(None, description="SQLAlchemy URL; SQLite in data dir")
+    database_url: str | None = Field(None, description="sqlite:///<path> (a relative path "
+                                     "is inside the data directory) or postgresql://; "
+                                     "`attestor init` records it in attestor.toml")
     trust_domain: str = Field("edgeproof.local", pattern=r"^[a-z0-9.\-_]+$")
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
@@ -305,7 +308,14 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.data_dir / 'attestor.db'}"
+        """The database URL; a relative SQLite path is taken inside the data directory
+        (so a recorded ``sqlite:///attestor.db`` follows a restored or moved directory)."""
+        url = self.database_url or f"sqlite:///{DEFAULT_DATABASE}"
+        if url.startswith("sqlite:///"):
+            path = url.removeprefix("sqlite:///")
+            if path and not path.startswith(("/", "file:", ":memory:")):
+                return f"sqlite:///{self.data_dir / path}"
+        return url
 
     @property
     def ca_dir(self) -> Path:
@@ -349,8 +359,22 @@ class Settings(BaseSettings):
 
 
 def load_settings(data_dir: Path, **overrides: Any) -> Settings:
-    """Build the settings once; invalid values become a :class:`ConfigError`."""
+    """Build the settings once; invalid values become a :class:`ConfigError` naming each
+    bad setting as written (env variable or file key), its value and what is allowed."""
+    from pydantic import ValidationError
+    from pydantic_settings import SettingsError
+
+    from attestor.settings_errors import explain_all
+
+    given = {k: v for k, v in overrides.items() if v is not None}
+    path = config_file(data_dir)
     try:
-        return Settings(data_dir=data_dir, **{k: v for k, v in overrides.items() if v is not None})
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+        return Settings(data_dir=data_dir, **given)
+    except ValidationError as exc:
+        raise ConfigError(explain_all(exc, Settings, path if path.is_file() else None,
+                                      given)) from exc
+    except SettingsError as exc:  # an EDGEPROOF_* variable that is not valid JSON
+        raise ConfigError(f"{exc} (a section or list in the environment is JSON: "
+                          f"{exc.__cause__})") from exc
+    except ValueError as exc:  # the TOML file does not parse
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc

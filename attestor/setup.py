@@ -3,26 +3,68 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
+import tomllib
+
+import sqlalchemy as sa
 
 from attestor.backends.issuer.local_ca import LocalCa
 from attestor.backends.secrets.embedded import EmbeddedSecretStore
 from attestor.backends.signing import SigningKey
-from attestor.db.engine import make_engine, upgrade
-from attestor.settings import Settings, config_file
+from attestor.db.engine import check, make_engine, parse_url, upgrade
+from attestor.settings import CONFIG_ENV, CONFIG_FILE, DEFAULT_DATABASE, ConfigError, Settings
+
+
+def recorded_url(settings: Settings) -> str:
+    """The database choice as ``init`` records it: never a password (it stays in
+    EDGEPROOF_DATABASE_URL, or PostgreSQL's PGPASSWORD / PGPASSFILE)."""
+    if settings.database_url is None:
+        return f"sqlite:///{DEFAULT_DATABASE}"  # relative: inside the data directory
+    url = parse_url(settings.database_url)  # refuses an unsupported URL before anything
+    if url.password is None:
+        return settings.database_url
+    given = sa.make_url(settings.database_url)
+    return sa.URL.create(given.drivername, given.username, None, given.host, given.port,
+                         given.database, given.query).render_as_string(hide_password=False)
+
+
+def record_database(settings: Settings) -> str | None:
+    """Write ``database_url`` into ``<data-dir>/attestor.toml`` unless it names one, so
+    later commands use the same database without EDGEPROOF_DATABASE_URL. A file named by
+    EDGEPROOF_CONFIG is the operator's (often a read-only mount) and is left alone.
+    Returns the URL recorded, or None."""
+    if os.environ.get(CONFIG_ENV):
+        return None
+    config = settings.data_dir / CONFIG_FILE
+    url = recorded_url(settings)
+    line = f"database_url = {json.dumps(url)}\n"  # JSON string escapes are TOML's
+    if not config.exists():
+        config.write_text(f"trust_domain = {json.dumps(settings.trust_domain)}\n{line}")
+        return url
+    text = config.read_text()
+    try:
+        if "database_url" in tomllib.loads(text):
+            return None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config}: not valid TOML: {exc}") from exc
+    config.write_text(line + text)  # first: a top-level key must precede every [section]
+    return url
 
 
 def initialise(settings: Settings, now: dt.datetime, ca_name: str = "edgeproof") -> None:
-    """Database schema, local CA (root + issuing, keys encrypted), secret-store key."""
+    """Database schema, local CA (root + issuing, keys encrypted), secret-store key, and
+    the database choice recorded in the settings file."""
     passphrase = settings.ca_passphrase()  # refuse before creating anything
+    recorded_url(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    config = config_file(settings.data_dir)
-    if not config.exists():
-        config.write_text(f'trust_domain = "{settings.trust_domain}"\n')
-    engine = make_engine(settings.db_url)
+    engine = make_engine(settings.db_url, create=True)
     try:
+        check(engine)  # a typed error (down, corrupt, missing) before any migration
         upgrade(engine)
     finally:
         engine.dispose()
+    record_database(settings)
     settings.trust_dir.mkdir(parents=True, exist_ok=True)
     LocalCa.create(settings.ca_dir, passphrase, now, name=ca_name,
                    root_days=settings.ca.root_days, issuing_days=settings.ca.issuing_days)

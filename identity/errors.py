@@ -453,6 +453,32 @@ class VaultRefused(BackendUnavailable):
     code = "backend.vault_refused"
 
 
+class DatabaseUnavailable(BackendUnavailable):
+    """The database cannot be reached or refused the attestor (server down, wrong
+    credentials, a dropped connection)."""
+
+    code = "backend.database_unavailable"
+
+
+class DatabaseMissing(DatabaseUnavailable):
+    """No database where the settings point: the SQLite file or the PostgreSQL database
+    does not exist (only ``attestor init`` creates one)."""
+
+    code = "backend.database_missing"
+
+
+class DatabaseCorrupt(DatabaseUnavailable):
+    """The SQLite file is not a database or is damaged."""
+
+    code = "backend.database_corrupt"
+
+
+class DatabaseUrlUnsupported(BackendUnavailable):
+    """The database URL names neither SQLite nor PostgreSQL, or cannot be parsed."""
+
+    code = "backend.database_url_unsupported"
+
+
 class IssuerMismatch(ServiceError):
     """The issuer returned a certificate other than the one asked for (names, key or
     lifetime): it is not handed out."""

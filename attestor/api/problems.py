@@ -17,12 +17,12 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from attestor.api import refusals
+from attestor.db.engine import database_error
 from identity.errors import (
     ActivationUnknown,
     AuditUnavailable,
     AuthError,
     AuthForbidden,
-    BackendUnavailable,
     Conflict,
     DeviceNotActive,
     DeviceUnknown,
@@ -115,11 +115,13 @@ def install(app: FastAPI) -> None:
     async def _database(request: Request, exc: sa.exc.DBAPIError) -> JSONResponse:
         # A dropped connection (database restart, failover): the pool is discarded and
         # the next request reconnects; this one is retryable, not an internal error.
-        log.error("database error on %s %s: %s%s", request.method, request.url.path,
-                  type(exc.orig).__name__,
+        # The driver's message is for the operator's log, never the response.
+        failure = database_error(exc, request.app.state.services.engine.url)
+        log.error("%s on %s %s: %s: %s%s", failure.code, request.method, request.url.path,
+                  type(exc.orig).__name__, failure.detail,
                   " (connection lost; the pool reconnects)" if exc.connection_invalidated
                   else "")
-        return problem(503, BackendUnavailable.code, "the database is unavailable")
+        return problem(503, failure.code, "the database is unavailable")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -21,7 +21,7 @@ from attestor.backends.secrets.embedded import EmbeddedSecretStore
 from attestor.backends.secrets.vault_kv import VaultKv
 from attestor.backends.signing import SigningKey
 from attestor.backends.vault.connection import VaultConnection
-from attestor.db.engine import head_revision, is_current, make_engine
+from attestor.db.engine import head_revision, is_current, open_engine
 from attestor.observability import Metrics
 from attestor.services.checkpoints import CheckpointSinks
 from attestor.services.keyring import Keyring
@@ -114,7 +114,7 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
     """Open the database (must be migrated) and load every backend; fail fast."""
     if not (settings.ca_dir / "root.pem").exists():
         raise ConfigError(f"no attestor in {settings.data_dir}: run `attestor init` first")
-    engine = make_engine(settings.db_url)
+    engine = open_engine(settings.db_url)  # exists and answers, or a typed error
     if not is_current(engine):
         raise ConfigError(
             f"the database is not at schema revision {head_revision()}: run `attestor db upgrade`"

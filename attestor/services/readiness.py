@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
+from attestor.db.engine import database_error
 from attestor.services.context import Services
 from identity.errors import IdentityError
 
@@ -21,6 +22,8 @@ def probe(check: Callable[[], object]) -> str:
         check()
     except IdentityError as exc:
         return f"unavailable: {exc.code}"
+    except sa.exc.DBAPIError as exc:
+        return f"unavailable: {database_error(exc).code}"
     except sa.exc.SQLAlchemyError as exc:
         return f"unavailable: {type(exc).__name__}"
     return OK

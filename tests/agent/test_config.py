@@ -63,8 +63,36 @@ def test_env_overrides_the_file_and_bad_env_is_named(tmp_path: Path,
     monkeypatch.setenv("EDGE_AGENT_RENEW_FRACTION", "0.75")
     assert load_config(state_dir=tmp_path).renew_fraction == 0.75
     monkeypatch.setenv("EDGE_AGENT_RENEW_FRACTION", "most")
-    with pytest.raises(ConfigError, match="renew_fraction"):
+    with pytest.raises(ConfigError) as raised:
         load_config(state_dir=tmp_path)
+    assert str(raised.value) == ("invalid agent settings: EDGE_AGENT_RENEW_FRACTION "
+                                 "(environment) = 'most': must be a number")
+    monkeypatch.setenv("EDGE_AGENT_RENEW_FRACTION", "0.99")
+    with pytest.raises(ConfigError) as raised:
+        load_config(state_dir=tmp_path)
+    assert str(raised.value) == ("invalid agent settings: EDGE_AGENT_RENEW_FRACTION "
+                                 "(environment) = 0.99: must be in (0.1, 0.95)")
+
+
+def test_a_bad_file_value_names_the_key_and_file(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EDGE_AGENT_CONFIG", raising=False)
+    monkeypatch.delenv("EDGE_AGENT_KEY_MODE", raising=False)
+    config = tmp_path / "agent.toml"
+    config.write_text("key_mode = 0o644\nrenew_fracton = 0.5\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(state_dir=tmp_path)
+    assert str(raised.value) == (f"invalid agent settings: renew_fracton in {config}: "
+                                 "unknown setting (did you mean 'renew_fraction'?)")
+    config.write_text("key_mode = 0o644\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config(state_dir=tmp_path)
+    assert str(raised.value) == (
+        f"invalid agent settings: key_mode in {config} = 420: lets others read or anyone "
+        "write private keys; use 0o600 (or 0o640 for a group)")
+    with pytest.raises(ConfigError, match=r"^invalid agent settings: ak_handle \(command "
+                       r"line\) = 16777216: is not a persistent handle"):
+        load_config(state_dir=tmp_path, key_mode=0o600, ak_handle=0x01000000)
 
 
 def test_config_file_may_live_elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def engine(db_url: str) -> Iterator[sa.Engine]:
-    eng = make_engine(db_url)
+    eng = make_engine(db_url, create=True)
     upgrade(eng)
     try:
         yield eng

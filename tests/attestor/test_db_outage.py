@@ -53,4 +53,4 @@ def test_dropped_connections_cost_at_most_one_request(pg_attestor: LiveAttestor,
             except AttestorError as exc:
                 failures.append(exc)
         assert len(failures) <= 1, failures
-        assert all(f.status == 503 and f.code == "backend.unavailable" for f in failures)
+        assert all(f.status == 503 and f.code == "backend.database_unavailable" for f in failures)

@@ -22,7 +22,7 @@ DEVICE = Device(id="d-1", device_class="default", ek_public=b"", ak_public=b"", 
 
 @pytest.fixture
 def svc(tmp_path: Path) -> SimpleNamespace:
-    engine = make_engine(f"sqlite:///{tmp_path / 'db'}")
+    engine = make_engine(f"sqlite:///{tmp_path / 'db'}", create=True)
     upgrade(engine)
     EmbeddedSecretStore.create_key(tmp_path / "k")
     store = EmbeddedSecretStore.from_key_file(engine, tmp_path / "k")

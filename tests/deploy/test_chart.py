@@ -207,6 +207,11 @@ def test_migrations_run_once_per_release_as_a_hook_job_never_in_the_replicas() -
     assert [c["args"] for c in init] == [
         ["init", "--exist-ok", "--trust-domain", "edgeproof.local", "--dev"],
         ["db", "upgrade", "--dev"]]
+    # No init step when the CA comes from a Secret: only there may `db upgrade` create
+    # the SQLite file (no other command creates a database).
+    own_ca = render(example("dev"), values={"ca": {"existingSecret": "edgeproof-ca"}})
+    init = one(own_ca, "Deployment")["spec"]["template"]["spec"]["initContainers"]
+    assert [c["args"] for c in init] == [["db", "upgrade", "--create", "--dev"]]
 
 
 def test_secrets_are_referenced_by_name_and_never_rendered() -> None:

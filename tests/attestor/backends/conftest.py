@@ -100,7 +100,8 @@ def issuer_impl(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Issu
 @pytest.fixture(params=["embedded", "vault"])
 def store_impl(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreUnderTest]:
     if request.param == "embedded":
-        engine = make_engine(f"sqlite:///{tmp_path / 'attestor.db'}")  # PostgreSQL: test_backends
+        # PostgreSQL: test_backends
+        engine = make_engine(f"sqlite:///{tmp_path / 'attestor.db'}", create=True)
         upgrade(engine)
         EmbeddedSecretStore.create_key(tmp_path / "k")
         store = EmbeddedSecretStore.from_key_file(engine, tmp_path / "k")
