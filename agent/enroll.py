@@ -24,7 +24,8 @@ from identity.protocol import enrollment_binding
 from identity.tpm.keys import public_key
 from identity.tpm.structures import object_name, parse_public
 
-__all__ = ["CA_FILE", "DEVID_CERT", "AlreadyEnrolled", "Enrolled", "provision"]
+__all__ = ["CA_FILE", "DEVID_CERT", "AlreadyEnrolled", "Enrolled", "EnrollmentError", "force_plan",
+           "provision"]
 
 
 class EnrollmentError(Exception):
