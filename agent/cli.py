@@ -83,7 +83,7 @@ def provision(
     first)."""
     from agent.enroll import AlreadyEnrolled, force_plan
     from agent.enroll import provision as do_provision
-    from agent.keyswap import KeySwapError
+    from agent.keyswap import KeySwapError, pending
     from agent.tpm.device import Tpm, TpmError
     from agent.verify import IssuedCertificateInvalid
 
@@ -102,9 +102,15 @@ def provision(
             enrolled = do_provision(config, tpm, client, now(), force=force)
     except AttestorError as exc:
         _refused(exc, _kept(config).removeprefix("; "))
-    except (Unreachable, TpmError, IssuedCertificateInvalid, KeySwapError,
-            AlreadyEnrolled) as exc:
+    except AlreadyEnrolled as exc:  # an interrupted first provisioning, completed now
+        fail(str(exc))
+    except (Unreachable, TpmError, IssuedCertificateInvalid, KeySwapError) as exc:
         fail(str(exc) + _kept(config))
+    except OSError as exc:  # the state directory: the journal says where it stopped
+        left = pending(config.state_dir)
+        fail(f"cannot write under {config.state_dir}: {exc.strerror or exc}"
+             + (f"; {left}: `edge-agent attest --once` completes or undoes it" if left
+                else _kept(config)))
     out.print(f"[green]enrolled[/] device [bold]{enrolled.device_id}[/] (EK {enrolled.ek_type})")
     out.print(f"  AK 0x{enrolled.ak_handle:08x}, DevID 0x{enrolled.devid_handle:08x}"
               + (f"; old keys removed from {', '.join(f'0x{h:08x}' for h in enrolled.replaced)}"

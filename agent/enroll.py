@@ -68,7 +68,9 @@ def provision(config: AgentConfig, tpm: Tpm, client: AttestorClient, now: dt.dat
         raise AlreadyEnrolled(
             f"this device is already enrolled (device {config.device_id}); "
             "`edge-agent provision --force` replaces its keys (see --help)")
-    keyswap.recover(config, tpm)
+    done = keyswap.recover(config, tpm)
+    if done and config.device_id and not force:  # an interrupted first run, now finished
+        raise AlreadyEnrolled(f"{done}; device {config.device_id} is enrolled")
     ek = tpm.endorsement()
     srk = tpm.ensure_srk(config.srk_handle)
     journal = keyswap.begin(config, tpm)

@@ -173,3 +173,25 @@ def test_an_interrupted_provisioning_is_undone_or_finished(
     assert switched.ak_handle == keyswap.alternate(config.ak_handle)
     assert not device.tpm.has(config.ak_handle) and not device.tpm.has(config.devid_handle)
     enrollment_ok(attestor, device, switched)
+
+
+def test_a_first_provisioning_cut_off_after_the_commit_is_completed_not_repeated(
+        attestor: LiveAttestor, device: Device, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = device.config(attestor.url)
+
+    def crash(*args: object) -> None:
+        raise SystemExit("power lost")
+
+    monkeypatch.setattr(keyswap, "finish", crash)
+    with attestor.client() as client, pytest.raises(SystemExit):
+        provision(config, device.tpm, client, now())
+    monkeypatch.undo()
+    assert config.device_id is None
+    code, output = cli_provision(attestor, device, config, "--tcti", device.tcti)
+    assert code == 1
+    said = " ".join(output.split())
+    assert "finished an interrupted provisioning" in said and "is enrolled" in said, output
+    enrolled = load_config(state_dir=config.state_dir)
+    assert enrolled.device_id and enrolled.ak_name
+    assert not keyswap.journal_path(config.state_dir).exists()
+    enrollment_ok(attestor, device, enrolled)
