@@ -6,13 +6,16 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
 from agent.client import AttestorClient, AttestorError, Unreachable, with_failover
 from agent.config import DEFAULT_STATE_DIR, AgentConfig, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from agent.tpm.device import Tpm
 
 app = typer.Typer(help="edgeproof device agent: enroll, attest and renew with the TPM.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -39,7 +42,7 @@ def _client(config: AgentConfig) -> AttestorClient:
     return AttestorClient(config.urls, str(config.ca_bundle) if config.ca_bundle else None)
 
 
-def _refused(exc: AttestorError) -> NoReturn:
+def _refused(exc: AttestorError, note: str = "") -> NoReturn:
     err.print(f"[bold red]refused[/] ({exc.status}): {exc.detail}")
     failed = [c for c in exc.checks if not c.get("passed") and not c.get("skipped")]
     for check in failed:
@@ -47,6 +50,8 @@ def _refused(exc: AttestorError) -> NoReturn:
     if not failed:
         for code in exc.codes:
             err.print(f"  reason: [red]{code}[/]")
+    if note:
+        err.print(note)
     raise typer.Exit(3)
 
 
@@ -64,28 +69,61 @@ def provision(
     token: Annotated[str | None, typer.Option(
         envvar="EDGE_AGENT_TOKEN", help="an enroller bearer token (instead of an API key)")
     ] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="re-provision an enrolled device: new keys beside the old, the old "
+        "removed only after the attestor confirmed the new ones")] = False,
 ) -> None:
     """Factory enrollment: create AK and DevID in the TPM, persist them, enroll.
 
-    Needs an enroller credential unless the manufacturer pre-registered this TPM's EK."""
+    Needs an enroller credential unless the manufacturer pre-registered this TPM's EK.
+    All or nothing: nothing changes for the device until the attestor has confirmed the
+    new keys and issued their certificate; on any failure the new keys are removed.
+    An enrolled device is refused unless --force, which creates the new keys beside the
+    enrolled ones and removes the old keys only after the switch (stop `edge-agent run`
+    first)."""
+    from agent.enroll import AlreadyEnrolled, force_plan
     from agent.enroll import provision as do_provision
+    from agent.keyswap import KeySwapError, pending
     from agent.tpm.device import Tpm, TpmError
+    from agent.verify import IssuedCertificateInvalid
 
     config = load_config(state_dir=state_dir, attestor_url=attestor, tcti=tcti,
                          ca_bundle=ca_bundle, serial=serial, device_class=device_class,
                          event_log=event_log)
+    if config.device_id and not force:
+        fail(f"this device is already enrolled (device {config.device_id}); "
+             "`edge-agent provision --force` replaces its keys (see --help)")
+    if config.device_id:
+        err.print(f"[yellow]--force:[/] {force_plan(config)}")
     try:
         with Tpm(config.tcti) as tpm, AttestorClient(
                 config.attestor_url, str(config.ca_bundle) if config.ca_bundle else None,
                 api_key=api_key, token=token) as client:
-            enrolled = do_provision(config, tpm, client, now())
+            enrolled = do_provision(config, tpm, client, now(), force=force)
     except AttestorError as exc:
-        _refused(exc)
-    except (Unreachable, TpmError) as exc:
+        _refused(exc, _kept(config).removeprefix("; "))
+    except AlreadyEnrolled as exc:  # an interrupted first provisioning, completed now
         fail(str(exc))
+    except (Unreachable, TpmError, IssuedCertificateInvalid, KeySwapError) as exc:
+        fail(str(exc) + _kept(config))
+    except OSError as exc:  # the state directory: the journal says where it stopped
+        left = pending(config.state_dir)
+        fail(f"cannot write under {config.state_dir}: {exc.strerror or exc}"
+             + (f"; {left}: `edge-agent attest --once` completes or undoes it" if left
+                else _kept(config)))
     out.print(f"[green]enrolled[/] device [bold]{enrolled.device_id}[/] (EK {enrolled.ek_type})")
+    out.print(f"  AK 0x{enrolled.ak_handle:08x}, DevID 0x{enrolled.devid_handle:08x}"
+              + (f"; old keys removed from {', '.join(f'0x{h:08x}' for h in enrolled.replaced)}"
+                 if enrolled.replaced else ""))
     not_after = enrolled.certificate.not_valid_after_utc
     out.print(f"  device identity certificate valid until {not_after}")
+
+
+def _kept(config: AgentConfig) -> str:
+    """After a failed provisioning: the enrollment in place is untouched."""
+    if not config.device_id:
+        return ""
+    return f"; nothing changed: device {config.device_id} keeps its enrolled keys"
 
 
 @app.command()
@@ -98,6 +136,7 @@ def attest(
 ) -> None:
     """Attest now and install the issued credentials (use `run` for the daemon)."""
     from agent.attest import NotProvisioned, attest_once
+    from agent.keyswap import KeySwapError
     from agent.tpm.device import Tpm, TpmError
     from agent.verify import IssuedCertificateInvalid
 
@@ -106,6 +145,7 @@ def attest(
     config = load_config(state_dir=state_dir, tcti=tcti, event_log=event_log)
     try:
         with Tpm(config.tcti) as tpm, _client(config) as client:
+            _recover(config, tpm)
             issued = with_failover(client, lambda: attest_once(config, tpm, client, now()))
     except AttestorError as exc:
         if json_out:
@@ -115,7 +155,8 @@ def attest(
                               "failed": failed}))
             raise typer.Exit(3) from exc
         _refused(exc)
-    except (Unreachable, TpmError, NotProvisioned, IssuedCertificateInvalid) as exc:
+    except (Unreachable, TpmError, NotProvisioned, IssuedCertificateInvalid,
+            KeySwapError) as exc:
         fail(str(exc))
     except OSError as exc:
         fail(f"cannot write credentials under {config.output}: {exc.strerror or exc}; "
@@ -130,6 +171,15 @@ def attest(
               f"renews at {issued.renew_at(config.renew_fraction):%H:%M:%S}")
     if issued.secrets:
         out.print(f"  secrets: {', '.join(issued.secrets)}")
+
+
+def _recover(config: AgentConfig, tpm: Tpm) -> None:
+    """Finish or undo a provisioning that was interrupted (agent/keyswap.py)."""
+    from agent.keyswap import recover
+
+    done = recover(config, tpm)
+    if done:
+        err.print(f"[yellow]note:[/] {done}")
 
 
 @app.command()
@@ -229,9 +279,11 @@ def doctor(
     offline: Annotated[bool, typer.Option("--offline", help="do not contact the attestor")
                        ] = False,
 ) -> None:
-    """Check the TPM, EK certificate, persistent keys, logs, clock and state directory;
-    each problem with a fix. Exit 0 when nothing failed, 1 otherwise."""
+    """Check the TPM, EK certificate, persistent keys (and that they are the ones the
+    attestor knows), event logs, clock and state directory; each problem with a fix.
+    Exit 0 when nothing failed, 1 otherwise."""
     from agent.doctor import FAIL, run_checks
+    from agent.doctor_keys import attestor_record
 
     config = load_config(state_dir=state_dir, tcti=tcti)
 
@@ -239,7 +291,8 @@ def doctor(
         with _client(config) as client:
             return with_failover(client, client.health)
 
-    checks = run_checks(config, now(), None if offline else attestor_clock)
+    checks = run_checks(config, now(), None if offline else attestor_clock,
+                        None if offline or not config.device_id else attestor_record(config))
     if json_out:
         print(json.dumps({"ok": all(c.status != FAIL for c in checks),
                           "checks": [c.as_dict() for c in checks]}))

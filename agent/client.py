@@ -287,15 +287,21 @@ class AttestorClient:
     def _post(self, path: str, body: dict[str, Any] | None = None,
               signed: bool = False) -> dict[str, Any]:
         content = json.dumps(body or {}, separators=(",", ":")).encode()
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        return self._exchange("POST", path, content, signed)
+
+    def _exchange(self, method: str, path: str, content: bytes,
+                  signed: bool) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if method == "POST":
+            headers["Content-Type"] = "application/json"
         if signed:  # one credential per request: the device's own
             if self.signer is None:
                 raise Unreachable("no device signer: this device is not provisioned")
-            headers |= self.signer.headers("POST", self._target.prefix + path, content,
+            headers |= self.signer.headers(method, self._target.prefix + path, content,
                                            self.clock())
         else:
             headers |= self._station
-        answer = self.request("POST", path, content, headers)
+        answer = self.request(method, path, content if method == "POST" else None, headers)
         if 200 <= answer.status < 300:
             try:
                 data = json.loads(answer.body)
@@ -341,6 +347,10 @@ class AttestorClient:
 
     def attest(self, device_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return self._post(f"/v1/devices/{device_id}/attestations", body, signed=True)
+
+    def device(self, device_id: str) -> dict[str, Any]:
+        """This device's record as the attestor has it (GET, signed by the DevID key)."""
+        return self._exchange("GET", f"/v1/devices/{device_id}", b"", signed=True)
 
     def report_wrap_reuse(self, device_id: str, name: str, token: str,
                           age_seconds: int) -> dict[str, Any]:

@@ -91,6 +91,10 @@ class AgentConfig:
     event_log: Path | None = DEFAULT_EVENT_LOG
     ima_log: Path | None = DEFAULT_IMA_LOG
     device_id: str | None = None
+    # the TPM Name of the enrolled AK (hex), recorded by `provision`; `doctor` compares it
+    ak_name: str | None = field(default=None, metadata=_check(
+        lambda v: re.fullmatch(r"(?:[0-9a-f]{2}){22,66}", v) is not None,
+        "is not a TPM object Name in hex"))
     serial: str | None = None
     device_class: str = "default"
     srk_handle: int = field(default=SRK_HANDLE, metadata=_persistent())
@@ -166,6 +170,10 @@ class AgentConfig:
         other key an operator put there."""
         from agent.files import atomic_write
 
+        atomic_write(config_path(self.state_dir), self.render().encode(), 0o600)
+
+    def render(self) -> str:
+        """The TOML file as :meth:`save` writes it."""
         path = config_path(self.state_dir)
         try:
             document: dict[str, Any] = tomllib.loads(path.read_text()) if path.is_file() else {}
@@ -173,14 +181,14 @@ class AgentConfig:
             raise ConfigError(f"{path}: {exc}") from exc
         if self.attestor_urls:
             document["attestor_urls"] = list(self.attestor_urls)
-        for key in ("attestor_url", "tcti", "device_id", "serial", "device_class",
+        for key in ("attestor_url", "tcti", "device_id", "ak_name", "serial", "device_class",
                     "ca_bundle", "vault_ca_bundle", "event_log", "ima_log"):
             value = getattr(self, key)
             if value is not None:
                 document[key] = str(value)
         for key in ("srk_handle", "ak_handle", "devid_handle"):
             document[key] = getattr(self, key)
-        atomic_write(path, dump_toml(document).encode(), 0o600)
+        return dump_toml(document)
 
 
 def config_path(state_dir: Path) -> Path:

@@ -31,6 +31,7 @@ def run_daemon(state_dir: Path, tcti: str | None, event_log: Path | None) -> int
     from agent.attest import read_status
     from agent.client import AttestorClient
     from agent.hooks import after_rotation
+    from agent.keyswap import KeySwapError, recover
     from agent.renew import Renewer
     from agent.tpm.device import Tpm, TpmError
 
@@ -48,6 +49,14 @@ def run_daemon(state_dir: Path, tcti: str | None, event_log: Path | None) -> int
     except TpmError as exc:
         log.error("%s", exc)
         return 1
+    try:
+        recovered = recover(config, tpm)  # an interrupted `provision`: finish or undo it
+    except (KeySwapError, TpmError, OSError) as exc:
+        log.error("%s", exc)
+        tpm.close()
+        return 1
+    if recovered:
+        log.warning("%s", recovered)
     interval = systemd.watchdog_interval()
     ca_bundle = str(config.ca_bundle) if config.ca_bundle else None
     for url in config.urls:

@@ -13,12 +13,15 @@ import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from agent.config import AgentConfig
 
 if TYPE_CHECKING:
     from agent.tpm.device import Tpm
+
+# asks the attestor for this device's record, with a request the TPM's DevID signs
+RecordProbe = Callable[["Tpm"], dict[str, Any]]
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 # No device can be attested with a clock before this (the release of this agent).
@@ -42,16 +45,14 @@ def _ok(name: str, detail: str) -> Check:
 
 
 def run_checks(config: AgentConfig, now: dt.datetime,
-               attestor_clock: Callable[[], dt.datetime | None] | None = None) -> list[Check]:
+               attestor_clock: Callable[[], dt.datetime | None] | None = None,
+               attestor_record: RecordProbe | None = None) -> list[Check]:
     """Every check, in the order a person would fix them. ``attestor_clock`` asks the
-    attestor for its time (None: do not contact it)."""
+    attestor for its time, ``attestor_record`` for this device's enrolled keys (None: do
+    not contact it)."""
     checks = [_state_dir(config), *_credential_modes(config)]
-    checks.extend(_tpm_checks(config))
-    checks.append(_readable("event_log", config.event_log, "a TCG event log",
-                            "mount securityfs (/sys/kernel/security) and run as a user that "
-                            "may read it, or set event_log"))
-    checks.append(_readable("ima_log", config.ima_log, "an IMA measurement list",
-                            "enable IMA (ima_policy=tcb) or set ima_log = \"\" to not send one"))
+    checks.extend(_tpm_checks(config, attestor_record))
+    checks.extend(_event_logs(config))
     reach, theirs = _attestor(config, attestor_clock)
     checks.append(reach)
     checks.append(_clock(now, theirs))
@@ -106,9 +107,10 @@ def _credential_modes(config: AgentConfig) -> list[Check]:
     return [_ok("credentials", f"{live.resolve().name}: keys and secrets 0600")]
 
 
-def _tpm_checks(config: AgentConfig) -> list[Check]:
+def _tpm_checks(config: AgentConfig, record: RecordProbe | None) -> list[Check]:
     from tpm2_pytss import TSS2_Exception
 
+    from agent.doctor_keys import enrollment
     from agent.tpm.device import Tpm, TpmError
 
     try:
@@ -119,7 +121,8 @@ def _tpm_checks(config: AgentConfig) -> list[Check]:
         blocked = "not checked: the TPM is unreachable"
         return [Check("tpm", FAIL, str(exc), hint),
                 Check("ek_certificate", FAIL, blocked, "fix the tpm check first"),
-                Check("persistent_objects", FAIL, blocked, "fix the tpm check first")]
+                Check("persistent_objects", FAIL, blocked, "fix the tpm check first"),
+                Check("enrollment", FAIL, blocked, "fix the tpm check first")]
     with tpm:
         checks = [_ok("tpm", f"reachable at {config.tcti}")]
         try:
@@ -137,6 +140,7 @@ def _tpm_checks(config: AgentConfig) -> list[Check]:
                                     "enrollment then needs the manufacturer to pre-register "
                                     "this TPM's EK public key with the attestor"))
         checks.append(_persistent(config, tpm))
+        checks.append(enrollment(config, tpm, record))
     return checks
 
 
@@ -150,16 +154,45 @@ def _persistent(config: AgentConfig, tpm: Tpm) -> Check:
     if missing:
         return Check("persistent_objects", FAIL, "missing: " + ", ".join(missing),
                      "the TPM was cleared or the handles changed; the device must be "
-                     "provisioned again (`edge-agent provision`)")
+                     "provisioned again (`edge-agent provision --force`)")
     return _ok("persistent_objects", ", ".join(f"{n} 0x{h:08x}" for n, h in wanted.items()))
 
 
-def _readable(name: str, path: Path | None, what: str, hint: str) -> Check:
+# securityfs files are root-only (0440) by default and do not keep a chmod across boots
+_GRANT = ("run the agent as root, or let its group (tss in the shipped systemd unit) read "
+          "it at every boot with a systemd-tmpfiles line: z {path} 0440 root tss")
+
+
+def _event_logs(config: AgentConfig) -> list[Check]:
+    """The logs the attestor replays: without them the first attestation fails
+    `eventlog.missing` (README, "Where the agent finds the event logs")."""
+    return [
+        _readable("event_log", config.event_log, "a TCG event log",
+                  "set event_log (agent.toml or EDGE_AGENT_EVENT_LOG) to the firmware's TCG "
+                  "log; on Linux /sys/kernel/security/tpm0/binary_bios_measurements, present "
+                  "when securityfs is mounted (mount -t securityfs securityfs "
+                  "/sys/kernel/security) and the firmware hands the kernel a TPM 2.0 log",
+                  unset=Check("event_log", WARN, "not configured: nothing is sent, and a "
+                              "policy that checks the boot refuses with eventlog.missing",
+                              "set event_log (agent.toml or EDGE_AGENT_EVENT_LOG)")),
+        _readable("ima_log", config.ima_log, "an IMA measurement list",
+                  "set ima_log (agent.toml or EDGE_AGENT_IMA_LOG) to the IMA list, "
+                  "/sys/kernel/security/ima/binary_runtime_measurements with IMA enabled "
+                  "(boot with ima_policy=tcb), or ima_log = \"\" to send none"),
+    ]
+
+
+def _readable(name: str, path: Path | None, what: str, hint: str,
+              unset: Check | None = None) -> Check:
     if path is None or str(path) in ("", "."):
-        return _ok(name, "not configured (not sent)")
+        return unset or _ok(name, "not configured (not sent)")
     try:
         with path.open("rb") as handle:
             head = handle.read(64)
+    except PermissionError as exc:
+        grant = f"{path}*" if name == "ima_log" else str(path)
+        return Check(name, FAIL, f"{path}: {exc.strerror or exc} (uid {os.geteuid()})",
+                     _GRANT.format(path=grant))
     except OSError as exc:
         return Check(name, FAIL, f"{path}: {exc.strerror or exc}", hint)
     if not head:

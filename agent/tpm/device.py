@@ -202,6 +202,17 @@ class Tpm:
     def has(self, handle: int) -> bool:
         return self._persistent(handle) is not None
 
+    def evict(self, handle: int) -> bool:
+        """Remove the object persisted at ``handle``; False if there was none."""
+        obj = self._persistent(handle)
+        if obj is None:
+            return False
+        try:
+            self.ectx.evict_control(ESYS_TR.OWNER, obj, handle)
+        except TSS2_Exception as exc:
+            raise TpmError(f"cannot evict the object at 0x{handle:08x}: {exc}") from exc
+        return True
+
     # attestation -----------------------------------------------------------------
 
     def _ak(self, handle: int) -> ESYS_TR:

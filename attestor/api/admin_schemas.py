@@ -40,6 +40,12 @@ class DevicePublic(BaseModel):
     current_certificate: CertificateRef | None = None
     failed_checks: list[dict[str, Any]] = Field(
         default_factory=list, description="the last attestation's failed checks")
+    ak_name: str | None = Field(
+        None, description="TPM Name (hex) of the enrolled attestation key; the agent's "
+        "`doctor` compares it with the AK in the device's TPM")
+    devid_name: str | None = Field(
+        None, description="TPM Name (hex) of the enrolled DevID key, which signs the "
+        "device's requests")
 
 
 class StateChange(Request):

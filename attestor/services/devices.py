@@ -21,6 +21,7 @@ from attestor.db.models import Attestation, Device
 from attestor.services import webhooks
 from attestor.services.context import Services
 from identity.errors import Conflict, MalformedInput
+from identity.tpm.structures import object_name, parse_public
 
 # action -> (states it may start from, state it leads to, webhook event)
 TRANSITIONS = {
@@ -69,6 +70,8 @@ def view(session: Session, device: Device) -> DevicePublic:
         current_certificate=CertificateRef(serial=cert.serial, kind=cert.kind,
                                            not_after=cert.not_after) if cert else None,
         failed_checks=failed,
+        ak_name=device.ak_name,
+        devid_name=object_name(parse_public(device.devid_public)).hex(),
     )
 
 

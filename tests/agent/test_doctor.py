@@ -15,6 +15,7 @@ from agent.cli import app
 from agent.client import AttestorClient, Unreachable
 from agent.config import AgentConfig
 from agent.doctor import FAIL, OK, WARN, Check, run_checks
+from agent.doctor_keys import attestor_record
 from tests.harness import Device, LiveAttestor, enroll_and_learn, now
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tpm]
@@ -43,10 +44,14 @@ def test_healthy_device_passes_every_check(attestor: LiveAttestor, device: Devic
         with AttestorClient(attestor.url) as client:
             return client.health()
 
-    checks = diagnose(config, device, probe)
+    with device.released():
+        checks = {c.name: c for c in run_checks(config, now(), probe,
+                                                  attestor_record(config))}
     assert {c.status for c in checks.values()} == {OK}, checks
     assert set(checks) == {"state_dir", "credentials", "tpm", "ek_certificate",
-                           "persistent_objects", "event_log", "ima_log", "attestor", "clock"}
+                           "persistent_objects", "enrollment", "event_log", "ima_log",
+                           "attestor", "clock"}
+    assert "the ones the attestor has" in checks["enrollment"].detail
     with device.released():
         result = CliRunner().invoke(app, ["doctor", "--json", "--offline",
                                           "--state-dir", str(config.state_dir)])
@@ -100,7 +105,7 @@ def test_each_broken_setup_is_named_with_a_fix(attestor: LiveAttestor, device: D
     assert checks[name].hint
     others = {n: c.status for n, c in checks.items() if n != name and c.status == FAIL}
     if setup == "tpm unreachable":  # what depends on the TPM says it was not checked
-        assert set(others) == {"ek_certificate", "persistent_objects"}
+        assert set(others) == {"ek_certificate", "persistent_objects", "enrollment"}
     else:
         assert not others, others
 
