@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -82,3 +83,24 @@ def test_every_alert_is_explained_in_the_deploy_guide() -> None:
                                re.MULTILINE))
     assert len(alerts) >= 20
     assert alerts == explained, (sorted(alerts - explained), sorted(explained - alerts))
+
+
+def test_every_cli_option_has_help_and_none_is_hidden() -> None:
+    """Options the docs and probes use (`edge-agent status --offline`, `attestor audit
+    verify --json`) show in --help, each with a line saying what it does."""
+    import typer
+
+    from agent.cli import app as agent_app
+    from attestor.cli import app as attestor_app
+
+    def options(command: Any, path: str) -> Iterator[tuple[str, Any]]:  # typer's own click
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from options(sub, f"{path} {name}")
+        for param in command.params:
+            if param.param_type_name == "option":
+                yield f"{path} {param.opts[0]}", param
+
+    found = [*options(typer.main.get_command(attestor_app), "attestor"),
+             *options(typer.main.get_command(agent_app), "edge-agent")]
+    assert len(found) > 100
+    assert [name for name, opt in found if not opt.help or opt.hidden] == []
