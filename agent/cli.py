@@ -250,9 +250,9 @@ def status(
     check_attestor: Annotated[bool, typer.Option(
         "--check-attestor", help="also ask the attestor's /healthz (informative only)")
     ] = False,
-    offline: Annotated[bool, typer.Option("--offline", hidden=True,
-                                          help="the default: the attestor is not contacted")
-                       ] = False,
+    offline: Annotated[bool, typer.Option(
+        "--offline", help="never contact the attestor, even with --check-attestor (the "
+        "liveness probe's form; local state only is the default)")] = False,
 ) -> None:
     """Health, identity and device state, certificate expiry, last verdict and reasons,
     last and next renewal, consecutive failures. Exit 0 when healthy, 1 when not (no

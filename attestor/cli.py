@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 from attestor.cli_admin import apikey_app, audit_app, keys_app, token_app
 from attestor.cli_backup import backup_app
 from attestor.cli_logs import ImaBank, eventlog_app, ima_app, read_ima_list
+from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
 from attestor.cli_secret import secret_app
 from attestor.cli_tls import tls_app
 from attestor.cli_verify import ekcert_app, quote_app
@@ -64,11 +65,6 @@ for sub, name in ((trust_app, "trust"), (policy_app, "policy"), (secret_app, "se
 out = Console()
 err = Console(stderr=True)
 
-DataDir = Annotated[Path, typer.Option("--data-dir", "-d", envvar="EDGEPROOF_DATA_DIR",
-                                       help="attestor data directory")]
-Dev = Annotated[bool | None, typer.Option("--dev", help="development mode (built-in CA "
-                                          "passphrase allowed)", show_default=False)]
-DEFAULT_DIR = Path("attestor-data")
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from attestor.auth import ROLES
+from attestor.cli_options import DEFAULT_DIR, DataDir, Dev, Json
 
 token_app = typer.Typer(help="Bearer tokens minted by this attestor.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys for factory stations.", no_args_is_help=True)
@@ -22,9 +23,6 @@ keys_app = typer.Typer(help="The attestor's signing keys (a keyring shared by ev
 audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 out = Console()
 
-DataDir = Annotated[Path, typer.Option("--data-dir", "-d", envvar="EDGEPROOF_DATA_DIR")]
-Dev = Annotated[bool | None, typer.Option("--dev", show_default=False)]
-DEFAULT_DIR = Path("attestor-data")
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 
 
@@ -146,7 +144,7 @@ def keys_rotate(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
 @audit_app.command("verify")
 def audit_verify(
     data_dir: DataDir = DEFAULT_DIR, dev: Dev = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Json = False,
     checkpoints: Annotated[list[Path] | None, typer.Option(
         "--checkpoints", metavar="FILE", help="a sink's copy of the signed checkpoints (the "
         "file sink, saved webhook bodies or syslog lines); repeatable", exists=True,

@@ -9,13 +9,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
+
 backup_app = typer.Typer(help="Back up and restore the data directory (CA and store keys, "
                          "settings, trust store, SQLite database).", no_args_is_help=True)
 out = Console()
-DataDir = Annotated[Path, typer.Option("--data-dir", "-d", envvar="EDGEPROOF_DATA_DIR",
-                                       help="attestor data directory")]
-Dev = Annotated[bool | None, typer.Option("--dev", show_default=False)]
-DEFAULT_DIR = Path("attestor-data")
 
 
 @backup_app.command("create")

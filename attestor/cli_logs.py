@@ -9,6 +9,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
+from attestor.cli_options import Json
 from identity.errors import IdentityError
 from identity.ima.log import ImaEntry
 
@@ -18,7 +19,6 @@ out = Console()
 err = Console(stderr=True)
 
 LogFile = Annotated[Path, typer.Argument(help="the log file", exists=True, dir_okay=False)]
-Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
 def _fail(exc: IdentityError) -> NoReturn:

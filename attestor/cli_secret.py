@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
 from identity.errors import IdentityError
 
 if TYPE_CHECKING:
@@ -21,10 +22,6 @@ if TYPE_CHECKING:
 secret_app = typer.Typer(help="The embedded secret store (values AES-256-GCM encrypted in "
                          "the database).", no_args_is_help=True)
 out = Console()
-DataDir = Annotated[Path, typer.Option("--data-dir", "-d", envvar="EDGEPROOF_DATA_DIR",
-                                       help="attestor data directory")]
-Dev = Annotated[bool | None, typer.Option("--dev", show_default=False)]
-DEFAULT_DIR = Path("attestor-data")
 
 
 def _store(data_dir: Path, dev: bool | None) -> tuple[Services, EmbeddedSecretStore]:

@@ -9,15 +9,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
+
 tls_app = typer.Typer(help="The attestor's HTTPS certificate (`serve --tls-cert/--tls-key`).",
                       no_args_is_help=True)
 out = Console()
 
-DataDir = Annotated[Path, typer.Option("--data-dir", "-d", envvar="EDGEPROOF_DATA_DIR",
-                                       help="attestor data directory")]
-Dev = Annotated[bool | None, typer.Option("--dev", help="development mode (built-in CA "
-                                          "passphrase allowed)", show_default=False)]
-DEFAULT_DIR = Path("attestor-data")
 MAX_DAYS = 825  # the longest TLS server lifetime clients still accept (CA/B baseline)
 
 

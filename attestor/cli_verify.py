@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from rich.console import Console
 
+from attestor.cli_options import Json
 from identity.checks import Check
 from identity.errors import IdentityError
 from identity.pcr import PcrSelection, parse_pcr_values
@@ -29,7 +30,6 @@ ekcert_app = typer.Typer(help="Check EK certificates against a trust store.",
                          no_args_is_help=True)
 out = Console()
 
-Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
 def _report(valid: bool, checks: list[Check], as_json: bool, extra: dict[str, object]) -> NoReturn:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import tomllib
 
 import sqlalchemy as sa
@@ -57,7 +58,31 @@ def initialise(settings: Settings, now: dt.datetime, ca_name: str = "edgeproof")
     the database choice recorded in the settings file."""
     passphrase = settings.ca_passphrase()  # refuse before creating anything
     recorded_url(settings)
-    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir = settings.data_dir
+    existed = data_dir.exists()
+    before = set(data_dir.iterdir()) if existed else set()
+    config = data_dir / CONFIG_FILE
+    config_text = config.read_text() if config in before else None
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        _create(settings, passphrase, now, ca_name)
+    except BaseException:
+        # A failed init leaves the directory as it found it (a rerun starts clean): what
+        # it made goes; a mounted volume that was there already stays.
+        if not existed:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        else:
+            for made in set(data_dir.iterdir()) - before:
+                if made.is_dir() and not made.is_symlink():
+                    shutil.rmtree(made, ignore_errors=True)
+                else:
+                    made.unlink(missing_ok=True)
+            if config_text is not None:
+                config.write_text(config_text)
+        raise
+
+
+def _create(settings: Settings, passphrase: bytes, now: dt.datetime, ca_name: str) -> None:
     engine = make_engine(settings.db_url, create=True)
     try:
         check(engine)  # a typed error (down, corrupt, missing) before any migration

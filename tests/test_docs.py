@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from typer.testing import CliRunner
 
@@ -82,3 +83,57 @@ def test_every_alert_is_explained_in_the_deploy_guide() -> None:
                                re.MULTILINE))
     assert len(alerts) >= 20
     assert alerts == explained, (sorted(alerts - explained), sorted(explained - alerts))
+
+
+def test_every_cli_option_has_help_and_none_is_hidden() -> None:
+    """Options the docs and probes use (`edge-agent status --offline`, `attestor audit
+    verify --json`) show in --help, each with a line saying what it does."""
+    import typer
+
+    from agent.cli import app as agent_app
+    from attestor.cli import app as attestor_app
+
+    def options(command: Any, path: str) -> Iterator[tuple[str, Any]]:  # typer's own click
+        for name, sub in getattr(command, "commands", {}).items():
+            yield from options(sub, f"{path} {name}")
+        for param in command.params:
+            if param.param_type_name == "option":
+                yield f"{path} {param.opts[0]}", param
+
+    found = [*options(typer.main.get_command(attestor_app), "attestor"),
+             *options(typer.main.get_command(agent_app), "edge-agent")]
+    assert len(found) > 100
+    assert [name for name, opt in found if not opt.help or opt.hidden] == []
+
+
+DEPLOY_DOCS = ["README.md", "docs/deploy.md", "deploy/README.md", "deploy/images/README.md",
+               "deploy/helm/edgeproof/README.md"]
+
+
+def _shell_commands(text: str) -> Iterator[str]:
+    """Each command of the ```sh blocks, continuation lines joined."""
+    for block in re.findall(r"^```sh\n(.*?)^```", text, re.MULTILINE | re.DOTALL):
+        yield from block.replace("\\\n", " ").splitlines()
+
+
+def test_podman_commands_in_the_docs_name_the_images_make_images_builds() -> None:
+    """A short name (`edgeproof-attestor`) does not resolve in podman: every `podman run`
+    names localhost/edgeproof-*:<the package version>, as scripts/images.sh tags them."""
+    import tomllib
+
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    runs = [c for doc in DEPLOY_DOCS for c in _shell_commands((ROOT / doc).read_text())
+            if c.lstrip().startswith("podman run")]
+    assert len(runs) >= 5
+    image = re.compile(rf"\slocalhost/edgeproof-(attestor|agent):{re.escape(version)}(\s|$)")
+    assert [c for c in runs if not image.search(c)] == []
+
+
+def test_links_between_the_deploy_docs_resolve() -> None:
+    for doc in DEPLOY_DOCS:
+        path = ROOT / doc
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", path.read_text()):
+            if "://" not in target:
+                assert (path.parent / target).exists(), f"{doc}: {target}"
+    readme = (ROOT / "README.md").read_text()
+    assert "(docs/deploy.md)" in readme and "deploy/helm/edgeproof/" in readme

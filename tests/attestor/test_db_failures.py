@@ -103,6 +103,27 @@ def test_postgresql_down_is_one_line(tmp_path: Path, clean_env: None,
     assert "Connection refused" in lines[0] and "hunter2" not in lines[0]
 
 
+def test_init_on_a_database_that_is_down_leaves_nothing_behind(
+        tmp_path: Path, clean_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The admin-host step of docs/deploy.md with PostgreSQL not reachable yet: one line,
+    and no half-made data directory that a rerun would call "already an attestor"; a
+    directory that was there already (a volume) keeps exactly what it held."""
+    monkeypatch.setenv("EDGEPROOF_DATABASE_URL",
+                       f"postgresql://edgeproof@127.0.0.1:{_closed_port()}/edgeproof")
+    new = tmp_path / "edgeproof-admin"
+    code, lines = _cli("init", "--dev", "-d", str(new), "--trust-domain", "devices.example.com")
+    assert code == 1 and len(lines) == 1 and "backend.database_unavailable" in lines[0], lines
+    assert not new.exists()
+    volume = tmp_path / "volume"
+    (volume / "trust" / "ek-roots").mkdir(parents=True)
+    (volume / "attestor.toml").write_text('trust_domain = "devices.example.com"\n')
+    code, lines = _cli("init", "--dev", "-d", str(volume))
+    assert code == 1 and "backend.database_unavailable" in lines[0], lines
+    assert sorted(p.relative_to(volume).as_posix() for p in volume.rglob("*")) == [
+        "attestor.toml", "trust", "trust/ek-roots"]
+    assert (volume / "attestor.toml").read_text() == 'trust_domain = "devices.example.com"\n'
+
+
 @pytest.mark.pg
 def test_postgresql_database_missing_is_one_line(tmp_path: Path, clean_env: None,
                                                  pg_server: str,

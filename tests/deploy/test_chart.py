@@ -264,8 +264,45 @@ def test_agent_daemonset_hostpaths_and_tpm_access() -> None:
     assert env["EDGE_AGENT_ATTESTOR_URLS"] == (
         "https://attestor-a.example.com,https://attestor-b.example.com")
     assert pod["tolerations"][0]["key"] == "node-role.example.com/edge"
+    # The example leaves the textfile off: with hostPath type Directory a node without
+    # node-exporter's directory would keep the pod Pending.
+    assert all(v["name"] != "metrics-textfile" for v in pod["volumes"])
+    ds = one(render(example("agent"), values={"agent": {"metricsTextfile": {"enabled": True}}}),
+             "DaemonSet", "-agent")
+    pod = ds["spec"]["template"]["spec"]
     textfile = next(v for v in pod["volumes"] if v["name"] == "metrics-textfile")
-    assert textfile["hostPath"]["type"] == "Directory"
+    assert textfile["hostPath"] == {"path": "/var/lib/node-exporter/textfile",
+                                    "type": "Directory"}
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["EDGE_AGENT_METRICS_TEXTFILE"] == "/var/lib/edge-agent-metrics/edge_agent.prom"
+
+
+@pytest.mark.parametrize("name", ["agent", "agent-privileged"])
+def test_agent_examples_read_the_ca_bundle_the_docs_create(name: str) -> None:
+    """docs/deploy.md and the chart README make ConfigMap edgeproof-attestor-ca from
+    `attestor ca > ca.pem`; both agent examples must mount exactly that key."""
+    made = "kubectl -n edgeproof create configmap edgeproof-attestor-ca --from-file=ca.pem"
+    for doc in (CHART.parents[2] / "docs" / "deploy.md", CHART / "README.md"):
+        assert made in doc.read_text().replace("\\\n", " "), doc
+    pod = one(render(example(name)), "DaemonSet", "-agent")["spec"]["template"]["spec"]
+    bundle = next(v for v in pod["volumes"] if v["name"] == "ca-bundle")
+    assert bundle == {"name": "ca-bundle", "configMap": {
+        "name": "edgeproof-attestor-ca", "items": [{"key": "ca.pem", "path": "ca.pem"}]}}
+
+
+def test_default_images_are_the_names_make_images_builds() -> None:
+    """Unqualified names resolve to docker.io, where no edgeproof image exists: the
+    defaults are scripts/images.sh's tags, localhost/edgeproof-*:<version>."""
+    import tomllib
+
+    pyproject = tomllib.loads((CHART.parents[2] / "pyproject.toml").read_text())
+    version = pyproject["project"]["version"]
+    script = (CHART.parents[2] / "scripts" / "images.sh").read_text()
+    assert "tag=localhost/edgeproof-$target:$version" in script
+    docs = render(example("ingress-tls"))  # attestor and agent, no image set
+    images = {c.spec["image"] for c in containers(docs)}
+    assert images == {f"localhost/edgeproof-attestor:{version}",
+                      f"localhost/edgeproof-agent:{version}"}
 
 
 def test_agent_defaults_to_this_releases_service() -> None:

@@ -12,7 +12,7 @@ never run (the attestor itself would refuse to start); the second, under strict 
 {{- end -}}
 {{- else -}}
 {{- if and (not $sqlite) (not $v.database.existingSecret) -}}
-{{- fail "database.type=postgresql needs database.existingSecret: a Secret whose key database.key holds the SQLAlchemy URL (postgresql+psycopg://user:password@host/db)" -}}
+{{- fail "database.type=postgresql needs database.existingSecret: a Secret whose key database.key holds the database URL (postgresql://user:password@host:5432/db)" -}}
 {{- end -}}
 {{- if and (not $v.attestor.dev) (not $v.ca.passphrase.existingSecret) -}}
 {{- fail "set ca.passphrase.existingSecret: a Secret holding the CA key passphrase (key ca.passphrase.key); only attestor.dev=true (development) runs without one" -}}
