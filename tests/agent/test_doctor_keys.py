@@ -19,7 +19,7 @@ from agent.config import AgentConfig, load_config
 from agent.doctor import FAIL, OK, WARN, Check, run_checks
 from agent.doctor_keys import attestor_record
 from agent.enroll import provision
-from agent.sim.swtpm import SwtpmProcess
+from agent.sim.swtpm import PORT_FILE, SwtpmProcess
 from agent.tpm.device import Tpm
 from tests.harness import Device, LiveAttestor, enroll_and_learn, now
 
@@ -38,6 +38,7 @@ def clone_tpm(device: Device, into: Path) -> Path:
     device.tpm.close()
     device.process.stop()
     shutil.copytree(device.root / "tpm", into)
+    (into / PORT_FILE).unlink(missing_ok=True)  # the clone is another TPM: a port of its own
     device.process.start()  # same port: the configured TCTI stays valid
     device.tpm = Tpm(device.tcti)
     return into

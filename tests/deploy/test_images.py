@@ -223,6 +223,7 @@ def test_agent_image_reaches_the_tpm_provisions_and_doctor_reports_it(
         before = doctor(podman, images.agent, swtpm.tcti, agent)
         assert before["persistent_objects"] == {
             "status": "fail", "detail": "the device is not provisioned"}
+        assert before["enrollment"]["status"] == "warn", before["enrollment"]
         expect_reached(before, swtpm.tcti, endorsement, served.url)
 
         provisioned = podman.run(
@@ -236,6 +237,8 @@ def test_agent_image_reaches_the_tpm_provisions_and_doctor_reports_it(
         handles = (f"SRK 0x{SRK_HANDLE:08x}, AK 0x{AK_HANDLE:08x}, "
                    f"DevID 0x{DEVID_HANDLE:08x}")
         assert after["persistent_objects"] == {"status": "ok", "detail": handles}
+        # The TPM's keys are the ones the attestor enrolled (asked over HTTPS, DevID-signed).
+        assert after["enrollment"]["status"] == "ok", after["enrollment"]
         expect_reached(after, swtpm.tcti, endorsement, served.url)
 
 
@@ -271,4 +274,5 @@ def expect_reached(checks: dict[str, dict[str, str]], tcti: str, endorsement: En
         assert checks[log]["status"] == "fail", checks[log]
         assert checks[log]["detail"].startswith("/sys/kernel/security/"), checks[log]
     assert set(checks) == {"state_dir", "credentials", "tpm", "ek_certificate",
-                           "persistent_objects", "event_log", "ima_log", "attestor", "clock"}
+                           "persistent_objects", "enrollment", "event_log", "ima_log",
+                           "attestor", "clock"}
