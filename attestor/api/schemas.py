@@ -57,6 +57,12 @@ class Problem(BaseModel):
         "decommissioned), so its agent can report it", examples=["revoked"])
 
 
+# Free-text query filters (class, device, actor, action, outcome): printable text only.
+# A control character is never in a stored value, and PostgreSQL refuses NUL in a query
+# parameter outright: refused here as input (422), not a database error (503) on one backend.
+FILTER_TEXT = r"^[^\x00-\x1f\x7f]*$"
+
+
 def problems(**described: str) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for problem responses, keyed by status."""
     return {int(status.removeprefix("s")): {"model": Problem, "description": text}

@@ -114,3 +114,17 @@ def test_a_refusal_that_cannot_be_audited_fails_closed(attestor: LiveAttestor) -
     assert failures and "audit storage refused" in failures[0]["event"]
     metrics = httpx.get(f"{attestor.url}/metrics", headers=attestor.headers("auditor"))
     assert "edgeproof_audit_write_failures_total 1.0" in metrics.text
+
+
+@pytest.mark.parametrize("query", [
+    "/v1/audit?actor=%00", "/v1/audit?device_id=a%00b", "/v1/audit?action=%01",
+    "/v1/audit?outcome=%7F", "/v1/devices?class=%00", "/v1/certificates?device_id=%00",
+])
+def test_control_characters_in_operator_queries_are_refused_as_input(
+        attestor: LiveAttestor, query: str) -> None:
+    """An operator's filter with a NUL or another control character is bad input (422
+    request.invalid) on both databases, never a database error (PostgreSQL refuses NUL in
+    text) answered as 503."""
+    response = httpx.get(f"{attestor.url}{query}", headers=attestor.headers("auditor"))
+    assert response.status_code == 422, (query, response.status_code, response.text)
+    assert response.json()["code"] == "request.invalid"

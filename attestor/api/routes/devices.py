@@ -16,7 +16,7 @@ from attestor.api.admin_schemas import (
     StateChange,
 )
 from attestor.api.deps import Admin, DeviceOrReader, FleetReader, ServicesDep
-from attestor.api.schemas import problems
+from attestor.api.schemas import FILTER_TEXT, problems
 from attestor.db.queries import DeviceFilter
 from attestor.services import devices
 
@@ -34,7 +34,8 @@ async def list_devices(
     svc: ServicesDep, caller: FleetReader,
     state: Annotated[Literal["active", "quarantined", "revoked", "decommissioned"] | None,
                      Query()] = None,
-    device_class: Annotated[str | None, Query(alias="class", max_length=64)] = None,
+    device_class: Annotated[str | None, Query(alias="class", max_length=64,
+                                                    pattern=FILTER_TEXT)] = None,
     attested_before: dt.datetime | None = None,
     attested_after: dt.datetime | None = None,
     reason: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_.]+$",

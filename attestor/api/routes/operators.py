@@ -26,7 +26,7 @@ from attestor.api.admin_schemas import (
     RevokeRequest,
 )
 from attestor.api.deps import Admin, Enroller, Reader, ServicesDep
-from attestor.api.schemas import problems
+from attestor.api.schemas import FILTER_TEXT, problems
 from attestor.db import queries
 from attestor.db.models import Policy
 from attestor.services import certificates, policies, preregistration
@@ -85,7 +85,7 @@ async def create_policy(body: PolicyCreate, svc: ServicesDep, caller: Admin,
              responses=problems(s401="no credential", s403="not allowed",
                                 s404="no such version or evidence"))
 async def dry_run(svc: ServicesDep, caller: Reader, device_class: str = Class,
-                  device_id: Annotated[str, Query(max_length=64)] = "",
+                  device_id: Annotated[str, Query(max_length=64, pattern=FILTER_TEXT)] = "",
                   version: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
                   body: Annotated[PolicyCreate | None, Body()] = None) -> DryRun:
     """Evaluate a stored version (or a document in the body) against a device's last
@@ -110,7 +110,8 @@ async def dry_run(svc: ServicesDep, caller: Reader, device_class: str = Class,
 @router.get("/certificates", tags=["certificates"], response_model=Page[CertificatePublic],
             responses=AUTH)
 async def list_certificates(svc: ServicesDep, caller: Reader,
-                            device_id: Annotated[str | None, Query(max_length=64)] = None,
+                            device_id: Annotated[str | None, Query(
+                                max_length=64, pattern=FILTER_TEXT)] = None,
                             status: Annotated[str | None, Query(
                                 pattern=r"^(issued|pending|void|revoked)$")] = None,
                             cursor: Cursor = None, limit: Limit = 100
@@ -180,7 +181,7 @@ def _audit_filter(since: dt.datetime | None, until: dt.datetime | None, device_i
     return queries.AuditFilter(since, until, device_id, actor, action, outcome)
 
 
-AuditQuery = Annotated[str | None, Query(max_length=128)]
+AuditQuery = Annotated[str | None, Query(max_length=128, pattern=FILTER_TEXT)]
 
 
 @router.get("/audit", tags=["audit"], response_model=Page[AuditPublic], responses=AUTH)
