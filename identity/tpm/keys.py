@@ -34,6 +34,11 @@ ECC_CURVES: dict[int, ec.EllipticCurve] = {
 }
 
 
+# Hash and padding objects are immutable: built once, not per verification.
+ECDSA_BY_HASH: dict[str, ec.ECDSA] = {name: ec.ECDSA(h()) for name, h in _HASHES.items()}
+_PKCS1 = padding.PKCS1v15()
+
+
 def hash_algorithm(name: str) -> hashes.HashAlgorithm:
     """A `cryptography` hash for a signing hash name; SHA-1 and SM3 are refused."""
     try:
@@ -103,12 +108,12 @@ def verify_tpm_signature(key: PublicKey, sig: Signature, data: bytes) -> bool:
             r, s = int.from_bytes(sig.r, "big"), int.from_bytes(sig.s, "big")
             if r == 0 or s == 0:
                 return False
-            key.verify(encode_dss_signature(r, s), data, ec.ECDSA(digest))
+            key.verify(encode_dss_signature(r, s), data, ECDSA_BY_HASH[digest.name])
             return True
         if not isinstance(key, rsa.RSAPublicKey) or len(sig.raw) != key.key_size // 8:
             return False
         if sig.alg == wire.RSASSA:
-            key.verify(sig.raw, data, padding.PKCS1v15(), digest)
+            key.verify(sig.raw, data, _PKCS1, digest)
             return True
         if sig.alg == wire.RSAPSS:
             pss = padding.PSS(mgf=padding.MGF1(digest), salt_length=padding.PSS.AUTO)

@@ -213,12 +213,19 @@ class Signature(NamedTuple):
 _ALG_HASH_SIZE = struct.Struct(">HHH")
 
 
-def decode_signature(data: bytes) -> Signature:
+def decode_signature_fast(data: bytes) -> Signature | None:
+    """The common case, ECDSA with two 32-byte integers (P-256); None for anything else."""
     if len(data) == 72 and data[:2] == b"\x00\x18":
-        # Fast path, the common case: ECDSA with two 32-byte integers (P-256).
         alg, hash_alg, r_size = _ALG_HASH_SIZE.unpack_from(data)
         if r_size == 32 and data[38:40] == b"\x00\x20":
             return Signature(alg, hash_alg, r=data[6:38], s=data[40:72])
+    return None
+
+
+def decode_signature(data: bytes) -> Signature:
+    fast = decode_signature_fast(data)
+    if fast is not None:
+        return fast
     r = _Reader(data, "TPMT_SIGNATURE")
     alg = r.u16()
     if alg in (RSASSA, RSAPSS):
@@ -280,7 +287,7 @@ _MAGIC_TYPE = struct.Struct(">IH")
 _CLOCK_FIRMWARE = struct.Struct(">QIIBQ")
 
 
-def _quote_fast(data: bytes) -> Attest | None:
+def quote_fast(data: bytes) -> Attest | None:
     """The common case, a well-formed quote, without the reader's call overhead.
 
     Returns None for anything irregular; the strict path then names the problem.
@@ -327,7 +334,7 @@ _CLOCK_FIRMWARE_COUNT = struct.Struct(">QIIBQI")
 
 
 def decode_attest(data: bytes) -> Attest:
-    fast = _quote_fast(bytes(data)) if isinstance(data, bytes | bytearray) else None
+    fast = quote_fast(bytes(data)) if isinstance(data, bytes | bytearray) else None
     if fast is not None:
         return fast
     r = _Reader(data, "TPMS_ATTEST")
