@@ -96,7 +96,7 @@ def read_ima_list(file: Path, ascii_list: bool, list_bank: str | None) -> tuple[
         return entries, 0, "", bank or {20: "sha1", 48: "sha384", 64: "sha512"}.get(
             size, "sha256")
     listing = parse_binary(file.read_bytes(), bank)
-    return listing.entries, listing.trailing, listing.cut, listing.bank
+    return list(listing.entries), listing.trailing, listing.cut, listing.bank
 
 
 @ima_app.command("replay")

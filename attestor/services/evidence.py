@@ -4,7 +4,7 @@ and the workload key. Pure with respect to storage: the caller persists results.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from attestor.api.schemas import AttestationRequest
@@ -152,7 +152,7 @@ def _ima(req: AttestationRequest, policy: ImaPolicy, bank: str, device: Device,
     result.ima_state = replayed.state
 
 
-def _replay(entries: list[ImaEntry], bank: str, start: ImaState, quoted: Mapping[int, bytes],
+def _replay(entries: Sequence[ImaEntry], bank: str, start: ImaState, quoted: Mapping[int, bytes],
             list_bank: str, runner: CheckRunner) -> ImaReplay:
     """The replay as kernels 5.8+ extend; for a SHA-1 list that does not reach the quote,
     the pre-5.8 form (the SHA-1 template hash zero-padded into every bank)."""

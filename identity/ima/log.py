@@ -21,14 +21,23 @@ import struct
 from typing import Final, NamedTuple
 
 from identity.errors import ImaMalformed, ImaUnsupportedTemplate
+from identity.ima.entry import (
+    _U32,
+    IMA_NAME_PADDED,
+    MAX_FIELD,
+    TEMPLATES,
+    ImaEntries,
+    ImaEntry,
+    _entry,
+)
 from identity.tpm.structures import DIGEST_SIZES
 
-TEMPLATES = ("ima", "ima-ng", "ima-sig", "ima-buf")
+# Re-exported: the entry types and constants are read from here.
+__all__ = ["IMA_NAME_PADDED", "MAX_FIELD", "TEMPLATES", "ImaEntries", "ImaEntry", "ImaList",
+           "parse_ascii", "parse_binary"]
+
 _TEMPLATE_NAMES = frozenset(t.encode() for t in TEMPLATES)
-IMA_NAME_PADDED = 256  # IMA_EVENT_NAME_LEN_MAX + 1: the 'ima' template hashes the name padded
 MAX_ENTRIES = 2_000_000
-MAX_FIELD = 64 * 1024
-_U32 = struct.Struct("<I")
 LIST_FILE: Final = "binary_runtime_measurements"
 # The kernel names per-bank lists with hash_algo_name[] (crypto/hash_info.c);
 # edgeproof names banks as TPM 2.0 does.
@@ -38,68 +47,8 @@ LIST_BANKS: Final = tuple(KERNEL_HASH_NAMES.values())
 _HEADS = {size: struct.Struct(f"<I{size}sI") for size in sorted(set(DIGEST_SIZES.values()))}
 
 
-class ImaEntry(NamedTuple):
-    pcr: int
-    template_hash: bytes  # in the list's bank (SHA-1 unless per-bank); all zero: a violation
-    template: str
-    data: bytes  # the template data, exactly as hashed
-    digest_alg: str  # "sha1", "sha256", ... (the file digest's algorithm)
-    digest: bytes  # the file (or buffer) digest
-    path: str
-    signature: bytes = b""  # ima-sig
-    buffer: bytes = b""  # ima-buf
-
-    @property
-    def violation(self) -> bool:
-        return not any(self.template_hash)
-
-
-def _ng_fields(data: bytes, count: int) -> list[bytes]:
-    fields, pos = [], 0
-    for _ in range(count):
-        if pos + 4 > len(data):
-            raise ImaMalformed("template field length truncated")
-        size = _U32.unpack_from(data, pos)[0]
-        if size > MAX_FIELD or pos + 4 + size > len(data):
-            raise ImaMalformed(f"template field of {size} bytes exceeds the template data")
-        fields.append(data[pos + 4:pos + 4 + size])
-        pos += 4 + size
-    if pos != len(data):
-        raise ImaMalformed(f"{len(data) - pos} trailing bytes in the template data")
-    return fields
-
-
-def _digest_ng(field: bytes) -> tuple[str, bytes]:
-    """d-ng: ``<alg>:\\0<digest>`` (or a bare SHA-1/MD5 digest from old kernels)."""
-    sep = field.find(b":\x00")
-    if sep < 0:
-        return ("sha1" if len(field) == 20 else "md5"), field
-    return field[:sep].decode("ascii", errors="replace"), field[sep + 2:]
-
-
-def _entry(pcr: int, template_hash: bytes, template: str, data: bytes) -> ImaEntry:
-    if template == "ima":
-        if len(data) < 24:
-            raise ImaMalformed("'ima' template data truncated")
-        size = _U32.unpack_from(data, 20)[0]
-        if 24 + size != len(data) or size >= IMA_NAME_PADDED:
-            raise ImaMalformed("'ima' template file name length is inconsistent")
-        name = data[24:]
-        return ImaEntry(pcr, template_hash, template, data[:20] + name, "sha1", data[:20],
-                        name.decode("utf-8", errors="replace"))
-    if template not in TEMPLATES:
-        raise ImaUnsupportedTemplate(f"unsupported IMA template {template!r}")
-    fields = _ng_fields(data, {"ima-ng": 2, "ima-sig": 3, "ima-buf": 3}[template])
-    alg, digest = _digest_ng(fields[0])
-    path = fields[1].rstrip(b"\x00").decode("utf-8", errors="replace")
-    extra = fields[2] if len(fields) > 2 else b""
-    return ImaEntry(pcr, template_hash, template, data, alg, digest, path,
-                    signature=extra if template == "ima-sig" else b"",
-                    buffer=extra if template == "ima-buf" else b"")
-
-
 class ImaList(NamedTuple):
-    entries: list[ImaEntry]
+    entries: ImaEntries
     trailing: int  # bytes after the last complete entry (a copy cut mid-entry)
     offsets: list[int]  # byte offset of each entry, then the end of the last complete one
     bank: str = "sha1"  # the template hashes' algorithm
@@ -188,26 +137,28 @@ def parse_binary(data: bytes, bank: str | None = None) -> ImaList:
         bank = detect_bank(data) if len(data) > _HEADS[20].size else "sha1"
     if bank not in LIST_BANKS:
         raise ImaMalformed(f"no IMA measurement list is kept in bank {bank!r}")
-    entries: list[ImaEntry] = []
     offsets: list[int] = []
-    append, mark = entries.append, offsets.append
+    data_starts: list[int] = []
+    pcrs: list[int] = []
+    plain = True
+    mark, mark_data, mark_pcr = offsets.append, data_starts.append, pcrs.append
     header = _HEADS[DIGEST_SIZES[bank]]
     head, head_size, u32 = header.unpack_from, header.size, _U32.unpack_from
-    pos, end = 0, len(data)
+    pos, end, count = 0, len(data), 0
     while pos < end:
         start = pos
         if pos + head_size > end:
             break
-        pcr, template_hash, name_len = head(data, pos)
+        pcr, _, name_len = head(data, pos)
         pos += head_size
         if name_len == 0 or name_len > 255:
-            raise ImaMalformed(f"entry {len(entries)}: template name length {name_len} "
+            raise ImaMalformed(f"entry {count}: template name length {name_len} "
                                f"(is the list's template hash {bank}?)")
         name_end = pos + name_len
         if name_end + 4 > end:
             break
-        template_bytes = data[pos:name_end]
-        if template_bytes == b"ima":
+        template = data[pos:name_end]
+        if template == b"ima":
             # No template-data length: a 20-byte digest, then a length-prefixed name.
             if name_end + 24 > end:
                 break
@@ -217,25 +168,44 @@ def parse_binary(data: bytes, bank: str | None = None) -> ImaList:
             pos = name_end + 4
             size = u32(data, name_end)[0]
         if size > MAX_FIELD:
-            raise ImaMalformed(f"entry {len(entries)}: template data of {size} bytes")
+            raise ImaMalformed(f"entry {count}: template data of {size} bytes")
         if pos + size > end:
             break
-        body = data[pos:pos + size]
-        pos += size
+        if not _regular(data, pos, size, template):
+            # Decoded now for its checks (a malformed or unsupported entry raises here).
+            _entry(pcr, b"", template.decode("ascii", errors="replace"), data[pos:pos + size])
+            plain = plain and template != b"ima"
         mark(start)
-        if template_bytes == b"ima-ng":
-            append(_ng_entry(pcr, template_hash, body))
-        else:
-            append(_entry(pcr, template_hash, template_bytes.decode("ascii", errors="replace"),
-                          body))
-        if len(entries) > MAX_ENTRIES:
+        mark_data(pos)
+        mark_pcr(pcr)
+        pos += size
+        count += 1
+        if count > MAX_ENTRIES:
             raise ImaMalformed(f"more than {MAX_ENTRIES} entries")
     else:
         mark(pos)
-        return ImaList(entries, 0, offsets, bank)
+        return ImaList(ImaEntries(data, header.size - 8, offsets, data_starts, pcrs, plain), 0,
+                       offsets, bank)
     mark(start)
-    return ImaList(entries, end - start, offsets, bank, _describe_cut(data, start, header,
-                                                                      len(entries)))
+    return ImaList(ImaEntries(data, header.size - 8, offsets, data_starts, pcrs, plain),
+                   end - start, offsets, bank, _describe_cut(data, start, header, count))
+
+
+_FIELDS = {b"ima-ng": 2, b"ima-sig": 3}
+
+
+def _regular(data: bytes, pos: int, size: int, template: bytes) -> bool:
+    """Whether an ima-ng or ima-sig entry's template data is exactly its length-prefixed
+    fields (what decoding it would check); False for anything else, decoded instead."""
+    fields = _FIELDS.get(template)
+    if fields is None:
+        return False
+    end, u32 = pos + size, _U32.unpack_from
+    for _ in range(fields):
+        if pos + 4 > end:
+            return False
+        pos += 4 + u32(data, pos)[0]
+    return pos == end
 
 
 def _describe_cut(data: bytes, start: int, header: struct.Struct, index: int) -> str:
@@ -255,28 +225,6 @@ def _describe_cut(data: bytes, start: int, header: struct.Struct, index: int) ->
     declared = _U32.unpack_from(data, at)[0]
     return (f"entry {index} (PCR {pcr}, {name.decode()}) declares {declared} bytes of "
             f"template data, {len(data) - at - 4} follow")
-
-
-_ALGORITHMS: dict[bytes, str] = {}
-
-
-def _ng_entry(pcr: int, template_hash: bytes, data: bytes) -> ImaEntry:
-    """ima-ng, the common case, decoded inline; anything irregular takes the general path."""
-    n = len(data)
-    if n >= 8:
-        d_len = _U32.unpack_from(data, 0)[0]
-        name_at = 4 + d_len
-        if name_at + 4 <= n and name_at + 4 + _U32.unpack_from(data, name_at)[0] == n:
-            field = data[4:name_at]
-            sep = field.find(b":\x00")
-            if sep > 0:
-                raw_alg = field[:sep]
-                alg = _ALGORITHMS.get(raw_alg)
-                if alg is None:
-                    alg = _ALGORITHMS.setdefault(raw_alg, raw_alg.decode("ascii", "replace"))
-                path = data[name_at + 4:n].rstrip(b"\x00").decode("utf-8", "replace")
-                return ImaEntry(pcr, template_hash, "ima-ng", data, alg, field[sep + 2:], path)
-    return _entry(pcr, template_hash, "ima-ng", data)
 
 
 def parse_ascii(text: str) -> list[ImaEntry]:

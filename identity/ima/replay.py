@@ -25,7 +25,7 @@ from identity.errors import (
     ImaReplayMismatch,
     ImaStateInvalid,
 )
-from identity.ima.log import ImaEntry, template_data_for_hash
+from identity.ima.log import ImaEntries, ImaEntry, template_data_for_hash
 from identity.tpm.structures import DIGEST_SIZES
 
 IMA_PCR = 10
@@ -120,7 +120,10 @@ def replay_ima(entries: Sequence[ImaEntry], banks: Sequence[str],
     if len(banks) == 1 and not padded_sha1 and set(state.pcrs[banks[0]]) <= {IMA_PCR}:
         want = quoted[banks[0]].get(IMA_PCR) if quoted else None
         if quoted is None or want is not None:
-            fast = _replay_one_bank(entries, banks[0], state, want, verify, list_bank)
+            if isinstance(entries, ImaEntries) and entries.plain:
+                fast = _replay_in_place(entries, banks[0], state, want, verify, list_bank)
+            else:
+                fast = _replay_one_bank(entries, banks[0], state, want, verify, list_bank)
             if fast is not None:
                 return fast
     return _replay(entries, banks, state, quoted, target_bank, verify, list_bank, padded_sha1)
@@ -152,6 +155,42 @@ def _replay_one_bank(entries: Sequence[ImaEntry], bank: str, state: ImaState,
             data = entry.data if entry.template != "ima" else template_data_for_hash(entry)
             digest = new(data).digest()
             if (digest if same else check(data).digest()) != entry.template_hash:
+                failures.append(i)
+            value = new(value + digest).digest()
+        if value == want:
+            matched_at = i + 1
+    return _finish(entries, [bank], state, {bank: {IMA_PCR: value}}, want is not None,
+                   matched_at, violations, failures, list_bank)
+
+
+def _replay_in_place(entries: ImaEntries, bank: str, state: ImaState, want: bytes | None,
+                     verify: bool, list_bank: str) -> ImaReplay | None:
+    """:func:`_replay_one_bank` on a parsed binary list's bytes: each entry's template
+    data hashed where it lies, its template hash compared in place, no entry built."""
+    lo, hi = entries.lo, entries.hi
+    pcrs = entries.pcrs[lo:hi]
+    if pcrs.count(IMA_PCR) != len(pcrs):
+        return None
+    new = _NEW[bank]
+    check = _NEW[list_bank] if verify else None
+    same = check is new
+    ff = b"\xff" * DIGEST_SIZES[bank]
+    zero = b"\x00" * DIGEST_SIZES[list_bank]
+    value = state.value(bank, IMA_PCR)
+    matched_at = 0 if want is not None and value == want else -1
+    violations, failures = 0, []
+    data, starts = entries.data, entries.starts
+    at_hash = [start + 4 for start in starts[lo:hi]]  # where each template hash lies
+    for i, (hash_at, begin, end) in enumerate(zip(at_hash, entries.data_starts[lo:hi],
+                                                 starts[lo + 1:hi + 1], strict=True)):
+        if data.startswith(zero, hash_at):
+            violations += 1
+            value = new(value + ff).digest()
+        else:
+            body = data[begin:end]
+            digest = new(body).digest()
+            if check is not None and not data.startswith(
+                    digest if same else check(body).digest(), hash_at):
                 failures.append(i)
             value = new(value + digest).digest()
         if value == want:
