@@ -7,7 +7,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from attestor.api.schemas import B64, DeviceClass, Label, Request, StructB64
+from attestor.api.schemas import Request
+from identity.messages import B64, DeviceClass, Label, StructB64
 from identity.policy import PolicyDocument
 
 T = TypeVar("T")
@@ -18,34 +19,6 @@ class Page(BaseModel, Generic[T]):
 
     items: list[T]
     next_cursor: str | None = None
-
-
-class CertificateRef(BaseModel):
-    serial: str
-    kind: str
-    not_after: dt.datetime
-
-
-class DevicePublic(BaseModel):
-    id: str
-    serial: str | None
-    model: str | None
-    device_class: str
-    state: str = Field(examples=["active", "quarantined", "revoked", "decommissioned"])
-    state_reason: str | None
-    enrolled_at: dt.datetime
-    last_attested_at: dt.datetime | None
-    last_verdict: str | None
-    last_reasons: list[str] = Field(default_factory=list, examples=[["policy.pcr_mismatch"]])
-    current_certificate: CertificateRef | None = None
-    failed_checks: list[dict[str, Any]] = Field(
-        default_factory=list, description="the last attestation's failed checks")
-    ak_name: str | None = Field(
-        None, description="TPM Name (hex) of the enrolled attestation key; the agent's "
-        "`doctor` compares it with the AK in the device's TPM")
-    devid_name: str | None = Field(
-        None, description="TPM Name (hex) of the enrolled DevID key, which signs the "
-        "device's requests")
 
 
 class StateChange(Request):

@@ -9,18 +9,14 @@ import hashlib
 from sqlmodel import Session
 
 from attestor import audit
-from attestor.api.admin_schemas import (
-    AttestationPublic,
-    CertificateRef,
-    DevicePublic,
-    Page,
-)
+from attestor.api.admin_schemas import AttestationPublic, Page
 from attestor.auth import Principal
 from attestor.db import queries
 from attestor.db.models import Attestation, Device
 from attestor.services import webhooks
 from attestor.services.context import Services
 from identity.errors import Conflict, MalformedInput
+from identity.messages import CertificateRef, DevicePublic
 from identity.tpm.structures import object_name, parse_public
 
 # action -> (states it may start from, state it leads to, webhook event)

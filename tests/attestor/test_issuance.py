@@ -13,10 +13,10 @@ from sqlmodel import select
 from agent.attest import attest_once, collect_evidence
 from agent.client import AttestorError
 from attestor import audit
-from attestor.api.schemas import AttestationRequest
 from attestor.db.models import AuditEvent, Certificate
 from attestor.services import attestation, background, issuance
 from attestor.services.context import build_services
+from identity.messages import AttestationRequest
 from tests.attestor.test_audit import _block_audit_writes
 from tests.harness import Device, LiveAttestor, enroll_and_learn, now
 

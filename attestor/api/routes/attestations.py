@@ -6,15 +6,15 @@ from fastapi import APIRouter, Path
 from fastapi.concurrency import run_in_threadpool
 
 from attestor.api.deps import AttestingDevice, ChallengingDevice, ServicesDep
-from attestor.api.schemas import (
+from attestor.api.schemas import problems
+from attestor.services import attestation, release
+from identity.messages import (
     AttestationRequest,
     AttestationResult,
     Challenge,
     WrapReuseAnswer,
     WrapReuseReport,
-    problems,
 )
-from attestor.services import attestation, release
 
 router = APIRouter(prefix="/v1/devices/{device_id}", tags=["attestation"])
 DeviceId = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")

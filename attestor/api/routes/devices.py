@@ -11,7 +11,6 @@ from fastapi.concurrency import run_in_threadpool
 from attestor.api.admin_schemas import (
     AttestationPublic,
     ClassChange,
-    DevicePublic,
     Page,
     StateChange,
 )
@@ -19,6 +18,7 @@ from attestor.api.deps import Admin, DeviceOrReader, FleetReader, ServicesDep
 from attestor.api.schemas import FILTER_TEXT, problems
 from attestor.db.queries import DeviceFilter
 from attestor.services import devices
+from identity.messages import DevicePublic
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 DeviceId = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")

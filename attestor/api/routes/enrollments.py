@@ -6,14 +6,14 @@ from fastapi import APIRouter, Path
 from fastapi.concurrency import run_in_threadpool
 
 from attestor.api.deps import EnrollmentLimit, OptionalCaller, ServicesDep
-from attestor.api.schemas import (
+from attestor.api.schemas import problems
+from attestor.services import enrollment
+from identity.messages import (
     ActivationRequest,
     EnrolledDevice,
     EnrollmentChallenge,
     EnrollmentRequest,
-    problems,
 )
-from attestor.services import enrollment
 
 # Ids are token_urlsafe(18); anything else (a NUL, bytes that were not UTF-8, a megabyte)
 # is refused as input before it reaches a query, alike on SQLite and PostgreSQL.
