@@ -49,6 +49,9 @@ Label = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\w.:@/+\-
 DeviceClass = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[\w.:@/+\- ]+$")]
 
 
+ImaBank = Literal["sha1", "sha256", "sha384", "sha512", "sm3_256"]
+
+
 class Request(BaseModel):
     """What a client sends: nothing unknown, nothing coerced."""
 
@@ -132,7 +135,7 @@ class AttestationRequest(Request):
     event_log: LogB64 | None = Field(None, description="binary TCG measured-boot log")
     ima_log: LogB64 | None = Field(
         None, description="IMA binary measurement list, from entry `ima_start` on")
-    ima_bank: Literal["sha1", "sha256", "sha384", "sha512", "sm3_256"] = Field(
+    ima_bank: ImaBank = Field(
         "sha1", description="bank of the IMA list's template hashes: sha1 for "
         "binary_runtime_measurements, the bank for binary_runtime_measurements_<bank>")
     ima_start: int = Field(0, ge=0, description="index of the first IMA entry sent "
