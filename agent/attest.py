@@ -3,7 +3,6 @@ then install the issued credential set atomically, or keep the old one on refusa
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import logging
@@ -74,10 +73,6 @@ def device_signer(config: AgentConfig, tpm: Tpm) -> DeviceSigner:
 
 def workload_public_key(key: TSSPrivKey) -> PublicKey:
     return public_key(parse_public(key.public.marshal()))
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def _quote_stable(tpm: Tpm, selection: PcrSelection, nonce: bytes,

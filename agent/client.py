@@ -389,8 +389,9 @@ def parse_answer(path: str, model: type[M], content: bytes) -> M:
             raise MalformedAnswer(f"{path}: the attestor's answer is not JSON "
                                   f"({len(content)} bytes)") from exc
         where = ".".join(str(part) for part in first["loc"]) or "the answer"
-        raise MalformedAnswer(f"{path}: the attestor's answer is not a {model.__name__}: "
-                              f"{where}: {first['msg']} ({len(errors)} problem(s))") from exc
+        raise MalformedAnswer(f"{path}: the attestor's answer is malformed (expected "
+                              f"{model.__name__}): {where}: {first['msg']} "
+                              f"({len(errors)} problem(s))") from exc
 
 
 def with_failover(client: AttestorClient, action: Callable[[], T]) -> T:

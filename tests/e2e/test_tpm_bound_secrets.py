@@ -4,7 +4,6 @@ by ActivateCredential on that device's swtpm and nowhere else."""
 from __future__ import annotations
 
 import base64
-import json
 
 import pytest
 
@@ -43,12 +42,13 @@ def test_tpm_bound_secret_opens_only_on_its_own_tpm(attestor: LiveAttestor, devi
         answer = client.attest(str(config.device_id),
                                collect_evidence(config, device.tpm, str(config.device_id),
                                                 challenge).body)
-    secret = answer["secrets"][0]
-    assert secret.get("value") is None and secret["tpm_wrap"]
-    text = json.dumps(answer)
+    secret = answer.secrets[0]
+    assert secret.value is None and secret.tpm_wrap is not None
+    text = answer.model_dump_json()
     assert base64.b64encode(VALUE).decode() not in text and VALUE.decode() not in text
-    sealed = TpmWrap(*(base64.b64decode(secret["tpm_wrap"][k]) for k in
-                       ("credential_blob", "encrypted_secret", "iv", "ciphertext")))
+    wrapped = secret.tpm_wrap
+    sealed = TpmWrap(wrapped.credential_blob, wrapped.encrypted_secret, wrapped.iv,
+                     wrapped.ciphertext)
 
     # another device's TPM cannot activate it (different EK, different AK)
     with pytest.raises(TpmError):
