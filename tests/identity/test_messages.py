@@ -63,9 +63,10 @@ def test_requests_refuse_unknown_fields(extra: dict[str, Any]) -> None:
 
 
 def test_answers_ignore_unknown_fields_from_a_newer_attestor() -> None:
+    nonce = _b64(bytes(32))
     challenge = Challenge.model_validate_json(
-        '{"nonce": "%s", "expires_at": "2025-01-01T00:00:00Z", "pcr_selection": '
-        '{"sha256": [0, 7]}, "added_in_v2": 1}' % _b64(bytes(32)))
+        f'{{"nonce": "{nonce}", "expires_at": "2025-01-01T00:00:00Z", "pcr_selection": '
+        '{"sha256": [0, 7]}, "added_in_v2": 1}')
     assert challenge.pcr_selection == {"sha256": [0, 7]}
 
 
