@@ -128,7 +128,7 @@ class Evidence:
     @property
     def body(self) -> dict[str, Any]:
         """The request as JSON values (what the tests and simulators alter into forgeries)."""
-        return self.request.model_dump(mode="json", exclude_defaults=True)
+        return self.request.model_dump(mode="json")
 
 
 def collect_evidence(config: AgentConfig, tpm: Tpm, device_id: str,

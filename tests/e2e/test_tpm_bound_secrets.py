@@ -56,13 +56,13 @@ def test_tpm_bound_secret_opens_only_on_its_own_tpm(attestor: LiveAttestor, devi
 
     # the right key opens it only for its own name, version and device
     key = device.tpm.activate_credential(sealed.credential_blob, sealed.encrypted_secret)
-    assert unwrap(sealed, key, name="wifi/psk", version=secret["version"],
+    assert unwrap(sealed, key, name="wifi/psk", version=secret.version,
                   device_id=str(config.device_id)) == VALUE
     with pytest.raises(TpmWrapInvalid):
-        unwrap(sealed, key, name="other/secret", version=secret["version"],
+        unwrap(sealed, key, name="other/secret", version=secret.version,
                device_id=str(config.device_id))
     with pytest.raises(TpmWrapInvalid):
-        unwrap(sealed, bytes(32), name="wifi/psk", version=secret["version"],
+        unwrap(sealed, bytes(32), name="wifi/psk", version=secret.version,
                device_id=str(config.device_id))
 
 
