@@ -32,6 +32,7 @@ from identity.messages import (
     ImaBank,
     ImaProgress,
     SignedAttest,
+    to_json,
 )
 from identity.pcr import PcrSelection, format_pcr_values
 from identity.tpm.keys import PublicKey, public_key
@@ -128,7 +129,7 @@ class Evidence:
     @property
     def body(self) -> dict[str, Any]:
         """The request as JSON values (what the tests and simulators alter into forgeries)."""
-        return self.request.model_dump(mode="json")
+        return to_json(self.request)
 
 
 def collect_evidence(config: AgentConfig, tpm: Tpm, device_id: str,
@@ -151,7 +152,8 @@ def collect_evidence(config: AgentConfig, tpm: Tpm, device_id: str,
         pcrs=format_pcr_values(pcrs),
         event_log=log,
         ima_log=ima_log,
-        # the model checks the bank; sent only when not sha1 (defaults are left out)
+        # one of LIST_BANKS (the attestor checks it); sent only when not sha1 (defaults
+        # are left out)
         ima_bank=cast(ImaBank, ima_bank),
         ima_start=ima_start,
         csr=csr,
@@ -273,8 +275,9 @@ def install_result(config: AgentConfig, key: TSSPrivKey, result: AttestationResu
 
 def _result_summary(result: AttestationResult) -> dict[str, object]:
     """What local workloads may read about the last attestation (no secret values)."""
-    summary = result.model_dump(mode="json", include={
-        "device_id", "verdict", "serial", "not_before", "not_after", "policy", "warnings"})
+    values = to_json(result)
+    summary = {name: values[name] for name in (
+        "device_id", "verdict", "serial", "not_before", "not_after", "policy", "warnings")}
     summary["checks"] = [{"name": c.get("name"), "passed": c.get("passed")}
                          for c in result.checks]
     return summary

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ValidationError
+import msgspec
 
 from identity.messages import (
     ActivationRequest,
@@ -29,6 +29,8 @@ from identity.messages import (
     EnrollmentRequest,
     WrapReuseAnswer,
     WrapReuseReport,
+    decode,
+    encode,
 )
 from identity.requestsig import (
     HEADER_DEVICE,
@@ -40,7 +42,7 @@ from identity.requestsig import (
 
 log = logging.getLogger("edge_agent.client")
 T = TypeVar("T")
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound=msgspec.Struct)
 
 
 class AttestorError(Exception):
@@ -300,13 +302,13 @@ class AttestorClient:
                           {k.lower(): v for k, v in response.getheaders()}, data)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _post(self, path: str, body: BaseModel | Mapping[str, object] | None,
+    def _post(self, path: str, body: msgspec.Struct | Mapping[str, object] | None,
               answer: type[M], signed: bool = False) -> M:
         """POST ``body`` (a protocol model; a mapping is sent as it is, which only the
         simulators and tests do, to send what no model would build) and parse the answer."""
-        if isinstance(body, BaseModel):
+        if isinstance(body, msgspec.Struct):
             # defaults left out: an older attestor accepts what it does not know as absent
-            content = body.model_dump_json(exclude_defaults=True).encode()
+            content = encode(body)
         else:
             content = json.dumps(body or {}, separators=(",", ":")).encode()
         return parse_answer(path, answer, self._exchange("POST", path, content, signed))
@@ -381,17 +383,13 @@ def parse_answer(path: str, model: type[M], content: bytes) -> M:
     """A 2xx answer as its protocol model; MalformedAnswer (naming the first wrong field)
     when it is not JSON or not that shape, never a KeyError or TypeError later on."""
     try:
-        return model.model_validate_json(content)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        first = errors[0] if errors else {"loc": (), "msg": str(exc), "type": ""}
-        if first["type"] == "json_invalid":
-            raise MalformedAnswer(f"{path}: the attestor's answer is not JSON "
-                                  f"({len(content)} bytes)") from exc
-        where = ".".join(str(part) for part in first["loc"]) or "the answer"
+        return decode(model, content)
+    except msgspec.ValidationError as exc:  # before DecodeError: it is a subclass
         raise MalformedAnswer(f"{path}: the attestor's answer is malformed (expected "
-                              f"{model.__name__}): {where}: {first['msg']} "
-                              f"({len(errors)} problem(s))") from exc
+                              f"{model.__name__}): {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise MalformedAnswer(f"{path}: the attestor's answer is not JSON "
+                              f"({len(content)} bytes)") from exc
 
 
 def with_failover(client: AttestorClient, action: Callable[[], T]) -> T:

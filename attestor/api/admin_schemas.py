@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from attestor.api.schemas import Request
-from identity.messages import B64, DeviceClass, Label, StructB64
+from identity.messages import LABEL_PATTERN, MAX_STRUCT_B64
 from identity.policy import PolicyDocument
 
 T = TypeVar("T")
+
+
+def _b64(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("not valid base64") from exc
+
+
+# The same text as the device protocol's (identity.messages, msgspec), in pydantic for
+# the operator API: standard padded base64, labels and device classes.
+B64 = Annotated[
+    bytes,
+    BeforeValidator(_b64),
+    PlainSerializer(lambda b: base64.b64encode(b).decode(), return_type=str),
+]
+StructB64 = Annotated[B64, Field(max_length=MAX_STRUCT_B64, json_schema_extra={"format": "byte"})]
+Label = Annotated[str, Field(min_length=1, max_length=128, pattern=LABEL_PATTERN)]
+DeviceClass = Annotated[str, Field(min_length=1, max_length=64, pattern=LABEL_PATTERN)]
 
 
 class Page(BaseModel, Generic[T]):

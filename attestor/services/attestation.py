@@ -37,6 +37,7 @@ from identity.messages import (
     Challenge,
     ImaProgress,
     PolicyRef,
+    encode,
 )
 from identity.pcr import format_pcr_values, parse_pcr_values
 from identity.policy import PolicyDocument
@@ -67,7 +68,7 @@ def challenge(svc: Services, device_id: str) -> Challenge:
 
 
 def _evidence_digest(req: AttestationRequest) -> str:
-    return hashlib.sha256(req.model_dump_json().encode()).hexdigest()
+    return hashlib.sha256(encode(req)).hexdigest()
 
 
 def attest(svc: Services, device_id: str, req: AttestationRequest) -> AttestationResult:
