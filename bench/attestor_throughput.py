@@ -240,7 +240,8 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
                                                    "asn1crypto")),
     ("database (SQLAlchemy, driver)", ("sqlalchemy", "sqlmodel", "sqlite3", "psycopg",
                                        "/attestor/db/", "/attestor/audit")),
-    ("serialization (JSON, base64, pydantic)", ("json", "base64", "pydantic", "binascii")),
+    ("serialization (JSON, base64, pydantic, msgspec)",
+     ("json", "base64", "pydantic", "binascii", "msgspec")),
     ("framework (FastAPI, Starlette, anyio)", ("fastapi", "starlette", "anyio", "httpx",
                                                "h11", "uvicorn", "asyncio", "concurrent")),
 )

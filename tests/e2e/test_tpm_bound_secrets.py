@@ -10,6 +10,7 @@ import pytest
 from agent.attest import attest_once, collect_evidence
 from agent.tpm.device import TpmError
 from attestor.services.policies import policy_for, set_policy
+from identity.messages import encode
 from identity.tpmwrap import TpmWrap, TpmWrapInvalid, unwrap
 from tests.harness import Device, LiveAttestor, enroll_and_learn, now
 
@@ -44,7 +45,7 @@ def test_tpm_bound_secret_opens_only_on_its_own_tpm(attestor: LiveAttestor, devi
                                                 challenge).body)
     secret = answer.secrets[0]
     assert secret.value is None and secret.tpm_wrap is not None
-    text = answer.model_dump_json()
+    text = encode(answer).decode()
     assert base64.b64encode(VALUE).decode() not in text and VALUE.decode() not in text
     wrapped = secret.tpm_wrap
     sealed = TpmWrap(wrapped.credential_blob, wrapped.encrypted_secret, wrapped.iv,
