@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import msgspec
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
-from starlette.responses import Response
+from fastapi.responses import JSONResponse
 
 from identity.messages import decode, encode, schemas
 
@@ -20,10 +20,9 @@ REF = "#/components/schemas/{name}"
 _PART = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
 
 
-class MessageResponse(Response):
-    """A protocol answer (an identity.messages struct) as JSON."""
-
-    media_type = "application/json"
+class MessageResponse(JSONResponse):
+    """A protocol answer (an identity.messages struct) as JSON, encoded by msgspec (a
+    JSONResponse, so the OpenAPI document describes it as JSON, by its struct's schema)."""
 
     def render(self, content: Any) -> bytes:
         return encode(content)
