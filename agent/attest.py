@@ -3,8 +3,6 @@ then install the issued credential set atomically, or keep the old one on refusa
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import json
 import logging
@@ -12,7 +10,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from cryptography import x509
 from tpm2_pytss.tsskey import TSSPrivKey
@@ -26,6 +24,16 @@ from agent.tpm.device import Tpm
 from agent.verify import check_issued
 from identity.errors import MalformedInput
 from identity.ima.log import LIST_BANKS, LIST_FILE, bank_of_file, list_file_for, parse_binary
+from identity.messages import (
+    AttestationRequest,
+    AttestationResult,
+    Challenge,
+    GrantedSecret,
+    ImaBank,
+    ImaProgress,
+    SignedAttest,
+    to_json,
+)
 from identity.pcr import PcrSelection, format_pcr_values
 from identity.tpm.keys import PublicKey, public_key
 from identity.tpm.structures import parse_attest, parse_public
@@ -66,10 +74,6 @@ def device_signer(config: AgentConfig, tpm: Tpm) -> DeviceSigner:
 
 def workload_public_key(key: TSSPrivKey) -> PublicKey:
     return public_key(parse_public(key.public.marshal()))
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def _quote_stable(tpm: Tpm, selection: PcrSelection, nonce: bytes,
@@ -118,17 +122,21 @@ def record_refusal(state_dir: Path, exc: AttestorError, now: dt.datetime) -> Non
 
 @dataclass(frozen=True)
 class Evidence:
-    body: dict[str, object]
+    request: AttestationRequest
     key: TSSPrivKey
     attest: bytes  # the quote's TPMS_ATTEST
 
+    @property
+    def body(self) -> dict[str, Any]:
+        """The request as JSON values (what the tests and simulators alter into forgeries)."""
+        return to_json(self.request)
+
 
 def collect_evidence(config: AgentConfig, tpm: Tpm, device_id: str,
-                     challenge: dict[str, object], *, full_ima: bool = False) -> Evidence:
+                     challenge: Challenge, *, full_ima: bool = False) -> Evidence:
     """Quote, PCRs, event log, a new TPM-resident workload key, its certify and CSR."""
-    nonce_b64 = str(challenge["nonce"])
-    nonce = base64.b64decode(nonce_b64)
-    selection = PcrSelection.of(challenge["pcr_selection"])  # type: ignore[arg-type]
+    nonce = challenge.nonce
+    selection = PcrSelection.of(challenge.pcr_selection)
     attest, signature, pcrs = _quote_stable(tpm, selection, nonce, config.ak_handle)
     key = tpm.create_workload_key(config.srk_handle)
     certify = tpm.certify_key(key, nonce, config.ak_handle)
@@ -137,21 +145,22 @@ def collect_evidence(config: AgentConfig, tpm: Tpm, device_id: str,
     log = read_event_log(config.event_log)
     reset_count = parse_attest(attest).reset_count  # as the attestor sees it (see _ima_batch)
     ima_start, ima_log, ima_bank = _ima_batch(config, reset_count, selection,
-                                              {} if full_ima else challenge)
-    body: dict[str, object] = {
-        "nonce": nonce_b64,
-        "quote": {"attest": _b64(attest), "signature": _b64(signature)},
-        "pcrs": format_pcr_values(pcrs),
-        "event_log": _b64(log) if log is not None else None,
-        "ima_log": _b64(ima_log) if ima_log is not None else None,
-        "ima_start": ima_start,
-        "csr": _b64(csr),
-        "key_public": _b64(key.public.marshal()),
-        "key_certify": {"attest": _b64(certify.attest), "signature": _b64(certify.signature)},
-    }
-    if ima_bank != "sha1":  # absent means SHA-1, so attestors before ima_bank accept us
-        body["ima_bank"] = ima_bank
-    return Evidence(body, key, attest)
+                                              None if full_ima else challenge.ima)
+    request = AttestationRequest(
+        nonce=nonce,
+        quote=SignedAttest(attest=attest, signature=signature),
+        pcrs=format_pcr_values(pcrs),
+        event_log=log,
+        ima_log=ima_log,
+        # one of LIST_BANKS (the attestor checks it); sent only when not sha1 (defaults
+        # are left out)
+        ima_bank=cast(ImaBank, ima_bank),
+        ima_start=ima_start,
+        csr=csr,
+        key_public=bytes(key.public.marshal()),
+        key_certify=SignedAttest(attest=certify.attest, signature=certify.signature),
+    )
+    return Evidence(request, key, attest)
 
 
 IMA_PCRS = range(10, 24)  # IMA's default 10 and the PCRs a pcr= rule may name (not 0-9)
@@ -175,7 +184,7 @@ def ima_list(configured: Path | None, selection: PcrSelection) -> tuple[Path | N
 
 
 def _ima_batch(config: AgentConfig, reset_count: int, selection: PcrSelection,
-               challenge: dict[str, object]) -> tuple[int, bytes | None, str]:
+               progress: ImaProgress | None) -> tuple[int, bytes | None, str]:
     """The IMA entries to send and their bank: only the new ones when the attestor's
     record of this boot's list is current (same TPM reset count), else the whole list.
     Read after the quote, so the list covers at least what the IMA PCRs hold.
@@ -189,61 +198,61 @@ def _ima_batch(config: AgentConfig, reset_count: int, selection: PcrSelection,
     if data is None:
         return 0, None, "sha1"
     listing = parse_binary(data, bank)
-    progress = challenge.get("ima")
-    if isinstance(progress, dict):
-        accepted = int(progress.get("accepted_entries", 0))
-        if (progress.get("reset_count") == reset_count
-                and 0 < accepted <= len(listing.entries)):
+    if progress is not None:
+        accepted = progress.accepted_entries
+        if progress.reset_count == reset_count and 0 < accepted <= len(listing.entries):
             return accepted, listing.tail(data, accepted), bank
     return 0, listing.tail(data, 0), bank
 
 
-def _secret_value(secret: dict[str, Any], tpm: Tpm | None, config: AgentConfig,
+def _secret_value(secret: GrantedSecret, tpm: Tpm | None, config: AgentConfig,
                   unwrapped: dict[str, bytes]) -> bytes:
     """A granted secret's value; a TPM-wrapped one is opened by this device's TPM, a
     Vault-wrapped one was unwrapped at Vault (``unwrapped``)."""
-    if secret.get("vault_wrap"):
-        return unwrapped[str(secret["name"])]
-    wrapped = secret.get("tpm_wrap")
-    if not wrapped:
-        return base64.b64decode(secret["value"], validate=True)
+    if secret.vault_wrap is not None:
+        return unwrapped[secret.name]
+    wrapped = secret.tpm_wrap
+    if wrapped is None:
+        if secret.value is None:
+            raise MalformedAnswer(f"secret {secret.name!r} comes without its value")
+        return secret.value
     if tpm is None:
         raise MalformedAnswer("a TPM-wrapped secret needs the TPM to open it")
-    sealed = TpmWrap(*(base64.b64decode(wrapped[k], validate=True) for k in
-                       ("credential_blob", "encrypted_secret", "iv", "ciphertext")))
+    sealed = TpmWrap(wrapped.credential_blob, wrapped.encrypted_secret, wrapped.iv,
+                     wrapped.ciphertext)
     key = tpm.activate_credential(sealed.credential_blob, sealed.encrypted_secret,
                                   config.ak_handle)
     try:
-        return unwrap(sealed, key, name=str(secret["name"]), version=int(secret["version"]),
+        return unwrap(sealed, key, name=secret.name, version=secret.version,
                       device_id=str(config.device_id))
     except TpmWrapInvalid as exc:
         raise MalformedAnswer(str(exc)) from exc
 
 
-def install_result(config: AgentConfig, key: TSSPrivKey, result: dict[str, Any],
+def install_result(config: AgentConfig, key: TSSPrivKey, result: AttestationResult,
                    now: dt.datetime, tpm: Tpm | None = None,
                    unwrapped: dict[str, bytes] | None = None) -> Issued:
     """Check the issued certificate against our key and CA, then install the set."""
     ca_pem = (config.state_dir / CA_FILE).read_text()
     try:
-        cert = check_issued(str(result["certificate"]), str(result["chain"]), ca_pem,
+        cert = check_issued(result.certificate, result.chain, ca_pem,
                             workload_public_key(key), now)
-        serial = str(result["serial"])
-        secrets = [(str(s["name"]), _secret_value(s, tpm, config, unwrapped or {}))
-                   for s in result.get("secrets", [])]
-    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        serial = result.serial
+        secrets = [(s.name, _secret_value(s, tpm, config, unwrapped or {}))
+                   for s in result.secrets]
+    except (KeyError, ValueError) as exc:
         raise MalformedAnswer(f"the attestation result is incomplete: {exc!r}") from exc
     if not _SAFE_NAME.fullmatch(serial) or not all(
             all(_SAFE_NAME.fullmatch(part) for part in name.split("/")) for name, _ in secrets):
         raise MalformedAnswer("the attestation result names an unsafe file")
     files: dict[str, tuple[bytes, int]] = {
-        "cert.pem": (result["certificate"].encode(), config.cert_mode),
-        "chain.pem": (result["chain"].encode(), config.cert_mode),
+        "cert.pem": (result.certificate.encode(), config.cert_mode),
+        "chain.pem": (result.chain.encode(), config.cert_mode),
         "key.pem": (key.to_pem(), config.key_mode),
         RESULT_FILE: (json.dumps(_result_summary(result), indent=2).encode(), config.cert_mode),
     }
-    if result.get("token"):  # the attestation-result token, for local relying parties
-        files[TOKEN_FILE] = (str(result["token"]).encode(), config.cert_mode)
+    if result.token:  # the attestation-result token, for local relying parties
+        files[TOKEN_FILE] = (result.token.encode(), config.cert_mode)
     for name, value in secrets:
         files[f"secrets/{name}"] = (value, config.key_mode)
     install_set(config.output, serial, files)
@@ -259,19 +268,19 @@ def install_result(config: AgentConfig, key: TSSPrivKey, result: dict[str, Any],
         "last_renewal": now.isoformat(), "failures": 0, "last_error": None,
         "serial": issued.serial, "not_after": issued.not_after.isoformat(),
         "renew_at": issued.renew_at(config.renew_fraction).isoformat(),
-        "warnings": result.get("warnings", []),
+        "warnings": list(result.warnings),
     })
     return issued
 
 
-def _result_summary(result: dict[str, Any]) -> dict[str, object]:
+def _result_summary(result: AttestationResult) -> dict[str, object]:
     """What local workloads may read about the last attestation (no secret values)."""
-    return {"device_id": result.get("device_id"), "verdict": result.get("verdict"),
-            "serial": result.get("serial"), "not_before": result.get("not_before"),
-            "not_after": result.get("not_after"), "policy": result.get("policy"),
-            "warnings": result.get("warnings", []),
-            "checks": [{"name": c.get("name"), "passed": c.get("passed")}
-                       for c in result.get("checks", [])]}
+    values = to_json(result)
+    summary = {name: values[name] for name in (
+        "device_id", "verdict", "serial", "not_before", "not_after", "policy", "warnings")}
+    summary["checks"] = [{"name": c.get("name"), "passed": c.get("passed")}
+                         for c in result.checks]
+    return summary
 
 
 def note_tpm_reset(state_dir: Path, attest: bytes) -> bool:
@@ -289,12 +298,13 @@ def note_tpm_reset(state_dir: Path, attest: bytes) -> bool:
     return previous is not None
 
 
-def _check_challenge(challenge: dict[str, Any]) -> None:
+def _check_challenge(challenge: Challenge) -> None:
+    """What the model cannot say: a nonce long enough, a PCR selection that parses."""
     try:
-        if len(base64.b64decode(challenge["nonce"], validate=True)) < 16:
+        if len(challenge.nonce) < 16:
             raise ValueError("nonce shorter than 16 bytes")
-        PcrSelection.of(challenge["pcr_selection"])
-    except (KeyError, TypeError, ValueError, AttributeError, MalformedInput) as exc:
+        PcrSelection.of(challenge.pcr_selection)
+    except (ValueError, MalformedInput) as exc:
         raise MalformedAnswer(f"the challenge is malformed: {exc!r}") from exc
 
 

@@ -1,4 +1,5 @@
-"""HTTP client for the attestor's API v1; problem responses become AttestorError."""
+"""HTTP client for the attestor's API v1: requests and answers are the protocol's models
+(identity.messages); problem responses become AttestorError, a wrong shape MalformedAnswer."""
 
 from __future__ import annotations
 
@@ -10,11 +11,27 @@ import logging
 import secrets
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import msgspec
+
+from identity.messages import (
+    ActivationRequest,
+    AttestationRequest,
+    AttestationResult,
+    Challenge,
+    DevicePublic,
+    EnrolledDevice,
+    EnrollmentChallenge,
+    EnrollmentRequest,
+    WrapReuseAnswer,
+    WrapReuseReport,
+    decode,
+    encode,
+)
 from identity.requestsig import (
     HEADER_DEVICE,
     HEADER_NONCE,
@@ -25,6 +42,7 @@ from identity.requestsig import (
 
 log = logging.getLogger("edge_agent.client")
 T = TypeVar("T")
+M = TypeVar("M", bound=msgspec.Struct)
 
 
 class AttestorError(Exception):
@@ -284,13 +302,19 @@ class AttestorClient:
                           {k.lower(): v for k, v in response.getheaders()}, data)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _post(self, path: str, body: dict[str, Any] | None = None,
-              signed: bool = False) -> dict[str, Any]:
-        content = json.dumps(body or {}, separators=(",", ":")).encode()
-        return self._exchange("POST", path, content, signed)
+    def _post(self, path: str, body: msgspec.Struct | Mapping[str, object] | None,
+              answer: type[M], signed: bool = False) -> M:
+        """POST ``body`` (a protocol model; a mapping is sent as it is, which only the
+        simulators and tests do, to send what no model would build) and parse the answer."""
+        if isinstance(body, msgspec.Struct):
+            # defaults left out: an older attestor accepts what it does not know as absent
+            content = encode(body)
+        else:
+            content = json.dumps(body or {}, separators=(",", ":")).encode()
+        return parse_answer(path, answer, self._exchange("POST", path, content, signed))
 
-    def _exchange(self, method: str, path: str, content: bytes,
-                  signed: bool) -> dict[str, Any]:
+    def _exchange(self, method: str, path: str, content: bytes, signed: bool) -> bytes:
+        """The body of a 2xx answer; AttestorError for any other."""
         headers = {"Accept": "application/json"}
         if method == "POST":
             headers["Content-Type"] = "application/json"
@@ -303,14 +327,7 @@ class AttestorClient:
             headers |= self._station
         answer = self.request(method, path, content if method == "POST" else None, headers)
         if 200 <= answer.status < 300:
-            try:
-                data = json.loads(answer.body)
-            except ValueError as exc:
-                raise MalformedAnswer(f"{path}: the attestor's answer is not JSON "
-                                      f"({answer.status}, {len(answer.body)} bytes)") from exc
-            if not isinstance(data, dict):
-                raise MalformedAnswer(f"{path}: the attestor's answer is not a JSON object")
-            return data
+            return answer.body
         try:
             problem = json.loads(answer.body)
         except ValueError:
@@ -336,28 +353,43 @@ class AttestorClient:
         except (TypeError, ValueError):
             return None
 
-    def enroll(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self._post("/v1/enrollments", body)
+    def enroll(self, body: EnrollmentRequest | Mapping[str, object]) -> EnrollmentChallenge:
+        return self._post("/v1/enrollments", body, EnrollmentChallenge)
 
-    def activate(self, enrollment_id: str, secret_b64: str) -> dict[str, Any]:
-        return self._post(f"/v1/enrollments/{enrollment_id}/activation", {"secret": secret_b64})
+    def activate(self, enrollment_id: str, body: ActivationRequest) -> EnrolledDevice:
+        return self._post(f"/v1/enrollments/{enrollment_id}/activation", body,
+                          EnrolledDevice)
 
-    def challenge(self, device_id: str) -> dict[str, Any]:
-        return self._post(f"/v1/devices/{device_id}/challenge", signed=True)
+    def challenge(self, device_id: str) -> Challenge:
+        return self._post(f"/v1/devices/{device_id}/challenge", None, Challenge, signed=True)
 
-    def attest(self, device_id: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self._post(f"/v1/devices/{device_id}/attestations", body, signed=True)
-
-    def device(self, device_id: str) -> dict[str, Any]:
-        """This device's record as the attestor has it (GET, signed by the DevID key)."""
-        return self._exchange("GET", f"/v1/devices/{device_id}", b"", signed=True)
-
-    def report_wrap_reuse(self, device_id: str, name: str, token: str,
-                          age_seconds: int) -> dict[str, Any]:
-        """Tell the attestor a Vault wrapping token was spent before we used it."""
-        return self._post(f"/v1/devices/{device_id}/secrets/wrap-reuse",
-                          {"name": name, "token": token, "age_seconds": age_seconds},
+    def attest(self, device_id: str,
+               body: AttestationRequest | Mapping[str, object]) -> AttestationResult:
+        return self._post(f"/v1/devices/{device_id}/attestations", body, AttestationResult,
                           signed=True)
+
+    def device(self, device_id: str) -> DevicePublic:
+        """This device's record as the attestor has it (GET, signed by the DevID key)."""
+        path = f"/v1/devices/{device_id}"
+        return parse_answer(path, DevicePublic, self._exchange("GET", path, b"", signed=True))
+
+    def report_wrap_reuse(self, device_id: str, report: WrapReuseReport) -> WrapReuseAnswer:
+        """Tell the attestor a Vault wrapping token was spent before we used it."""
+        return self._post(f"/v1/devices/{device_id}/secrets/wrap-reuse", report,
+                          WrapReuseAnswer, signed=True)
+
+
+def parse_answer(path: str, model: type[M], content: bytes) -> M:
+    """A 2xx answer as its protocol model; MalformedAnswer (naming the first wrong field)
+    when it is not JSON or not that shape, never a KeyError or TypeError later on."""
+    try:
+        return decode(model, content)
+    except msgspec.ValidationError as exc:  # before DecodeError: it is a subclass
+        raise MalformedAnswer(f"{path}: the attestor's answer is malformed (expected "
+                              f"{model.__name__}): {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise MalformedAnswer(f"{path}: the attestor's answer is not JSON "
+                              f"({len(content)} bytes)") from exc
 
 
 def with_failover(client: AttestorClient, action: Callable[[], T]) -> T:

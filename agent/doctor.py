@@ -13,15 +13,16 @@ import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agent.config import AgentConfig
 
 if TYPE_CHECKING:
     from agent.tpm.device import Tpm
+    from identity.messages import DevicePublic
 
 # asks the attestor for this device's record, with a request the TPM's DevID signs
-RecordProbe = Callable[["Tpm"], dict[str, Any]]
+RecordProbe = Callable[["Tpm"], "DevicePublic"]
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 # No device can be attested with a clock before this (the release of this agent).

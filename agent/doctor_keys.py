@@ -24,6 +24,7 @@ from identity.tpm.structures import object_name, parse_public
 
 if TYPE_CHECKING:
     from agent.tpm.device import Tpm
+    from identity.messages import DevicePublic
 
 NAME = "enrollment"
 
@@ -88,8 +89,8 @@ def enrollment(config: AgentConfig, tpm: Tpm, record: RecordProbe | None) -> Che
         return Check(NAME, WARN, f"not compared with the attestor: {exc}",
                      "see the attestor check")
     differ = [f"{what} (TPM {mine[:12]}…, attestor {theirs[:12]}…)"
-              for what, mine, theirs in (("AK", ak_name, known.get("ak_name")),
-                                         ("DevID", devid_name, known.get("devid_name")))
+              for what, mine, theirs in (("AK", ak_name, known.ak_name),
+                                         ("DevID", devid_name, known.devid_name))
               if isinstance(theirs, str) and theirs != mine]
     if differ:
         return Check(NAME, FAIL, "the attestor knows another " + " and ".join(differ),
@@ -102,7 +103,7 @@ def attestor_record(config: AgentConfig) -> RecordProbe:
     """The probe ``doctor`` uses: this device's record, asked with a DevID signature."""
     from agent.attest import device_signer
 
-    def probe(tpm: Tpm) -> dict[str, object]:
+    def probe(tpm: Tpm) -> DevicePublic:
         bundle = str(config.ca_bundle) if config.ca_bundle else None
         with AttestorClient(config.urls, bundle, signer=device_signer(config, tpm)) as client:
             return with_failover(client, lambda: client.device(str(config.device_id)))

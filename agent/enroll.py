@@ -7,7 +7,6 @@ the new enrollment and its certificate checked out.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from agent.config import AgentConfig
 from agent.keyswap import CA_FILE, DEVID_CERT
 from agent.tpm.device import Tpm
 from agent.verify import check_issued
+from identity.messages import ActivationRequest, EnrollmentRequest, SignedAttest
 from identity.protocol import enrollment_binding
 from identity.tpm.keys import public_key
 from identity.tpm.structures import object_name, parse_public
@@ -44,10 +44,6 @@ class Enrolled:
     ak_handle: int
     devid_handle: int
     replaced: tuple[int, ...] = ()  # the old keys' handles, evicted after the switch
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 def force_plan(config: AgentConfig) -> str:
@@ -81,37 +77,31 @@ def provision(config: AgentConfig, tpm: Tpm, client: AttestorClient, now: dt.dat
         certify = tpm.certify_persistent(
             journal.new_devid, enrollment_binding(ek.public, ak_name), journal.new_ak
         )
-        body = {
-            "ek_public": _b64(ek.public),
-            "ek_certificate": _b64(ek.certificate) if ek.certificate else None,
-            "ek_chain": [_b64(cert) for cert in ek.chain[:8]],
-            "ak_public": _b64(ak),
-            "srk_public": _b64(srk),
-            "devid_public": _b64(devid),
-            "devid_certify": {"attest": _b64(certify.attest),
-                              "signature": _b64(certify.signature)},
-            "serial": config.serial,
-            "device_class": config.device_class,
-        }
-        challenge = client.enroll(body)
-        secret = tpm.activate_credential(
-            base64.b64decode(challenge["credential_blob"]),
-            base64.b64decode(challenge["encrypted_secret"]),
-            journal.new_ak,
+        request = EnrollmentRequest(
+            ek_public=ek.public,
+            ek_certificate=ek.certificate or None,
+            ek_chain=list(ek.chain[:8]),
+            ak_public=ak,
+            srk_public=srk,
+            devid_public=devid,
+            devid_certify=SignedAttest(attest=certify.attest, signature=certify.signature),
+            serial=config.serial,
+            device_class=config.device_class,
         )
-        result = client.activate(challenge["enrollment_id"], _b64(secret))
-        cert = check_issued(
-            result["certificate"], result["chain"], result["ca"],
-            public_key(parse_public(devid)), now,
-        )
-        journal = keyswap.confirm(config, journal, device_id=result["device_id"],
-                                  ak_name=ak_name.hex(), ca=result["ca"],
-                                  certificate=result["certificate"] + result["chain"])
+        challenge = client.enroll(request)
+        secret = tpm.activate_credential(challenge.credential_blob, challenge.encrypted_secret,
+                                         journal.new_ak)
+        result = client.activate(challenge.enrollment_id, ActivationRequest(secret=secret))
+        cert = check_issued(result.certificate, result.chain, result.ca,
+                            public_key(parse_public(devid)), now)
+        journal = keyswap.confirm(config, journal, device_id=result.device_id,
+                                  ak_name=ak_name.hex(), ca=result.ca,
+                                  certificate=result.certificate + result.chain)
     except BaseException:
         _undo(config, tpm, journal)
         raise
     keyswap.finish(config, tpm, journal)
-    return Enrolled(result["device_id"], cert, ek.ek_type, journal.new_ak, journal.new_devid,
+    return Enrolled(result.device_id, cert, ek.ek_type, journal.new_ak, journal.new_devid,
                     journal.old)
 
 

@@ -13,9 +13,9 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 from agent.client import AttestorClient, MalformedAnswer, Unreachable
+from identity.messages import AttestationResult, VaultWrapped, WrapReuseReport
 
 log = logging.getLogger("edge_agent.vault")
 SPENT = "wrapping token is not valid or does not exist"
@@ -25,12 +25,12 @@ class WrappedSecretUnavailable(Unreachable):
     """A wrapped secret could not be unwrapped; the current credentials stay."""
 
 
-def unwrap(wrap: dict[str, Any], ca_bundle: Path | None, timeout: float = 10.0) -> bytes:
+def unwrap(wrap: VaultWrapped, ca_bundle: Path | None, timeout: float = 10.0) -> bytes:
     """The secret's value; ``WrappedSecretUnavailable`` (with ``spent``) on refusal."""
-    with AttestorClient(str(wrap["address"]), timeout=timeout,
+    with AttestorClient(wrap.address, timeout=timeout,
                         ca_bundle=str(ca_bundle) if ca_bundle else None) as vault:
         answer = vault.request("POST", "/v1/sys/wrapping/unwrap", body=b"{}", headers={
-            "X-Vault-Token": str(wrap["token"]), "Content-Type": "application/json"})
+            "X-Vault-Token": wrap.token, "Content-Type": "application/json"})
     try:
         body = json.loads(answer.body or b"{}")
     except ValueError as exc:
@@ -42,7 +42,7 @@ def unwrap(wrap: dict[str, Any], ca_bundle: Path | None, timeout: float = 10.0) 
         error.spent = answer.status == 400 and SPENT in (errors or [])  # type: ignore[attr-defined]
         raise error
     try:
-        value = body["data"]["data"][str(wrap["field"])]
+        value = body["data"]["data"][wrap.field]
     except (KeyError, TypeError) as exc:
         raise MalformedAnswer("the unwrapped secret lacks its field") from exc
     if not isinstance(value, str):
@@ -50,22 +50,22 @@ def unwrap(wrap: dict[str, Any], ca_bundle: Path | None, timeout: float = 10.0) 
     return value.encode()
 
 
-def resolve(result: dict[str, Any], client: AttestorClient, device_id: str,
+def resolve(result: AttestationResult, client: AttestorClient, device_id: str,
             ca_bundle: Path | None, received: float) -> dict[str, bytes]:
     """Unwrap every ``vault_wrap`` secret of an attestation result: name -> value.
     ``received`` is the monotonic time the result arrived (for the TTL check)."""
     values: dict[str, bytes] = {}
-    for secret in result.get("secrets") or []:
-        wrap = secret.get("vault_wrap") if isinstance(secret, dict) else None
-        if not wrap:
+    for secret in result.secrets:
+        wrap = secret.vault_wrap
+        if wrap is None:
             continue
-        name = str(secret.get("name"))
         try:
-            values[name] = unwrap(wrap, ca_bundle)
+            values[secret.name] = unwrap(wrap, ca_bundle)
         except WrappedSecretUnavailable as exc:
             age = int(time.monotonic() - received)
-            if getattr(exc, "spent", False) and age < int(wrap.get("ttl_seconds", 0)):
-                log.error("wrapping token for %s was already used: reporting it", name)
-                client.report_wrap_reuse(device_id, name, str(wrap["token"]), age)
+            if getattr(exc, "spent", False) and age < wrap.ttl_seconds:
+                log.error("wrapping token for %s was already used: reporting it", secret.name)
+                client.report_wrap_reuse(device_id, WrapReuseReport(
+                    name=secret.name, token=wrap.token, age_seconds=age))
             raise
     return values

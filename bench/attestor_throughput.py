@@ -23,7 +23,6 @@ Last line: cycles_per_s=<best sustained rate> p99_ms=<p99 at 80 % of it> backend
 from __future__ import annotations
 
 import argparse
-import base64
 import cProfile
 import os
 import platform
@@ -45,6 +44,7 @@ from agent.client import AttestorClient
 from agent.sim.fleet import SimDevice
 from agent.sim.swtpm import free_port_pair
 from bench.serve import wait_healthy
+from identity.messages import ActivationRequest
 
 if TYPE_CHECKING:
     from attestor.services.context import Services
@@ -130,10 +130,9 @@ def enroll_fleet(attestor: Attestor, count: int) -> list[SimDevice]:
     def enroll(device: SimDevice) -> None:
         with AttestorClient(url) as client:
             challenge = client.enroll(device.enrollment())
-            secret = device.activate(base64.b64decode(challenge["credential_blob"]),
-                                     base64.b64decode(challenge["encrypted_secret"]))
-            device.device_id = client.activate(challenge["enrollment_id"],
-                                               base64.b64encode(secret).decode())["device_id"]
+            secret = device.activate(challenge.credential_blob, challenge.encrypted_secret)
+            device.device_id = client.activate(challenge.enrollment_id,
+                                               ActivationRequest(secret=secret)).device_id
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(enroll, devices))
@@ -152,7 +151,7 @@ def enroll_fleet(attestor: Attestor, count: int) -> list[SimDevice]:
 def cycle(client: AttestorClient, device: SimDevice) -> None:
     challenge = client.challenge(str(device.device_id))
     result = client.attest(str(device.device_id), device.evidence(challenge))
-    if result.get("verdict") != "pass":
+    if result.verdict != "pass":
         raise RuntimeError(f"cycle failed: {result}")
 
 
@@ -241,7 +240,8 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
                                                    "asn1crypto")),
     ("database (SQLAlchemy, driver)", ("sqlalchemy", "sqlmodel", "sqlite3", "psycopg",
                                        "/attestor/db/", "/attestor/audit")),
-    ("serialization (JSON, base64, pydantic)", ("json", "base64", "pydantic", "binascii")),
+    ("serialization (JSON, base64, pydantic, msgspec)",
+     ("json", "base64", "pydantic", "binascii", "msgspec")),
     ("framework (FastAPI, Starlette, anyio)", ("fastapi", "starlette", "anyio", "httpx",
                                                "h11", "uvicorn", "asyncio", "concurrent")),
 )
@@ -264,15 +264,13 @@ def in_process_services(data: Path, env: dict[str, str]) -> Services:
 def service_cycle(svc: Services, device: SimDevice) -> float:
     """One challenge and attestation through the functions the routes call; returns the
     CPU seconds the simulated device spent making its evidence (not the attestor's)."""
-    from attestor.api.schemas import AttestationRequest
     from attestor.services import attestation
 
     challenge = attestation.challenge(svc, str(device.device_id))
     started = time.process_time()
-    body = device.evidence({"nonce": base64.b64encode(challenge.nonce).decode(),
-                            "pcr_selection": challenge.pcr_selection})
+    request = device.evidence(challenge)
     device_cpu = time.process_time() - started
-    attestation.attest(svc, str(device.device_id), AttestationRequest.model_validate(body))
+    attestation.attest(svc, str(device.device_id), request)
     return device_cpu
 
 

@@ -35,6 +35,7 @@ from agent.sim.boot import boot_events, encode_log
 from agent.sim.softtpm import SIGNING_KEY_ATTRS, SoftKey
 from identity.eventlog.replay import replay
 from identity.eventlog.tcg import parse_event_log
+from identity.messages import AttestationRequest, Challenge, EnrollmentRequest, SignedAttest
 from identity.pcr import PcrSelection, format_pcr_values
 from identity.protocol import enrollment_binding
 from identity.x509.csr import assemble_csr, csr_info
@@ -87,14 +88,14 @@ class SimDevice:
         return {"serial": self.serial, "device_class": self.device_class,
                 "ek_public_key": b64(self.ek_spki)}
 
-    def enrollment(self) -> dict[str, Any]:
+    def enrollment(self) -> EnrollmentRequest:
         """Step one, as the agent builds it (EK public area, AK, DevID and its certify)."""
         attest, signature = self.ak.certify(
             self.devid.public, enrollment_binding(self.ek_public, self.ak.name))
-        return {"ek_public": b64(self.ek_public), "ak_public": b64(self.ak.public),
-                "devid_public": b64(self.devid.public),
-                "devid_certify": {"attest": b64(attest), "signature": b64(signature)},
-                "serial": self.serial, "device_class": self.device_class}
+        return EnrollmentRequest(ek_public=self.ek_public, ak_public=self.ak.public,
+                                 devid_public=self.devid.public,
+                                 devid_certify=SignedAttest(attest=attest, signature=signature),
+                                 serial=self.serial, device_class=self.device_class)
 
     def activate(self, credential_blob: bytes, encrypted_secret: bytes) -> bytes:
         """TPM2_ActivateCredential in software: ECDH with the EK, KDFe, then the
@@ -131,12 +132,11 @@ class SimDevice:
         return DeviceSigner(self.device_id,
                             lambda message: private.sign(message, ec.ECDSA(hashes.SHA256())))
 
-    def evidence(self, challenge: dict[str, Any]) -> dict[str, Any]:
-        """The attestation body for ``challenge``: quote, PCRs, event log, a fresh
+    def evidence(self, challenge: Challenge) -> AttestationRequest:
+        """The attestation request for ``challenge``: quote, PCRs, event log, a fresh
         workload key with its certify and CSR."""
-        nonce_b64 = str(challenge["nonce"])
-        nonce = base64.b64decode(nonce_b64)
-        selection = PcrSelection.of(challenge["pcr_selection"])
+        nonce = challenge.nonce
+        selection = PcrSelection.of(challenge.pcr_selection)
         log, values = boot_log(tuple(bank for bank, _ in selection.banks))
         quoted = {bank: {i: values[bank][i] for i in idx} for bank, idx in selection.banks}
         attest, signature = self.ak.quote(selection, quoted, nonce)
@@ -146,8 +146,7 @@ class SimDevice:
         assert isinstance(private, ec.EllipticCurvePrivateKey)  # noqa: S101
         info = csr_info(private.public_key(), str(self.device_id))
         csr = assemble_csr(info, "ecdsa", "sha256", private.sign(info, ec.ECDSA(hashes.SHA256())))
-        return {"nonce": nonce_b64,
-                "quote": {"attest": b64(attest), "signature": b64(signature)},
-                "pcrs": format_pcr_values(quoted), "event_log": b64(log), "csr": b64(csr),
-                "key_public": b64(workload.public),
-                "key_certify": {"attest": b64(c_attest), "signature": b64(c_signature)}}
+        return AttestationRequest(
+            nonce=nonce, quote=SignedAttest(attest=attest, signature=signature),
+            pcrs=format_pcr_values(quoted), event_log=log, csr=csr, key_public=workload.public,
+            key_certify=SignedAttest(attest=c_attest, signature=c_signature))

@@ -2,15 +2,41 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
-from attestor.api.schemas import B64, DeviceClass, Label, Request, StructB64
+from attestor.api.schemas import Request
+from identity.messages import LABEL_PATTERN, MAX_STRUCT_B64
 from identity.policy import PolicyDocument
 
 T = TypeVar("T")
+
+
+def _b64(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("expected a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("not valid base64") from exc
+
+
+# The same text as the device protocol's (identity.messages, msgspec), in pydantic for
+# the operator API: standard padded base64, labels and device classes.
+B64 = Annotated[
+    bytes,
+    BeforeValidator(_b64),
+    PlainSerializer(lambda b: base64.b64encode(b).decode(), return_type=str),
+]
+StructB64 = Annotated[B64, Field(max_length=MAX_STRUCT_B64, json_schema_extra={"format": "byte"})]
+Label = Annotated[str, Field(min_length=1, max_length=128, pattern=LABEL_PATTERN)]
+DeviceClass = Annotated[str, Field(min_length=1, max_length=64, pattern=LABEL_PATTERN)]
 
 
 class Page(BaseModel, Generic[T]):
@@ -18,34 +44,6 @@ class Page(BaseModel, Generic[T]):
 
     items: list[T]
     next_cursor: str | None = None
-
-
-class CertificateRef(BaseModel):
-    serial: str
-    kind: str
-    not_after: dt.datetime
-
-
-class DevicePublic(BaseModel):
-    id: str
-    serial: str | None
-    model: str | None
-    device_class: str
-    state: str = Field(examples=["active", "quarantined", "revoked", "decommissioned"])
-    state_reason: str | None
-    enrolled_at: dt.datetime
-    last_attested_at: dt.datetime | None
-    last_verdict: str | None
-    last_reasons: list[str] = Field(default_factory=list, examples=[["policy.pcr_mismatch"]])
-    current_certificate: CertificateRef | None = None
-    failed_checks: list[dict[str, Any]] = Field(
-        default_factory=list, description="the last attestation's failed checks")
-    ak_name: str | None = Field(
-        None, description="TPM Name (hex) of the enrolled attestation key; the agent's "
-        "`doctor` compares it with the AK in the device's TPM")
-    devid_name: str | None = Field(
-        None, description="TPM Name (hex) of the enrolled DevID key, which signs the "
-        "device's requests")
 
 
 class StateChange(Request):

@@ -1,6 +1,7 @@
 """The OpenAPI document, with every error response described as what it is: an RFC 9457
 problem (``application/problem+json``), including FastAPI's validation errors (422) and
-a ``default`` entry for the statuses an operation does not list (401, 413, 429, 5xx)."""
+a ``default`` entry for the statuses an operation does not list (401, 413, 429, 5xx);
+the device protocol's schemas come from its msgspec structs (attestor/api/protocol.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+
+from attestor.api import protocol
 
 PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 PROBLEM_CONTENT = {"application/problem+json": {"schema": PROBLEM_REF}}
@@ -27,7 +30,8 @@ def _rewrite(spec: dict[str, Any]) -> dict[str, Any]:
                 "description": "any other refusal or fault, as a problem with its reason "
                                "code (401, 413, 429 with Retry-After, 5xx)",
                 "content": PROBLEM_CONTENT})
-    schemas = spec.get("components", {}).get("schemas", {})
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(protocol.components())  # the device protocol's structs (msgspec)
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     return spec

@@ -15,13 +15,6 @@ from typing import Any
 from sqlmodel import Session
 
 from attestor import audit
-from attestor.api.schemas import (
-    AttestationRequest,
-    AttestationResult,
-    Challenge,
-    ImaProgress,
-    PolicyRef,
-)
 from attestor.backends.issuer import IssuedCertificate
 from attestor.db import queries
 from attestor.db.models import Attestation, Device, Nonce, Policy
@@ -37,6 +30,14 @@ from identity.errors import (
     IdentityError,
     ServiceError,
     VerificationFailed,
+)
+from identity.messages import (
+    AttestationRequest,
+    AttestationResult,
+    Challenge,
+    ImaProgress,
+    PolicyRef,
+    encode,
 )
 from identity.pcr import format_pcr_values, parse_pcr_values
 from identity.policy import PolicyDocument
@@ -67,7 +68,7 @@ def challenge(svc: Services, device_id: str) -> Challenge:
 
 
 def _evidence_digest(req: AttestationRequest) -> str:
-    return hashlib.sha256(req.model_dump_json().encode()).hexdigest()
+    return hashlib.sha256(encode(req)).hexdigest()
 
 
 def attest(svc: Services, device_id: str, req: AttestationRequest) -> AttestationResult:

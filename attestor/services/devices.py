@@ -9,18 +9,14 @@ import hashlib
 from sqlmodel import Session
 
 from attestor import audit
-from attestor.api.admin_schemas import (
-    AttestationPublic,
-    CertificateRef,
-    DevicePublic,
-    Page,
-)
+from attestor.api.admin_schemas import AttestationPublic, Page
 from attestor.auth import Principal
 from attestor.db import queries
 from attestor.db.models import Attestation, Device
 from attestor.services import webhooks
 from attestor.services.context import Services
 from identity.errors import Conflict, MalformedInput
+from identity.messages import CertificateRef, DevicePage, DevicePublic
 from identity.tpm.structures import object_name, parse_public
 
 # action -> (states it may start from, state it leads to, webhook event)
@@ -76,12 +72,13 @@ def view(session: Session, device: Device) -> DevicePublic:
 
 
 def find(svc: Services, filters: queries.DeviceFilter, cursor: str | None,
-         limit: int) -> Page[DevicePublic]:
+         limit: int) -> DevicePage:
     with svc.session() as session:
         rows = queries.find_devices(session, filters, decode_cursor(cursor), limit + 1)
         items = [view(session, d) for d in rows[:limit]]
     more = len(rows) > limit
-    return Page(items=items, next_cursor=encode_cursor(rows[limit - 1].id) if more else None)
+    return DevicePage(items=items,
+                      next_cursor=encode_cursor(rows[limit - 1].id) if more else None)
 
 
 def get(svc: Services, device_id: str) -> DevicePublic:

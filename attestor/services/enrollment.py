@@ -15,12 +15,6 @@ from cryptography.hazmat.primitives import serialization
 from sqlmodel import Session
 
 from attestor import audit
-from attestor.api.schemas import (
-    ActivationRequest,
-    EnrolledDevice,
-    EnrollmentChallenge,
-    EnrollmentRequest,
-)
 from attestor.auth import Principal
 from attestor.backends.issuer import IssuedCertificate
 from attestor.db import queries
@@ -38,6 +32,12 @@ from identity.errors import (
     EkChainUntrusted,
     EvidenceError,
     VerificationFailed,
+)
+from identity.messages import (
+    ActivationRequest,
+    EnrolledDevice,
+    EnrollmentChallenge,
+    EnrollmentRequest,
 )
 from identity.protocol import device_id_for, enrollment_binding
 from identity.tpm.ak import TpmKey, record_attestation_key

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from attestor.api.schemas import AttestationRequest
 from attestor.db.models import Device
 from identity.checks import CheckRunner
 from identity.errors import (
@@ -31,6 +30,7 @@ from identity.ima.replay import (
     check_boot_aggregate,
     replay_ima,
 )
+from identity.messages import AttestationRequest
 from identity.pcr import PcrValues, parse_pcr_values
 from identity.policy import PolicyDocument, evaluate_pcrs
 from identity.tpm.ak import TpmKey

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from attestor import audit
-from attestor.api.schemas import GrantedSecret, TpmWrapped, VaultWrapped
 from attestor.backends.secrets import SecretSubject, WrappedSecret, wrap_id
 from attestor.backends.secrets.vault_kv import VaultKv
 from attestor.db import queries
@@ -23,6 +22,7 @@ from attestor.services import webhooks
 from attestor.services.context import Services
 from identity import ear, tpmwrap
 from identity.errors import BackendUnavailable, Conflict
+from identity.messages import GrantedSecret, TpmWrapped, VaultWrapped
 from identity.policy import PolicyDocument
 
 log = logging.getLogger("attestor.secrets")

@@ -202,3 +202,41 @@ def test_full_output_directory_keeps_the_old_set_and_says_so(
     filler.unlink()
     renewer.step(backoff)
     assert cert_now(config).serial_number != first.serial_number
+
+
+@pytest.mark.parametrize(("answer", "says"), [
+    (b'{"nonce": "AAAA", "expires_at": "2025-01-01T00:00:00Z"}', "pcr_selection"),
+    (b'{"nonce": 5, "expires_at": "2025-01-01T00:00:00Z", "pcr_selection": {}}', "nonce"),
+    (b'["a", "list"]', "Challenge"),
+    (b"<html>proxy</html>", "not JSON"),
+])
+def test_an_answer_of_the_wrong_shape_is_a_typed_error(answer: bytes, says: str) -> None:
+    """An attestor (or a proxy) answering 200 with the wrong shape: MalformedAnswer naming
+    what is wrong, never a KeyError or TypeError in the agent."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    from agent.client import AttestorClient, DeviceSigner, MalformedAnswer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server API)
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        signer = DeviceSigner("d1", lambda message: b"sig")
+        with AttestorClient(f"http://127.0.0.1:{server.server_port}", signer=signer) as client:
+            with pytest.raises(MalformedAnswer, match=says):
+                client.challenge("d1")
+    finally:
+        server.shutdown()
+        server.server_close()

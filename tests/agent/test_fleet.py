@@ -3,14 +3,14 @@ as a device on swtpm (and fail it the same way when they lie)."""
 
 from __future__ import annotations
 
-import base64
-
 import httpx
+import msgspec
 import pytest
 
 from agent.attest import attest_once
 from agent.client import AttestorClient, AttestorError
 from agent.sim.fleet import SimDevice
+from identity.messages import ActivationRequest
 from tests.harness import Device, LiveAttestor, enroll_and_learn, now
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tpm]
@@ -24,11 +24,9 @@ def enroll(attestor: LiveAttestor, sim: SimDevice) -> None:
     assert answer.status_code == 201, answer.text
     with AttestorClient(attestor.url) as anonymous:
         challenge = anonymous.enroll(sim.enrollment())
-        secret = sim.activate(base64.b64decode(challenge["credential_blob"]),
-                              base64.b64decode(challenge["encrypted_secret"]))
-        enrolled = anonymous.activate(challenge["enrollment_id"],
-                                      base64.b64encode(secret).decode())
-    sim.device_id = enrolled["device_id"]
+        secret = sim.activate(challenge.credential_blob, challenge.encrypted_secret)
+        enrolled = anonymous.activate(challenge.enrollment_id, ActivationRequest(secret=secret))
+    sim.device_id = enrolled.device_id
 
 
 def test_simulated_and_swtpm_devices_pass_the_same_endpoints(attestor: LiveAttestor,
@@ -41,16 +39,15 @@ def test_simulated_and_swtpm_devices_pass_the_same_endpoints(attestor: LiveAttes
     with AttestorClient(attestor.url, signer=sim.signer()) as client:
         result = client.attest(str(sim.device_id), sim.evidence(client.challenge(
             str(sim.device_id))))
-    assert result["verdict"] == "pass" and result["token"]
-    assert {c["name"] for c in result["checks"]} >= {"quote.signature", "policy.pcrs",
-                                                     "boot.kernel", "csr"}
-    assert real.serial != result["serial"]
+    assert result.verdict == "pass" and result.token
+    assert {c["name"] for c in result.checks} >= {"quote.signature", "policy.pcrs",
+                                                  "boot.kernel", "csr"}
+    assert real.serial != result.serial
 
     # a simulated device that lies is refused exactly like a real one
     with AttestorClient(attestor.url, signer=sim.signer()) as client:
         challenge = client.challenge(str(sim.device_id))
-        body = sim.evidence(challenge)
-        body["nonce"] = base64.b64encode(b"\x00" * 32).decode()
+        body = msgspec.structs.replace(sim.evidence(challenge), nonce=b"\x00" * 32)
         with pytest.raises(AttestorError) as refused:
             client.attest(str(sim.device_id), body)
     assert refused.value.codes[0].startswith("nonce.")
@@ -63,5 +60,4 @@ def test_wrong_ek_cannot_answer_the_activation(attestor: LiveAttestor) -> None:
     with AttestorClient(attestor.url) as anonymous:
         challenge = anonymous.enroll(sim.enrollment())
         with pytest.raises(ValueError, match="integrity"):
-            impostor.activate(base64.b64decode(challenge["credential_blob"]),
-                              base64.b64decode(challenge["encrypted_secret"]))
+            impostor.activate(challenge.credential_blob, challenge.encrypted_secret)

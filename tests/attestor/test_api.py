@@ -33,6 +33,21 @@ def test_invalid_base64_is_refused(attestor: LiveAttestor) -> None:
     assert response.status_code == 422 and response.json()["code"] == "request.invalid"
 
 
+def test_a_schema_violation_names_where_it_is(attestor: LiveAttestor) -> None:
+    """The device routes decode with msgspec: its violations are the same 422 problem,
+    with each error's location in the body (as FastAPI gave it) and its message."""
+    certify = {"attest": "AAAA", "signature": 5}
+    response = httpx.post(f"{attestor.url}/v1/enrollments", json={
+        "ek_public": "AAAA", "ak_public": "AAAA", "devid_public": "AAAA",
+        "devid_certify": certify})
+    assert response.status_code == 422 and response.json()["code"] == "request.invalid"
+    assert response.json()["errors"] == [{"loc": ["body", "devid_certify", "signature"],
+                                          "msg": "Expected `bytes`, got `int`"}]
+    not_json = httpx.post(f"{attestor.url}/v1/enrollments", content=b"<xml/>",
+                          headers={"content-type": "application/json"})
+    assert not_json.status_code == 422 and not_json.json()["errors"][0]["loc"] == ["body"]
+
+
 def test_oversized_body_is_refused(attestor: LiveAttestor) -> None:
     big = base64.b64encode(b"\x00" * (attestor.settings.max_body_bytes + 1)).decode()
     response = httpx.post(f"{attestor.url}/v1/enrollments", content=f'{{"x":"{big}"}}',

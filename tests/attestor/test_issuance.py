@@ -4,6 +4,7 @@ cannot be written, each leave every signed certificate accounted for and none ha
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import httpx
 import pytest
@@ -13,10 +14,10 @@ from sqlmodel import select
 from agent.attest import attest_once, collect_evidence
 from agent.client import AttestorError
 from attestor import audit
-from attestor.api.schemas import AttestationRequest
 from attestor.db.models import AuditEvent, Certificate
 from attestor.services import attestation, background, issuance
 from attestor.services.context import build_services
+from identity.messages import AttestationRequest, decode
 from tests.attestor.test_audit import _block_audit_writes
 from tests.harness import Device, LiveAttestor, enroll_and_learn, now
 
@@ -42,7 +43,7 @@ def test_crash_between_signing_and_recording_is_reconciled_at_start_up(
     assert device_id
     with attestor.client(config, device.tpm) as client:
         evidence = collect_evidence(config, device.tpm, device_id, client.challenge(device_id))
-    request = AttestationRequest.model_validate(evidence.body)
+    request = evidence.request
     signed: list[int] = []
 
     def crash_after_signing(session: object, issued: object) -> None:
@@ -126,7 +127,8 @@ def test_a_refused_attestation_leaves_no_reservation(attestor: LiveAttestor,
     pcrs["sha256"]["0"] = "00" * 32  # a PCR the quote does not vouch for
     body["pcrs"] = pcrs
     with pytest.raises(VerificationFailed):
-        attestation.attest(attestor.services, device_id, AttestationRequest.model_validate(body))
+        attestation.attest(attestor.services, device_id,
+                           decode(AttestationRequest, json.dumps(body)))
     assert {r.serial for r in _workload_rows(attestor, device_id)} == before
 
 

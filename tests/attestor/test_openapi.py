@@ -4,6 +4,8 @@ operation, as an admin and anonymously; no 5xx, and every response matches the s
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -83,3 +85,19 @@ def test_as_admin(api: schemathesis.schemas.BaseSchema, admin: dict[str, str]) -
 def test_anonymously(api: schemathesis.schemas.BaseSchema) -> None:
     failures = _run(api, {}, 5)
     assert not failures, "\n\n".join(failures)
+
+
+def test_device_routes_describe_their_bodies(services: Services) -> None:
+    """The device protocol is msgspec, not pydantic: its routes read the raw body, so the
+    OpenAPI document gets the structs' JSON Schema by reference (attestor/api/protocol.py),
+    and every reference resolves."""
+    spec = create_app(services, background=False).openapi()
+    schemas = spec["components"]["schemas"]
+    attest = spec["paths"]["/v1/devices/{device_id}/attestations"]["post"]
+    body = attest["requestBody"]["content"]["application/json"]["schema"]
+    answer = attest["responses"]["201"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/AttestationRequest"}
+    assert answer == {"$ref": "#/components/schemas/AttestationResult"}
+    assert "nonce" in schemas["AttestationRequest"]["required"]
+    refs = set(re.findall(r'"#/components/schemas/([^"]+)"', json.dumps(spec)))
+    assert refs <= set(schemas)

@@ -19,6 +19,7 @@ import pytest
 
 from agent.attest import collect_evidence, device_signer
 from agent.sim.swtpm import Manufacturer, free_port_pair
+from identity.messages import Challenge, decode
 from tests.harness import Device, LiveAttestor, enroll_and_learn, enrollment_body
 
 pytestmark = [pytest.mark.pg, pytest.mark.e2e, pytest.mark.tpm]
@@ -157,7 +158,7 @@ def test_nonces_and_activations_are_consumed_once_across_replicas(
     attest_path = f"/v1/devices/{device_id}/attestations"
 
     # A nonce issued by A is accepted by B, once.
-    challenge = post(a, challenge_path).json()
+    challenge = decode(Challenge, post(a, challenge_path).content)
     evidence = collect_evidence(config, device.tpm, device_id, challenge).body
     assert post(b, attest_path, evidence).status_code == 201
     assert _code(post(a, attest_path, evidence)) == "nonce.used"
@@ -165,7 +166,7 @@ def test_nonces_and_activations_are_consumed_once_across_replicas(
 
     # The same evidence at both replicas at the same moment: exactly one succeeds.
     for _ in range(ROUNDS):
-        challenge = post(a if _ % 2 else b, challenge_path).json()
+        challenge = decode(Challenge, post(a if _ % 2 else b, challenge_path).content)
         evidence = collect_evidence(config, device.tpm, device_id, challenge).body
         # Signed before the race: one TPM, one thread at a time (no resource manager).
         first, second = (sign(attest_path, evidence) for _ in range(2))
@@ -250,9 +251,10 @@ def test_an_issuance_interrupted_by_a_dying_replica_is_reconciled_by_the_other(
     signer = device_signer(config, device.tpm)
     challenge_path = f"/v1/devices/{device_id}/challenge"
     attest_path = f"/v1/devices/{device_id}/attestations"
-    challenge = httpx.post(a.url + challenge_path, content=b"{}", timeout=60, headers={
+    answer = httpx.post(a.url + challenge_path, content=b"{}", timeout=60, headers={
         "Content-Type": "application/json",
-        **signer.headers("POST", challenge_path, b"{}", time.time())}).json()
+        **signer.headers("POST", challenge_path, b"{}", time.time())}).content
+    challenge = decode(Challenge, answer)
     body = json.dumps(collect_evidence(config, device.tpm, device_id, challenge).body,
                       separators=(",", ":")).encode()
     headers = {"Content-Type": "application/json",

@@ -11,7 +11,7 @@ from tpm2_pytss import TPM2_ALG, TPM2B_DIGEST, TPMT_SIG_SCHEME, TPMT_TK_HASHCHEC
 
 from agent.attest import collect_evidence
 from agent.client import AttestorError
-from agent.enroll import _b64
+from agent.sim.fleet import b64 as _b64
 from agent.sim.softtpm import SoftKey, software_pcrs
 from agent.tpm.device import DEVID_HANDLE, Tpm, TpmError
 from identity.errors import AkNotRestricted

@@ -94,7 +94,7 @@ def test_flow_on_postgresql(tmp_path: Path, manufacturer: Manufacturer, device: 
             challenge = client.challenge(config.device_id)
             evidence = collect_evidence(config, device.tpm, config.device_id, challenge)
             result = client.attest(config.device_id, evidence.body)
-            assert result["verdict"] == "pass"
+            assert result.verdict == "pass"
             with pytest.raises(AttestorError) as replay:
                 client.attest(config.device_id, evidence.body)
         assert replay.value.codes == ["nonce.used"]

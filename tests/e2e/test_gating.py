@@ -145,7 +145,7 @@ def test_passing_attestation_yields_a_bound_ear_token(attestor: LiveAttestor,
         answer = client.attest(str(config.device_id),
                                {**evidence.body, "ear_nonce": "cnAtbm9uY2UtMTIzNA"})
     nonce_need = gate.Requirements(issuer=need(attestor).issuer, nonce="cnAtbm9uY2UtMTIzNA")
-    assert gate.verify(answer["token"], jwks(attestor), nonce_need, now(), None).device_id
+    assert gate.verify(str(answer.token), jwks(attestor), nonce_need, now(), None).device_id
 
 
 def test_update_is_served_only_to_attested_devices_holding_their_keys(

@@ -86,14 +86,14 @@ def test_ima_list_is_sent_incrementally_and_whole_after_a_reboot(
     with attestor.client(config, device.tpm) as client:
         first = client.attest(device_id, collect_evidence(
             config, device.tpm, device_id, client.challenge(device_id)).body)
-        assert first["ima"]["accepted_entries"] == len(FILES) + 1
+        assert first.ima is not None and first.ima.accepted_entries == len(FILES) + 1
 
         device.run_program(*FILES[2])  # an allowed file, measured again
         challenge = client.challenge(device_id)
         evidence = collect_evidence(config, device.tpm, device_id, challenge)
         assert evidence.body["ima_start"] == len(FILES) + 1  # only the new entry is sent
         second = client.attest(device_id, evidence.body)
-        assert second["ima"]["accepted_entries"] == len(FILES) + 2
+        assert second.ima is not None and second.ima.accepted_entries == len(FILES) + 2
 
         device.run_program("/usr/local/bin/unknown", b"not in the allowlist")
         with pytest.raises(AttestorError) as refused:
@@ -104,7 +104,7 @@ def test_ima_list_is_sent_incrementally_and_whole_after_a_reboot(
         client.signer = device_signer(config, device.tpm)  # the new TPM session signs
         evidence = collect_evidence(config, device.tpm, device_id, client.challenge(device_id))
         assert evidence.body["ima_start"] == 0  # a new boot: the whole list
-        assert client.attest(device_id, evidence.body)["verdict"] == "pass"
+        assert client.attest(device_id, evidence.body).verdict == "pass"
 
 
 def test_attestor_that_cannot_continue_the_list_asks_for_all_of_it(
@@ -157,11 +157,11 @@ def test_the_quoted_banks_list_is_sent_and_an_old_agents_sha1_list_still_passes(
         assert evidence.body["ima_bank"] == "sha256"
         sent = base64.b64decode(str(evidence.body["ima_log"]))
         assert len(parse_binary(sent, "sha256").entries[0].template_hash) == 32
-        assert client.attest(device_id, evidence.body)["verdict"] == "pass"
+        assert client.attest(device_id, evidence.body).verdict == "pass"
 
         device.reboot()
         client.signer = device_signer(config, device.tpm)
         old = collect_evidence(config, device.tpm, device_id, client.challenge(device_id)).body
         old.pop("ima_bank")
         old["ima_log"] = base64.b64encode(device.ima.read_bytes()).decode()
-        assert client.attest(device_id, old)["verdict"] == "pass"
+        assert client.attest(device_id, old).verdict == "pass"

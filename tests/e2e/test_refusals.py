@@ -88,7 +88,7 @@ def test_ek_from_unknown_manufacturer_is_refused(
 def test_wrong_activation_secret_is_refused_without_echo(
     attestor: LiveAttestor, device: Device
 ) -> None:
-    from agent.enroll import _b64
+    from agent.sim.fleet import b64 as _b64
 
     tpm = device.tpm
     body = enrollment_body(tpm)

@@ -4,13 +4,13 @@ by ActivateCredential on that device's swtpm and nowhere else."""
 from __future__ import annotations
 
 import base64
-import json
 
 import pytest
 
 from agent.attest import attest_once, collect_evidence
 from agent.tpm.device import TpmError
 from attestor.services.policies import policy_for, set_policy
+from identity.messages import encode
 from identity.tpmwrap import TpmWrap, TpmWrapInvalid, unwrap
 from tests.harness import Device, LiveAttestor, enroll_and_learn, now
 
@@ -43,12 +43,13 @@ def test_tpm_bound_secret_opens_only_on_its_own_tpm(attestor: LiveAttestor, devi
         answer = client.attest(str(config.device_id),
                                collect_evidence(config, device.tpm, str(config.device_id),
                                                 challenge).body)
-    secret = answer["secrets"][0]
-    assert secret.get("value") is None and secret["tpm_wrap"]
-    text = json.dumps(answer)
+    secret = answer.secrets[0]
+    assert secret.value is None and secret.tpm_wrap is not None
+    text = encode(answer).decode()
     assert base64.b64encode(VALUE).decode() not in text and VALUE.decode() not in text
-    sealed = TpmWrap(*(base64.b64decode(secret["tpm_wrap"][k]) for k in
-                       ("credential_blob", "encrypted_secret", "iv", "ciphertext")))
+    wrapped = secret.tpm_wrap
+    sealed = TpmWrap(wrapped.credential_blob, wrapped.encrypted_secret, wrapped.iv,
+                     wrapped.ciphertext)
 
     # another device's TPM cannot activate it (different EK, different AK)
     with pytest.raises(TpmError):
@@ -56,13 +57,13 @@ def test_tpm_bound_secret_opens_only_on_its_own_tpm(attestor: LiveAttestor, devi
 
     # the right key opens it only for its own name, version and device
     key = device.tpm.activate_credential(sealed.credential_blob, sealed.encrypted_secret)
-    assert unwrap(sealed, key, name="wifi/psk", version=secret["version"],
+    assert unwrap(sealed, key, name="wifi/psk", version=secret.version,
                   device_id=str(config.device_id)) == VALUE
     with pytest.raises(TpmWrapInvalid):
-        unwrap(sealed, key, name="other/secret", version=secret["version"],
+        unwrap(sealed, key, name="other/secret", version=secret.version,
                device_id=str(config.device_id))
     with pytest.raises(TpmWrapInvalid):
-        unwrap(sealed, bytes(32), name="wifi/psk", version=secret["version"],
+        unwrap(sealed, bytes(32), name="wifi/psk", version=secret.version,
                device_id=str(config.device_id))
 
 

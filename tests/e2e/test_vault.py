@@ -27,6 +27,7 @@ from attestor.backends.secrets import wrap_id
 from attestor.db import queries
 from attestor.db.models import AuditEvent, Certificate
 from attestor.services.policies import policy_for, set_policy
+from identity.messages import WrapReuseReport
 from tests.attestor.backends.conftest import ATTESTOR_PATHS, TRUST_DOMAIN, pki_role
 from tests.harness import Device, LiveAttestor, enroll_and_learn, now
 from tests.vault import VaultUnderTest
@@ -204,13 +205,13 @@ def test_wrapping_token_used_twice_is_refused_and_audited(wrapping_attestor: Liv
     with wrapping_attestor.client(config, device.tpm) as client:
         result = client.attest(device_id, collect_evidence(
             config, device.tpm, device_id, client.challenge(device_id)).body)
-        wrap = result["secrets"][0]["vault_wrap"]
-        assert result["secrets"][0].get("value") is None
+        wrap = result.secrets[0].vault_wrap
+        assert wrap is not None and result.secrets[0].value is None
         # a still-valid token is not reuse: nothing is recorded
-        assert client.report_wrap_reuse(device_id, "registry/pull", wrap["token"],
-                                        1)["status"] == "valid"
+        assert client.report_wrap_reuse(device_id, WrapReuseReport(
+            name="registry/pull", token=wrap.token, age_seconds=1)).status == "valid"
         # someone who copied the response unwraps first ...
-        stolen = hvac.Client(vault.address, token=wrap["token"]).adapter.post(
+        stolen = hvac.Client(vault.address, token=wrap.token).adapter.post(
             "/v1/sys/wrapping/unwrap")
         assert stolen["data"]["data"]["value"] == PULL
         # ... so Vault refuses the device, which reports it
@@ -221,7 +222,7 @@ def test_wrapping_token_used_twice_is_refused_and_audited(wrapping_attestor: Liv
             AuditEvent.action == "secret.wrap_reuse")).all()
     assert len(alerts) == 1 and alerts[0].outcome == "alert"
     assert alerts[0].device_id == device_id
-    assert alerts[0].details["wrap_id"] == wrap_id(wrap["token"]) == wrap["wrap_id"]
+    assert alerts[0].details["wrap_id"] == wrap_id(wrap.token) == wrap.wrap_id
     metrics = httpx.get(f"{wrapping_attestor.url}/metrics",
                         headers=wrapping_attestor.headers("auditor")).text
     assert "edgeproof_wrap_reuse_reports_total 1.0" in metrics

@@ -11,14 +11,15 @@ from fastapi.concurrency import run_in_threadpool
 from attestor.api.admin_schemas import (
     AttestationPublic,
     ClassChange,
-    DevicePublic,
     Page,
     StateChange,
 )
 from attestor.api.deps import Admin, DeviceOrReader, FleetReader, ServicesDep
+from attestor.api.protocol import MessageResponse, answer
 from attestor.api.schemas import FILTER_TEXT, problems
 from attestor.db.queries import DeviceFilter
 from attestor.services import devices
+from identity.messages import DevicePage, DevicePublic
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 DeviceId = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
@@ -29,7 +30,7 @@ WRITE = problems(s401="no credential", s403="admins only", s404="unknown device"
                  s409="not possible from the device's current state")
 
 
-@router.get("", response_model=Page[DevicePublic], responses=READ)
+@router.get("", response_class=MessageResponse, responses=answer(DevicePage) | READ)
 async def list_devices(
     svc: ServicesDep, caller: FleetReader,
     state: Annotated[Literal["active", "quarantined", "revoked", "decommissioned"] | None,
@@ -42,29 +43,30 @@ async def list_devices(
                                         description="a reason code of the last attestation")
                       ] = None,
     cursor: Cursor = None, limit: Limit = 100,
-) -> Page[DevicePublic]:
+) -> MessageResponse:
     """Devices, filtered, in pages."""
     filters = DeviceFilter(state, device_class, attested_before, attested_after, reason)
-    return await run_in_threadpool(devices.find, svc, filters, cursor, limit)
+    return MessageResponse(await run_in_threadpool(devices.find, svc, filters, cursor, limit))
 
 
-@router.get("/{device_id}", response_model=DevicePublic, responses=READ)
+@router.get("/{device_id}", response_class=MessageResponse,
+            responses=answer(DevicePublic) | READ)
 async def get_device(svc: ServicesDep, caller: DeviceOrReader,
-                     device_id: str = DeviceId) -> DevicePublic:
+                     device_id: str = DeviceId) -> MessageResponse:
     """One device: state, current certificate, last verdict and its failed checks."""
-    return await run_in_threadpool(devices.get, svc, device_id)
+    return MessageResponse(await run_in_threadpool(devices.get, svc, device_id))
 
 
 def _lifecycle(action: str, summary: str):  # type: ignore[no-untyped-def]
     async def endpoint(change: StateChange, svc: ServicesDep, caller: Admin,
-                       device_id: str = DeviceId) -> DevicePublic:
-        return await run_in_threadpool(devices.change_state, svc, device_id, action,
-                                       change.reason, caller)
+                       device_id: str = DeviceId) -> MessageResponse:
+        return MessageResponse(await run_in_threadpool(
+            devices.change_state, svc, device_id, action, change.reason, caller))
 
     endpoint.__name__ = f"{action}_device"
     endpoint.__doc__ = summary
-    router.post(f"/{{device_id}}/{action}", response_model=DevicePublic,
-                responses=WRITE)(endpoint)
+    router.post(f"/{{device_id}}/{action}", response_class=MessageResponse,
+                responses=answer(DevicePublic) | WRITE)(endpoint)
 
 
 _lifecycle("quarantine", "Quarantine: nothing is issued to the device until it is released.")
@@ -74,12 +76,13 @@ _lifecycle("decommission", "Decommission: certificates revoked; the record and i
            "trail stay.")
 
 
-@router.put("/{device_id}/class", response_model=DevicePublic, responses=WRITE)
+@router.put("/{device_id}/class", response_class=MessageResponse,
+            responses=answer(DevicePublic) | WRITE)
 async def set_class(change: ClassChange, svc: ServicesDep, caller: Admin,
-                    device_id: str = DeviceId) -> DevicePublic:
+                    device_id: str = DeviceId) -> MessageResponse:
     """Assign the device to a class (and so to that class's policy)."""
-    return await run_in_threadpool(devices.change_class, svc, device_id, change.device_class,
-                                   caller)
+    return MessageResponse(await run_in_threadpool(devices.change_class, svc, device_id,
+                                                   change.device_class, caller))
 
 
 @router.get("/{device_id}/attestations", response_model=Page[AttestationPublic],
