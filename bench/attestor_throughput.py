@@ -12,28 +12,37 @@ For each backend (SQLite, and PostgreSQL when reachable) and each number of
 attestor processes (1, 2 on one database, the load spread over them like a load
 balancer would), the load generator (threads in this process, on the same
 machine; its CPU is reported) runs closed-loop at several concurrency levels.
-Then a profile of cycles run in-process splits a cycle's CPU into crypto,
-database, framework and serialization.
+Then, with one process at 4 in flight, py-spy samples the server process and
+bench/cpu_split.py files each sample under one category (crypto = cryptography/OpenSSL
+and hashlib only; the ORM, the driver, thread hand-offs, the HTTP framework, pydantic,
+event log + IMA, other identity/, own glue, logging, JSON): a split of the attestor's
+CPU, not of wall time, scaled to its measured CPU per cycle. Attestor CPU per cycle is
+the server processes' utime + stime (/proc/PID/stat) over a level / cycles completed.
+py-spy needs ptrace rights on the server (root, or kernel.yama.ptrace_scope = 0); the
+split is skipped with a note otherwise. ``--quick`` is one process, 40 devices, two
+4 s levels and a 5 s profile: under a minute a backend.
 
 Usage: python -m bench.attestor_throughput [--quick] [--devices N] [--seconds S]
-       [--backends sqlite,postgresql] [--write docs/benchmarks.md]
-Last line: cycles_per_s=<best sustained rate> p99_ms=<p99 at 80 % of it> backend=<db>
+       [--profile-seconds S] [--stacks FILE] [--backends sqlite,postgresql]
+       [--write docs/benchmarks.md] [--plot PNG]
+Last line: cycles_per_s=<peak> p99_ms=<p99 at 80 % of it> cpu_ms_per_cycle=<attestor
+CPU per cycle at the peak> backend=<db>; PostgreSQL's figures when it ran, else the
+best backend's.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import cProfile
 import os
 import platform
-import pstats
 import resource
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +53,7 @@ import httpx
 from agent.client import AttestorClient
 from agent.sim.fleet import SimDevice
 from agent.sim.swtpm import free_port_pair
+from bench import cpu_split
 from bench.serve import wait_healthy
 
 if TYPE_CHECKING:
@@ -51,6 +61,8 @@ if TYPE_CHECKING:
 
 BIN = Path(sys.executable).parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PROFILED = 4  # in flight while py-spy samples (as in the profile of issue 15)
+SPY_RATE = 100  # py-spy samples per second
 UNLIMITED = {f"EDGEPROOF_RATE_LIMITS__{k}_PER_MINUTE": "100000000"
              for k in ("ENROLLMENT", "CHALLENGE", "ATTESTATION", "CLIENT")}
 
@@ -235,18 +247,6 @@ def run_level(attestor: Attestor, devices: list[SimDevice], concurrency: int,
                  (gen1.ru_utime + gen1.ru_stime - gen0.ru_utime - gen0.ru_stime) / elapsed)
 
 
-BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("crypto (signatures, certificates, hashes)", ("cryptography", "/identity/", "hashlib",
-                                                   "_hashlib", "jwt", "tpm2_pytss",
-                                                   "asn1crypto")),
-    ("database (SQLAlchemy, driver)", ("sqlalchemy", "sqlmodel", "sqlite3", "psycopg",
-                                       "/attestor/db/", "/attestor/audit")),
-    ("serialization (JSON, base64, pydantic)", ("json", "base64", "pydantic", "binascii")),
-    ("framework (FastAPI, Starlette, anyio)", ("fastapi", "starlette", "anyio", "httpx",
-                                               "h11", "uvicorn", "asyncio", "concurrent")),
-)
-
-
 def in_process_services(data: Path, env: dict[str, str]) -> Services:
     """The attestor's services for ``data``, built in this process (``env`` applied)."""
     from attestor.services.context import build_services
@@ -276,50 +276,28 @@ def service_cycle(svc: Services, device: SimDevice) -> float:
     return device_cpu
 
 
-def profile_cycles(devices: list[SimDevice], data: Path, env: dict[str, str],
-                   count: int) -> tuple[float, list[tuple[str, float]]]:
-    """(CPU ms per cycle, CPU ms per cycle by part) of the attestor's service path
-    (challenge + attestation, the functions the routes call), run in this process."""
-    services = in_process_services(data, env)
+def profile_level(attestor: Attestor, devices: list[SimDevice], concurrency: int,
+                  seconds: float, out: Path) -> tuple[Level, Counter[str]]:
+    """A closed-loop level with py-spy sampling the (single) server process meanwhile:
+    the level's own figures (slowed by the sampling: not reported) and the samples per
+    category (bench/cpu_split.py)."""
+    samples: Counter[str] = Counter()
+    failure: list[BaseException] = []
 
-    def one(device: SimDevice) -> None:
-        service_cycle(services, device)
+    def spy() -> None:
+        try:
+            samples.update(cpu_split.record(attestor.servers[0].pid, seconds, out,
+                                            rate=SPY_RATE))
+        except (RuntimeError, OSError) as exc:
+            failure.append(exc)
 
-    for device in devices[:5]:
-        one(device)  # warm caches
-    cpu = time.process_time()
-    for index in range(count):  # unprofiled: the real CPU time of a cycle
-        one(devices[index % len(devices)])
-    cpu_ms = (time.process_time() - cpu) * 1000 / count
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for index in range(count):  # profiled: only the shares are used
-        one(devices[index % len(devices)])
-    profiler.disable()
-    services.engine.dispose()
-    stats = pstats.Stats(profiler)
-    totals = {name: 0.0 for name, _ in BUCKETS}
-    device_side, other = "device side (the simulator, not the attestor)", "other (our glue)"
-    totals[device_side] = totals[other] = 0.0
-
-    def bucket(filename: str) -> str:
-        if "/agent/sim/" in filename:
-            return device_side
-        return next((name for name, needles in BUCKETS
-                     if any(n in filename for n in needles)), other)
-
-    table = stats.stats  # type: ignore[attr-defined]
-    for (filename, _, _), (_, _, tottime, _, callers) in table.items():
-        if filename != "~" or not callers:
-            totals[bucket(filename)] += tottime
-            continue
-        # a C builtin (a signature, a hash, a socket call): charge it to its callers
-        weight = sum(c[3] for c in callers.values()) or 1.0
-        for (caller_file, _, _), c in callers.items():
-            totals[bucket(caller_file)] += tottime * c[3] / weight
-    profiled = sum(totals.values())
-    # cProfile inflates; scale the parts to the unprofiled CPU time of a cycle
-    return cpu_ms, [(name, t / profiled * cpu_ms) for name, t in totals.items()]
+    sampler = threading.Thread(target=spy)
+    sampler.start()
+    level = run_level(attestor, devices, concurrency, seconds + 1.0)
+    sampler.join()
+    if failure:
+        print(f"CPU split skipped: {failure[0]}", file=sys.stderr)
+    return level, samples
 
 
 def plot(series: dict[str, list[tuple[int, float, float]]], path: Path) -> None:
@@ -343,86 +321,122 @@ def plot(series: dict[str, list[tuple[int, float, float]]], path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
+@dataclass
+class Outcome:
+    """One backend and process count: its peak, the p99 at 80 % of it, CPU per cycle."""
+
+    peak: float = 0.0
+    p99_ms: float = 0.0
+    cpu_ms: float = 0.0
+
+
+def measure(backend: str, processes: int, args: argparse.Namespace, levels: tuple[int, ...],
+            lines: list[str], series: dict[str, list[tuple[int, float, float]]],
+            split: list[str]) -> Outcome | None:
+    """Run the levels on a fresh attestor; rows go to ``lines``, and, for one process
+    when asked, the CPU split table to ``split``. None if the backend is unreachable."""
+    with tempfile.TemporaryDirectory(prefix="edgeproof-bench-") as tmp:
+        work = Path(tmp)
+        url = None
+        if backend == "postgresql":
+            url = _fresh_pg_database("edgeproof_bench")
+            if url is None:
+                print("PostgreSQL not reachable: skipped", file=sys.stderr)
+                return None
+        attestor = start_attestor(work, url, processes)
+        try:
+            fleet = enroll_fleet(attestor, args.devices)
+            out, by_level = Outcome(), {}
+            for concurrency in levels:
+                level = by_level[concurrency] = run_level(attestor, fleet, concurrency,
+                                                          args.seconds)
+                cpu_ms = 1000 * level.attestor_cpu / level.rate if level.cycles else 0.0
+                if not level.errors and level.rate > out.peak:
+                    out.peak, out.cpu_ms = level.rate, cpu_ms
+                lines.append(
+                    f"| {backend} | {processes} | {concurrency} | {level.rate:.0f} | "
+                    f"{level.pct(0.5):.0f} | {level.pct(0.99):.0f} | {level.errors} | "
+                    f"{level.attestor_cpu:.2f} | {cpu_ms:.1f} | {level.generator_cpu:.2f} |")
+                print(lines[-1], flush=True)
+                series.setdefault(f"{backend}, {processes} process"
+                                  f"{'es' if processes > 1 else ''}", []).append(
+                    (concurrency, level.rate, level.pct(0.99)))
+            if out.peak <= 0:
+                raise SystemExit("every level had errors: see attestor-*.log")
+            paced = run_level(attestor, fleet, 32, args.seconds, rate=0.8 * out.peak)
+            out.p99_ms = paced.pct(0.99)
+            lines.append(
+                f"| {backend} | {processes} | open loop at 80 % of {out.peak:.0f}/s | "
+                f"{paced.rate:.0f} | {paced.pct(0.5):.0f} | {paced.pct(0.99):.0f} | "
+                f"{paced.errors} | {paced.attestor_cpu:.2f} | "
+                f"{1000 * paced.attestor_cpu / max(paced.rate, 1e-9):.1f} | "
+                f"{paced.generator_cpu:.2f} |")
+            print(lines[-1], flush=True)
+            if processes == 1 and not split and PROFILED in by_level:
+                base = by_level[PROFILED]
+                spied, samples = profile_level(attestor, fleet, PROFILED,
+                                               args.profile_seconds,
+                                               args.stacks or work / "py-spy.txt")
+                running = sum(n for k, n in samples.items() if k != cpu_split.IDLE)
+                if samples:
+                    split += [f"Where the attestor's CPU goes ({backend}, one process, "
+                              f"{PROFILED} in flight): py-spy --native samples of the server "
+                              "process, each filed by its innermost categorised frame "
+                              "(bench/cpu_split.py), scaled to the CPU per cycle of the "
+                              f"unprofiled level at {PROFILED} in flight.", "",
+                              *cpu_split.table(samples, 1000 * base.attestor_cpu / base.rate),
+                              "", f"Check of the idle filter: {running} running samples at "
+                              f"{SPY_RATE}/s over {args.profile_seconds:g} s are "
+                              f"{running / SPY_RATE / args.profile_seconds:.2f} cores; the "
+                              "kernel counted the server process at "
+                              f"{spied.attestor_cpu:.2f} cores meanwhile (py-spy pauses "
+                              "the process at each sample, so that level is slower)."]
+            return out
+        finally:
+            attestor.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small fleet, short runs")
+    parser.add_argument("--quick", action="store_true",
+                        help="small fleet, one process, short levels (under a minute a backend)")
     parser.add_argument("--devices", type=int)
     parser.add_argument("--seconds", type=float)
+    parser.add_argument("--profile-seconds", type=float)
+    parser.add_argument("--stacks", type=Path, help="keep py-spy's folded stacks of the "
+                        "profiled level here (flame graph input)")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--write", type=Path)
     parser.add_argument("--plot", type=Path, help="PNG of throughput and p99 against "
                         "concurrency (needs the bench extra: matplotlib)")
     args = parser.parse_args()
-    devices_n = args.devices or (60 if args.quick else 400)
-    seconds = args.seconds or (5.0 if args.quick else 20.0)
+    args.devices = args.devices or (40 if args.quick else 400)
+    args.seconds = args.seconds or (4.0 if args.quick else 20.0)
+    args.profile_seconds = args.profile_seconds or (5.0 if args.quick else 20.0)
     levels = (4, 16) if args.quick else (1, 4, 8, 16, 32)
+    load = os.getloadavg()
     lines = [f"`python -m bench.attestor_throughput{' --quick' if args.quick else ''}` on "
              f"{platform.machine()}, {os.cpu_count()} cores, Python "
-             f"{platform.python_version()}; {devices_n} simulated devices, {seconds:g} s "
-             "per level, load generator on the same machine.", "",
+             f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}; {args.devices} "
+             f"simulated devices, {args.seconds:g} s per level, load generator and "
+             f"PostgreSQL on the same machine; load average before the run "
+             f"{load[0]:.1f} (other work on the machine counts in it). Attestor CPU: "
+             "utime + stime of the server processes (/proc/PID/stat) over the level.", "",
              "| backend | processes | concurrency | cycles/s | p50 ms | p99 ms | errors | "
-             "attestor CPU (cores) | load generator CPU (cores) |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    best: tuple[float, float, str] = (0.0, 0.0, "none")
-    profile: list[tuple[str, float]] = []
-    service_ms = server_ms = 0.0
+             "attestor CPU (cores) | attestor CPU ms per cycle | load generator CPU (cores) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    results: dict[str, Outcome] = {}
+    split: list[str] = []
     series: dict[str, list[tuple[int, float, float]]] = {}
-    backends = args.backends.split(",")
-    for backend in backends:
-        for processes in (1, 2):
-            with tempfile.TemporaryDirectory(prefix="edgeproof-bench-") as tmp:
-                work = Path(tmp)
-                url = None
-                if backend == "postgresql":
-                    url = _fresh_pg_database("edgeproof_bench")
-                    if url is None:
-                        print("PostgreSQL not reachable: skipped", file=sys.stderr)
-                        break
-                attestor = start_attestor(work, url, processes)
-                try:
-                    fleet = enroll_fleet(attestor, devices_n)
-                    peak = 0.0
-                    for concurrency in levels:
-                        level = run_level(attestor, fleet, concurrency, seconds)
-                        peak = max(peak, level.rate if not level.errors else 0.0)
-                        lines.append(
-                            f"| {backend} | {processes} | {concurrency} | {level.rate:.0f} | "
-                            f"{level.pct(0.5):.0f} | {level.pct(0.99):.0f} | {level.errors} | "
-                            f"{level.attestor_cpu:.2f} | {level.generator_cpu:.2f} |")
-                        print(lines[-1], flush=True)
-                        series.setdefault(f"{backend}, {processes} process"
-                                          f"{'es' if processes > 1 else ''}", []).append(
-                            (concurrency, level.rate, level.pct(0.99)))
-                    if peak <= 0:
-                        raise SystemExit("every level had errors: see attestor-*.log")
-                    paced = run_level(attestor, fleet, 32, seconds, rate=0.8 * peak)
-                    lines.append(
-                        f"| {backend} | {processes} | open loop at 80 % of {peak:.0f}/s | "
-                        f"{paced.rate:.0f} | {paced.pct(0.5):.0f} | {paced.pct(0.99):.0f} | "
-                        f"{paced.errors} | {paced.attestor_cpu:.2f} | "
-                        f"{paced.generator_cpu:.2f} |")
-                    print(lines[-1], flush=True)
-                    if peak > best[0]:
-                        best = (peak, paced.pct(0.99), backend)
-                    if processes == 1 and not profile:
-                        attestor.stop()
-                        service_ms, profile = profile_cycles(fleet, attestor.data, attestor.env,
-                                                             100 if args.quick else 300)
-                        server_ms = 1000 * max(level.attestor_cpu / level.rate, 0)
-                finally:
-                    attestor.stop()
-    if profile:
-        device = dict(profile).get("device side (the simulator, not the attestor)", 0.0)
-        lines += ["", f"Where one cycle's CPU goes ({backends[0]}, one process). Service path "
-                  "(the functions the routes call, run in-process, split by cProfile and "
-                  "scaled to unprofiled CPU time):", "",
-                  "| part | ms per cycle | share |", "|---|---:|---:|",
-                  *[f"| {name} | {ms:.2f} | {ms / service_ms:.0%} |" for name, ms in profile],
-                  f"| service path total | {service_ms:.2f} | |",
-                  f"| attestor process CPU per cycle under HTTP load (last level) | "
-                  f"{server_ms:.2f} | |",
-                  f"| HTTP, uvicorn, FastAPI, logging (difference, device side removed) | "
-                  f"{max(server_ms - (service_ms - device), 0):.2f} | |"]
+    for backend in args.backends.split(","):
+        for processes in (1,) if args.quick else (1, 2):
+            out = measure(backend, processes, args, levels, lines, series, split)
+            if out is None:
+                break
+            if out.peak > results.get(backend, Outcome()).peak:
+                results[backend] = out
+    if split:
+        lines += ["", *split]
     print("\n".join(lines[4:]))
     if args.write:
         from bench.report import write_section
@@ -431,8 +445,11 @@ def main() -> None:
                       "Attestor throughput (bench/attestor_throughput.py)", lines)
     if args.plot and series:
         plot(series, args.plot)
-    rate, p99, backend = best
-    print(f"cycles_per_s={rate:.0f} p99_ms={p99:.0f} backend={backend}")
+    backend = "postgresql" if "postgresql" in results else max(
+        results, key=lambda b: results[b].peak, default="none")
+    best = results.get(backend, Outcome())
+    print(f"cycles_per_s={best.peak:.0f} p99_ms={best.p99_ms:.0f} "
+          f"cpu_ms_per_cycle={best.cpu_ms:.2f} backend={backend}")
 
 
 if __name__ == "__main__":
