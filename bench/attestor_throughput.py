@@ -332,9 +332,10 @@ class Outcome:
 
 def measure(backend: str, processes: int, args: argparse.Namespace, levels: tuple[int, ...],
             lines: list[str], series: dict[str, list[tuple[int, float, float]]],
-            split: list[str]) -> Outcome | None:
+            split: list[str] | None) -> Outcome | None:
     """Run the levels on a fresh attestor; rows go to ``lines``, and, for one process
-    when asked, the CPU split table to ``split``. None if the backend is unreachable."""
+    when ``split`` is a list, the CPU split table to it. None if the backend is
+    unreachable."""
     with tempfile.TemporaryDirectory(prefix="edgeproof-bench-") as tmp:
         work = Path(tmp)
         url = None
@@ -372,7 +373,7 @@ def measure(backend: str, processes: int, args: argparse.Namespace, levels: tupl
                 f"{1000 * paced.attestor_cpu / max(paced.rate, 1e-9):.1f} | "
                 f"{paced.generator_cpu:.2f} |")
             print(lines[-1], flush=True)
-            if processes == 1 and not split and PROFILED in by_level:
+            if processes == 1 and split is not None and PROFILED in by_level:
                 base = by_level[PROFILED]
                 spied, samples = profile_level(attestor, fleet, PROFILED,
                                                args.profile_seconds,
@@ -428,9 +429,12 @@ def main() -> None:
     results: dict[str, Outcome] = {}
     split: list[str] = []
     series: dict[str, list[tuple[int, float, float]]] = {}
-    for backend in args.backends.split(","):
+    backends = args.backends.split(",")
+    profiled = "postgresql" if "postgresql" in backends else backends[0]
+    for backend in backends:
         for processes in (1,) if args.quick else (1, 2):
-            out = measure(backend, processes, args, levels, lines, series, split)
+            out = measure(backend, processes, args, levels, lines, series,
+                          split if backend == profiled else None)
             if out is None:
                 break
             if out.peak > results.get(backend, Outcome()).peak:
