@@ -12,18 +12,21 @@ For each backend (SQLite, and PostgreSQL when reachable) and each number of
 attestor processes (1, 2 on one database, the load spread over them like a load
 balancer would), the load generator (threads in this process, on the same
 machine; its CPU is reported) runs closed-loop at several concurrency levels.
-Then, with one process at 4 in flight, py-spy samples the server process and
-bench/cpu_split.py files each sample under one category (crypto = cryptography/OpenSSL
-and hashlib only; the ORM, the driver, thread hand-offs, the HTTP framework, pydantic,
-event log + IMA, other identity/, own glue, logging, JSON): a split of the attestor's
-CPU, not of wall time, scaled to its measured CPU per cycle. Attestor CPU per cycle is
-the server processes' utime + stime (/proc/PID/stat) over a level / cycles completed.
-py-spy needs ptrace rights on the server (root, or kernel.yama.ptrace_scope = 0); the
-split is skipped with a note otherwise. ``--quick`` is one process, 40 devices, two
-4 s levels and a 5 s profile: under a minute a backend.
+Then, with one process at 4 in flight, the server is restarted under yappi (CPU
+clock; bench/profiled_serve.py) and bench/cpu_split.py files each function's own CPU
+under one category (crypto = cryptography/OpenSSL and hashlib only; the ORM, the
+driver, thread hand-offs, the HTTP framework, pydantic, event log + IMA, other
+identity/, own glue, logging, JSON): a split of the attestor's CPU, not of wall time,
+scaled to its measured CPU per cycle. Attestor CPU per cycle is the server processes'
+utime + stime (/proc/PID/stat) over a level / cycles completed. ``--profiler py-spy``
+samples the running server instead (see bench/cpu_split.py for why it is not the
+default; it needs ptrace rights on the server: root, or kernel.yama.ptrace_scope = 0);
+the split is skipped with a note when its profiler fails. ``--quick`` is one process,
+40 devices, two 4 s levels and a 5 s profile: under a minute a backend.
 
 Usage: python -m bench.attestor_throughput [--quick] [--devices N] [--seconds S]
-       [--profile-seconds S] [--stacks FILE] [--backends sqlite,postgresql]
+       [--profile-seconds S] [--profiler yappi|py-spy] [--stacks FILE]
+       [--backends sqlite,postgresql]
        [--write docs/benchmarks.md] [--plot PNG]
 Last line: cycles_per_s=<peak> p99_ms=<p99 at 80 % of it> cpu_ms_per_cycle=<attestor
 CPU per cycle at the peak> backend=<db>; PostgreSQL's figures when it ran, else the
@@ -34,9 +37,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import os
 import platform
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -62,6 +67,11 @@ if TYPE_CHECKING:
 BIN = Path(sys.executable).parent
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 PROFILED = 4  # in flight while py-spy samples (as in the profile of issue 15)
+PROFILER_NOTE = {
+    "yappi": "deterministic, per-thread CPU clock, builtins included",
+    "py-spy": "--native --gil samples of the server; under load it also counts a "
+              "preempted thread holding the GIL",
+}
 SPY_RATE = 100  # py-spy samples per second
 UNLIMITED = {f"EDGEPROOF_RATE_LIMITS__{k}_PER_MINUTE": "100000000"
              for k in ("ENROLLMENT", "CHALLENGE", "ATTESTATION", "CLIENT")}
@@ -276,11 +286,10 @@ def service_cycle(svc: Services, device: SimDevice) -> float:
     return device_cpu
 
 
-def profile_level(attestor: Attestor, devices: list[SimDevice], concurrency: int,
-                  seconds: float, out: Path) -> tuple[Level, Counter[str]]:
-    """A closed-loop level with py-spy sampling the (single) server process meanwhile:
-    the level's own figures (slowed by the sampling: not reported) and the samples per
-    category (bench/cpu_split.py)."""
+def spy_level(attestor: Attestor, devices: list[SimDevice], seconds: float,
+              out: Path) -> tuple[Counter[str], str]:
+    """py-spy (``--profiler py-spy``): sample the running server for ``seconds`` at
+    PROFILED in flight; samples per category, and a check line."""
     samples: Counter[str] = Counter()
     failure: list[BaseException] = []
 
@@ -293,11 +302,44 @@ def profile_level(attestor: Attestor, devices: list[SimDevice], concurrency: int
 
     sampler = threading.Thread(target=spy)
     sampler.start()
-    level = run_level(attestor, devices, concurrency, seconds + 1.0)
+    level = run_level(attestor, devices, PROFILED, seconds + 1.0)
     sampler.join()
     if failure:
-        print(f"CPU split skipped: {failure[0]}", file=sys.stderr)
-    return level, samples
+        raise RuntimeError(str(failure[0]))
+    running = sum(n for k, n in samples.items() if k != cpu_split.IDLE)
+    return samples, (f"Check: {running} running samples at {SPY_RATE}/s over {seconds:g} s "
+                     f"are {running / SPY_RATE / seconds:.2f} cores; the kernel counted "
+                     f"{level.attestor_cpu:.2f} cores for the server meanwhile.")
+
+
+def yappi_level(attestor: Attestor, devices: list[SimDevice], seconds: float,
+                out: Path) -> tuple[Counter[str], str]:
+    """yappi (the default): restart the server under bench/profiled_serve.py on the same
+    data and database, warm it up, and profile ``seconds`` at PROFILED in flight; CPU
+    seconds per category, and a note of the profiler's own cost."""
+    attestor.stop()
+    port = free_port_pair()
+    log = (attestor.data.parent / "attestor-profiled.log").open("wb")
+    server = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "bench.profiled_serve", str(out), "serve", "--dev", "-d",
+         str(attestor.data), "--port", str(port)],
+        env={**os.environ, **attestor.env}, stdout=log, stderr=log)
+    attestor.servers, attestor.urls = [server], [f"http://127.0.0.1:{port}"]
+    wait_healthy(attestor.urls[0])
+    run_level(attestor, devices, PROFILED, 2.0)  # warm up: imports, caches, pools
+    server.send_signal(signal.SIGUSR1)
+    level = run_level(attestor, devices, PROFILED, seconds)
+    out.unlink(missing_ok=True)
+    server.send_signal(signal.SIGUSR2)
+    deadline = time.monotonic() + 60
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # the dump is one write
+    rows = json.loads(out.read_text())
+    per_cycle = 1000 * level.attestor_cpu / level.rate if level.cycles else 0.0
+    return cpu_split.split_yappi(rows), (
+        f"Under yappi the server spent {per_cycle:.1f} ms of CPU per cycle (the "
+        "profiler's own cost included); only the shares are used.")
 
 
 def plot(series: dict[str, list[tuple[int, float, float]]], path: Path) -> None:
@@ -375,23 +417,24 @@ def measure(backend: str, processes: int, args: argparse.Namespace, levels: tupl
             print(lines[-1], flush=True)
             if processes == 1 and split is not None and PROFILED in by_level:
                 base = by_level[PROFILED]
-                spied, samples = profile_level(attestor, fleet, PROFILED,
-                                               args.profile_seconds,
-                                               args.stacks or work / "py-spy.txt")
-                running = sum(n for k, n in samples.items() if k != cpu_split.IDLE)
+                profile = yappi_level if args.profiler == "yappi" else spy_level
+                try:
+                    samples, check = profile(attestor, fleet, args.profile_seconds,
+                                             args.stacks or work / "profile.out")
+                except (RuntimeError, OSError, ValueError) as exc:
+                    print(f"CPU split skipped: {exc}", file=sys.stderr)
+                    samples, check = Counter(), ""
                 if samples:
                     split += [f"Where the attestor's CPU goes ({backend}, one process, "
-                              f"{PROFILED} in flight): py-spy --native samples of the server "
-                              "process, each filed by its innermost categorised frame "
-                              "(bench/cpu_split.py), scaled to the CPU per cycle of the "
-                              f"unprofiled level at {PROFILED} in flight.", "",
-                              *cpu_split.table(samples, 1000 * base.attestor_cpu / base.rate),
-                              "", f"Check of the idle filter: {running} running samples at "
-                              f"{SPY_RATE}/s over {args.profile_seconds:g} s are "
-                              f"{running / SPY_RATE / args.profile_seconds:.2f} cores; the "
-                              "kernel counted the server process at "
-                              f"{spied.attestor_cpu:.2f} cores meanwhile (py-spy pauses "
-                              "the process at each sample, so that level is slower)."]
+                              f"{PROFILED} in flight), by {args.profiler} "
+                              f"({PROFILER_NOTE[args.profiler]}), each function's own CPU "
+                              "filed under its category (bench/cpu_split.py) and scaled "
+                              "to the CPU per cycle of the unprofiled level at "
+                              f"{PROFILED} in flight.", "",
+                              *cpu_split.table(samples, 1000 * base.attestor_cpu / base.rate,
+                                               "samples" if args.profiler == "py-spy"
+                                               else "seconds"),
+                              "", check]
             return out
         finally:
             attestor.stop()
@@ -404,8 +447,10 @@ def main() -> None:
     parser.add_argument("--devices", type=int)
     parser.add_argument("--seconds", type=float)
     parser.add_argument("--profile-seconds", type=float)
-    parser.add_argument("--stacks", type=Path, help="keep py-spy's folded stacks of the "
-                        "profiled level here (flame graph input)")
+    parser.add_argument("--profiler", choices=("yappi", "py-spy"), default="yappi",
+                        help="how the CPU split is measured (bench/cpu_split.py)")
+    parser.add_argument("--stacks", type=Path, help="keep the profile of the profiled "
+                        "level here (py-spy: folded stacks; yappi: JSON)")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--write", type=Path)
     parser.add_argument("--plot", type=Path, help="PNG of throughput and p99 against "

@@ -1,33 +1,29 @@
-"""Where a running attestor's CPU goes: py-spy samples of the server process, each
+"""Where a running attestor's CPU goes: each function's own CPU time (or each sample)
 filed under one truthful category.
 
-Profiler: py-spy (``record --native --gil --format raw``), attached to the real
-``attestor serve`` process under load. Chosen over cProfile/yappi in-process because
-(1) it sees the whole server (uvicorn, the event loop, the thread pool), not only the
-service functions; (2) with ``--native`` the stacks go down into C and Rust, so the
-time spent *inside* OpenSSL (cryptography's ``_rust.abi3.so``, ``libcrypto``),
-``libpq``, ``_json.c`` or pydantic-core is seen as such instead of being charged to the
-Python line that called it; (3) it counts CPU, not wall time: ``--gil`` keeps only the
-thread holding the GIL at each sample (a process of Python threads runs one at a time;
-C code that releases the GIL, such as libpq's socket calls, is under-counted by that),
-and samples whose innermost named frame is a wait (:func:`idle`: a lock, a condition,
-``poll``) are dropped, since py-spy's own idle filter does not apply with ``--native``.
-The bench checks the result: running samples / rate against the CPU time the kernel
-counted for the process meanwhile (within a few per cent in the runs of
-docs/benchmarks.md); (4) it does not change the code it measures (cProfile multiplies
-the cost of every Python call and so inflates the frameworks). Sampling is statistical:
-a category's share carries about ±sqrt(n)/N of noise, and the shares are scaled to the
-CPU time the kernel accounted to the process (``/proc/PID/stat``) in an unprofiled run.
-A syscall (``send``, ``write``, ``getpid``, ``sem_post``) is in the category of the
-frame that made it: the kernel's work for the event loop is the event loop's.
+Profiler: yappi by default (bench/profiled_serve.py runs ``attestor serve`` under it),
+py-spy with ``--profiler py-spy``. yappi was chosen because it measures CPU, not wall
+time, on a shared machine: its clock is each thread's own CPU time
+(``clock_type="cpu"``), so a thread that waits (for PostgreSQL, a lock, the GIL) or is
+preempted by other work on the machine costs nothing, and it times C builtins
+separately, named with their type (``<method 'verify' of
+'cryptography...ECPublicKey' objects>``), so OpenSSL's work is crypto, not the
+identity/ line that called it. Its cost: it is deterministic, so every Python call
+pays the profiler's overhead (~3x the CPU here), which inflates call-heavy Python code
+(ORM, framework) against C; the bench uses only the shares, scaled to the CPU per cycle
+the kernel counted (``/proc/PID/stat``) in an unprofiled run. py-spy (``record
+--native --gil``, attached to the server) does not slow the Python code and sees C
+frames too, but a sampler counts wall time: on a machine loaded past its cores it also
+counts the GIL holder while it is preempted, and preemption lands on syscall returns,
+so (measured here) 40 % of its samples were ``getpid`` in asyncio's
+``get_running_loop``; its check line shows the mismatch with the kernel's CPU time.
 
-Each sample is filed under the category of its *innermost* frame that belongs to one:
-the leaf if it does (``__ecp_nistz256_mul_montx (cryptography/.../_rust.abi3.so)`` is
-crypto), else the next frame out (a ``malloc`` in libc called from libpq is the
-driver's; a CPython internal called from SQLAlchemy is the ORM's). ``crypto`` is the
-calls into cryptography/OpenSSL only, and hashlib/hmac (which are OpenSSL's digests
-too); the Python code around them (identity/) is in its own categories, and a library
-with no category of its own (PyJWT, typer) goes to the category of its caller.
+A function's own time goes to its category (the file's path, or for a builtin its
+module or type); a function with none (``isinstance``, ``getpid``, contextlib, PyJWT)
+is charged to its caller's category, one level up (py-spy: the innermost categorised
+frame of each sample). ``crypto`` is the calls into cryptography/OpenSSL only, and
+hashlib/hmac (which are OpenSSL's digests too); the Python code around them
+(identity/) is in its own categories.
 """
 
 from __future__ import annotations
@@ -38,6 +34,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 CRYPTO = "crypto (cryptography/OpenSSL, hashlib, hmac)"
 ORM = "SQLAlchemy + SQLModel (ORM and Core)"
@@ -73,15 +70,15 @@ _PATTERNS: tuple[tuple[str, str], ...] = (
     (ORM, r"/sqlalchemy/|/sqlmodel/"),
     (DRIVER, r"/psycopg(_binary|_c|_pool)?/|libpq\.|/sqlite3/|/_sqlite3|libsqlite3|/_sqlite/"),
     (FRAMEWORK, r"/fastapi/|/starlette/|/uvicorn/|/h11/|/httptools/|/python_multipart/"),
-    (HANDOFF, r"/anyio/|/asyncio/|/uvloop/|/_asynciomodule\.c|/threading\.py|/_threadmodule\.c"
-              r"|/concurrent/futures/|/queue\.py|/_queuemodule\.c|/selectors\.py|/socket\.py"
+    (HANDOFF, r"/anyio/|/asyncio/|/uvloop/|/_asyncio(module\.c|/)|/threading\.py"
+              r"|/_thread(module\.c|/)|/concurrent/futures/|/queue\.py|/_queuemodule\.c|/selectors\.py|/socket\.py"
               r"|/sniffio/"),
     (PYDANTIC, r"/pydantic(_core|_settings)?/|/_pydantic_core"),
     (EVENTLOG, r"/identity/(eventlog|ima)"),
     (TPM, r"/tpm2_pytss/|libtss2"),
     (IDENTITY, r"/identity/"),
     (LOGGING, r"/logging/|/prometheus_client/"),
-    (JSON, r"/json/|/_json\.c|/orjson/|/base64\.py|/binascii\.c|/binascii"),
+    (JSON, r"/json/|/_json(\.c|/)|/orjson/|/base64\.py|/binascii"),
     (GLUE, r"/attestor/"),
 )
 RULES = tuple((name, re.compile(pattern)) for name, pattern in _PATTERNS)
@@ -117,6 +114,42 @@ def categorise(frames: Iterable[str]) -> str:
     return OTHER
 
 
+_OF_TYPE = re.compile(r"of '([\w.]+)' objects")
+
+
+def yappi_path(name: str, module: str, builtin: bool) -> str:
+    """A yappi function's file, or for a builtin a path made of its module or its type's
+    (``<method 'verify' of 'cryptography...ECPublicKey' objects>`` ->
+    ``cryptography/hazmat/.../ECPublicKey``), to categorise like a file."""
+    if not builtin:
+        return module
+    of_type = _OF_TYPE.search(name)
+    return (of_type.group(1) if of_type else name.split(" ", 1)[0]).replace(".", "/")
+
+
+def split_yappi(rows: list[dict[str, Any]]) -> Counter[str]:
+    """CPU seconds per category from bench/profiled_serve.py's dump: a function's own
+    time goes to its category; a function with none (``isinstance``, ``getpid``,
+    contextlib) is charged, call edge by call edge, to its caller's category (one level
+    up; ``other`` if that has none either)."""
+    category = {r["name"]: file_category(yappi_path(r["name"], r["module"], r["builtin"]))
+                for r in rows}
+    totals: Counter[str] = Counter()
+    charged: Counter[str] = Counter()
+    for row in rows:
+        own = category[row["name"]]
+        if own is not None:
+            totals[own] += row["tsub"]
+        for child, tsub in row["children"]:
+            if category.get(child, OTHER) is None:
+                totals[own or OTHER] += tsub
+                charged[child] += tsub
+    for row in rows:  # uncategorised time no call edge accounted for (roots, recursion)
+        if category[row["name"]] is None:
+            totals[OTHER] += max(0.0, row["tsub"] - charged[row["name"]])
+    return totals
+
+
 def split_folded(lines: Iterable[str]) -> Counter[str]:
     """Samples per category from py-spy's raw (folded) output: ``f1;f2;...;fn count``."""
     totals: Counter[str] = Counter()
@@ -143,14 +176,16 @@ def record(pid: int, seconds: float, out: Path, rate: int = 100) -> Counter[str]
     return split_folded(out.read_text().splitlines())
 
 
-def table(samples: Counter[str], cpu_ms_per_cycle: float) -> list[str]:
+def table(samples: Counter[str], cpu_ms_per_cycle: float, unit: str = "samples") -> list[str]:
     """Markdown rows: category, ms per cycle (the share of the measured CPU), share of
-    the running samples (idle ones are left out)."""
+    the running samples (idle ones are left out) or of the profiled CPU seconds."""
     total = sum(n for name, n in samples.items() if name != IDLE) or 1
-    rows = ["| where (innermost categorised frame) | ms per cycle | share |", "|---|---:|---:|"]
+    rows = ["| where (own CPU by category) | ms per cycle | share |", "|---|---:|---:|"]
     for name in CATEGORIES:
         share = samples.get(name, 0) / total
         rows.append(f"| {name} | {share * cpu_ms_per_cycle:.2f} | {share:.0%} |")
-    rows.append(f"| attestor process CPU per cycle ({total} running samples; "
-                f"{samples.get(IDLE, 0)} idle left out) | {cpu_ms_per_cycle:.2f} | 100% |")
+    counted = (f"{total} running samples; {samples.get(IDLE, 0)} idle left out"
+               if unit == "samples" else f"{total:.1f} profiled CPU seconds")
+    rows.append(f"| attestor process CPU per cycle ({counted}) | {cpu_ms_per_cycle:.2f} "
+                "| 100% |")
     return rows
