@@ -71,3 +71,43 @@ def test_waiting_threads_are_not_counted_as_cpu() -> None:
         f"{HANDLER};verify ({SITE}/cryptography/hazmat/bindings/_rust.abi3.so) 3",
     ]
     assert c.split_folded(folded) == {c.IDLE: 12, c.CRYPTO: 3}
+
+
+def _row(name: str, module: str, tsub: float, *, builtin: bool = False,
+         children: tuple[tuple[str, float], ...] = ()) -> dict[str, object]:
+    return {"name": name, "module": module, "builtin": builtin, "tsub": tsub,
+            "children": [list(c) for c in children]}
+
+
+@pytest.mark.parametrize(("name", "module", "category"), [
+    ("builtins.<method 'verify' of 'cryptography.hazmat.bindings._rust.openssl.ec."
+     "ECPublicKey' objects>", "builtins", c.CRYPTO),
+    ("_hashlib.openssl_sha256", "_hashlib", c.CRYPTO),
+    ("builtins.<method 'validate_python' of 'pydantic_core._pydantic_core."
+     "SchemaValidator' objects>", "builtins", c.PYDANTIC),
+    ("psycopg_binary._psycopg.Transformer.load_rows", "psycopg_binary._psycopg", c.DRIVER),
+    ("_asyncio.get_running_loop", "_asyncio", c.HANDOFF),
+    ("builtins.<method 'acquire' of '_thread.lock' objects>", "builtins", c.HANDOFF),
+    ("_json.encode_basestring_ascii", "_json", c.JSON),
+])
+def test_builtins_are_filed_by_their_module_or_type(name: str, module: str,
+                                                    category: str) -> None:
+    assert c.file_category(c.yappi_path(name, module, builtin=True)) == category
+
+
+def test_a_yappi_profile_charges_uncategorised_callees_to_their_caller() -> None:
+    ima = f"{ROOT}/identity/ima/replay.py"
+    verify = ("builtins.<method 'verify' of 'cryptography.hazmat.bindings._rust.openssl.ec."
+              "ECPublicKey' objects>")
+    rows = [
+        _row(f"{ima}:9 replay", ima, 1.0, children=(("builtins.isinstance", 0.25),)),
+        _row(f"{ROOT}/identity/tpm/quote.py:80 verify_quote", f"{ROOT}/identity/tpm/quote.py",
+             0.5, children=((verify, 2.0), ("builtins.isinstance", 0.5))),
+        _row(verify, "builtins", 2.0, builtin=True),
+        _row("builtins.isinstance", "builtins", 1.0, builtin=True),  # 0.25 from no edge
+        _row(f"{SITE}/sqlalchemy/orm/session.py:1 execute", f"{SITE}/sqlalchemy/orm/session.py",
+             3.0),
+    ]
+    split = c.split_yappi(rows)
+    assert split == {c.EVENTLOG: 1.25, c.IDENTITY: 1.0, c.CRYPTO: 2.0, c.ORM: 3.0,
+                     c.OTHER: 0.25}
