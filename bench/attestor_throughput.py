@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import json
 import os
 import platform
@@ -317,6 +318,8 @@ def yappi_level(attestor: Attestor, devices: list[SimDevice], seconds: float,
     """yappi (the default): restart the server under bench/profiled_serve.py on the same
     data and database, warm it up, and profile ``seconds`` at PROFILED in flight; CPU
     seconds per category, and a note of the profiler's own cost."""
+    if importlib.util.find_spec("yappi") is None:
+        raise RuntimeError("yappi is not installed (pip install -e '.[bench]')")
     attestor.stop()
     port = free_port_pair()
     log = (attestor.data.parent / "attestor-profiled.log").open("wb")
