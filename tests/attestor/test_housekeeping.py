@@ -107,3 +107,44 @@ def test_retention_purges_aged_workload_certificates_only(engine: sa.Engine) -> 
         assert q.purge_workload_certificates(session, now - dt.timedelta(days=90)) == 1
         assert sorted(session.exec(select(Certificate.serial)).all()) == [
             "ID", "NEW", "PENDING"]
+
+
+@BOTH
+def test_replicas_purging_at_once_delete_each_row_once_and_fail_nothing(
+        attestor: LiveAttestor) -> None:
+    """Four purges at the same moment (as four replicas' timers, with the attestor's own
+    running too), over more rows than one batch: every expired nonce is deleted and
+    counted exactly once, no pass fails, the live nonce stays."""
+    import threading
+
+    from attestor.services import housekeeping
+
+    svc = attestor.services
+    now = svc.clock()
+    expired = [{"value": f"n{i:05d}", "device_id": "D", "used_at": None,
+                "expires_at": now - dt.timedelta(seconds=5)} for i in range(q.BATCH * 2 + 7)]
+    with svc.session() as session, session.begin():
+        session.connection().execute(sa.insert(Nonce), expired)
+        session.add(Nonce(value="live", device_id="D", expires_at=now + dt.timedelta(hours=1)))
+    barrier = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        barrier.wait()
+        try:
+            housekeeping.purge(svc)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    deadline = time.monotonic() + 30  # the attestor's own timer may hold the last batch
+    while _purged(attestor, "nonces") < len(expired) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with svc.session() as session:
+        assert [n.value for n in session.exec(select(Nonce)).all()] == ["live"]
+    assert _purged(attestor, "nonces") == len(expired)
