@@ -231,6 +231,9 @@ class Metrics:
         # first sample, so a counter that appears at 1 would never fire.
         for reason in ("invalid", "unreadable", "directory"):
             self.trust_load_failures.labels(reason)
+        self.purged_rows = Counter(
+            "edgeproof_purged_rows_total", "Rows deleted by scheduled housekeeping, by table "
+            "(docs/operations.md, Retention)", ["table"], registry=self.registry)
         self.pending_oldest_age = Gauge(
             "edgeproof_issuance_pending_oldest_age_seconds", "Age of the oldest certificate "
             "reservation still pending (0: none), after this replica's last reconciliation",

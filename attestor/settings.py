@@ -71,6 +71,22 @@ class IssuanceSettings(BaseModel):
         return self
 
 
+class RetentionSettings(BaseModel):
+    """Housekeeping (attestor.services.housekeeping): what is purged, and when."""
+
+    model_config = ConfigDict(extra="forbid")
+    purge_seconds: float = Field(300.0, gt=0, le=86400, description="how often each replica "
+                                 "purges expired and aged rows")
+    expired_grace_seconds: int = Field(3600, ge=0, le=30 * 86400, description="challenge "
+                                       "nonces and enrollments stay this long past expiry "
+                                       "(a late device is told nonce.expired, not unknown)")
+    attestations_days: int = Field(90, ge=1, le=36500, description="attestation records, "
+                                   "expired workload certificates and webhook deliveries "
+                                   "older than this are deleted")
+    attestations_keep: int = Field(10, ge=1, le=100_000, description="the latest this many "
+                                   "attestations of each device are kept whatever their age")
+
+
 class SecretStoreSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -247,6 +263,7 @@ class Settings(BaseSettings):
     signing_key_max_age_days: int = Field(365, ge=1, le=3650, description="rotate the signing "
                                           "key before it is this old (reported, not enforced)")
     issuance: IssuanceSettings = IssuanceSettings()
+    retention: RetentionSettings = RetentionSettings()
     ear: EarSettings = EarSettings()
     secrets: SecretStoreSettings = SecretStoreSettings()
     issuer: Literal["local", "vault"] = Field("local", description="who signs workload "

@@ -12,239 +12,67 @@ For each backend (SQLite, and PostgreSQL when reachable) and each number of
 attestor processes (1, 2 on one database, the load spread over them like a load
 balancer would), the load generator (threads in this process, on the same
 machine; its CPU is reported) runs closed-loop at several concurrency levels.
-Then a profile of cycles run in-process splits a cycle's CPU into crypto,
-database, framework and serialization.
+Then, with one process at 4 in flight, the server is restarted under yappi (CPU
+clock; bench/profiled_serve.py) and bench/cpu_split.py files each function's own CPU
+under one category (crypto = cryptography/OpenSSL and hashlib only; the ORM, the
+driver, thread hand-offs, the HTTP framework, pydantic, event log + IMA, other
+identity/, own glue, logging, JSON): a split of the attestor's CPU, not of wall time,
+scaled to its measured CPU per cycle. Attestor CPU per cycle is the server processes'
+utime + stime (/proc/PID/stat) over a level / cycles completed. ``--profiler py-spy``
+samples the running server instead (see bench/cpu_split.py for why it is not the
+default; it needs ptrace rights on the server: root, or kernel.yama.ptrace_scope = 0);
+the split is skipped with a note when its profiler fails. ``--quick`` is one process,
+40 devices, two 4 s levels and a 5 s profile: under a minute a backend.
 
 Usage: python -m bench.attestor_throughput [--quick] [--devices N] [--seconds S]
-       [--backends sqlite,postgresql] [--write docs/benchmarks.md]
-Last line: cycles_per_s=<best sustained rate> p99_ms=<p99 at 80 % of it> backend=<db>
+       [--profile-seconds S] [--profiler yappi|py-spy] [--stacks FILE]
+       [--backends sqlite,postgresql]
+       [--write docs/benchmarks.md] [--plot PNG]
+Last line: cycles_per_s=<peak> p99_ms=<p99 at 80 % of it> cpu_ms_per_cycle=<attestor
+CPU per cycle at the peak> backend=<db>; PostgreSQL's figures when it ran, else the
+best backend's.
 """
 
 from __future__ import annotations
 
 import argparse
-import cProfile
+import importlib.util
+import json
 import os
 import platform
-import pstats
-import resource
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import httpx
-
-from agent.client import AttestorClient
 from agent.sim.fleet import SimDevice
 from agent.sim.swtpm import free_port_pair
+from bench import cpu_split
+from bench.fleet_load import (
+    Attestor,
+    _fresh_pg_database,
+    enroll_fleet,
+    run_level,
+    start_attestor,
+)
 from bench.serve import wait_healthy
-from identity.messages import ActivationRequest
 
 if TYPE_CHECKING:
     from attestor.services.context import Services
 
-BIN = Path(sys.executable).parent
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-UNLIMITED = {f"EDGEPROOF_RATE_LIMITS__{k}_PER_MINUTE": "100000000"
-             for k in ("ENROLLMENT", "CHALLENGE", "ATTESTATION", "CLIENT")}
-
-
-def _run(*args: str, env: dict[str, str] | None = None) -> str:
-    done = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True,  # noqa: S603
-                          env={**os.environ, **(env or {})}, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"`{' '.join(args)}` failed: {done.stdout}{done.stderr}")
-    return done.stdout
-
-
-def _cpu_seconds(pid: int) -> float:
-    parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _fresh_pg_database(name: str) -> str | None:
-    try:
-        import psycopg
-    except ImportError:
-        return None
-    try:
-        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            conn.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error:
-        return None
-    return f"postgresql://postgres@127.0.0.1:5432/{name}"
-
-
-@dataclass
-class Attestor:
-    data: Path
-    env: dict[str, str]
-    servers: list[subprocess.Popen[bytes]]
-    urls: list[str]
-
-    def stop(self) -> None:
-        for server in self.servers:
-            server.terminate()
-        for server in self.servers:
-            server.wait(timeout=20)
-
-    def cpu(self) -> float:
-        return sum(_cpu_seconds(s.pid) for s in self.servers)
-
-
-def start_attestor(work: Path, database_url: str | None, processes: int) -> Attestor:
-    data = work / "attestor"
-    env = {**UNLIMITED, **({"EDGEPROOF_DATABASE_URL": database_url} if database_url else {})}
-    _run("attestor", "init", "--dev", "-d", str(data), env=env)
-    servers, urls = [], []
-    for index in range(processes):
-        port = free_port_pair()
-        log = (work / f"attestor-{index}.log").open("wb")
-        servers.append(subprocess.Popen(  # noqa: S603
-            [str(BIN / "attestor"), "serve", "--dev", "-d", str(data), "--port", str(port)],
-            env={**os.environ, **env}, stdout=log, stderr=log))
-        urls.append(f"http://127.0.0.1:{port}")
-    for url in urls:
-        wait_healthy(url)
-    return Attestor(data, env, servers, urls)
-
-
-def enroll_fleet(attestor: Attestor, count: int) -> list[SimDevice]:
-    """Pre-register and enroll ``count`` simulated devices; learn the policy from one."""
-    key = _run("attestor", "apikey", "create", "--name", "bench", "-d", str(attestor.data),
-               "--dev", env=attestor.env).strip().splitlines()[-1]
-    devices = [SimDevice(f"SIM-{i:06d}") for i in range(count)]
-    url = attestor.urls[0]
-    for start in range(0, count, 1000):
-        batch = [d.preregistration() for d in devices[start:start + 1000]]
-        httpx.post(f"{url}/v1/preregistrations", json={"devices": batch},
-                   headers={"X-Api-Key": key}, timeout=120).raise_for_status()
-
-    def enroll(device: SimDevice) -> None:
-        with AttestorClient(url) as client:
-            challenge = client.enroll(device.enrollment())
-            secret = device.activate(challenge.credential_blob, challenge.encrypted_secret)
-            device.device_id = client.activate(challenge.enrollment_id,
-                                               ActivationRequest(secret=secret)).device_id
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(enroll, devices))
-    first = devices[0]
-    with AttestorClient(url, signer=first.signer()) as client:
-        try:
-            client.attest(str(first.device_id), first.evidence(client.challenge(
-                str(first.device_id))))
-        except Exception:  # noqa: BLE001, S110 - no reference yet: expected refusal
-            pass
-    _run("attestor", "policy", "learn", "--device", str(first.device_id), "-d",
-         str(attestor.data), "--dev", env=attestor.env)
-    return devices
-
-
-def cycle(client: AttestorClient, device: SimDevice) -> None:
-    challenge = client.challenge(str(device.device_id))
-    result = client.attest(str(device.device_id), device.evidence(challenge))
-    if result.verdict != "pass":
-        raise RuntimeError(f"cycle failed: {result}")
-
-
-@dataclass
-class Level:
-    concurrency: int
-    cycles: int
-    errors: int
-    seconds: float
-    latencies_ms: list[float]
-    attestor_cpu: float
-    generator_cpu: float
-
-    @property
-    def rate(self) -> float:
-        return self.cycles / self.seconds
-
-    def pct(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
-
-
-def run_level(attestor: Attestor, devices: list[SimDevice], concurrency: int,
-              seconds: float, rate: float | None = None) -> Level:
-    """Closed loop (each of ``concurrency`` workers starts a cycle when its last one
-    ends) or, with ``rate``, open loop: cycle k is due at k / rate and its latency
-    counts from then, so a slow attestor's queueing shows in the percentiles."""
-    stop = threading.Event()
-    latencies: list[float] = []
-    errors = [0]
-    lock = threading.Lock()
-    slots = [0]
-    begin = time.perf_counter()
-
-    def next_start() -> float:
-        if rate is None:
-            return time.perf_counter()
-        with lock:
-            slot = slots[0]
-            slots[0] += 1
-        due = begin + slot / rate
-        time.sleep(max(0.0, due - time.perf_counter()))
-        return due
-
-    def worker(index: int) -> None:
-        url = attestor.urls[index % len(attestor.urls)]
-        mine = devices[index::concurrency]
-        clients = {d.device_id: AttestorClient(url, signer=d.signer()) for d in mine}
-        n = 0
-        while not stop.is_set():
-            device = mine[n % len(mine)]
-            n += 1
-            started = next_start()
-            if stop.is_set():
-                break
-            try:
-                cycle(clients[device.device_id], device)
-            except Exception:  # noqa: BLE001 - counted, the run goes on
-                with lock:
-                    errors[0] += 1
-                continue
-            with lock:
-                latencies.append((time.perf_counter() - started) * 1000)
-        for client in clients.values():
-            client.close()
-
-    cpu0, gen0 = attestor.cpu(), resource.getrusage(resource.RUSAGE_SELF)
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(concurrency)]
-    started = begin = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    gen1 = resource.getrusage(resource.RUSAGE_SELF)
-    return Level(concurrency, len(latencies), errors[0], elapsed, latencies,
-                 (attestor.cpu() - cpu0) / elapsed,
-                 (gen1.ru_utime + gen1.ru_stime - gen0.ru_utime - gen0.ru_stime) / elapsed)
-
-
-BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("crypto (signatures, certificates, hashes)", ("cryptography", "/identity/", "hashlib",
-                                                   "_hashlib", "jwt", "tpm2_pytss",
-                                                   "asn1crypto")),
-    ("database (SQLAlchemy, driver)", ("sqlalchemy", "sqlmodel", "sqlite3", "psycopg",
-                                       "/attestor/db/", "/attestor/audit")),
-    ("serialization (JSON, base64, pydantic, msgspec)",
-     ("json", "base64", "pydantic", "binascii", "msgspec")),
-    ("framework (FastAPI, Starlette, anyio)", ("fastapi", "starlette", "anyio", "httpx",
-                                               "h11", "uvicorn", "asyncio", "concurrent")),
-)
+PROFILED = 4  # in flight while py-spy samples (as in the profile of issue 15)
+PROFILER_NOTE = {
+    "yappi": "deterministic, per-thread CPU clock, builtins included",
+    "py-spy": "--native --gil samples of the server; under load it also counts a "
+              "preempted thread holding the GIL",
+}
+SPY_RATE = 100  # py-spy samples per second
 
 
 def in_process_services(data: Path, env: dict[str, str]) -> Services:
@@ -274,50 +102,62 @@ def service_cycle(svc: Services, device: SimDevice) -> float:
     return device_cpu
 
 
-def profile_cycles(devices: list[SimDevice], data: Path, env: dict[str, str],
-                   count: int) -> tuple[float, list[tuple[str, float]]]:
-    """(CPU ms per cycle, CPU ms per cycle by part) of the attestor's service path
-    (challenge + attestation, the functions the routes call), run in this process."""
-    services = in_process_services(data, env)
+def spy_level(attestor: Attestor, devices: list[SimDevice], seconds: float,
+              out: Path) -> tuple[Counter[str], str]:
+    """py-spy (``--profiler py-spy``): sample the running server for ``seconds`` at
+    PROFILED in flight; samples per category, and a check line."""
+    samples: Counter[str] = Counter()
+    failure: list[BaseException] = []
 
-    def one(device: SimDevice) -> None:
-        service_cycle(services, device)
+    def spy() -> None:
+        try:
+            samples.update(cpu_split.record(attestor.servers[0].pid, seconds, out,
+                                            rate=SPY_RATE))
+        except (RuntimeError, OSError) as exc:
+            failure.append(exc)
 
-    for device in devices[:5]:
-        one(device)  # warm caches
-    cpu = time.process_time()
-    for index in range(count):  # unprofiled: the real CPU time of a cycle
-        one(devices[index % len(devices)])
-    cpu_ms = (time.process_time() - cpu) * 1000 / count
-    profiler = cProfile.Profile()
-    profiler.enable()
-    for index in range(count):  # profiled: only the shares are used
-        one(devices[index % len(devices)])
-    profiler.disable()
-    services.engine.dispose()
-    stats = pstats.Stats(profiler)
-    totals = {name: 0.0 for name, _ in BUCKETS}
-    device_side, other = "device side (the simulator, not the attestor)", "other (our glue)"
-    totals[device_side] = totals[other] = 0.0
+    sampler = threading.Thread(target=spy)
+    sampler.start()
+    level = run_level(attestor, devices, PROFILED, seconds + 1.0)
+    sampler.join()
+    if failure:
+        raise RuntimeError(str(failure[0]))
+    running = sum(n for k, n in samples.items() if k != cpu_split.IDLE)
+    return samples, (f"Check: {running} running samples at {SPY_RATE}/s over {seconds:g} s "
+                     f"are {running / SPY_RATE / seconds:.2f} cores; the kernel counted "
+                     f"{level.attestor_cpu:.2f} cores for the server meanwhile.")
 
-    def bucket(filename: str) -> str:
-        if "/agent/sim/" in filename:
-            return device_side
-        return next((name for name, needles in BUCKETS
-                     if any(n in filename for n in needles)), other)
 
-    table = stats.stats  # type: ignore[attr-defined]
-    for (filename, _, _), (_, _, tottime, _, callers) in table.items():
-        if filename != "~" or not callers:
-            totals[bucket(filename)] += tottime
-            continue
-        # a C builtin (a signature, a hash, a socket call): charge it to its callers
-        weight = sum(c[3] for c in callers.values()) or 1.0
-        for (caller_file, _, _), c in callers.items():
-            totals[bucket(caller_file)] += tottime * c[3] / weight
-    profiled = sum(totals.values())
-    # cProfile inflates; scale the parts to the unprofiled CPU time of a cycle
-    return cpu_ms, [(name, t / profiled * cpu_ms) for name, t in totals.items()]
+def yappi_level(attestor: Attestor, devices: list[SimDevice], seconds: float,
+                out: Path) -> tuple[Counter[str], str]:
+    """yappi (the default): restart the server under bench/profiled_serve.py on the same
+    data and database, warm it up, and profile ``seconds`` at PROFILED in flight; CPU
+    seconds per category, and a note of the profiler's own cost."""
+    if importlib.util.find_spec("yappi") is None:
+        raise RuntimeError("yappi is not installed (pip install -e '.[bench]')")
+    attestor.stop()
+    port = free_port_pair()
+    log = (attestor.data.parent / "attestor-profiled.log").open("wb")
+    server = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "bench.profiled_serve", str(out), "serve", "--dev", "-d",
+         str(attestor.data), "--port", str(port)],
+        env={**os.environ, **attestor.env}, stdout=log, stderr=log)
+    attestor.servers, attestor.urls = [server], [f"http://127.0.0.1:{port}"]
+    wait_healthy(attestor.urls[0])
+    run_level(attestor, devices, PROFILED, 2.0)  # warm up: imports, caches, pools
+    server.send_signal(signal.SIGUSR1)
+    level = run_level(attestor, devices, PROFILED, seconds)
+    out.unlink(missing_ok=True)
+    server.send_signal(signal.SIGUSR2)
+    deadline = time.monotonic() + 60
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)  # the dump is one write
+    rows = json.loads(out.read_text())
+    per_cycle = 1000 * level.attestor_cpu / level.rate if level.cycles else 0.0
+    return cpu_split.split_yappi(rows), (
+        f"Under yappi the server spent {per_cycle:.1f} ms of CPU per cycle (the "
+        "profiler's own cost included); only the shares are used.")
 
 
 def plot(series: dict[str, list[tuple[int, float, float]]], path: Path) -> None:
@@ -341,86 +181,129 @@ def plot(series: dict[str, list[tuple[int, float, float]]], path: Path) -> None:
     figure.savefig(path, dpi=100)
 
 
+@dataclass
+class Outcome:
+    """One backend and process count: its peak, the p99 at 80 % of it, CPU per cycle."""
+
+    peak: float = 0.0
+    p99_ms: float = 0.0
+    cpu_ms: float = 0.0
+
+
+def measure(backend: str, processes: int, args: argparse.Namespace, levels: tuple[int, ...],
+            lines: list[str], series: dict[str, list[tuple[int, float, float]]],
+            split: list[str] | None) -> Outcome | None:
+    """Run the levels on a fresh attestor; rows go to ``lines``, and, for one process
+    when ``split`` is a list, the CPU split table to it. None if the backend is
+    unreachable."""
+    with tempfile.TemporaryDirectory(prefix="edgeproof-bench-") as tmp:
+        work = Path(tmp)
+        url = None
+        if backend == "postgresql":
+            url = _fresh_pg_database("edgeproof_bench")
+            if url is None:
+                print("PostgreSQL not reachable: skipped", file=sys.stderr)
+                return None
+        attestor = start_attestor(work, url, processes)
+        try:
+            fleet = enroll_fleet(attestor, args.devices)
+            out, by_level = Outcome(), {}
+            for concurrency in levels:
+                level = by_level[concurrency] = run_level(attestor, fleet, concurrency,
+                                                          args.seconds)
+                cpu_ms = 1000 * level.attestor_cpu / level.rate if level.cycles else 0.0
+                if not level.errors and level.rate > out.peak:
+                    out.peak, out.cpu_ms = level.rate, cpu_ms
+                lines.append(
+                    f"| {backend} | {processes} | {concurrency} | {level.rate:.0f} | "
+                    f"{level.pct(0.5):.0f} | {level.pct(0.99):.0f} | {level.errors} | "
+                    f"{level.attestor_cpu:.2f} | {cpu_ms:.1f} | {level.generator_cpu:.2f} |")
+                print(lines[-1], flush=True)
+                series.setdefault(f"{backend}, {processes} process"
+                                  f"{'es' if processes > 1 else ''}", []).append(
+                    (concurrency, level.rate, level.pct(0.99)))
+            if out.peak <= 0:
+                raise SystemExit("every level had errors: see attestor-*.log")
+            paced = run_level(attestor, fleet, 32, args.seconds, rate=0.8 * out.peak)
+            out.p99_ms = paced.pct(0.99)
+            lines.append(
+                f"| {backend} | {processes} | open loop at 80 % of {out.peak:.0f}/s | "
+                f"{paced.rate:.0f} | {paced.pct(0.5):.0f} | {paced.pct(0.99):.0f} | "
+                f"{paced.errors} | {paced.attestor_cpu:.2f} | "
+                f"{1000 * paced.attestor_cpu / max(paced.rate, 1e-9):.1f} | "
+                f"{paced.generator_cpu:.2f} |")
+            print(lines[-1], flush=True)
+            if processes == 1 and split is not None and PROFILED in by_level:
+                base = by_level[PROFILED]
+                profile = yappi_level if args.profiler == "yappi" else spy_level
+                try:
+                    samples, check = profile(attestor, fleet, args.profile_seconds,
+                                             args.stacks or work / "profile.out")
+                except (RuntimeError, OSError, ValueError) as exc:
+                    print(f"CPU split skipped: {exc}", file=sys.stderr)
+                    samples, check = Counter(), ""
+                if samples:
+                    split += [f"Where the attestor's CPU goes ({backend}, one process, "
+                              f"{PROFILED} in flight), by {args.profiler} "
+                              f"({PROFILER_NOTE[args.profiler]}), each function's own CPU "
+                              "filed under its category (bench/cpu_split.py) and scaled "
+                              "to the CPU per cycle of the unprofiled level at "
+                              f"{PROFILED} in flight.", "",
+                              *cpu_split.table(samples, 1000 * base.attestor_cpu / base.rate,
+                                               "samples" if args.profiler == "py-spy"
+                                               else "seconds"),
+                              "", check]
+            return out
+        finally:
+            attestor.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small fleet, short runs")
+    parser.add_argument("--quick", action="store_true",
+                        help="small fleet, one process, short levels (under a minute a backend)")
     parser.add_argument("--devices", type=int)
     parser.add_argument("--seconds", type=float)
+    parser.add_argument("--profile-seconds", type=float)
+    parser.add_argument("--profiler", choices=("yappi", "py-spy"), default="yappi",
+                        help="how the CPU split is measured (bench/cpu_split.py)")
+    parser.add_argument("--stacks", type=Path, help="keep the profile of the profiled "
+                        "level here (py-spy: folded stacks; yappi: JSON)")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--write", type=Path)
     parser.add_argument("--plot", type=Path, help="PNG of throughput and p99 against "
                         "concurrency (needs the bench extra: matplotlib)")
     args = parser.parse_args()
-    devices_n = args.devices or (60 if args.quick else 400)
-    seconds = args.seconds or (5.0 if args.quick else 20.0)
+    args.devices = args.devices or (40 if args.quick else 400)
+    args.seconds = args.seconds or (4.0 if args.quick else 20.0)
+    args.profile_seconds = args.profile_seconds or (5.0 if args.quick else 20.0)
     levels = (4, 16) if args.quick else (1, 4, 8, 16, 32)
+    load = os.getloadavg()
     lines = [f"`python -m bench.attestor_throughput{' --quick' if args.quick else ''}` on "
              f"{platform.machine()}, {os.cpu_count()} cores, Python "
-             f"{platform.python_version()}; {devices_n} simulated devices, {seconds:g} s "
-             "per level, load generator on the same machine.", "",
+             f"{platform.python_version()}, {time.strftime('%Y-%m-%d')}; {args.devices} "
+             f"simulated devices, {args.seconds:g} s per level, load generator and "
+             f"PostgreSQL on the same machine; load average before the run "
+             f"{load[0]:.1f} (other work on the machine counts in it). Attestor CPU: "
+             "utime + stime of the server processes (/proc/PID/stat) over the level.", "",
              "| backend | processes | concurrency | cycles/s | p50 ms | p99 ms | errors | "
-             "attestor CPU (cores) | load generator CPU (cores) |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
-    best: tuple[float, float, str] = (0.0, 0.0, "none")
-    profile: list[tuple[str, float]] = []
-    service_ms = server_ms = 0.0
+             "attestor CPU (cores) | attestor CPU ms per cycle | load generator CPU (cores) |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    results: dict[str, Outcome] = {}
+    split: list[str] = []
     series: dict[str, list[tuple[int, float, float]]] = {}
     backends = args.backends.split(",")
+    profiled = "postgresql" if "postgresql" in backends else backends[0]
     for backend in backends:
-        for processes in (1, 2):
-            with tempfile.TemporaryDirectory(prefix="edgeproof-bench-") as tmp:
-                work = Path(tmp)
-                url = None
-                if backend == "postgresql":
-                    url = _fresh_pg_database("edgeproof_bench")
-                    if url is None:
-                        print("PostgreSQL not reachable: skipped", file=sys.stderr)
-                        break
-                attestor = start_attestor(work, url, processes)
-                try:
-                    fleet = enroll_fleet(attestor, devices_n)
-                    peak = 0.0
-                    for concurrency in levels:
-                        level = run_level(attestor, fleet, concurrency, seconds)
-                        peak = max(peak, level.rate if not level.errors else 0.0)
-                        lines.append(
-                            f"| {backend} | {processes} | {concurrency} | {level.rate:.0f} | "
-                            f"{level.pct(0.5):.0f} | {level.pct(0.99):.0f} | {level.errors} | "
-                            f"{level.attestor_cpu:.2f} | {level.generator_cpu:.2f} |")
-                        print(lines[-1], flush=True)
-                        series.setdefault(f"{backend}, {processes} process"
-                                          f"{'es' if processes > 1 else ''}", []).append(
-                            (concurrency, level.rate, level.pct(0.99)))
-                    if peak <= 0:
-                        raise SystemExit("every level had errors: see attestor-*.log")
-                    paced = run_level(attestor, fleet, 32, seconds, rate=0.8 * peak)
-                    lines.append(
-                        f"| {backend} | {processes} | open loop at 80 % of {peak:.0f}/s | "
-                        f"{paced.rate:.0f} | {paced.pct(0.5):.0f} | {paced.pct(0.99):.0f} | "
-                        f"{paced.errors} | {paced.attestor_cpu:.2f} | "
-                        f"{paced.generator_cpu:.2f} |")
-                    print(lines[-1], flush=True)
-                    if peak > best[0]:
-                        best = (peak, paced.pct(0.99), backend)
-                    if processes == 1 and not profile:
-                        attestor.stop()
-                        service_ms, profile = profile_cycles(fleet, attestor.data, attestor.env,
-                                                             100 if args.quick else 300)
-                        server_ms = 1000 * max(level.attestor_cpu / level.rate, 0)
-                finally:
-                    attestor.stop()
-    if profile:
-        device = dict(profile).get("device side (the simulator, not the attestor)", 0.0)
-        lines += ["", f"Where one cycle's CPU goes ({backends[0]}, one process). Service path "
-                  "(the functions the routes call, run in-process, split by cProfile and "
-                  "scaled to unprofiled CPU time):", "",
-                  "| part | ms per cycle | share |", "|---|---:|---:|",
-                  *[f"| {name} | {ms:.2f} | {ms / service_ms:.0%} |" for name, ms in profile],
-                  f"| service path total | {service_ms:.2f} | |",
-                  f"| attestor process CPU per cycle under HTTP load (last level) | "
-                  f"{server_ms:.2f} | |",
-                  f"| HTTP, uvicorn, FastAPI, logging (difference, device side removed) | "
-                  f"{max(server_ms - (service_ms - device), 0):.2f} | |"]
+        for processes in (1,) if args.quick else (1, 2):
+            out = measure(backend, processes, args, levels, lines, series,
+                          split if backend == profiled else None)
+            if out is None:
+                break
+            if out.peak > results.get(backend, Outcome()).peak:
+                results[backend] = out
+    if split:
+        lines += ["", *split]
     print("\n".join(lines[4:]))
     if args.write:
         from bench.report import write_section
@@ -429,8 +312,11 @@ def main() -> None:
                       "Attestor throughput (bench/attestor_throughput.py)", lines)
     if args.plot and series:
         plot(series, args.plot)
-    rate, p99, backend = best
-    print(f"cycles_per_s={rate:.0f} p99_ms={p99:.0f} backend={backend}")
+    backend = "postgresql" if "postgresql" in results else max(
+        results, key=lambda b: results[b].peak, default="none")
+    best = results.get(backend, Outcome())
+    print(f"cycles_per_s={best.peak:.0f} p99_ms={best.p99_ms:.0f} "
+          f"cpu_ms_per_cycle={best.cpu_ms:.2f} backend={backend}")
 
 
 if __name__ == "__main__":

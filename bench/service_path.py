@@ -22,13 +22,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from agent.sim.fleet import SimDevice
-from bench.attestor_throughput import (
-    _fresh_pg_database,
-    enroll_fleet,
-    in_process_services,
-    service_cycle,
-    start_attestor,
-)
+from bench.attestor_throughput import in_process_services, service_cycle
+from bench.fleet_load import _fresh_pg_database, enroll_fleet, start_attestor
 
 
 def measure(data: Path, env: dict[str, str], fleet: list[SimDevice],

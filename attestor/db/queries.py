@@ -310,11 +310,6 @@ def consume_nonce(session: Session, value: str, device_id: str, now: dt.datetime
     raise NonceExpired("the nonce has expired; ask for a new challenge")
 
 
-def purge_nonces(session: Session, before: dt.datetime) -> int:
-    result = session.execute(sa.delete(Nonce).where(col(Nonce.expires_at) < before))
-    return _rowcount(result)
-
-
 # attestations and certificates ------------------------------------------------
 
 

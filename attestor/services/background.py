@@ -1,6 +1,7 @@
 """Background work of a running attestor, on timers: webhook delivery, audit
-checkpoints, audit verification, summaries of refused requests, and the reconciliation
-of interrupted issuance (also once at start-up).
+checkpoints, audit verification, summaries of refused requests, housekeeping (expired
+nonces, aged attestation records: attestor.services.housekeeping), and the
+reconciliation of interrupted issuance (also once at start-up).
 
 Each job runs on its own daemon thread and survives its own failures (logged,
 retried at the next tick). Every replica runs them: webhook rows and interrupted
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 
 from attestor import audit
 from attestor.observability import Metrics
-from attestor.services import checkpoints, issuance, refusal_windows, webhooks
+from attestor.services import checkpoints, housekeeping, issuance, refusal_windows, webhooks
 from attestor.services.context import Services
 from identity.errors import AuditUnavailable, IdentityError
 
@@ -96,6 +97,8 @@ def start(svc: Services) -> list[Periodic]:
             Periodic("auth-refusals", refusal_windows.tick_seconds(svc.settings.rate_limits),
                      lambda: refusal_windows.summarise(svc),
                      final=lambda: refusal_windows.flush(svc), metrics=m)]
+    jobs.append(Periodic("housekeeping", svc.settings.retention.purge_seconds,
+                         lambda: housekeeping.purge(svc), metrics=m))
     if svc.vault is not None:
         jobs.append(Periodic("vault-lease", VAULT_LEASE_POLL, svc.vault.maintain))
     # Even with no webhook configured: deliveries queued for a URL since removed are
