@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from attestor.db.models import Device
+from attestor.services.logcache import ParsedLogs
 from identity.checks import CheckRunner
 from identity.errors import (
     EventLogMissing,
@@ -19,8 +20,7 @@ from identity.errors import (
 from identity.eventlog.appraise import appraise_boot
 from identity.eventlog.integrity import check_integrity
 from identity.eventlog.replay import check_replay_matches
-from identity.eventlog.summary import BootSummary, summarize
-from identity.eventlog.tcg import parse_event_log
+from identity.eventlog.summary import BootSummary
 from identity.ima.appraise import ImaPolicy, appraise_ima
 from identity.ima.log import ImaEntry, parse_binary
 from identity.ima.replay import (
@@ -37,6 +37,9 @@ from identity.tpm.ak import TpmKey
 from identity.tpm.certify import verify_certify
 from identity.tpm.quote import ClockState, QuoteResult, verify_quote
 from identity.x509.csr import CheckedCsr, check_csr
+
+# Process-wide: one device's log is the same at every attestation until it reboots.
+PARSED_LOGS = ParsedLogs()
 
 
 @dataclass
@@ -99,7 +102,8 @@ def _event_log(req: AttestationRequest, document: PolicyDocument, pcr_values: Pc
         if document.require_event_log or document.boot is not None:
             runner.fail("eventlog.present", EventLogMissing("the policy requires an event log"))
         return
-    log = parse_event_log(req.event_log)
+    parsed = PARSED_LOGS.get(req.event_log)
+    log = parsed.log
     before = len(runner.checks)
     warnings = runner.run("eventlog.replay", lambda: check_replay_matches(log, pcr_values))
     replayed = runner.checks[before].passed
@@ -111,7 +115,7 @@ def _event_log(req: AttestationRequest, document: PolicyDocument, pcr_values: Pc
         # What an unproven log says booted is not evidence of anything.
         runner.skip("boot.appraisal", "the event log is not proven by the quote")
         return
-    result.summary = summarize(log)
+    result.summary = parsed.summary()
     runner.warnings.extend(f"eventlog.undecodable: {p}" for p in result.summary.problems[:5])
     appraise_boot(document.boot, log, result.summary, runner)
 
