@@ -4,34 +4,15 @@ fields, answers ignore them, bytes as standard base64."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field
 
-MAX_STRUCT_B64 = 8 * 1024
+from attestor.api.admin_schemas import B64, StructB64  # the operator API's base64 types
+
 MAX_LOG_B64 = 4 * 1024 * 1024
 
-
-def _b64(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
-    if not isinstance(value, str):
-        raise ValueError("expected a base64 string")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError("not valid base64") from exc
-
-
-B64 = Annotated[
-    bytes,
-    BeforeValidator(_b64),
-    PlainSerializer(lambda b: base64.b64encode(b).decode(), return_type=str),
-]
-StructB64 = Annotated[B64, Field(max_length=MAX_STRUCT_B64, json_schema_extra={"format": "byte"})]
 LogB64 = Annotated[B64, Field(max_length=MAX_LOG_B64, json_schema_extra={"format": "byte"})]
 
 
