@@ -29,7 +29,8 @@ from identity.ima.log import ImaEntries, ImaEntry, template_data_for_hash
 from identity.tpm.structures import DIGEST_SIZES
 
 IMA_PCR = 10
-_NEW: dict[str, Callable[[bytes], Any]] = {
+_Hash = Callable[[bytes], Any]
+_NEW: dict[str, _Hash] = {
     "sha1": hashlib.sha1, "sha256": hashlib.sha256, "sha384": hashlib.sha384,
     "sha512": hashlib.sha512,
 }
@@ -129,17 +130,25 @@ def replay_ima(entries: Sequence[ImaEntry], banks: Sequence[str],
     return _replay(entries, banks, state, quoted, target_bank, verify, list_bank, padded_sha1)
 
 
+def _one_bank_start(bank: str, state: ImaState, want: bytes | None, verify: bool,
+                    list_bank: str) -> tuple[_Hash, _Hash | None, bool, bytes, bytes, bytes, int]:
+    """What both one-bank replays start from: the bank's hash, the list's (None when
+    template hashes are not verified), whether they are one, the violation extension,
+    a violation's template hash, the PCR's start value and whether it already matches."""
+    new = _NEW[bank]
+    check = _NEW[list_bank] if verify else None
+    value = state.value(bank, IMA_PCR)
+    return (new, check, check is new, b"\xff" * DIGEST_SIZES[bank],
+            b"\x00" * DIGEST_SIZES[list_bank], value,
+            0 if want is not None and value == want else -1)
+
+
 def _replay_one_bank(entries: Sequence[ImaEntry], bank: str, state: ImaState,
                      want: bytes | None, verify: bool, list_bank: str) -> ImaReplay | None:
     """The common case (one bank, every entry on PCR10, as the attestor replays) in a
     tight loop; None at the first entry on another PCR (the general replay takes it)."""
-    new = _NEW[bank]
-    check = _NEW[list_bank] if verify else None
-    same = check is new
-    ff = b"\xff" * DIGEST_SIZES[bank]
-    zero = b"\x00" * DIGEST_SIZES[list_bank]
-    value = state.value(bank, IMA_PCR)
-    matched_at = 0 if want is not None and value == want else -1
+    new, check, same, ff, zero, value, matched_at = _one_bank_start(bank, state, want,
+                                                                    verify, list_bank)
     violations, failures = 0, []
     ten = IMA_PCR
     for i, entry in enumerate(entries):
@@ -171,13 +180,8 @@ def _replay_in_place(entries: ImaEntries, bank: str, state: ImaState, want: byte
     pcrs = entries.pcrs[lo:hi]
     if pcrs.count(IMA_PCR) != len(pcrs):
         return None
-    new = _NEW[bank]
-    check = _NEW[list_bank] if verify else None
-    same = check is new
-    ff = b"\xff" * DIGEST_SIZES[bank]
-    zero = b"\x00" * DIGEST_SIZES[list_bank]
-    value = state.value(bank, IMA_PCR)
-    matched_at = 0 if want is not None and value == want else -1
+    new, check, same, ff, zero, value, matched_at = _one_bank_start(bank, state, want,
+                                                                    verify, list_bank)
     violations, failures = 0, []
     data, starts = entries.data, entries.starts
     at_hash = [start + 4 for start in starts[lo:hi]]  # where each template hash lies
