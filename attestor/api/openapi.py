@@ -8,7 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 
 from attestor.api import protocol
 
@@ -16,9 +18,36 @@ PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
 PROBLEM_CONTENT = {"application/problem+json": {"schema": PROBLEM_REF}}
 
 
-def _rewrite(spec: dict[str, Any]) -> dict[str, Any]:
-    for path in spec.get("paths", {}).values():
-        for operation in path.values():
+SECURITY_SCHEMES = {
+    "bearerToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                    "description": "an operator token (`attestor token`) or an OIDC access "
+                                   "token carrying an edgeproof role"},
+    "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key",
+               "description": "a factory station's API key (`attestor apikey create`)"},
+    "deviceSignature": {"type": "apiKey", "in": "header", "name": "X-Edgeproof-Device",
+                        "description": "a device request signed by its TPM-resident DevID "
+                        "key: X-Edgeproof-Device with the signature headers of "
+                        "docs/protocol.md (made by the agent; cannot be tried here)"}}
+AUTHENTICATED: list[dict[str, list[str]]] = [{"bearerToken": []}, {"apiKey": []}, {"deviceSignature": []}]
+
+
+def _authenticated(app: FastAPI) -> set[tuple[str, str]]:
+    """(path, method) of the operations that read the caller's credential."""
+    from attestor.api.deps import _caller
+
+    def needs(dependant: Dependant) -> bool:
+        return any(d.call is _caller or needs(d) for d in dependant.dependencies)
+
+    return {(route.path_format, method.lower()) for route in app.routes
+            if isinstance(route, APIRoute) and needs(route.dependant)
+            for method in route.methods or ()}
+
+
+def _rewrite(spec: dict[str, Any], authenticated: set[tuple[str, str]]) -> dict[str, Any]:
+    for path_name, path in spec.get("paths", {}).items():
+        for method, operation in path.items():
+            if (path_name, method) in authenticated:
+                operation["security"] = AUTHENTICATED
             responses = operation.setdefault("responses", {})
             for status, response in responses.items():
                 if status != "default" and int(status) >= 400:
@@ -30,6 +59,7 @@ def _rewrite(spec: dict[str, Any]) -> dict[str, Any]:
                 "description": "any other refusal or fault, as a problem with its reason "
                                "code (401, 413, 429 with Retry-After, 5xx)",
                 "content": PROBLEM_CONTENT})
+    spec.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     schemas.update(protocol.components())  # the device protocol's structs (msgspec)
     for name in ("HTTPValidationError", "ValidationError"):
@@ -42,7 +72,7 @@ def install(app: FastAPI) -> None:
         if app.openapi_schema is None:
             app.openapi_schema = _rewrite(get_openapi(
                 title=app.title, version=app.version, description=app.description,
-                routes=app.routes))
+                routes=app.routes), _authenticated(app))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
