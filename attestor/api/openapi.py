@@ -8,9 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.dependencies.models import Dependant
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
 
 from attestor.api import protocol
 
@@ -28,27 +26,16 @@ SECURITY_SCHEMES = {
                         "description": "a device request signed by its TPM-resident DevID "
                         "key: X-Edgeproof-Device with the signature headers of "
                         "docs/protocol.md (made by the agent; cannot be tried here)"}}
-AUTHENTICATED: list[dict[str, list[str]]] = [{"bearerToken": []}, {"apiKey": []}, {"deviceSignature": []}]
+AUTHENTICATED: list[dict[str, list[str]]] = [{"bearerToken": []}, {"apiKey": []},
+                                             {"deviceSignature": []}]
 
 
-def _authenticated(app: FastAPI) -> set[tuple[str, str]]:
-    """(path, method) of the operations that read the caller's credential."""
-    from attestor.api.deps import _caller
-
-    def needs(dependant: Dependant) -> bool:
-        return any(d.call is _caller or needs(d) for d in dependant.dependencies)
-
-    return {(route.path_format, method.lower()) for route in app.routes
-            if isinstance(route, APIRoute) and needs(route.dependant)
-            for method in route.methods or ()}
-
-
-def _rewrite(spec: dict[str, Any], authenticated: set[tuple[str, str]]) -> dict[str, Any]:
-    for path_name, path in spec.get("paths", {}).items():
-        for method, operation in path.items():
-            if (path_name, method) in authenticated:
-                operation["security"] = AUTHENTICATED
+def _rewrite(spec: dict[str, Any]) -> dict[str, Any]:
+    for path in spec.get("paths", {}).values():
+        for operation in path.values():
             responses = operation.setdefault("responses", {})
+            if "401" in responses:  # every operation that reads a credential says so
+                operation["security"] = AUTHENTICATED
             for status, response in responses.items():
                 if status != "default" and int(status) >= 400:
                     response["content"] = PROBLEM_CONTENT
@@ -72,7 +59,7 @@ def install(app: FastAPI) -> None:
         if app.openapi_schema is None:
             app.openapi_schema = _rewrite(get_openapi(
                 title=app.title, version=app.version, description=app.description,
-                routes=app.routes), _authenticated(app))
+                routes=app.routes))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -54,7 +54,7 @@ def _signed_in(request: Request, principal: Principal, via: str) -> Response:
 def _refused(request: Request, exc: AuthError, status: int = 401) -> Response:
     failed = refusals.audit_refusal(request, exc)
     message = "the attestor cannot record this now" if failed else exc.detail
-    return web.render(request, None, "login.html", status=503 if failed else status,
+    return web.render(request, None, "login.html", http_status=503 if failed else status,
                       error=message, oidc=web.services(request).settings.console.oidc)
 
 

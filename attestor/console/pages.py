@@ -32,7 +32,7 @@ def _page(request: Request, user: ConsoleSession, template: str,
     try:
         context = gather()
     except (DeviceUnknown, NotFound) as exc:
-        return web.render(request, user, "error.html", status=404, title="Not found",
+        return web.render(request, user, "error.html", http_status=404, title="Not found",
                           message=exc.detail)
     return web.render(request, user, template, **context)
 
@@ -73,7 +73,7 @@ def _forbidden(request: Request, user: ConsoleSession, what: str) -> Response:
         audit.append(session, at=svc.clock(), actor=user.principal.actor,
                      action="console.action", outcome="refused", subject=what,
                      reasons=["auth.forbidden"], details=refusals.facts(request))
-    return web.render(request, user, "error.html", status=403, title="Not allowed",
+    return web.render(request, user, "error.html", http_status=403, title="Not allowed",
                       message=f"role {user.role} may not {what}: admins only")
 
 
@@ -94,14 +94,14 @@ def act(request: Request, user: web.User, action: Action, device_id: str = Devic
     if not user.admin:
         return _forbidden(request, user, f"{action} device {device_id}")
     if not check_csrf(user, csrf):
-        return web.render(request, user, "error.html", status=403, title="Refused",
+        return web.render(request, user, "error.html", http_status=403, title="Refused",
                           message="the form is stale or was not sent by this console "
                                   "(CSRF token mismatch): reload the page and try again")
     try:
         devices.change_state(web.services(request), device_id, action, reason,
                              user.principal)
     except (DeviceUnknown, Conflict) as exc:
-        return web.render(request, user, "error.html", status=409, title="Not done",
+        return web.render(request, user, "error.html", http_status=409, title="Not done",
                           message=exc.detail)
     response = RedirectResponse(f"/ui/devices/{device_id}", status_code=303)
     web.set_session(request, response, user)

@@ -104,10 +104,10 @@ def clear_session(response: Response) -> None:
 
 
 def render(request: Request, user: ConsoleSession | None, template: str,
-           status: int = 200, **context: Any) -> HTMLResponse:
+           http_status: int = 200, **context: Any) -> HTMLResponse:
     page = TEMPLATES.get_template(template).render(user=user, path=request.url.path,
                                                    **context)
-    response = HTMLResponse(page, status_code=status, headers={"Cache-Control": "no-store"})
+    response = HTMLResponse(page, status_code=http_status, headers={"Cache-Control": "no-store"})
     if user is not None:
         set_session(request, response, user)
     return response
