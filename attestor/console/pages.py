@@ -18,7 +18,7 @@ from attestor.console import views, web
 from attestor.console.session import ConsoleSession, check_csrf
 from attestor.db.console_queries import DeviceSearch
 from attestor.services import devices
-from identity.errors import Conflict, DeviceUnknown, NotFound
+from identity.errors import Conflict, DeviceUnknown, MalformedInput, NotFound
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 Text = Annotated[str | None, Query(max_length=128)]
@@ -115,7 +115,18 @@ def _audit_values(device_id: str | None, actor: str | None, action: str | None,
             "reason": reason, "since": since, "until": until}
 
 
-Since = Annotated[dt.datetime | None, Query()]
+Since = Annotated[str | None, Query(max_length=40)]
+
+
+def _time(value: str | None) -> dt.datetime | None:
+    """A time from a filter form (``datetime-local`` sends no zone: UTC is meant)."""
+    if not value:
+        return None
+    try:
+        found = dt.datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise MalformedInput(f"{value!r} is not a date and time (YYYY-MM-DDTHH:MM)") from exc
+    return found if found.tzinfo else found.replace(tzinfo=dt.UTC)
 
 
 @router.get("/audit")
@@ -123,7 +134,12 @@ def audit_log(request: Request, user: web.User, device_id: Text = None, actor: T
               action: Text = None, outcome: Text = None, reason: Text = None,
               since: Since = None, until: Since = None,
               after: Annotated[int, Query(ge=0)] = 0) -> Response:
-    values = _audit_values(device_id, actor, action, outcome, reason, since, until)
+    try:
+        values = _audit_values(device_id, actor, action, outcome, reason, _time(since),
+                               _time(until))
+    except MalformedInput as exc:
+        return web.render(request, user, "error.html", http_status=400, title="Bad filter",
+                          message=exc.detail)
     return _page(request, user, "audit.html",
                  lambda: views.audit_page(web.services(request), values, after))
 

@@ -21,7 +21,7 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' 
        "base-uri 'none'")
 HTML_HEADERS = [(b"content-security-policy", CSP.encode()),
                 (b"x-content-type-options", b"nosniff"),
-                (b"referrer-policy", b"no-referrer"),
+                (b"referrer-policy", b"same-origin"),
                 (b"x-frame-options", b"DENY")]
 
 
