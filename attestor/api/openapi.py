@@ -18,7 +18,7 @@ PROBLEM_CONTENT = {"application/problem+json": {"schema": PROBLEM_REF}}
 
 SECURITY_SCHEMES = {
     "bearerToken": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                    "description": "an operator token (`attestor token`) or an OIDC access "
+                    "description": "an operator token (`attestor token create`) or an OIDC access "
                                    "token carrying an edgeproof role"},
     "apiKey": {"type": "apiKey", "in": "header", "name": "X-Api-Key",
                "description": "a factory station's API key (`attestor apikey create`)"},

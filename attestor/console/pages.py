@@ -47,8 +47,10 @@ def device_list(request: Request, user: web.User, q: Text = None,
                 state: Annotated[str | None, Query(pattern=r"^[a-z]*$", max_length=16)] = None,
                 device_class: Annotated[str | None, Query(alias="class", max_length=64)] = None,
                 verdict: Annotated[str | None, Query(pattern=r"^[a-z]*$", max_length=8)] = None,
+                reason: Text = None,
                 after: Annotated[str | None, Query(max_length=64)] = None) -> Response:
-    search = DeviceSearch(q or None, state or None, device_class or None, verdict or None)
+    search = DeviceSearch(q or None, state or None, device_class or None, verdict or None,
+                          reason or None)
     return _page(request, user, "devices.html",
                  lambda: views.device_list(web.services(request), search, after or None))
 

@@ -47,6 +47,7 @@ class DeviceSearch:
     state: str | None = None
     device_class: str | None = None
     verdict: str | None = None  # "pass", "fail" or "none" (never attested)
+    reason: str | None = None  # a reason code of the last attestation
 
 
 def search_devices(session: Session, f: DeviceSearch, after: str | None,
@@ -63,6 +64,9 @@ def search_devices(session: Session, f: DeviceSearch, after: str | None,
         query = query.where(Device.state == f.state)
     if f.device_class:
         query = query.where(Device.device_class == f.device_class)
+    if f.reason:
+        query = query.where(col(Device.last_reasons).contains(f",{f.reason},",
+                                                             autoescape=True))
     if f.verdict == "none":
         query = query.where(col(Device.last_verdict).is_(None))
     elif f.verdict:

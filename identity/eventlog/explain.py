@@ -18,10 +18,12 @@ from identity.errors import EventLogMalformed
 from identity.eventlog import events as ev
 from identity.eventlog.describe import describe_event
 from identity.eventlog.tcg import Event, EventLog
-from identity.eventlog.uefi import decode_image_load
+from identity.eventlog.uefi import decode_image_load, decode_variable
 
 _IMAGES = {ev.EV_EFI_BOOT_SERVICES_APPLICATION, ev.EV_EFI_BOOT_SERVICES_DRIVER,
            ev.EV_EFI_RUNTIME_SERVICES_DRIVER}
+_VARIABLES = {ev.EV_EFI_VARIABLE_DRIVER_CONFIG, ev.EV_EFI_VARIABLE_BOOT,
+              ev.EV_EFI_VARIABLE_BOOT2, ev.EV_EFI_VARIABLE_AUTHORITY}
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,18 @@ def _label(event: Event) -> str:
     return str(detail).split("\n", 1)[0]
 
 
+def _component(event: Event) -> str:
+    """What an event measures, without its value: pairs a changed event with its
+    reference (an image by its path, a UEFI variable by its GUID and name)."""
+    if event.type in _VARIABLES:
+        try:
+            var = decode_variable(event.data)
+            return f"{var.guid} {var.name}"
+        except EventLogMalformed:
+            pass
+    return _label(event)
+
+
 def _measured(log: EventLog, pcr: int) -> list[Event]:
     return [e for e in log.events if e.pcr == pcr and e.type != ev.EV_NO_ACTION]
 
@@ -78,7 +92,7 @@ def _diff(bank: str, found: list[Event], reference: list[Event]) -> list[EventCh
     changes: list[EventChange] = []
     for event in new:
         same = next((r for r in unmatched_reference
-                     if r.type == event.type and _label(r) == _label(event)), None)
+                     if r.type == event.type and _component(r) == _component(event)), None)
         if same is not None:
             unmatched_reference.remove(same)
             changes.append(_change("changed", event, bank,

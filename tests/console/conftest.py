@@ -126,10 +126,10 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, manufacturer: Manufacturer,
         attestor.stop()
 
 
-def shoot(page: Any, name: str) -> None:
-    """A screenshot of the whole page for docs/console.md."""
+def shoot(page: Any, name: str, *, full_page: bool = True) -> None:
+    """A screenshot of the page for docs/console.md."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
 
 
 def sign_in(page: Any, attestor: LiveAttestor, role: str) -> None:

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from agent.client import AttestorError
+from attestor.services import checkpoints
 from tests.console.conftest import Fleet, shoot, sign_in
 from tests.oidc_issuer import OidcIssuer
 
@@ -64,9 +65,12 @@ def test_drill_from_a_refusal_to_the_boot_event_behind_it(fleet: Fleet, page: An
 
 
 def test_audit_filters_and_chain_status(fleet: Fleet, page: Any) -> None:
+    mark = checkpoints.sign(fleet.attestor.services)  # what the timer does every minute
+    assert mark is not None
     sign_in(page, fleet.attestor, "auditor")
     page.goto(fleet.attestor.url + "/ui/audit")
     assert page.locator("#chain-status").inner_text() == "intact"
+    assert page.locator("#checkpoint-seq").inner_text() == str(mark.seq)
     every = page.locator("#audit-table tbody tr").count()
     page.fill("#audit-filters input[name=action]", "attestation")
     page.fill("#audit-filters input[name=device_id]", fleet.id("tampered"))
@@ -204,6 +208,6 @@ def test_docs_work_offline_with_authorize(fleet: Fleet, page: Any) -> None:
     page.click(".swagger-ui .authorize")
     dialog = page.locator(".swagger-ui .modal-ux").inner_text()
     assert "bearerToken" in dialog and "apiKey" in dialog
-    shoot(page, "docs")
+    shoot(page, "docs", full_page=False)
     assert requested and all(u.startswith(fleet.attestor.url) for u in requested), requested
     assert not page.csp_violations
