@@ -59,8 +59,14 @@ def _refused(request: Request, exc: AuthError, status: int = 401) -> Response:
 
 
 def _same_origin(request: Request) -> bool:
+    """A browser's form post names its page's origin: it must be this attestor (by host:
+    behind a proxy that terminates TLS the scheme seen here is not the browser's)."""
     origin = request.headers.get("origin")
-    return origin is None or origin == f"{request.url.scheme}://{request.url.netloc}"
+    if origin is None:
+        return True
+    public = web.services(request).settings.console.public_url
+    return origin == (public or "").rstrip("/") or \
+        urllib.parse.urlsplit(origin).netloc == request.headers.get("host")
 
 
 @router.get("/login")

@@ -48,6 +48,11 @@ def test_drill_from_a_refusal_to_the_boot_event_behind_it(fleet: Fleet, page: An
     rows = page.locator("#device-table tbody tr")
     assert rows.count() == 1 and "SN-TAMPER-2" in rows.first.inner_text()
     shoot(page, "devices")
+    for query in ("q=TAMPER", "reason=policy.pcr_mismatch", "verdict=fail&q=SPARE"):
+        page.goto(f"{fleet.attestor.url}/ui/devices?{query}")
+        [found] = page.locator("#device-table tbody tr").all_inner_texts()
+        assert ("No device matches" if "SPARE" in query else "SN-TAMPER-2") in found, query
+    page.goto(fleet.attestor.url + "/ui/devices?verdict=fail")
     rows.first.locator("a").first.click()
     assert fleet.id("tampered") in page.locator("h1").inner_text()
     assert "chains to a trusted TPM vendor root" in page.locator("#ek-chain").inner_text()
