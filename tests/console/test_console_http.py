@@ -21,6 +21,7 @@ from tests.harness import LiveAttestor
 from tests.oidc_issuer import OidcIssuer
 
 pytestmark = [pytest.mark.e2e]
+BOTH_DATABASES = True  # the console's queries on SQLite and PostgreSQL
 
 
 @pytest.fixture
