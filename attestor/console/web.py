@@ -4,6 +4,7 @@ security headers every HTML response carries, and rendering with a refreshed coo
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -58,9 +59,21 @@ def _when(value: dt.datetime | str | None) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _value(value: object) -> str:
+    """An audit detail as text: lists joined, mappings as JSON, nothing as a dash."""
+    if value is None or value == [] or value == {}:
+        return "—"
+    if isinstance(value, list | tuple):
+        return ", ".join(_value(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, default=str)
+    return str(value)
+
+
 TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=True,
                         undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 TEMPLATES.filters["when"] = _when
+TEMPLATES.filters["value"] = _value
 
 
 class LoginRequired(Exception):  # noqa: N818 - a control-flow signal, not an error
