@@ -87,15 +87,21 @@ def attestation(session: Session, device_id: str, attestation_id: int) -> Attest
 
 def reference_attestation(session: Session, device_id: str, bank: str,
                           values: dict[int, str], before: int,
+                          device_class: str | None = None,
                           scan: int = 50) -> Attestation | None:
     """The newest passing attestation before ``before`` that kept its event log and whose
-    quoted PCRs held ``values`` (the reference): the known-good boot to compare with."""
-    rows = session.exec(
-        select(Attestation).where(Attestation.device_id == device_id,
-                                  col(Attestation.id) < before,
-                                  Attestation.verdict == "pass",
-                                  col(Attestation.event_log).is_not(None))
-        .order_by(col(Attestation.id).desc()).limit(scan)).all()
+    quoted PCRs held ``values`` (the reference): the known-good boot to compare with.
+    Of the device itself; with ``device_class``, of any device of that class."""
+    query = (select(Attestation).where(col(Attestation.id) < before,
+                                       Attestation.verdict == "pass",
+                                       col(Attestation.event_log).is_not(None))
+             .order_by(col(Attestation.id).desc()).limit(scan))
+    if device_class is None:
+        query = query.where(Attestation.device_id == device_id)
+    else:
+        query = query.join(Device, col(Device.id) == col(Attestation.device_id)).where(
+            Device.device_class == device_class)
+    rows = session.exec(query).all()
     for row in rows:
         quoted = (row.pcr_values or {}).get(bank, {})
         if all(quoted.get(str(i)) == v for i, v in values.items()):

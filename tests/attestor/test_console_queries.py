@@ -81,4 +81,14 @@ def test_console_queries(engine: sa.Engine) -> None:
         assert reference is not None and reference.at == NOW - dt.timedelta(hours=30)
         assert cq.reference_attestation(session, "dev-b", "sha256", {4: "bb"},
                                         refused_row.id) is None
+        # another device of the class: none of dev-b's own boots would do for "dd"
+        session.add(_attestation("dev-a", "pass", NOW - dt.timedelta(hours=3), pcr4="dd"))
+        session.add(_attestation("dev-a", "pass", NOW - dt.timedelta(hours=4), pcr4="dd",
+                                 log=None))
+        session.commit()
+        assert cq.reference_attestation(session, "dev-b", "sha256", {4: "dd"},
+                                        refused_row.id) is None
+        other = cq.reference_attestation(session, "dev-b", "sha256", {4: "dd"},
+                                         refused_row.id + 10, "default")
+        assert other is not None and other.device_id == "dev-a" and other.event_log
         assert cq.last_checkpoint(session) is None

@@ -64,6 +64,7 @@ def test_drill_from_a_refusal_to_the_boot_event_behind_it(fleet: Fleet, page: An
     assert change.count() == 1
     assert "EV_EFI_BOOT_SERVICES_APPLICATION" in change.inner_text()
     assert "\\EFI\\debian\\grubx64.efi" in change.inner_text()
+    assert "of this device" in page.locator("#reference").inner_text()
     failed = " ".join(page.locator("#checks tr.refused").all_inner_texts())
     assert "policy.pcrs" in failed and "policy.pcr_mismatch" in failed
     shoot(page, "attestation")
