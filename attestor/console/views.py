@@ -18,7 +18,7 @@ from attestor.services.background import verify_audit
 from attestor.services.context import Services
 from attestor.services.readiness import readiness
 from identity.ekcert import verify_ek_certificate
-from identity.errors import IdentityError
+from identity.errors import IdentityError, NotFound
 from identity.tpm.structures import object_name, parse_public
 
 PAGE = 50
@@ -88,8 +88,6 @@ def attestation_page(svc: Services, device_id: str, attestation_id: int) -> dict
         device = queries.get_device(session, device_id)
         row = console_queries.attestation(session, device_id, attestation_id)
         if row is None:
-            from identity.errors import NotFound
-
             raise NotFound(f"no attestation {attestation_id} of device {device_id}")
         explanation = explain.explain(session, device, row)
     return {"device": device, "attestation": row, "explanation": explanation}
