@@ -12,7 +12,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
 from attestor import audit
-from attestor.api.admin_schemas import (
+from attestor.api.deps import Admin, Enroller, Reader, ServicesDep
+from attestor.db import queries
+from attestor.db.models import Policy
+from attestor.models.common import FILTER_TEXT, problems
+from attestor.models.operator import (
     AuditPublic,
     AuditVerification,
     CertificatePublic,
@@ -25,10 +29,6 @@ from attestor.api.admin_schemas import (
     PreregistrationResult,
     RevokeRequest,
 )
-from attestor.api.deps import Admin, Enroller, Reader, ServicesDep
-from attestor.api.schemas import FILTER_TEXT, problems
-from attestor.db import queries
-from attestor.db.models import Policy
 from attestor.services import certificates, policies, preregistration
 from attestor.services.background import verify_audit
 from attestor.services.context import Services
