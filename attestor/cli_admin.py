@@ -155,7 +155,13 @@ def audit_verify(
     or differs from a checkpoint a sink kept. Entries after the last valid checkpoint
     are reported as unanchored: consistent, but not proven."""
     from attestor import audit
+    from attestor.cli_remote import client
 
+    api = client()
+    if api is not None:  # the server walks its own chain (attestor/cli_audit_remote.py)
+        from attestor.cli_audit_remote import verify_remotely
+
+        verify_remotely(api, as_json)
     marks: list[audit.Mark] = []
     for path in checkpoints or []:
         found, unreadable = audit.read_checkpoints(path.read_text(errors="replace")

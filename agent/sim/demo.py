@@ -200,10 +200,10 @@ def _gate(http: httpx.Client, data: Path, state: Path, url: str, device_id: str)
                          cert.public_bytes(serialization.Encoding.DER))
     ok(f"attestation.jwt verifies offline (identity.gate): ear.status {result.status}, "
        f"trustworthiness {result.vector}")
-    shown = run("attestor", "policy", "show", "-d", str(data), "--dev").split("\n", 1)[1]
-    document = {**json.loads(shown), "gates": [{"action": "update:firmware/*",
-                                                "max_age_seconds": 900}]}
-    (data.parent / "policy-with-gate.json").write_text(json.dumps(document))
+    shown = json.loads(run("attestor", "policy", "show", "-o", "json", "-d", str(data),
+                           "--dev"))  # what `policy set` reads back, edited
+    shown["document"]["gates"] = [{"action": "update:firmware/*", "max_age_seconds": 900}]
+    (data.parent / "policy-with-gate.json").write_text(json.dumps(shown))
     run("attestor", "policy", "set", str(data.parent / "policy-with-gate.json"), "--class",
         "default", "-d", str(data), "--dev")
     token = run("attestor", "token", "create", "--role", "gatekeeper", "--ttl", "10m",
