@@ -205,7 +205,11 @@ class OperatorClient:
         """The version in force; ``request.not_found`` when the class has none."""
         versions = self.policy_versions(device_class)
         if not versions:
-            raise ClientError("request.not_found", f"no policy for class {device_class!r}")
+            # as the server answers for a version it does not have
+            raise ApiError(404, Problem(
+                type="https://edgeproof.dev/problems/request.not_found",
+                title="request refused", status=404, code="request.not_found",
+                detail=f"no policy for class {device_class!r}", codes=["request.not_found"]))
         return versions[0]
 
     def set_policy(self, device_class: str, document: PolicyDocument) -> PolicyVersion:

@@ -4,7 +4,7 @@ Each setting is taken from the first place that has it:
 
 1. the command line: ``--server``, ``--token``, ``--ca-bundle``;
 2. the environment: ``EDGEPROOF_SERVER``, ``EDGEPROOF_TOKEN``, ``EDGEPROOF_CA_BUNDLE``;
-3. a profile of the config file (``$EDGEPROOF_CONFIG``, else
+3. a profile of the config file (``$EDGEPROOF_CLI_CONFIG``, else
    ``$XDG_CONFIG_HOME/edgeproof/cli.toml``, else ``~/.config/edgeproof/cli.toml``): the one
    named by ``--profile``, else ``$EDGEPROOF_PROFILE``, else the file's ``default_profile``.
 
@@ -29,7 +29,7 @@ ENV_SERVER = "EDGEPROOF_SERVER"
 ENV_TOKEN = "EDGEPROOF_TOKEN"  # noqa: S105 - a variable's name, not a secret
 ENV_CA_BUNDLE = "EDGEPROOF_CA_BUNDLE"
 ENV_PROFILE = "EDGEPROOF_PROFILE"
-ENV_CONFIG = "EDGEPROOF_CONFIG"
+ENV_CONFIG = "EDGEPROOF_CLI_CONFIG"  # EDGEPROOF_CONFIG is the server's attestor.toml
 PROFILE_KEYS = {"server", "token", "token_file", "ca_bundle"}
 
 
