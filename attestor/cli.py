@@ -77,8 +77,14 @@ for sub, name in ((trust_app, "trust"), (policy_app, "policy"), (secret_app, "se
 register_remote_audit(audit_app)
 
 
+# Bootstrap, the host's secrets and offline file tools (docs/cli.md): never remote.
+LOCAL_ONLY = {"init", "serve", "db", "token", "apikey", "keys", "secret", "tls", "backup",
+              "ca", "quote", "ekcert", "eventlog", "ima"}
+
+
 @app.callback()
 def connect(
+    ctx: typer.Context,
     server: Annotated[str | None, typer.Option(
         help="the attestor's URL: operator commands then work against it, not on a data "
         "directory (env EDGEPROOF_SERVER; docs/cli.md)", show_default=False)] = None,
@@ -98,6 +104,9 @@ def connect(
     server with --server and a token, or locally on a data directory (-d) when no server
     is named; bootstrap commands (init, db, token, apikey, keys, secret, tls, backup,
     serve) are local only. docs/cli.md lists which is which."""
+    if server and ctx.invoked_subcommand in LOCAL_ONLY:
+        fail(f"`attestor {ctx.invoked_subcommand}` works on the attestor host's data "
+             "directory (-d), never against a server: drop --server", EXIT_USAGE)
     set_root_options(RootOptions(server=server, token=token, profile=profile,
                                  ca_bundle=ca_bundle))
 

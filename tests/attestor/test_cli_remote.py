@@ -210,6 +210,9 @@ def test_connection_failures_are_one_line_with_their_code(attestor: LiveAttestor
     clear = runner.invoke(app, ["--server", "http://attestor.example", "--token", "t",
                                 "device", "list"])
     assert clear.exit_code == 2 and "client.insecure" in clear.stderr
+    local_only = runner.invoke(app, ["--server", attestor.url, "token", "create", "--role",
+                                     "admin"])
+    assert local_only.exit_code == 2 and "never against a server" in local_only.stderr
     no_server = runner.invoke(app, ["certificates", "list"])
     assert no_server.exit_code == 2 and "works against a server" in no_server.stderr
     anonymous = runner.invoke(app, ["--server", attestor.url, "device", "list"])
@@ -218,3 +221,43 @@ def test_connection_failures_are_one_line_with_their_code(attestor: LiveAttestor
     forged = runner.invoke(app, ["--server", attestor.url, "--token", "x.y.z", "audit",
                                  "query"])
     assert forged.exit_code == 1 and "auth.invalid" in forged.stderr
+
+
+def test_learning_from_log_files_over_the_api(attestor: LiveAttestor, device: Device) -> None:
+    """The logs travel in the request body: a boot policy and an IMA allowlist learned
+    for a class no device is in yet."""
+    learned = json.loads(ok(cli(attestor, "admin", "policy", "learn", "--class", "gateway",
+                                "--eventlog", str(device.log), "--ima", str(device.ima),
+                                "-o", "json")))
+    document = learned["policy"]["document"]
+    assert learned["attestation_id"] is None and learned["policy"]["version"] == 1
+    assert document["boot"] is not None and document["ima"]["allowlist"]
+    assert 10 in document["pcrs"]
+    nothing = cli(attestor, "admin", "policy", "learn", "--class", "gateway")
+    assert nothing.exit_code == 1 and "input.malformed" in nothing.stderr
+    garbage = device.root / "garbage.bin"
+    garbage.write_bytes(b"\x00\x01not an event log")
+    refused = cli(attestor, "admin", "policy", "learn", "--class", "gateway", "--eventlog",
+                  str(garbage))
+    assert refused.exit_code == 1 and "eventlog.malformed" in refused.stderr
+
+
+def test_local_mode_prints_the_same_json(attestor: LiveAttestor, device: Device) -> None:
+    """Without --server the commands read the data directory and print the same models."""
+    device_id = attested(attestor, device)
+    ok(cli(attestor, "admin", "policy", "set", "-", stdin=json.dumps(
+        {"device_class": "default", "version": 0, "document": {
+            **json.loads(ok(cli(attestor, "auditor", "policy", "show")))["document"],
+            "gates": [{"action": "workload:*"}]}})))
+    local_args = ["-d", str(attestor.settings.data_dir), "--dev", "-o", "json"]
+    for command in (["device", "list"], ["device", "show", device_id],
+                    ["device", "history", device_id], ["gate", "rules"], ["trust", "list"]):
+        remote = json.loads(ok(cli(attestor, "auditor", *command, "-o", "json")))
+        local = json.loads(ok(CliRunner().invoke(app, [*command, *local_args])))
+        assert local == remote, command
+    with OperatorClient(attestor.url, attestor.token("admin")) as api:
+        dry = api.dry_run("default", device_id)
+        assert (dry.verdict, dry.attestation_id) == ("pass", api.attestations(
+            device_id).items[0].id)
+        decision = api.gate_decision(device_id, "workload:payments")
+        assert (decision.decision, decision.reasons) == ("allow", [])
