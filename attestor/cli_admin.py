@@ -161,6 +161,9 @@ def audit_verify(
     if api is not None:  # the server walks its own chain (attestor/cli_audit_remote.py)
         from attestor.cli_audit_remote import verify_remotely
 
+        if checkpoints:
+            raise typer.BadParameter("compared with a local chain only, not with --server",
+                                     param_hint="--checkpoints")
         verify_remotely(api, as_json)
     marks: list[audit.Mark] = []
     for path in checkpoints or []:
