@@ -23,6 +23,7 @@ from identity.messages import DevicePublic, decode
 from tests.harness import Device, LiveAttestor, enroll_and_learn, now
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tpm]
+BOTH_DATABASES = True  # every test here runs on SQLite and on PostgreSQL
 
 
 @pytest.fixture(autouse=True)
