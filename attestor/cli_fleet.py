@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import typer
 
 from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
-from attestor.cli_remote import Output, client, emit, fail, out, remote, rows, when
+from attestor.cli_remote import Output, client, emit, emit_result, fail, out, remote, rows, when
 from attestor.models.operator import AttestationPublic
 from identity.errors import IdentityError
 from identity.messages import DevicePublic
@@ -153,7 +153,7 @@ def _lifecycle(action: Literal["quarantine", "release", "revoke", "decommission"
     def command(device_id: str, reason: Reason, output: Output = None) -> None:
         with remote(f"device {action}") as api:
             device = api.change_state(device_id, action, reason)
-        emit(output, device, lambda: out.print(
+        emit_result(output, device, lambda: out.print(
             f"{device.id}: {device.state} ({device.state_reason})"))
 
     command.__doc__ = summary
@@ -197,7 +197,7 @@ def certificates_revoke(
     """Revoke one certificate; it is on the next CRL (server only; admin)."""
     with remote("certificates revoke") as api:
         cert = api.revoke_certificate(serial, reason)
-    emit(output, cert, lambda: out.print(
+    emit_result(output, cert, lambda: out.print(
         f"{cert.serial}: {cert.status} ({cert.revoked_reason})"))
 
 

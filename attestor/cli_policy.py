@@ -14,15 +14,16 @@ import typer
 from attestor.cli_logs import ImaBank, read_ima_list
 from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
 from attestor.cli_remote import (
+    Format,
     Output,
     client,
     emit,
+    emit_result,
     err,
     fail,
     out,
     print_json,
     rows,
-    wants_json,
     when,
 )
 from attestor.models.fleet import PolicyLearn, PolicyLearned, TrustStorePublic
@@ -112,7 +113,7 @@ def policy_set(
         svc = _services(data_dir, dev)
         with svc.session() as session, session.begin():
             policy = view(set_policy(session, chosen, document, "cli", svc.clock()))
-    emit(output, policy, lambda: out.print(
+    emit_result(output, policy, lambda: out.print(
         f"[green]policy[/] class={policy.device_class} version={policy.version}"))
 
 
@@ -191,7 +192,7 @@ def policy_learn(
             allow = document["ima"].get("allowlist", {})
             document["ima"] = {**document["ima"], "allowlist": f"{len(allow)} paths"}
         out.print_json(json.dumps(document))
-    emit(output, learned, table)
+    emit_result(output, learned, table)
 
 
 @trust_app.command("list")
@@ -253,7 +254,7 @@ def trust_add(files: list[Path], output: Output = None, data_dir: DataDir = DEFA
         local = import_certificates(files, settings_for(data_dir, dev).trust_dir)
         refused = [(str(path), why) for path, why in local]
         imported = [f.name for f in files if str(f) not in dict(refused)]
-    if wants_json(output):
+    if output == Format.json:
         print_json({"imported": imported,
                     "refused": [{"source": s, "problem": p} for s, p in refused]})
     else:

@@ -119,6 +119,15 @@ def emit(fmt: Format | None, value: Any, table: Callable[[], None]) -> None:
         table()
 
 
+def emit_result(fmt: Format | None, value: Any, line: Callable[[], None]) -> None:
+    """A command that changes something: one line for people (piped too) unless -o json
+    asks for the whole answer."""
+    if fmt == Format.json:
+        print_json(value)
+    else:
+        line()
+
+
 def rows(columns: Iterable[str], data: Iterable[Iterable[object]]) -> None:
     table = Table(*columns)
     for row in data:

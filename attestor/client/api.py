@@ -109,7 +109,7 @@ class OperatorClient:
               body: pydantic.BaseModel | None = None, stream: bool = False
               ) -> httpx.Response:
         query = {k: v for k, v in (params or {}).items() if v is not None}
-        content = body.model_dump_json(exclude_unset=True) if body is not None else None
+        content = body.model_dump_json() if body is not None else None
         headers = {"Content-Type": "application/json"} if content is not None else None
         request = self._http.build_request(method, path, params=query, content=content,
                                            headers=headers)

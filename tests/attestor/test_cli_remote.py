@@ -129,7 +129,7 @@ def test_an_auditor_is_refused_admin_actions(attestor: LiveAttestor, device: Dev
     ok(cli(attestor, "admin", "device", "release", device_id, "--reason", "cleared"))
     ok(cli(attestor, "admin", "certificates", "revoke", serial, "--reason", "superseded"))
     revoked = json.loads(ok(cli(attestor, "admin", "device", "revoke", device_id,
-                                "--reason", "stolen")))
+                                "--reason", "stolen", "-o", "json")))
     assert revoked["state"] == "revoked"
     trail = json.loads(ok(cli(attestor, "auditor", "audit", "query", "--device", device_id,
                               "--actor", "token:test-admin")))
@@ -156,7 +156,8 @@ def test_policy_round_trip_gate_rules_and_learning(attestor: LiveAttestor, devic
 
     # What show prints, set takes back unchanged (here from stdin).
     current = ok(cli(attestor, "auditor", "policy", "show", "-o", "json"))
-    again = json.loads(ok(cli(attestor, "admin", "policy", "set", "-", stdin=current)))
+    again = json.loads(ok(cli(attestor, "admin", "policy", "set", "-", "-o", "json",
+                              stdin=current)))
     assert again["version"] == 3
     assert again["document"] == json.loads(current)["document"]
     # The local mode answers with the same model, on the attestor's data directory.
