@@ -202,6 +202,14 @@ def test_trust_store_over_the_api(attestor: LiveAttestor, manufacturer: Manufact
         ("token:test-admin", 2)]
     table = ok(cli(attestor, "auditor", "trust", "list", "-o", "table"))
     assert "intermediate" in table and "root" in table
+    # A store this attestor cannot write (as a mounted ConfigMap): refused as a conflict
+    # naming the directory, not a server error.
+    store = attestor.settings.trust_dir
+    store.rename(store.with_name("moved"))
+    store.write_text("not a directory")
+    blocked = cli(attestor, "admin", "trust", "add", str(manufacturer.root_certificate))
+    assert blocked.exit_code == 1 and blocked.stderr.startswith("error: request.conflict: ")
+    assert str(store) in blocked.stderr and "(HTTP 409)" in blocked.stderr
 
 
 def test_connection_failures_are_one_line_with_their_code(attestor: LiveAttestor) -> None:
