@@ -89,7 +89,8 @@ def issue(ca: OemCa, public: PublicKey, *, kind: str, serial: str, organization:
     """An IAK (``kind="iak"``) or IDevID (``kind="idevid"``) certificate for ``public``.
 
     ``ek_digest`` (SHA-256 of the EK's SubjectPublicKeyInfo, hex) goes into the IAK's
-    subjectAltName as a tcg-on-ekPermIdentifier; ``name`` overrides the HardwareModuleName (tests build forgeries with it)."""
+    subjectAltName as a tcg-on-ekPermIdentifier; ``name`` overrides the
+    HardwareModuleName (tests build forgeries with it)."""
     if kind not in ("iak", "idevid"):
         raise ValueError(f"unknown DevID certificate kind {kind!r}")
     check_serial(serial)
