@@ -33,6 +33,7 @@ IAK_HANDLE = 0x81020001
 # NV indices for the OEM's certificates (DER), written by the factory tool.
 IAK_CERT_NV = 0x01C90000
 IDEVID_CERT_NV = 0x01C90001
+DEVID_CHAIN_NV = 0x01C90002  # the OEM's issuing CA certificate(s), DER back to back
 
 BASE_ATTRIBUTES = FIXED_TPM | FIXED_PARENT | SENSITIVE_DATA_ORIGIN | USER_WITH_AUTH | SIGN
 
