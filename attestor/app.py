@@ -12,7 +12,16 @@ from fastapi.concurrency import run_in_threadpool
 from attestor.api import openapi, problems
 from attestor.api.limits import BodyLimit, Overload
 from attestor.api.ratelimit import RateLimiter
-from attestor.api.routes import attestations, devices, enrollments, gate, health, operators
+from attestor.api.routes import (
+    attestations,
+    devices,
+    enrollments,
+    gate,
+    health,
+    onboarding,
+    operators,
+    ownership,
+)
 from attestor.observability import RequestContext
 from attestor.services.background import start as jobs_start
 from attestor.services.background import stop as jobs_stop
@@ -56,6 +65,7 @@ def create_app(services: Services, *, background: bool = True) -> FastAPI:
                        on_shed=services.metrics.rate_limited.labels(limit="overload").inc)
     # outermost: every response carries its request id; every request is counted and timed
     app.add_middleware(RequestContext, metrics=services.metrics)
-    for module in (enrollments, attestations, devices, operators, gate, health):
+    for module in (enrollments, attestations, devices, operators, gate, health, onboarding,
+                   ownership):
         app.include_router(module.router)
     return app

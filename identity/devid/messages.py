@@ -49,3 +49,6 @@ class OnboardedDevice(Answer, kw_only=True, frozen=True):
     certificate: Annotated[str, _doc("LDevID certificate from the owner's CA (PEM)")]
     chain: str
     ca: str
+
+
+STRUCTS = (OnboardingChallengeRequest, OnboardingChallenge, OnboardingRequest, OnboardedDevice)
