@@ -54,9 +54,32 @@ def oem_identity(tpm: Tpm) -> tuple[bytes, bytes, list[bytes]]:
     return iak, idevid, split_der(chain) if chain else []
 
 
-def _signed(tpm: Tpm, handle: int, binding: bytes) -> SignedAttest:
-    done = tpm.certify_persistent(handle, binding, ak_handle=IAK_HANDLE)
-    return SignedAttest(attest=done.attest, signature=done.signature)
+def build_request(tpm: Tpm, challenge: OnboardingChallenge, iak_cert: bytes,
+                  idevid_cert: bytes, chain: list[bytes], *, ek_public: bytes,
+                  srk_public: bytes | None, lak_handle: int, ldevid_handle: int,
+                  iak_handle: int = IAK_HANDLE, idevid_handle: int = IDEVID_HANDLE,
+                  ) -> OnboardingRequest:
+    """The onboarding evidence for ``challenge``: the IAK certifies the IDevID and the new
+    LAK and LDevID over the nonce; the IDevID signs the nonce and the new keys' Names."""
+    iak_public = tpm.read_public(iak_handle)
+    lak, ldevid = tpm.read_public(lak_handle), tpm.read_public(ldevid_handle)
+    lak_name, ldevid_name = object_name(parse_public(lak)), object_name(parse_public(ldevid))
+    binding = certify_binding(challenge.nonce, object_name(parse_public(iak_public)))
+
+    def signed(handle: int) -> SignedAttest:
+        done = tpm.certify_persistent(handle, binding, ak_handle=iak_handle)
+        return SignedAttest(attest=done.attest, signature=done.signature)
+
+    return OnboardingRequest(
+        challenge_id=challenge.challenge_id, iak_certificate=iak_cert,
+        idevid_certificate=idevid_cert, chain=chain, ek_public=ek_public,
+        iak_public=iak_public, idevid_public=tpm.read_public(idevid_handle),
+        idevid_certify=signed(idevid_handle),
+        idevid_signature=sign(tpm, idevid_handle,
+                              idevid_binding(challenge.nonce, lak_name, ldevid_name)),
+        lak_public=lak, lak_certify=signed(lak_handle),
+        ldevid_public=ldevid, ldevid_certify=signed(ldevid_handle), srk_public=srk_public,
+    )
 
 
 def onboard(config: AgentConfig, tpm: Tpm, client: AttestorClient,
@@ -72,24 +95,14 @@ def onboard(config: AgentConfig, tpm: Tpm, client: AttestorClient,
         OnboardingChallenge)
     ek = tpm.endorsement()
     srk = tpm.ensure_srk(config.srk_handle)
-    iak_public = tpm.read_public(IAK_HANDLE)
     journal = keyswap.begin(config, tpm)
     try:
         lak = tpm.create_ak(journal.new_ak, config.srk_handle)
         ldevid = tpm.create_devid(journal.new_devid, config.srk_handle)
-        lak_name, ldevid_name = object_name(parse_public(lak)), object_name(parse_public(ldevid))
-        binding = certify_binding(challenge.nonce, object_name(parse_public(iak_public)))
-        request = OnboardingRequest(
-            challenge_id=challenge.challenge_id, iak_certificate=iak_cert,
-            idevid_certificate=idevid_cert, chain=chain, ek_public=ek.public,
-            iak_public=iak_public, idevid_public=tpm.read_public(IDEVID_HANDLE),
-            idevid_certify=_signed(tpm, IDEVID_HANDLE, binding),
-            idevid_signature=sign(tpm, IDEVID_HANDLE,
-                                  idevid_binding(challenge.nonce, lak_name, ldevid_name)),
-            lak_public=lak, lak_certify=_signed(tpm, journal.new_ak, binding),
-            ldevid_public=ldevid, ldevid_certify=_signed(tpm, journal.new_devid, binding),
-            srk_public=srk,
-        )
+        request = build_request(tpm, challenge, iak_cert, idevid_cert, chain,
+                                ek_public=ek.public, srk_public=srk,
+                                lak_handle=journal.new_ak, ldevid_handle=journal.new_devid)
+        lak_name = object_name(parse_public(lak))
         result = client._post("/v1/onboarding", request, OnboardedDevice)  # noqa: SLF001
         cert = check_issued(result.certificate, result.chain, result.ca,
                             public_key(parse_public(ldevid)), now)
