@@ -16,6 +16,7 @@ from attestor.cli_admin import apikey_app, audit_app, keys_app, token_app
 from attestor.cli_backup import backup_app
 from attestor.cli_logs import ImaBank, eventlog_app, ima_app, read_ima_list
 from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
+from attestor.cli_ownership import ownership_app
 from attestor.cli_secret import secret_app
 from attestor.cli_tls import tls_app
 from attestor.cli_verify import ekcert_app, quote_app
@@ -59,7 +60,8 @@ for sub, name in ((trust_app, "trust"), (policy_app, "policy"), (secret_app, "se
                   (db_app, "db"), (device_app, "device"), (quote_app, "quote"),
                   (ekcert_app, "ekcert"), (eventlog_app, "eventlog"), (ima_app, "ima"),
                   (token_app, "token"), (apikey_app, "apikey"), (keys_app, "keys"),
-                  (audit_app, "audit"), (backup_app, "backup"), (tls_app, "tls")):
+                  (audit_app, "audit"), (backup_app, "backup"), (tls_app, "tls"),
+                  (ownership_app, "ownership")):
     app.add_typer(sub, name=name)
 
 out = Console()

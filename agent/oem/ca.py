@@ -13,14 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
-from identity.devid.profile import OemCa
-from identity.x509.profiles import SigningCa, issuing_ca, root_ca
-
-ROOT_DAYS = 365 * 30
-ISSUING_DAYS = 365 * 25
+from identity.devid.profile import NO_EXPIRY, OemCa
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,16 +40,42 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         out.write(data)
 
 
+def _name(organization: str, what: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization),
+                      x509.NameAttribute(NameOID.COMMON_NAME, f"{organization} {what}")])
+
+
+def _ca(subject: x509.Name, public: ec.EllipticCurvePublicKey, issuer: x509.Name,
+        signer: ec.EllipticCurvePrivateKey, now: dt.datetime, path_length: int
+        ) -> x509.Certificate:
+    """A CA certificate that, like the IDevIDs it vouches for, never expires (IEEE
+    802.1AR: notAfter 99991231235959Z); an OEM retires it by telling its buyers."""
+    usage = x509.KeyUsage(digital_signature=True, content_commitment=False,
+                          key_encipherment=False, data_encipherment=False, key_agreement=False,
+                          key_cert_sign=True, crl_sign=True, encipher_only=False,
+                          decipher_only=False)
+    return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+            .public_key(public).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(NO_EXPIRY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), True)
+            .add_extension(usage, True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
+                signer.public_key()), False)
+            .sign(signer, hashes.SHA256()))
+
+
 def init_ca(directory: Path, organization: str, now: dt.datetime) -> OemAuthority:
     """Create the OEM's root and issuing CA (refuses to overwrite an existing one)."""
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / "root.pem").exists():
         raise FileExistsError(f"{directory} already holds an OEM CA")
     root_key = ec.generate_private_key(ec.SECP256R1())
-    root = root_ca(root_key, f"{organization} DevID Root CA", now, ROOT_DAYS)
+    root_name = _name(organization, "DevID Root CA")
+    root = _ca(root_name, root_key.public_key(), root_name, root_key, now, 1)
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = issuing_ca(SigningCa(root_key, root), key, f"{organization} DevID Issuing CA", now,
-                      ISSUING_DAYS)
+    cert = _ca(_name(organization, "DevID Issuing CA"), key.public_key(), root_name, root_key,
+               now, 0)
     _write_key(directory / "root.key", root_key)
     _write_key(directory / "issuing.key", key)
     pem = serialization.Encoding.PEM
