@@ -119,3 +119,11 @@ def spend_challenge(session: Session, challenge_id: str, now: dt.datetime
     if row.used_at is not None:
         raise OnboardingChallengeReplayed("this onboarding challenge was answered already")
     raise OnboardingChallengeExpired("the onboarding challenge expired")
+
+
+def purge_challenges(session: Session, expired_before: dt.datetime) -> int:
+    """Onboarding challenges that expired before ``expired_before`` (answered or not)."""
+    from attestor.db.housekeeping_queries import _batched
+
+    return _batched(session, OnboardingChallenge, [col(OnboardingChallenge.id)],
+                    col(OnboardingChallenge.expires_at) < expired_before)
