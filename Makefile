@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := attest signature public eventlog uefi ima ima_per_bank ima_ascii csr certificates
+FUZZ_TARGETS := attest signature public eventlog uefi ima ima_per_bank ima_ascii csr certificates hwname
 
 .PHONY: demo demo-onboarding test setup sysdeps tools lint fuzz images clean
 
