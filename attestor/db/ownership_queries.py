@@ -74,8 +74,10 @@ def import_entries(session: Session, entries: Sequence[ManifestEntry], *, device
     return created, updated, kept
 
 
-def find(session: Session, serial: str) -> Ownership | None:
-    return session.get(Ownership, serial, populate_existing=True)
+def find(session: Session, serial: str, *, for_update: bool = False) -> Ownership | None:
+    """The record; ``for_update`` locks its row (PostgreSQL) until the transaction ends,
+    so two onboardings of one serial are serialised."""
+    return session.get(Ownership, serial, populate_existing=True, with_for_update=for_update)
 
 
 def page(session: Session, state: str | None, after: str | None,

@@ -157,7 +157,8 @@ def _record(session: Session, req: OnboardingRequest, evidence: OnboardingEviden
             owned: Ownership, device_id: str, cert_serial: str, now: dt.datetime) -> None:
     # The state is checked again under this transaction: two concurrent onboardings of
     # one serial with two challenges: the second finds it onboarded.
-    _owned(q.find(session, evidence.serial), evidence.serial, evidence.idevid_fingerprint)
+    _owned(q.find(session, evidence.serial, for_update=True), evidence.serial,
+           evidence.idevid_fingerprint)
     qualified = None
     if req.srk_public is not None:
         srk_name = object_name(parse_public(req.srk_public))
