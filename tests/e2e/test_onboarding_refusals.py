@@ -240,3 +240,76 @@ def ek_digest(device: Device) -> str:
 
     return spki_sha256(public_key(parse_public(device.tpm.endorsement().public)))
 
+
+
+def test_idevid_signature_by_another_key(attestor: LiveAttestor, owned: Device) -> None:
+    """The nonce and new keys 'signed' with the new LDevID instead of the IDevID."""
+    from agent.tpm.device import DEVID_HANDLE
+    from agent.tpm.devid import sign
+    from identity.devid.evidence import idevid_binding
+    from identity.tpm.structures import object_name, parse_public
+
+    challenge, request = evidence(attestor, owned)
+    names = [object_name(parse_public(p)) for p in (request.lak_public,  # type: ignore[attr-defined]
+                                                    request.ldevid_public)]  # type: ignore[attr-defined]
+    wrong = sign(owned.tpm, DEVID_HANDLE, idevid_binding(challenge.nonce, *names))  # type: ignore[attr-defined]
+    forged = msgspec.structs.replace(request, idevid_signature=wrong)  # type: ignore[type-var]
+    assert refused(attestor, forged) == ["devid.idevid_signature_invalid"]
+
+
+def test_idevid_attributes_wrong(attestor: LiveAttestor, owned: Device,
+                                 authority: OemAuthority) -> None:
+    """A factory line that certified a duplicable key as the IDevID (owned by a CSV of
+    serials, which names no certificate: else the manifest's fingerprint refuses it
+    first, as onboarding.serial_not_owned)."""
+    assert httpx.post(f"{attestor.url}/v1/ownership/serials", json={"csv": owned.serial},
+                      headers=attestor.headers("admin")).status_code == 201
+    from identity.devid.keys import IDEVID_HANDLE
+    from identity.tpm.keys import public_key
+    from identity.tpm.structures import parse_public
+
+    attributes = BASE_ATTRIBUTES & ~(FIXED_TPM | FIXED_PARENT)
+    public = create_devid_key(owned.tpm, KeyTemplate("bad IDevID", "ecc256:ecdsa-sha256:null",
+                                                     attributes, b"IDEVID"), IDEVID_HANDLE)
+    cert = issue(authority.issuing, public_key(parse_public(public)), kind="idevid",
+                 serial=owned.serial, organization=authority.organization,
+                 now=now()).public_bytes(DER)
+    _, request = evidence(attestor, owned, idevid_cert=cert)
+    assert "devid.idevid_attributes_invalid" in refused(attestor, request)
+
+
+def test_unknown_and_expired_challenges(attestor: LiveAttestor, owned: Device) -> None:
+    _, request = evidence(attestor, owned)
+    unknown = msgspec.structs.replace(request, challenge_id="x" * 24)  # type: ignore[type-var]
+    assert refused(attestor, unknown) == ["onboarding.challenge_unknown"]
+    attestor.clock.offset = dt.timedelta(hours=1)  # the device answers too late
+    assert refused(attestor, request) == ["onboarding.challenge_expired"]
+
+
+def test_idevid_certificate_not_the_one_in_the_manifest(
+        attestor: LiveAttestor, owned: Device, authority: OemAuthority) -> None:
+    """A second IDevID certificate for the same serial (a cloned serial, or a leaked OEM
+    issuing key): the manifest names the first one's SHA-256, so it is not owned."""
+    other_key = x509.load_der_x509_certificate(evidence_certs(owned)[0]).public_key()
+    clone = issue(authority.issuing, other_key, kind="idevid",  # type: ignore[arg-type]
+                  serial=owned.serial, organization=authority.organization,
+                  now=now()).public_bytes(DER)
+    _, _, chain = owned_identity(owned)
+    answer = ask_challenge(attestor, clone, chain)
+    assert codes(answer) == ["onboarding.serial_not_owned"] and "another IDevID" in answer.text
+
+
+def test_edge_agent_onboard_command(attestor: LiveAttestor, owned: Device) -> None:
+    from typer.testing import CliRunner
+
+    from agent.cli import app
+
+    args = ["onboard", "--attestor", attestor.url, "--tcti", owned.tcti, "--state-dir",
+            str(owned.root / "state")]
+    with owned.released():
+        done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0 and "onboarded" in done.output, done.output
+    assert (owned.root / "state" / "devid.pem").exists()
+    with owned.released():
+        again = CliRunner().invoke(app, args)
+    assert again.exit_code == 1 and "already enrolled" in again.output
