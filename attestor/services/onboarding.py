@@ -94,7 +94,7 @@ def challenge(svc: Services, req: OnboardingChallengeRequest) -> OnboardingChall
 
 
 def _verify(svc: Services, req: OnboardingRequest, now: dt.datetime
-            ) -> tuple[OnboardingEvidence, Ownership, str]:
+            ) -> tuple[OnboardingEvidence, Ownership, str, str | None]:
     with svc.session() as session, session.begin():
         spent = q.spend_challenge(session, req.challenge_id, now)  # replay: refused here
     with svc.session() as session:
@@ -108,13 +108,17 @@ def _verify(svc: Services, req: OnboardingRequest, now: dt.datetime
                              "issued to")
     device_id = device_id_for(evidence.ek_public)
     check_certificate_fields(device_id=device_id, serial=evidence.serial)
+    qualified = None
+    if req.srk_public is not None:
+        srk_name = object_name(parse_public(req.srk_public))
+        qualified = owner_child_qualified_name(srk_name, evidence.lak.name).hex()
     with svc.session() as session:
         owned = _owned(q.find(session, evidence.serial), evidence.serial,
                        evidence.idevid_fingerprint)
         existing = queries.find_device(session, device_id)
         if existing is not None and existing.state != "active":
             raise DeviceNotActive(existing.state)
-    return evidence, owned, device_id
+    return evidence, owned, device_id, qualified
 
 
 def onboard(svc: Services, req: OnboardingRequest) -> OnboardedDevice:
@@ -123,7 +127,7 @@ def onboard(svc: Services, req: OnboardingRequest) -> OnboardedDevice:
     now = svc.clock()
     bundle = svc.ca_bundle()
     try:
-        evidence, owned, device_id = _verify(svc, req, now)
+        evidence, owned, device_id, qualified = _verify(svc, req, now)
     except IdentityError as exc:
         reasons = exc.reasons if isinstance(exc, VerificationFailed) else [exc.code]
         _refuse(svc, "onboarding.complete", now, reasons or [exc.code],
@@ -138,7 +142,7 @@ def onboard(svc: Services, req: OnboardingRequest) -> OnboardedDevice:
                                      cert_serial=cert_serial)))
     try:
         with svc.session() as session, session.begin():
-            _record(session, req, evidence, owned, device_id, issued.serial, now)
+            _record(session, req, evidence, owned, device_id, qualified, issued.serial, now)
             issuance.confirm(session, issued)
             audit.append(session, at=now, actor=ACTOR, action="onboarding.complete",
                          outcome="success", device_id=device_id, subject=evidence.serial,
@@ -154,15 +158,12 @@ def onboard(svc: Services, req: OnboardingRequest) -> OnboardedDevice:
 
 
 def _record(session: Session, req: OnboardingRequest, evidence: OnboardingEvidence,
-            owned: Ownership, device_id: str, cert_serial: str, now: dt.datetime) -> None:
+            owned: Ownership, device_id: str, qualified: str | None, cert_serial: str,
+            now: dt.datetime) -> None:
     # The state is checked again under this transaction: two concurrent onboardings of
     # one serial with two challenges: the second finds it onboarded.
     _owned(q.find(session, evidence.serial, for_update=True), evidence.serial,
            evidence.idevid_fingerprint)
-    qualified = None
-    if req.srk_public is not None:
-        srk_name = object_name(parse_public(req.srk_public))
-        qualified = owner_child_qualified_name(srk_name, evidence.lak.name).hex()
     device = queries.find_device(session, device_id)
     if device is None:
         device = Device(id=device_id, ek_public=evidence.ek_public, ak_public=req.lak_public,
