@@ -21,7 +21,12 @@ from attestor.services import issuance
 from attestor.services.context import Services
 from attestor.services.ownership import trusted_certificates
 from identity.checks import CheckRunner
-from identity.devid.evidence import OnboardingEvidence, fingerprint, verify_onboarding
+from identity.devid.evidence import (
+    OnboardingEvidence,
+    fingerprint,
+    presented_chain,
+    verify_onboarding,
+)
 from identity.devid.messages import (
     OnboardedDevice,
     OnboardingChallenge,
@@ -75,7 +80,8 @@ def challenge(svc: Services, req: OnboardingChallengeRequest) -> OnboardingChall
     try:
         with svc.session() as session:
             roots, inter = trusted_certificates(session)
-        idevid = check_devid_certificate(req.idevid_certificate, "idevid", roots, inter, now)
+        idevid = check_devid_certificate(req.idevid_certificate, "idevid", roots,
+                                         presented_chain(inter, req.chain), now)
         with svc.session() as session:
             _owned(q.find(session, idevid.serial), idevid.serial, digest)
     except EvidenceError as exc:

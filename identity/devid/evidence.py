@@ -41,6 +41,19 @@ from identity.tpm.keys import PublicKey, public_key
 from identity.tpm.quote import TPM_ST_ATTEST_CERTIFY, check_signed_attest
 
 
+def presented_chain(imported: Sequence[x509.Certificate], presented: Sequence[bytes]
+                    ) -> list[x509.Certificate]:
+    """The intermediates a chain may use: the imported ones and those the device sent
+    (only as path candidates: the root must still be an imported one)."""
+    chain = list(imported)
+    for blob in presented:
+        try:
+            chain.append(x509.load_der_x509_certificate(blob))
+        except ValueError:
+            continue  # an unusable intermediate only fails the chain checks
+    return chain
+
+
 def certify_binding(nonce: bytes, iak_name: bytes) -> bytes:
     """Qualifying data of the three certifies by the IAK at onboarding."""
     return hashlib.sha256(b"edgeproof/onboard/v1\x00" + nonce + iak_name).digest()
@@ -142,12 +155,7 @@ def verify_onboarding(
     now: dt.datetime,
 ) -> OnboardingEvidence | None:
     """Run every onboarding check into ``runner``; the evidence when all passed."""
-    chain = list(intermediates)
-    for blob in req.chain:
-        try:
-            chain.append(x509.load_der_x509_certificate(blob))
-        except ValueError:
-            continue  # an unusable intermediate only fails the chain checks below
+    chain = presented_chain(intermediates, req.chain)
     iak_cert = runner.run("iak.certificate", lambda: check_devid_certificate(
         req.iak_certificate, "iak", roots, chain, now))
     idevid_cert = runner.run("idevid.certificate", lambda: check_devid_certificate(

@@ -36,9 +36,13 @@ def factory(device: Device, maker: Manufacturer, authority: OemAuthority, batch:
     return done
 
 
-def import_roots(attestor: LiveAttestor, authority: OemAuthority) -> None:
-    pem = (authority.directory / "root.pem").read_text() + \
-        (authority.directory / "issuing.pem").read_text()
+def import_roots(attestor: LiveAttestor, authority: OemAuthority, *,
+                 issuing: bool = True) -> None:
+    """The OEM's root, and its issuing CA unless ``issuing`` is False (the device then
+    presents it from NV)."""
+    pem = (authority.directory / "root.pem").read_text()
+    if issuing:
+        pem += (authority.directory / "issuing.pem").read_text()
     answer = httpx.post(f"{attestor.url}/v1/ownership/roots", json={"certificates": pem},
                         headers=attestor.headers("admin"))
     assert answer.status_code == 201, answer.text

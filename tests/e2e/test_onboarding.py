@@ -29,7 +29,7 @@ def test_oem_to_first_attestation_without_a_station(
         pytest.skip("one algorithm is enough to cover the PostgreSQL queries")
     authority = oem(tmp_path / "oem")
     provisioned = factory(device, manufacturer, authority, tmp_path / "batch-7", algorithm)
-    import_roots(attestor, authority)
+    import_roots(attestor, authority, issuing=algorithm == "ecc256")  # RSA: chain from NV
     imported = import_manifest(attestor, authority, tmp_path / "batch-7", "gateways")
     assert imported.status_code == 201, imported.text
     assert imported.json() == {"created": 1, "updated": 0, "already_onboarded": []}
