@@ -313,3 +313,28 @@ def test_edge_agent_onboard_command(attestor: LiveAttestor, owned: Device) -> No
     with owned.released():
         again = CliRunner().invoke(app, args)
     assert again.exit_code == 1 and "already enrolled" in again.output
+
+
+def test_iak_certificate_with_the_idevid_profile(attestor: LiveAttestor, owned: Device,
+                                                 authority: OemAuthority) -> None:
+    """The IAK's key, certified under the IDevID profile (no tcg-kp-AIKCertificate, no
+    verifiedTPMRestricted): the OEM never vouched that it is an attestation key."""
+    iak = x509.load_der_x509_certificate(evidence_certs(owned)[0])
+    swapped = issue(authority.issuing, iak.public_key(), kind="idevid",  # type: ignore[arg-type]
+                    serial=owned.serial, organization=authority.organization,
+                    now=now()).public_bytes(DER)
+    _, request = evidence(attestor, owned, iak_cert=swapped)
+    assert "devid.profile_invalid" in refused(attestor, request)
+
+
+def test_a_removed_manufacturer_root_is_no_longer_trusted(attestor: LiveAttestor,
+                                                          owned: Device) -> None:
+    admin = attestor.headers("admin")
+    roots = httpx.get(f"{attestor.url}/v1/ownership/roots", headers=admin).json()
+    for root in roots:
+        gone = httpx.delete(f"{attestor.url}/v1/ownership/roots/{root['sha256']}",
+                            headers=admin)
+        assert gone.status_code == 204
+    assert httpx.get(f"{attestor.url}/v1/ownership/roots", headers=admin).json() == []
+    _, idevid, chain = owned_identity(owned)
+    assert codes(ask_challenge(attestor, idevid, chain)) == ["devid.chain_untrusted"]
