@@ -19,7 +19,9 @@ from attestor.api.routes import (
     enrollments,
     gate,
     health,
+    onboarding,
     operators,
+    ownership,
     trust,
 )
 from attestor.observability import RequestContext
@@ -67,6 +69,7 @@ def create_app(services: Services, *, background: bool = True) -> FastAPI:
                        on_shed=services.metrics.rate_limited.labels(limit="overload").inc)
     # outermost: every response carries its request id; every request is counted and timed
     app.add_middleware(RequestContext, metrics=services.metrics)
-    for module in (enrollments, attestations, devices, operators, trust, gate, health):
+    for module in (enrollments, attestations, devices, operators, trust, gate, health, onboarding,
+                   ownership):
         app.include_router(module.router)
     return app

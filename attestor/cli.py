@@ -15,6 +15,7 @@ from attestor.cli_backup import backup_app
 from attestor.cli_fleet import certificates_app, device_app, gate_app
 from attestor.cli_logs import eventlog_app, ima_app
 from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
+from attestor.cli_ownership import ownership_app
 from attestor.cli_policy import policy_app, trust_app
 from attestor.cli_remote import (
     EXIT_UNREACHABLE,
@@ -72,14 +73,15 @@ for sub, name in ((trust_app, "trust"), (policy_app, "policy"), (secret_app, "se
                   (ekcert_app, "ekcert"), (eventlog_app, "eventlog"), (ima_app, "ima"),
                   (token_app, "token"), (apikey_app, "apikey"), (keys_app, "keys"),
                   (audit_app, "audit"), (backup_app, "backup"), (tls_app, "tls"),
-                  (certificates_app, "certificates"), (gate_app, "gate")):
+                  (certificates_app, "certificates"), (gate_app, "gate"),
+                  (ownership_app, "ownership")):
     app.add_typer(sub, name=name)
 register_remote_audit(audit_app)
 
 
 # Bootstrap, the host's secrets and offline file tools (docs/cli.md): never remote.
 LOCAL_ONLY = {"init", "serve", "db", "token", "apikey", "keys", "secret", "tls", "backup",
-              "ca", "quote", "ekcert", "eventlog", "ima"}
+              "ca", "quote", "ekcert", "eventlog", "ima", "ownership"}
 
 
 @app.callback()

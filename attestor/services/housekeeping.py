@@ -2,7 +2,7 @@
 purged here, on a timer of every replica (attestor.services.background); which table is
 bounded how is in docs/operations.md ("Retention").
 
-- challenge nonces and enrollment challenges ``retention.expired_grace_seconds`` after
+- challenge nonces, enrollment and onboarding challenges ``retention.expired_grace_seconds`` after
   they expired (until then a late device still gets ``nonce.expired``, not unknown);
 - signed-request nonces once past their replay window;
 - attestation records older than ``retention.attestations_days``, keeping each device's
@@ -21,6 +21,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from attestor.db import housekeeping_queries as q
+from attestor.db import ownership_queries
 
 if TYPE_CHECKING:
     from attestor.services.context import Services
@@ -40,6 +41,7 @@ def purge(svc: Services) -> dict[str, int]:
         counts["nonces"] = q.purge_nonces(session, expired)
         counts["request_nonces"] = q.purge_request_nonces(session, now)
         counts["enrollments"] = q.purge_enrollments(session, expired)
+        counts["onboarding_challenges"] = ownership_queries.purge_challenges(session, expired)
         counts["attestations"] = q.purge_attestations(session, aged, r.attestations_keep, now)
         counts["certificates"] = q.purge_workload_certificates(session, aged)
         counts["webhook_deliveries"] = q.purge_webhook_deliveries(
