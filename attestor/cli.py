@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
 from attestor.cli_secret import secret_app
 from attestor.cli_tls import tls_app
 from attestor.cli_verify import ekcert_app, quote_app
+from attestor.origin import cli_principal
 from attestor.settings import ConfigError, Settings, load_settings
 from identity.errors import IdentityError
 
@@ -36,8 +38,11 @@ class _Commands(TyperGroup):
     def invoke(self, ctx: Any) -> Any:  # typer's own click Context
         import sqlalchemy as sa
 
+        from attestor import origin
+
         try:
-            return super().invoke(ctx)
+            with origin.command_line():
+                return super().invoke(ctx)
         except ConfigError as exc:
             fail(str(exc), 2)
         except IdentityError as exc:
@@ -188,7 +193,9 @@ def serve(
         start_metrics_listener(services)
     uvicorn.run(create_app(services), host=settings.host, port=settings.port,
                 log_level="info", access_log=False, log_config=None,
-                timeout_keep_alive=15, timeout_graceful_shutdown=20, **tls_options)
+                timeout_keep_alive=15, timeout_graceful_shutdown=20,
+                proxy_headers=False,  # only settings.trusted_proxies name clients
+                **tls_options)
 
 
 def start_metrics_listener(services: Services) -> None:
@@ -235,9 +242,12 @@ def trust_add(files: list[Path], data_dir: DataDir = DEFAULT_DIR, dev: Dev = Non
 
     Running attestors use them from their next enrollment, without a restart; to
     withdraw a vendor, remove its file from the data directory's trust/ek-roots/."""
-    from attestor.trust import import_certificates
+    from attestor.trust import audit_import, import_certificates
 
-    refused = import_certificates(files, settings_for(data_dir, dev).trust_dir)
+    settings = settings_for(data_dir, dev)
+    refused = import_certificates(files, settings.trust_dir)
+    audit_import(engine_for(data_dir, dev), files, refused, cli_principal(),
+                 dt.datetime.now(dt.UTC))
     for path, why in refused:
         err.print(f"[yellow]refused[/] {path}: {why}")
     out.print(f"imported {len(files) - len(refused)} of {len(files)} file(s)")
@@ -292,7 +302,8 @@ def policy_learn(
                                event_log=eventlog.read_bytes() if eventlog else None,
                                ima_entries=entries, grant=tuple(secret or ()))
         with svc.session() as session, session.begin():
-            policy, evidence = learn_policy(session, device_class, sources, "cli", svc.clock())
+            policy, evidence = learn_policy(session, device_class, sources, cli_principal(),
+                                            svc.clock())
     except IdentityError as exc:
         fail(exc.detail)
     except OSError as exc:
@@ -344,7 +355,7 @@ def policy_set(
     except (OSError, ValueError, IdentityError) as exc:
         fail(f"{file}: {exc}")
     with svc.session() as session, session.begin():
-        policy = set_policy(session, device_class, document, "cli", svc.clock())
+        policy = set_policy(session, device_class, document, cli_principal(), svc.clock())
     out.print(f"[green]policy[/] class={device_class} version={policy.version}")
 
 
