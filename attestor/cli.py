@@ -36,12 +36,17 @@ class _Commands(TyperGroup):
     (``error: <code>: <message>``) and a non-zero exit, never a traceback."""
 
     def invoke(self, ctx: Any) -> Any:  # typer's own click Context
+        from contextlib import nullcontext
+
         import sqlalchemy as sa
 
         from attestor import origin
 
+        # A command's audit entries carry the CLI's user agent; a server's carry their
+        # requests' (each request binds its own; background jobs run in threads: none).
+        cli = origin.command_line() if ctx.invoked_subcommand != "serve" else nullcontext()
         try:
-            with origin.command_line():
+            with cli:
                 return super().invoke(ctx)
         except ConfigError as exc:
             fail(str(exc), 2)
