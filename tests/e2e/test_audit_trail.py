@@ -93,3 +93,25 @@ def test_a_reenrollment_is_its_own_action_with_old_and_new_keys(
     with attestor.services.session() as session:
         assert all(audit.event_json(e)["outcome"] in audit.OUTCOMES
                    for e in queries.audit_events(session))
+
+
+def test_a_quarantined_device_calling_in_is_recorded(attestor: LiveAttestor,
+                                                     device: Device) -> None:
+    config = enroll_and_learn(attestor, device)
+    device_id = config.device_id
+    assert device_id
+    assert httpx.post(f"{attestor.url}/v1/devices/{device_id}/quarantine",
+                      json={"reason": "investigation 42"},
+                      headers=attestor.headers("admin")).status_code == 200
+    with attestor.client(config, device.tpm) as client, \
+            pytest.raises(AttestorError) as refused:
+        client.challenge(device_id)
+    assert refused.value.codes == ["device.not_active"]
+    history = _entries(attestor, device_id=device_id, since="2000-01-01T00:00:00Z")
+    quarantine, challenge = history[-2:]
+    assert (quarantine["action"], quarantine["actor"]) == ("device.quarantine",
+                                                           "token:test-admin")
+    assert (challenge["action"], challenge["outcome"], challenge["reasons"],
+            challenge["actor"], challenge["client_address"]) == (
+        "attestation.challenge", "refused", ["device.not_active"], f"device:{device_id}",
+        "127.0.0.1")
