@@ -185,6 +185,25 @@ def verify_file(export: Path, key: Path, checkpoints: list[Path] | None = None
         raise typer.BadParameter(f"{key}: {exc}", param_hint="--key") from exc
 
 
+def verify_database(data_dir: Path, dev: bool | None, checkpoints: list[Path] | None = None
+                    ) -> AuditReport:
+    """Walk the database's chain (local mode: needs the data directory and its
+    passphrase): the typed result of ``attestor audit verify``."""
+    from attestor import audit
+
+    marks = _read_marks(checkpoints)
+    svc = _services(data_dir, dev)
+    with svc.session() as session:
+        return audit.verify(session, svc.keys.all_public(), marks)
+
+
+def checkpoint_key(data_dir: Path, dev: bool | None) -> str:
+    """The checkpoint public keys, PEM: the typed result of ``attestor audit key``."""
+    from attestor.services.audit_export import checkpoint_keys_pem
+
+    return checkpoint_keys_pem(_services(data_dir, dev))
+
+
 def _print_report(report: AuditReport, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report.__dict__))
@@ -229,18 +248,13 @@ def audit_verify(
     are reported as unanchored: consistent, but not proven. With --file and --key, an
     export is checked instead, offline: also exit 1 if any byte or line of the file was
     changed, removed, added or moved."""
-    from attestor import audit
-
     if (file is None) != (key is None):
         raise typer.BadParameter("--file and --key go together")
     report: AuditReport
     if file is not None and key is not None:
         report = verify_file(file, key, checkpoints)
     else:
-        marks = _read_marks(checkpoints)
-        svc = _services(data_dir, dev)
-        with svc.session() as session:
-            report = audit.verify(session, svc.keys.all_public(), marks)
+        report = verify_database(data_dir, dev, checkpoints)
     _print_report(report, as_json)
     raise typer.Exit(0 if report.ok else 1)
 
@@ -249,9 +263,7 @@ def audit_verify(
 def audit_key(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
     """Print the public keys (PEM) that verify the audit checkpoints and exports: what
     `attestor audit verify --file … --key` needs (also GET /v1/audit/checkpoint-key)."""
-    from attestor.services.audit_export import checkpoint_keys_pem
-
-    print(checkpoint_keys_pem(_services(data_dir, dev)), end="")
+    print(checkpoint_key(data_dir, dev), end="")
 
 
 @audit_app.command("export")
