@@ -68,7 +68,9 @@ def create_app(services: Services, *, background: bool = True) -> FastAPI:
                        retry_after=limits.overload_retry_after_seconds,
                        on_shed=services.metrics.rate_limited.labels(limit="overload").inc)
     # outermost: every response carries its request id; every request is counted and timed
-    app.add_middleware(RequestContext, metrics=services.metrics)
+    app.add_middleware(RequestContext, metrics=services.metrics,
+                       proxies=services.settings.trusted_proxies,
+                       client_header=services.settings.client_address_header)
     for module in (enrollments, attestations, devices, operators, trust, gate, health, onboarding,
                    ownership):
         app.include_router(module.router)

@@ -44,12 +44,19 @@ class _Commands(TyperGroup):
     (``error: <code>: <message>``) and a non-zero exit, never a traceback."""
 
     def invoke(self, ctx: Any) -> Any:  # typer's own click Context
+        from contextlib import nullcontext
+
         import sqlalchemy as sa
 
+        from attestor import origin
         from attestor.client import ApiError, ClientError, TransportError
 
+        # A command's audit entries carry the CLI's user agent; a server's carry their
+        # requests' (each request binds its own; background jobs run in threads: none).
+        cli = origin.command_line() if ctx.invoked_subcommand != "serve" else nullcontext()
         try:
-            return super().invoke(ctx)
+            with cli:
+                return super().invoke(ctx)
         except ApiError as exc:  # the server's problem, with its code
             fail(f"{exc.code}: {exc.detail} (HTTP {exc.status})")
         except TransportError as exc:
@@ -229,7 +236,9 @@ def serve(
         start_metrics_listener(services)
     uvicorn.run(create_app(services), host=settings.host, port=settings.port,
                 log_level="info", access_log=False, log_config=None,
-                timeout_keep_alive=15, timeout_graceful_shutdown=20, **tls_options)
+                timeout_keep_alive=15, timeout_graceful_shutdown=20,
+                proxy_headers=False,  # only settings.trusted_proxies name clients
+                **tls_options)
 
 
 def start_metrics_listener(services: Services) -> None:

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -15,6 +15,12 @@ from rich.console import Console
 from attestor.auth import ROLES
 from attestor.cli_options import DEFAULT_DIR, DataDir, Dev, Json
 from attestor.cli_remote import Output, emit, rows
+from attestor.origin import cli_principal
+
+if TYPE_CHECKING:
+    from attestor.audit_offline import ExportReport
+    from attestor.audit_verify import AuditReport
+    from attestor.audit_verify import Mark as AuditMark
 
 token_app = typer.Typer(help="Bearer tokens minted by this attestor.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys for factory stations.", no_args_is_help=True)
@@ -47,14 +53,24 @@ def token_create(
     subject: Annotated[str, typer.Option(help="who the token is for")] = "operator",
     data_dir: DataDir = DEFAULT_DIR, dev: Dev = None,
 ) -> None:
-    """Mint a bearer token (printed on stdout; the attestor keeps no copy)."""
+    """Mint a bearer token (printed on stdout; the attestor keeps no copy, the audit log
+    records who minted it for whom, its role, id and expiry)."""
+    import uuid
+
+    from attestor import audit
     from attestor.auth.tokens import local_issuer, mint
 
     if role not in ROLES:
         raise typer.BadParameter(f"role must be one of {', '.join(ROLES)}")
     svc = _services(data_dir, dev)
-    token = mint(svc.signer, local_issuer(svc.settings.trust_domain), role=role,
-                 subject=subject, ttl=parse_duration(ttl), now=svc.clock())
+    now, lifetime, jti = svc.clock(), parse_duration(ttl), uuid.uuid4().hex
+    with svc.session() as session, session.begin():  # recorded before it exists
+        token = mint(svc.signer, local_issuer(svc.settings.trust_domain), role=role,
+                     subject=subject, ttl=lifetime, now=now, jti=jti)
+        audit.append(session, at=now, actor=cli_principal(), action="token.mint",
+                     outcome="success", subject=f"token:{subject}",
+                     details={"role": role, "jti": jti, "kid": svc.signer.kid,
+                              "expires_at": (now + lifetime).isoformat()})
     print(token)
 
 
@@ -71,8 +87,8 @@ def apikey_create(
     svc = _services(data_dir, dev)
     with svc.session() as session, session.begin():
         key = apikeys.create(session, name, role, svc.clock())
-        audit.append(session, at=svc.clock(), actor="cli", action="apikey.create",
-                     outcome="done", subject=f"apikey:{key.split('_')[1]}",
+        audit.append(session, at=svc.clock(), actor=cli_principal(), action="apikey.create",
+                     outcome="success", subject=f"apikey:{key.split('_')[1]}",
                      details={"name": name, "role": role})
     print(key)
 
@@ -108,8 +124,9 @@ def apikey_revoke(key_id: str, data_dir: DataDir = DEFAULT_DIR, dev: Dev = None)
             raise typer.BadParameter(f"no API key {key_id}")
         row.revoked_at = svc.clock()
         session.add(row)
-        audit.append(session, at=svc.clock(), actor="cli", action="apikey.revoke",
-                     outcome="done", subject=f"apikey:{key_id}")
+        audit.append(session, at=svc.clock(), actor=cli_principal(), action="apikey.revoke",
+                     outcome="success", subject=f"apikey:{key_id}",
+                     details={"name": row.name, "role": row.role})
     out.print(f"revoked {key_id}")
 
 
@@ -138,9 +155,78 @@ def keys_rotate(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
     now = svc.clock()
     with svc.session() as session, session.begin():
         kid, retired = svc.keys.rotate(session, now)
-        audit.append(session, at=now, actor="cli", action="keys.rotate", outcome="ok",
-                     subject=kid, details={"retired": retired})
+        audit.append(session, at=now, actor=cli_principal(), action="keys.rotate",
+                     outcome="success", subject=f"key:{kid}",
+                     details={"kid": kid, "retired": retired})
     out.print(f"active signing key {kid}; retired {', '.join(retired) or 'none'}")
+
+
+def _read_marks(paths: list[Path] | None) -> list[AuditMark]:
+    from attestor.audit_verify import read_checkpoints
+
+    marks: list[AuditMark] = []
+    for path in paths or []:
+        found, unreadable = read_checkpoints(path.read_text(errors="replace").splitlines())
+        if unreadable:
+            raise typer.BadParameter(f"{path}: lines {unreadable[:10]} are not checkpoints",
+                                     param_hint="--checkpoints")
+        marks += found
+    return marks
+
+
+def verify_file(export: Path, key: Path, checkpoints: list[Path] | None = None
+                ) -> ExportReport:
+    """Check an export offline (no database, no CA passphrase): the typed result of
+    ``attestor audit verify --file``."""
+    from attestor.audit_offline import verify_export_file
+
+    try:
+        return verify_export_file(export.read_bytes(), key.read_bytes(),
+                                  _read_marks(checkpoints))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{key}: {exc}", param_hint="--key") from exc
+
+
+def verify_database(data_dir: Path, dev: bool | None, checkpoints: list[Path] | None = None
+                    ) -> AuditReport:
+    """Walk the database's chain (local mode: needs the data directory and its
+    passphrase): the typed result of ``attestor audit verify``."""
+    from attestor import audit
+
+    marks = _read_marks(checkpoints)
+    svc = _services(data_dir, dev)
+    with svc.session() as session:
+        return audit.verify(session, svc.keys.all_public(), marks)
+
+
+def checkpoint_key(data_dir: Path, dev: bool | None) -> str:
+    """The checkpoint public keys, PEM: the typed result of ``attestor audit key``."""
+    from attestor.services.audit_export import checkpoint_keys_pem
+
+    return checkpoint_keys_pem(_services(data_dir, dev))
+
+
+def _print_report(report: AuditReport, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report.__dict__))
+        return
+    out.print(f"entries {report.entries}, last {report.last_seq}, checkpoints "
+              f"{report.checkpoints} (+{report.external_checkpoints} from sinks), "
+              f"anchored to {report.anchored_seq}")
+    for problem in report.problems:
+        out.print(f"[red]{problem['code']}[/] at {problem['seq']}: {problem['detail']}")
+    if not report.ok:
+        out.print("[bold red]TAMPERED[/]")
+    elif report.unanchored_entries:
+        out.print(f"[green]intact[/] up to {report.anchored_seq}; [yellow]"
+                  f"{report.unanchored_entries} unanchored[/] entries since "
+                  f"{report.unanchored_since} (not yet covered by a signed checkpoint: "
+                  "not verified)")
+    else:
+        out.print("[green]intact[/]")
+
+
+ExistingFile: dict[str, Any] = {"exists": True, "dir_okay": False}
 
 
 @audit_app.command("verify")
@@ -149,53 +235,64 @@ def audit_verify(
     as_json: Json = False,
     checkpoints: Annotated[list[Path] | None, typer.Option(
         "--checkpoints", metavar="FILE", help="a sink's copy of the signed checkpoints (the "
-        "file sink, saved webhook bodies or syslog lines); repeatable", exists=True,
-        dir_okay=False)]
+        "file sink, saved webhook bodies or syslog lines); repeatable", **ExistingFile)]
     = None,
+    file: Annotated[Path | None, typer.Option(
+        "--file", metavar="EXPORT", help="check this export (JSON Lines from `attestor audit "
+        "export` or GET /v1/audit/export) offline: no database, no CA passphrase; needs "
+        "--key", **ExistingFile)] = None,
+    key: Annotated[Path | None, typer.Option(
+        "--key", metavar="PEM", help="the checkpoint public keys (`attestor audit key`, GET "
+        "/v1/audit/checkpoint-key)", **ExistingFile)] = None,
 ) -> None:
     """Walk the chain; exit 1 if any entry was edited, deleted, reordered or truncated,
     or differs from a checkpoint a sink kept. Entries after the last valid checkpoint
-    are reported as unanchored: consistent, but not proven."""
-    from attestor import audit
+    are reported as unanchored: consistent, but not proven. With --file and --key, an
+    export is checked instead, offline: also exit 1 if any byte or line of the file was
+    changed, removed, added or moved. With --server, the server walks its own chain."""
     from attestor.cli_remote import client
 
-    api = client()
-    if api is not None:  # the server walks its own chain (attestor/cli_audit_remote.py)
+    if (file is None) != (key is None):
+        raise typer.BadParameter("--file and --key go together")
+    report: AuditReport
+    if file is not None and key is not None:  # offline: never a server or a database
+        report = verify_file(file, key, checkpoints)
+    elif (api := client()) is not None:  # attestor/cli_audit_remote.py
         from attestor.cli_audit_remote import verify_remotely
 
         if checkpoints:
             raise typer.BadParameter("compared with a local chain only, not with --server",
                                      param_hint="--checkpoints")
         verify_remotely(api, as_json)
-    marks: list[audit.Mark] = []
-    for path in checkpoints or []:
-        found, unreadable = audit.read_checkpoints(path.read_text(errors="replace")
-                                                   .splitlines())
-        if unreadable:
-            raise typer.BadParameter(f"{path}: lines {unreadable[:10]} are not checkpoints",
-                                     param_hint="--checkpoints")
-        marks += found
-    svc = _services(data_dir, dev)
-    with svc.session() as session:
-        report = audit.verify(session, svc.keys.all_public(), marks)
-    if as_json:
-        print(json.dumps(report.__dict__))
     else:
-        out.print(f"entries {report.entries}, last {report.last_seq}, checkpoints "
-                  f"{report.checkpoints} (+{report.external_checkpoints} from sinks), "
-                  f"anchored to {report.anchored_seq}")
-        for problem in report.problems:
-            out.print(f"[red]{problem['code']}[/] at {problem['seq']}: {problem['detail']}")
-        if not report.ok:
-            out.print("[bold red]TAMPERED[/]")
-        elif report.unanchored_entries:
-            out.print(f"[green]intact[/] up to {report.anchored_seq}; [yellow]"
-                      f"{report.unanchored_entries} unanchored[/] entries since "
-                      f"{report.unanchored_since} (not yet covered by a signed checkpoint: "
-                      "not verified)")
-        else:
-            out.print("[green]intact[/]")
+        report = verify_database(data_dir, dev, checkpoints)
+    _print_report(report, as_json)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def export_locally(output: Path | None, data_dir: Path, dev: bool | None,
+                   audit_filter: Any = None) -> int:
+    """`attestor audit export` on the host: the log (or the entries matching
+    ``audit_filter``) as JSON Lines with its signed checkpoints and a signed last line
+    (docs/audit.md); `attestor audit verify --file` checks it anywhere. The line count."""
+    import sys
+
+    from attestor.db.queries import AuditFilter
+    from attestor.services.audit_export import export_lines
+
+    svc = _services(data_dir, dev)
+    sink = output.open("wb") if output is not None else sys.stdout.buffer
+    count = 0
+    try:
+        for line in export_lines(svc, audit_filter or AuditFilter()):
+            sink.write(line)
+            count += 1
+    finally:
+        if output is not None:
+            sink.close()
+        else:
+            sink.flush()
+    return count
 
 
 @audit_app.command("checkpoint")

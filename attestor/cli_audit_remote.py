@@ -1,5 +1,6 @@
-"""`attestor audit query|export|key` against a server, and `audit verify --server`: the
-auditor's view of the hash-chained audit log from their own machine (role auditor).
+"""`attestor audit query` against a server, `audit export|key` against a server or on the
+host, and `audit verify --server`: the auditor's view of the hash-chained audit log from
+their own machine (role auditor).
 
 The filters are passed to ``GET /v1/audit`` and ``/v1/audit/export`` as the API names
 them; ``--where NAME=VALUE`` passes any other filter the server supports."""
@@ -13,7 +14,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from attestor.cli_remote import Output, emit, out, print_json, remote, rows, when
+from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
+from attestor.cli_remote import Output, client, emit, out, print_json, remote, rows, when
 from attestor.client import OperatorClient
 from attestor.models.operator import AuditVerification
 
@@ -66,37 +68,72 @@ def audit_query(device: DeviceF = None, actor: ActorF = None, action: ActionF = 
           ", ".join(e.reasons)) for e in entries)))
 
 
+def _local_filter(filters: dict[str, str | None]) -> object:
+    """The filters as the host's query takes them (``--where`` names only the API's)."""
+    import datetime as dt
+
+    from attestor.db.queries import AuditFilter
+
+    known = {"device_id", "actor", "action", "outcome", "reason", "since", "until"}
+    if unknown := sorted(set(filters) - known):
+        raise typer.BadParameter(f"{unknown} are filters of a server's API only",
+                                 param_hint="--where")
+    try:
+        times = {name: dt.datetime.fromisoformat(filters[name] or "") if filters[name]
+                 else None for name in ("since", "until")}
+    except ValueError as exc:
+        raise typer.BadParameter(f"not an ISO 8601 time: {exc}") from exc
+    return AuditFilter(device_id=filters["device_id"], actor=filters["actor"],
+                       action=filters["action"], outcome=filters["outcome"],
+                       reason=filters["reason"], **times)
+
+
 def audit_export(device: DeviceF = None, actor: ActorF = None, action: ActionF = None,
                  outcome: OutcomeF = None, reason: ReasonF = None, since: SinceF = None,
                  until: UntilF = None, where: WhereF = None,
                  out_file: Annotated[Path | None, typer.Option(
                      "--out", help="write here (default: stdout)", show_default=False)]
-                 = None) -> None:
-    """Every matching entry as JSON Lines, byte for byte as the server wrote them (server
-    only; auditor)."""
+                 = None, data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
+    """Every matching entry as JSON Lines with the signed checkpoints and a signed last
+    line, as the server (--server; auditor) or the host's database (-d) wrote them;
+    `attestor audit verify --file … --key …` checks it anywhere (docs/audit.md)."""
     filters = _filters(device, actor, action, outcome, reason, since, until, where)
-    count = 0
-    with remote("audit export") as api:
-        sink = out_file.open("wb") if out_file is not None else sys.stdout.buffer
-        try:
-            for line in api.audit_export(**filters):
-                sink.write(line)
-                count += 1
-        finally:
-            if out_file is not None:
-                sink.close()
+    api = client()
+    if api is None:
+        from attestor.cli_admin import export_locally
+
+        count = export_locally(out_file, data_dir, dev, _local_filter(filters))
+    else:
+        count = 0
+        with api:
+            sink = out_file.open("wb") if out_file is not None else sys.stdout.buffer
+            try:
+                for line in api.audit_export(**filters):
+                    sink.write(line)
+                    count += 1
+            finally:
+                if out_file is not None:
+                    sink.close()
     if out_file is not None:
-        out.print(f"{count} entries written to {out_file}")
+        out.print(f"{count} lines written to {out_file}")
 
 
 def audit_key(
     out_file: Annotated[Path | None, typer.Option(
         "--out", help="write the PEM here (default: stdout)", show_default=False)] = None,
+    data_dir: DataDir = DEFAULT_DIR, dev: Dev = None,
 ) -> None:
-    """The public key that checks the audit log's signed checkpoints, from
-    GET /v1/audit/checkpoint-key (with --server; auditor)."""
-    with remote("audit key") as api:
-        pem = api.audit_checkpoint_key()
+    """The public keys (PEM) that check the audit log's signed checkpoints and exports,
+    what `attestor audit verify --file … --key` needs: from GET /v1/audit/checkpoint-key
+    with --server (auditor), else from the host's key ring (-d)."""
+    api = client()
+    if api is None:
+        from attestor.cli_admin import checkpoint_key
+
+        pem = checkpoint_key(data_dir, dev)
+    else:
+        with api:
+            pem = api.audit_checkpoint_key()
     if out_file is not None:
         out_file.write_text(pem)
     else:

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
+from attestor.origin import cli_principal
 
 backup_app = typer.Typer(help="Back up and restore the data directory (CA and store keys, "
                          "settings, trust store, SQLite database).", no_args_is_help=True)
@@ -30,7 +31,8 @@ def backup_create(
     svc = services_for(data_dir, dev)
     now = svc.clock()
     with svc.session() as session, session.begin():  # the backup holds its own record
-        audit.append(session, at=now, actor="cli", action="backup.create", outcome="ok",
+        audit.append(session, at=now, actor=cli_principal(), action="backup.create",
+                     outcome="success",
                      subject=str(out_file))
     try:
         report = create(svc.settings, out_file, now)

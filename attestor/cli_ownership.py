@@ -1,5 +1,6 @@
 """`attestor ownership`: manufacturer roots and ownership records for zero-touch
-onboarding, from the attestor host (each change audited with actor ``cli``)."""
+onboarding, from the attestor host (each change audited with the CLI's principal,
+``cli:user@host``)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,13 @@ from rich.console import Console
 from rich.table import Table
 
 from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
+from attestor.origin import cli_principal
 from identity.errors import IdentityError
 
 ownership_app = typer.Typer(help="Zero-touch onboarding: manufacturer roots, owned serials.",
                             no_args_is_help=True)
 out = Console()
 err = Console(stderr=True)
-ACTOR = "cli"
 Class = Annotated[str, typer.Option("--class", help="device class the devices join")]
 
 
@@ -41,7 +42,7 @@ def import_roots(files: Annotated[list[Path], typer.Argument(
 
     try:
         rows = ownership.import_roots(_services(data_dir, dev),
-                                      b"".join(f.read_bytes() for f in files), ACTOR)
+                                      b"".join(f.read_bytes() for f in files), cli_principal())
     except IdentityError as exc:
         raise _refused(exc) from exc
     for row in rows:
@@ -58,7 +59,7 @@ def import_manifest(manifest: Annotated[Path, typer.Argument(help="signed batch 
 
     try:
         result = ownership.import_manifest(_services(data_dir, dev), manifest.read_bytes(),
-                                           device_class, ACTOR)
+                                           device_class, cli_principal())
     except IdentityError as exc:
         raise _refused(exc) from exc
     out.print(result)
@@ -73,7 +74,7 @@ def import_csv(csv: Annotated[Path, typer.Argument(help="serials, one per line")
 
     try:
         result = ownership.import_csv(_services(data_dir, dev), csv.read_text(), device_class,
-                                      ACTOR)
+                                      cli_principal())
     except IdentityError as exc:
         raise _refused(exc) from exc
     out.print(result)
@@ -101,7 +102,7 @@ def revoke(serial: str, data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> Non
     from attestor.services import ownership
 
     try:
-        ownership.revoke(_services(data_dir, dev), serial, ACTOR)
+        ownership.revoke(_services(data_dir, dev), serial, cli_principal())
     except IdentityError as exc:
         raise _refused(exc) from exc
     out.print(f"{serial}: revoked")
@@ -113,7 +114,7 @@ def release(serial: str, data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> No
     from attestor.services import ownership
 
     try:
-        ownership.release(_services(data_dir, dev), serial, ACTOR)
+        ownership.release(_services(data_dir, dev), serial, cli_principal())
     except IdentityError as exc:
         raise _refused(exc) from exc
     out.print(f"{serial}: owned again; it may onboard once more")

@@ -28,6 +28,7 @@ from attestor.cli_remote import (
 )
 from attestor.models.fleet import PolicyLearn, PolicyLearned, TrustStorePublic
 from attestor.models.operator import PolicyVersion
+from attestor.origin import cli_principal
 from identity.errors import IdentityError
 from identity.policy import PolicyDocument, parse_policy
 
@@ -112,7 +113,7 @@ def policy_set(
 
         svc = _services(data_dir, dev)
         with svc.session() as session, session.begin():
-            policy = view(set_policy(session, chosen, document, "cli", svc.clock()))
+            policy = view(set_policy(session, chosen, document, cli_principal(), svc.clock()))
     emit_result(output, policy, lambda: out.print(
         f"[green]policy[/] class={policy.device_class} version={policy.version}"))
 
@@ -131,7 +132,8 @@ def _learn_locally(data_dir: Path, dev: bool | None, device_class: str | None,
                            grant=tuple(request.grant))
     svc = _services(data_dir, dev)
     with svc.session() as session, session.begin():
-        policy, evidence = learn_policy(session, device_class, sources, "cli", svc.clock())
+        policy, evidence = learn_policy(session, device_class, sources, cli_principal(),
+                                       svc.clock())
         return PolicyLearned(policy=view(policy),
                              attestation_id=evidence.id if evidence else None,
                              attested_at=evidence.at if evidence else None)
@@ -248,10 +250,14 @@ def trust_add(files: list[Path], output: Output = None, data_dir: DataDir = DEFA
         refused = [(index.get(r.source, r.source), r.problem) for r in result.refused]
         imported = result.imported
     else:
-        from attestor.cli import settings_for
-        from attestor.trust import import_certificates
+        import datetime as dt
+
+        from attestor.cli import engine_for, settings_for
+        from attestor.trust import audit_import, import_certificates
 
         local = import_certificates(files, settings_for(data_dir, dev).trust_dir)
+        audit_import(engine_for(data_dir, dev), files, local, cli_principal(),
+                     dt.datetime.now(dt.UTC))
         refused = [(str(path), why) for path, why in local]
         imported = [f.name for f in files if str(f) not in dict(refused)]
     if output == Format.json:

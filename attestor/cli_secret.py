@@ -13,6 +13,7 @@ from rich.console import Console
 
 from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
 from attestor.cli_remote import Output, emit, rows
+from attestor.origin import cli_principal
 from identity.errors import IdentityError
 
 if TYPE_CHECKING:
@@ -38,7 +39,8 @@ def _audit(svc: Services, action: str, subject: str, details: dict[str, object])
     from attestor import audit
 
     with svc.session() as session, session.begin():
-        audit.append(session, at=svc.clock(), actor="cli", action=action, outcome="ok",
+        audit.append(session, at=svc.clock(), actor=cli_principal(), action=action,
+                     outcome="success",
                      subject=subject, details=details)
 
 

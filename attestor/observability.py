@@ -15,6 +15,7 @@ import re
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, TextIO
@@ -30,6 +31,8 @@ from prometheus_client import (
 )
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from attestor import origin, untrusted
 
 REQUEST_ID_HEADER = "x-request-id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
@@ -68,6 +71,9 @@ def configure_logging(level: str = "INFO", json: bool = True,
     logging.getLogger("uvicorn.access").disabled = True  # our access line replaces it
 
 
+CLIENT_KEY = "edgeproof.client"  # the scope key of the resolved client address
+
+
 def current_request_id() -> str | None:
     value = structlog.contextvars.get_contextvars().get("request_id")
     return value if isinstance(value, str) else None
@@ -77,9 +83,26 @@ class RequestContext:
     """Binds a request id for the request's logs and audit entries; one access line each;
     counts and times every request in ``metrics`` (by route template and status)."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics | None = None) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics | None = None,
+                 proxies: Sequence[origin.Network] = (),
+                 client_header: str = "x-forwarded-for") -> None:
         self.app = app
         self.metrics = metrics
+        self.proxies = tuple(proxies)
+        self.client_header = client_header.lower().encode()
+
+    def _origin(self, scope: Scope) -> origin.Origin:
+        """The client address (through trusted proxies only) and user agent, bound for
+        the request's audit entries and kept in the scope for the rate limits."""
+        headers = scope.get("headers") or []
+        peer = scope.get("client")
+        forwarded = [v.decode("latin-1") for k, v in headers if k == self.client_header]
+        address = origin.client_address(peer[0] if peer else None, forwarded, self.proxies)
+        agent = next((v for k, v in headers if k == b"user-agent"), None)
+        found = origin.Origin(address, None if agent is None else untrusted.from_bytes(agent))
+        scope[CLIENT_KEY] = address
+        origin.bind(found)
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -90,6 +113,7 @@ class RequestContext:
         request_id = text if _REQUEST_ID.match(text) else uuid.uuid4().hex
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        source = self._origin(scope)
         status = 500
         started = time.perf_counter()
 
@@ -108,9 +132,8 @@ class RequestContext:
             elapsed = time.perf_counter() - started
             if self.metrics is not None:
                 self.metrics.request(scope["method"], route_template(scope), status, elapsed)
-            client = scope.get("client")
             access_log.info("request", method=scope["method"], path=scope["path"],
-                            status=status, client=client[0] if client else None,
+                            status=status, client=source.client_address,
                             duration_ms=round(elapsed * 1000, 2))
             structlog.contextvars.clear_contextvars()
 

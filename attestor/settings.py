@@ -13,7 +13,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -246,6 +254,12 @@ class Settings(BaseSettings):
     worker_threads: int = Field(8, ge=1, le=256, description="threads running blocking "
                                 "request work per process")
     ek_require_san: bool = Field(True, description="EK certificates must carry the TCG SAN")
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=list, description="reverse proxies (addresses or networks) whose "
+        "client_address_header names the client; otherwise the TCP peer is the client")
+    client_address_header: str = Field("x-forwarded-for", pattern=r"^[A-Za-z0-9-]{1,64}$",
+                                       description="the header a trusted proxy names the "
+                                       "client in (the right-most untrusted address counts)")
     ca: CaSettings = CaSettings()
     tls: TlsSettings = TlsSettings()
     auth: AuthSettings = AuthSettings()

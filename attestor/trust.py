@@ -30,6 +30,7 @@ with a dot (temporary files) are ignored.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import stat
 import tempfile
@@ -38,7 +39,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import sqlalchemy as sa
 import structlog
+from cryptography.hazmat.primitives import hashes
 
 from identity.truststore import TrustStore, load_certificates
 
@@ -196,3 +199,29 @@ def store_certificates(directory: Path, name: str, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def audit_import(engine: sa.Engine, files: list[Path], refused: list[tuple[Path, str]],
+                 actor: str, now: dt.datetime) -> None:
+    """One audit entry for an import: each certificate added (file, subject, SHA-256
+    fingerprint) and each file refused with why. (Trust withdrawn by removing a file,
+    or changed by a mounted ConfigMap, happens outside the attestor: not audited.)"""
+    from sqlmodel import Session
+
+    from attestor import audit
+
+    rejected = {path for path, _ in refused}
+    added: list[dict[str, str]] = []
+    for path in files:
+        if path not in rejected:
+            added += [{"file": path.name, "subject": cert.subject.rfc4514_string(),
+                       "sha256": cert.fingerprint(hashes.SHA256()).hex()}
+                      for cert in load_certificates(path.read_bytes())]
+    with Session(engine) as session, session.begin():
+        audit.append(session, at=now, actor=actor, action="trust.add",
+                     outcome="success" if added or not refused else "refused",
+                     reasons=[] if added or not refused else ["trust.certificate_invalid"],
+                     subject="trust:ek-roots", details={
+                         "added": added[:100],
+                         "refused": [{"file": p.name, "why": why[:200]}
+                                     for p, why in refused[:100]]})

@@ -68,6 +68,7 @@ class LiveAttestor:
         ssl_files = {"ssl_certfile": str(tls[0]), "ssl_keyfile": str(tls[1])} if tls else {}
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port,
                                 log_level="info", lifespan="on", log_config=None,
+                                proxy_headers=False,
                                 **ssl_files)  # type: ignore[arg-type]
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

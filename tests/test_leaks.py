@@ -26,7 +26,7 @@ def test_planted_leaks_are_found(attestor: LiveAttestor) -> None:
     attestor.watch.nonce(nonce)
     with attestor.services.session() as session, session.begin():
         audit.append(session, at=dt.datetime.now(dt.UTC), actor="test", action="plant",
-                     outcome="done", details={"note": base64.b64encode(nonce).decode()})
+                     outcome="success", details={"note": base64.b64encode(nonce).decode()})
     found = attestor.leaks()
     assert any(f.startswith("a bearer token in a log line") for f in found)
     assert any(f.startswith("nonce in an audit entry") for f in found)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from attestor.observability import CLIENT_KEY
 from attestor.services.context import Services
 from identity.errors import RateLimited
 
@@ -60,6 +61,11 @@ class RateLimiter:
 
 
 def client_address(request: Request) -> str:
+    """The client as :class:`attestor.observability.RequestContext` resolved it (through
+    trusted proxies only), else the TCP peer."""
+    resolved = request.scope.get(CLIENT_KEY)
+    if isinstance(resolved, str):
+        return resolved
     return request.client.host if request.client else "unknown"
 
 

@@ -27,7 +27,7 @@ from attestor.auth import Principal
 from attestor.observability import current_request_id
 from attestor.services import refusal_windows
 from attestor.services.context import Services
-from identity.errors import AuditUnavailable, AuthError, AuthThrottled
+from identity.errors import AuditUnavailable, AuthError, AuthThrottled, IdentityError
 
 log = logging.getLogger("attestor.refusals")
 
@@ -92,6 +92,24 @@ def throttle(request: Request, svc: Services) -> None:
         raise
 
 
+def _device_of(caller: Principal | None, claimed: object) -> str | None:
+    """The device the refused request is about: the authenticated one, else the id it
+    claims (the request's credential was not accepted: ``actor`` says so)."""
+    if caller is not None and caller.device_id is not None:
+        return caller.device_id
+    return claimed if isinstance(claimed, str) else None
+
+
+def audit_device_refusal(svc: Services, caller: Principal, action: str,
+                         exc: IdentityError) -> None:
+    """Audit an authenticated device's request refused for a reason of its own (not its
+    credential): the device keeps calling in while quarantined or revoked."""
+    with svc.session() as session, session.begin():
+        audit.append(session, at=svc.clock(), actor=caller.actor, action=action,
+                     outcome="refused", device_id=caller.device_id, reasons=[exc.code],
+                     details={"detail": exc.detail[:200]})
+
+
 def audit_refusal(request: Request, exc: AuthError) -> AuditUnavailable | None:
     """Count and audit one refusal; None when recorded, else the error to answer with
     (503)."""
@@ -107,6 +125,7 @@ def audit_refusal(request: Request, exc: AuthError) -> AuditUnavailable | None:
         with svc.session() as session, session.begin():
             audit.append(session, at=now, actor=caller.actor if caller else "anonymous",
                          action="auth", outcome="refused", reasons=[exc.code],
+                         device_id=_device_of(caller, details.get("claimed_device")),
                          subject=subject(request), details={**details, "in_window": count},
                          request_id=current_request_id())
     except (AuditUnavailable, SQLAlchemyError) as failure:

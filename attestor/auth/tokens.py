@@ -33,12 +33,13 @@ def local_issuer(trust_domain: str) -> str:
 
 
 def mint(key: SigningKey, issuer: str, *, role: str, subject: str, ttl: dt.timedelta,
-         now: dt.datetime) -> str:
+         now: dt.datetime, jti: str | None = None) -> str:
+    """A bearer token; ``jti`` (default: a random one) names it in the audit log."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; one of {', '.join(ROLES)}")
     claims = {"iss": issuer, "aud": LOCAL_AUDIENCE, "sub": subject, "role": role,
               "iat": int(now.timestamp()), "exp": int((now + ttl).timestamp()),
-              "jti": uuid.uuid4().hex}
+              "jti": jti or uuid.uuid4().hex}
     return jwt.encode(claims, key.key, algorithm="ES256", headers={"kid": key.kid})
 
 

@@ -163,7 +163,14 @@ class AuditEvent(SQLModel, table=True):
     subject: str | None = Field(default=None, max_length=128)
     reasons: list[str] = Field(default_factory=list, sa_column=sa.Column(sa.JSON, nullable=False))
     request_id: str | None = Field(default=None, max_length=64)
+    client_address: str | None = Field(default=None, max_length=64)
+    user_agent: str | None = Field(default=None, max_length=256)
     details: dict[str, Any] = _json()
+    # The hash format (attestor/db/chain.py); for version 1, the values migration 0006
+    # replaced with the current vocabulary's.
+    version: int = Field(default=2, sa_column_kwargs={"server_default": "1"})
+    legacy: dict[str, Any] | None = Field(default=None, sa_column=sa.Column(
+        sa.JSON(none_as_null=True), nullable=True))
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)
 

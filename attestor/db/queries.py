@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -423,25 +424,47 @@ def secret_names(session: Session, limit: int | None = None) -> list[tuple[str, 
 
 @dataclass(frozen=True)
 class AuditFilter:
+    """Every field optional; ``actor`` is a prefix (``token:`` finds every token holder),
+    ``reason`` one reason code the entry's ``reasons`` must hold."""
+
     since: dt.datetime | None = None
     until: dt.datetime | None = None
     device_id: str | None = None
     actor: str | None = None
     action: str | None = None
     outcome: str | None = None
+    reason: str | None = None
+
+
+def _like_prefix(prefix: str) -> str:
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _holds_reason(dialect: str, code: str) -> sa.ColumnElement[bool]:
+    """``reasons`` (a JSON array) holds ``code``, exactly."""
+    if dialect == "postgresql":
+        return sa.cast(col(AuditEvent.reasons), JSONB).contains([code])
+    each = sa.func.json_each(col(AuditEvent.reasons)).table_valued("value")
+    return sa.exists(sa.select(sa.literal(1)).select_from(each).where(each.c.value == code))
 
 
 def audit_page(session: Session, f: AuditFilter, after: int, limit: int) -> Sequence[AuditEvent]:
+    """Entries after sequence number ``after`` (the cursor: stable while entries are
+    appended), in order, filtered."""
     query = (select(AuditEvent).where(col(AuditEvent.seq) > after)
              .order_by(col(AuditEvent.seq)).limit(limit))
     if f.since:
         query = query.where(col(AuditEvent.at) >= f.since)
     if f.until:
         query = query.where(col(AuditEvent.at) < f.until)
-    for column, value in ((AuditEvent.device_id, f.device_id), (AuditEvent.actor, f.actor),
-                          (AuditEvent.action, f.action), (AuditEvent.outcome, f.outcome)):
+    for column, value in ((AuditEvent.device_id, f.device_id), (AuditEvent.action, f.action),
+                          (AuditEvent.outcome, f.outcome)):
         if value:
             query = query.where(column == value)
+    if f.actor:
+        query = query.where(col(AuditEvent.actor).like(_like_prefix(f.actor), escape="\\"))
+    if f.reason:
+        query = query.where(_holds_reason(session.get_bind().dialect.name, f.reason))
     return session.exec(query).all()
 
 

@@ -149,7 +149,12 @@ class AuditPublic(BaseModel):
     subject: str | None
     reasons: list[str]
     request_id: str | None
+    client_address: str | None = None
+    user_agent: str | None = None
     details: dict[str, Any]
+    version: int = Field(description="hash format: 1 (mapped to today's vocabulary, the "
+                         "replaced values in legacy) or 2")
+    legacy: dict[str, Any] | None = None
     prev_hash: str
     hash: str
 

@@ -43,7 +43,11 @@ from identity.pcr import format_pcr_values, parse_pcr_values
 from identity.policy import PolicyDocument
 
 NONCE_SIZE = 32
-ACTOR = "device"
+
+
+def _actor(device_id: str) -> str:
+    """The principal of every attestation entry: the device, by its signed request."""
+    return f"device:{device_id}"
 
 
 def challenge(svc: Services, device_id: str) -> Challenge:
@@ -93,8 +97,8 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
         except DeviceUnknown:
             with session.begin():
                 audit.append(
-                    session, at=now, actor=ACTOR, action="attestation", outcome="fail",
-                    details={"reasons": [DeviceUnknown.code], "claimed_device": device_id},
+                    session, at=now, actor=_actor(device_id), action="attestation",
+                    outcome="refused", device_id=device_id, reasons=[DeviceUnknown.code],
                 )
             raise
         except IdentityError as exc:
@@ -171,8 +175,8 @@ def _record_pass(
         ))
         issuance.confirm(session, issued)
         audit.append(
-            session, at=now, actor=ACTOR, action="attestation", outcome="pass",
-            device_id=device_id,
+            session, at=now, actor=_actor(device_id), action="attestation",
+            outcome="success", device_id=device_id,
             details={
                 "certificate_serial": issued.serial,
                 "policy_version": policy.version if policy else None,
@@ -223,8 +227,8 @@ def _record_backend_failure(svc: Services, session: Session, device_id: str,
     svc.metrics.attestation("error", [exc.code])
     with session.begin():
         issuance.discard(session, reserved)  # unless signing failed: then it is void
-        audit.append(session, at=now, actor=ACTOR, action="attestation", outcome="error",
-                     device_id=device_id, details={"reasons": [exc.code]})
+        audit.append(session, at=now, actor=_actor(device_id), action="attestation",
+                     outcome="error", device_id=device_id, reasons=[exc.code])
 
 
 def _record_refusal(
@@ -254,6 +258,6 @@ def _record_refusal(
             event_log=event_log,
         ))
         audit.append(
-            session, at=now, actor=ACTOR, action="attestation", outcome="fail",
-            device_id=device.id, details={"reasons": reasons},
+            session, at=now, actor=_actor(device.id), action="attestation",
+            outcome="refused", device_id=device.id, reasons=reasons,
         )

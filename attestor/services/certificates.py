@@ -43,7 +43,7 @@ def revoke(svc: Services, serial: str, reason: str, caller: Principal) -> Certif
         row.revoked_at, row.revoked_reason = now, reason
         session.add(row)
         audit.append(session, at=now, actor=caller.actor, action="certificate.revoke",
-                     outcome="done", device_id=row.device_id, subject=f"certificate:{serial}",
+                     outcome="success", device_id=row.device_id, subject=f"certificate:{serial}",
                      details={"reason": reason, "kind": row.kind})
         return public(row)
 

@@ -108,7 +108,7 @@ def change_state(svc: Services, device_id: str, action: str, reason: str,
             "device_id": device_id, "state": target, "previous_state": previous,
             "reason": reason}, now)
         audit.append(session, at=now, actor=caller.actor, action=f"device.{action}",
-                     outcome="done", device_id=device_id, subject=f"device:{device_id}",
+                     outcome="success", device_id=device_id, subject=f"device:{device_id}",
                      details={"from": previous, "to": target, "reason": reason,
                               "certificates_revoked": revoked})
         return view(session, device)
@@ -122,7 +122,7 @@ def change_class(svc: Services, device_id: str, device_class: str,
         previous, device.device_class = device.device_class, device_class
         session.add(device)
         audit.append(session, at=now, actor=caller.actor, action="device.class",
-                     outcome="done", device_id=device_id, subject=f"device:{device_id}",
+                     outcome="success", device_id=device_id, subject=f"device:{device_id}",
                      details={"from": previous, "to": device_class})
         return view(session, device)
 

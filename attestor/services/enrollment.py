@@ -54,11 +54,18 @@ from identity.tpm.quote import owner_child_qualified_name
 from identity.tpm.structures import object_name, parse_public
 from identity.x509.names import check_certificate_fields
 
-ACTOR = "device"
-
 
 def _actor(caller: Principal | None) -> str:
-    return caller.actor if caller is not None else "device"
+    """A station's key, or nobody: a pre-registered TPM enrolls without a credential."""
+    return caller.actor if caller is not None else "anonymous"
+
+
+def fingerprints(ek_public: bytes, ak_public: bytes, devid_public: bytes) -> dict[str, str]:
+    """A device's keys as an investigation names them: the EK's SubjectPublicKeyInfo
+    SHA-256 (as pre-registration does), the AK's and the DevID key's TPM Names."""
+    return {"ek_sha256": ek_key_digest(ek_public),
+            "ak_name": object_name(parse_public(ak_public)).hex(),
+            "devid_name": object_name(parse_public(devid_public)).hex()}
 
 
 def ek_key_digest(ek_public: bytes) -> str:
@@ -125,8 +132,7 @@ def start(svc: Services, req: EnrollmentRequest, caller: Principal | None) -> En
         if not runner.passed or ak is None:
             audit.append(
                 session, at=now, actor=_actor(caller), action="enrollment.start",
-                outcome="refused",
-                device_id=device_id, details={"reasons": runner.reason_codes},
+                outcome="refused", device_id=device_id, reasons=runner.reason_codes,
             )
             session.commit()
             raise VerificationFailed("enrollment refused", runner.checks, runner.reason_codes)
@@ -151,8 +157,9 @@ def start(svc: Services, req: EnrollmentRequest, caller: Principal | None) -> En
         queries.add_enrollment(session, enrollment)
         audit.append(
             session, at=now, actor=_actor(caller), action="enrollment.start",
-            outcome="challenged",
-            device_id=device_id, details={"enrollment_id": enrollment.id, "serial": req.serial},
+            outcome="success", device_id=device_id,
+            details={"enrollment_id": enrollment.id, "serial": req.serial,
+                     "reenrollment": existing is not None},
         )
     return EnrollmentChallenge(
         enrollment_id=enrollment.id,
@@ -170,18 +177,20 @@ def complete(svc: Services, enrollment_id: str, req: ActivationRequest) -> Enrol
     on our side leaves it for the device to answer again."""
     now = svc.clock()
     bundle = svc.ca_bundle()  # first: with Vault down this fails before anything is spent
+    claimed: str | None = None  # the device the enrollment is for, once known
     with svc.session() as session:
         try:
             with session.begin():
                 row = _answerable(session, enrollment_id, now)
+            claimed = row.device_id
             devid = public_key(parse_public(row.devid_public))
             _check_answer(session, row, req.secret, now)
         except (EvidenceError, DeviceFieldInvalid) as exc:
             with session.begin():
                 audit.append(
-                    session, at=now, actor=ACTOR, action="enrollment.activate",
-                    outcome="refused",
-                    details={"enrollment_id": enrollment_id, "reason": exc.code},
+                    session, at=now, actor="anonymous", action="enrollment.activate",
+                    outcome="refused", device_id=claimed, reasons=[exc.code],
+                    details={"enrollment_id": enrollment_id},
                 )
             raise
         lifetime = dt.timedelta(days=svc.settings.ca.device_identity_days)
@@ -231,20 +240,33 @@ def _record_enrollment(session: Session, row: Enrollment, issued: IssuedCertific
         # Spent here, atomically: a concurrent answer that got here first wins
         # (activation.used), and any failure below rolls the spending back.
         queries.consume_enrollment(session, row.id, now)
-        _upsert_device(session, row, issued.serial, now)
+        previous = _upsert_device(session, row, issued.serial, now)
         queries.mark_preregistration_enrolled(session, ek_key_digest(row.ek_public),
                                               row.device_id, now)
         issuance.confirm(session, issued)
+        details: dict[str, object] = {"certificate_serial": issued.serial,
+                                      "serial": row.serial, "enrollment_id": row.id}
+        if previous is not None:  # the device's keys replaced: its own action
+            current = fingerprints(row.ek_public, row.ak_public, row.devid_public)
+            details.update(old_keys=previous, new_keys=current,
+                           keys_changed=sorted(k for k in current
+                                               if current[k] != previous.get(k)))
+        # The device proved it holds the EK's and AK's TPM by answering the challenge.
         audit.append(
-            session, at=now, actor=ACTOR, action="enrollment.activate", outcome="enrolled",
-            device_id=row.device_id,
-            details={"certificate_serial": issued.serial, "serial": row.serial},
+            session, at=now, actor=f"device:{row.device_id}",
+            action="enrollment.activate" if previous is None else "device.reenrolled",
+            outcome="success", device_id=row.device_id, details=details,
         )
 
 
-def _upsert_device(session: Session, row: Enrollment, cert_serial: str, now: dt.datetime) -> None:
+def _upsert_device(session: Session, row: Enrollment, cert_serial: str,
+                   now: dt.datetime) -> dict[str, str] | None:
+    """Record the device; for a re-enrollment, the fingerprints of the keys replaced."""
     ak_name = object_name(parse_public(row.ak_public)).hex()
     device = queries.find_device(session, row.device_id)
+    previous = None
+    if device is not None:
+        previous = fingerprints(device.ek_public, device.ak_public, device.devid_public)
     if device is None:
         device = Device(id=row.device_id, ek_public=row.ek_public, ak_public=row.ak_public,
                         ak_name=ak_name, devid_public=row.devid_public, enrolled_at=now)
@@ -263,4 +285,5 @@ def _upsert_device(session: Session, row: Enrollment, cert_serial: str, now: dt.
     # A new AK starts a new clock history.
     device.clock_reset_count = device.clock_restart_count = device.clock_value = None
     session.add(device)
+    return previous
 

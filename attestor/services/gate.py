@@ -41,9 +41,9 @@ def decide(svc: Services, req: GateDecisionRequest, caller: Principal) -> GateDe
         reasons = _reasons(device, rule, summary, now)
         decision = "deny" if reasons else "allow"
         audit.append(session, at=now, actor=caller.actor, action="gate.decision",
-                     outcome=decision, device_id=device.id, subject=req.action,
-                     reasons=reasons,
-                     details={"rule": rule.action if rule else None,
+                     outcome="success" if decision == "allow" else "refused",
+                     device_id=device.id, subject=req.action, reasons=reasons,
+                     details={"decision": decision, "rule": rule.action if rule else None,
                               "status": summary.status if summary else None})
     return GateDecision(decision=decision, reasons=reasons, device_id=device.id,
                         action=req.action, decided_at=now, attestation=summary)

@@ -162,7 +162,7 @@ def reconcile(svc: Services, now: dt.datetime,
                            0)) != 1:
                 continue
             audit.append(session, at=now, actor="attestor", action="certificate.reconcile",
-                         outcome="void", device_id=row.device_id,
+                         outcome="alert", device_id=row.device_id,
                          subject=f"certificate:{row.serial}",
                          details={"kind": row.kind, "reason": VOID_REASON,
                                   "reserved_at": row.not_before.isoformat()})

@@ -48,7 +48,8 @@ from identity.tpm.quote import owner_child_qualified_name
 from identity.tpm.structures import object_name, parse_public
 from identity.x509.names import check_certificate_fields
 
-ACTOR = "device"
+# Before onboarding completes nobody is authenticated (docs/audit.md: principals).
+ACTOR = "anonymous"
 
 
 def _owned(row: Ownership | None, serial: str, idevid_sha256: str) -> Ownership:
@@ -150,7 +151,7 @@ def onboard(svc: Services, req: OnboardingRequest) -> OnboardedDevice:
         with svc.session() as session, session.begin():
             _record(session, req, evidence, owned, device_id, qualified, issued.serial, now)
             issuance.confirm(session, issued)
-            audit.append(session, at=now, actor=ACTOR, action="onboarding.complete",
+            audit.append(session, at=now, actor=f"device:{device_id}", action="onboarding.complete",
                          outcome="success", device_id=device_id, subject=evidence.serial,
                          details={"certificate_serial": issued.serial,
                                   "idevid_sha256": evidence.idevid_fingerprint,

@@ -9,7 +9,10 @@ The operator vouches that the boot learned from was good.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlmodel import Session
 
@@ -98,9 +101,10 @@ def learn_policy(session: Session, device_class: str | None, sources: LearnSourc
     policy = queries.add_policy_version(
         session, device_class, document.model_dump(mode="json"), actor, now)
     audit.append(
-        session, at=now, actor=actor, action="policy.learn", outcome="created",
-        device_id=sources.device_id,
-        details={"device_class": device_class, "version": policy.version,
+        session, at=now, actor=actor, action="policy.learn", outcome="success",
+        device_id=sources.device_id, subject=f"policy:{policy.device_class}",
+        details={"device_class": policy.device_class, "version": policy.version,
+                 "document_sha256": _digest(policy.document),
                  "from_attestation": evidence.id if evidence else None,
                  "boot": log_bytes is not None, "ima": sources.ima_entries is not None},
     )
@@ -143,6 +147,13 @@ def learn_from_device(
     return policy, evidence
 
 
+def _digest(document: dict[str, Any]) -> str:
+    """What the policy says, in a line: SHA-256 of its canonical JSON (the document is
+    in the policy's version history)."""
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def set_policy(
     session: Session, device_class: str, document: PolicyDocument, actor: str, now: dt.datetime
 ) -> Policy:
@@ -150,8 +161,10 @@ def set_policy(
         session, device_class, document.model_dump(mode="json"), actor, now
     )
     audit.append(
-        session, at=now, actor=actor, action="policy.update", outcome="created",
-        details={"device_class": device_class, "version": policy.version},
+        session, at=now, actor=actor, action="policy.update", outcome="success",
+        subject=f"policy:{device_class}",
+        details={"device_class": device_class, "version": policy.version,
+                 "document_sha256": _digest(policy.document)},
     )
     return policy
 

@@ -74,7 +74,7 @@ def create(svc: Services, items: list[PreregistrationIn],
     with svc.session() as session, session.begin():
         queries.add_preregistrations(session, rows)
         audit.append(session, at=now, actor=caller.actor, action="preregistration.create",
-                     outcome="done", details={"count": len(rows),
+                     outcome="success", details={"count": len(rows),
                                               "serials": [r.serial for r in rows[:20]]})
     return PreregistrationResult(created=len(rows))
 

@@ -90,7 +90,7 @@ def report_wrap_reuse(svc: Services, device_id: str, name: str, token: str,
     details = {"name": name, "wrap_id": wid, "age_seconds": age_seconds}
     with svc.session() as session, session.begin():
         queries.get_device(session, device_id)
-        audit.append(session, at=now, actor="device", action="secret.wrap_reuse",
+        audit.append(session, at=now, actor=f"device:{device_id}", action="secret.wrap_reuse",
                      outcome="alert", device_id=device_id, subject=f"secret:{name}",
                      details=details)
         webhooks.enqueue(session, svc.settings, "secret.wrap_reused",

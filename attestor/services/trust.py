@@ -73,7 +73,9 @@ def add(svc: Services, request: TrustAdd, caller: Principal) -> TrustImport:
     now = svc.clock()
     with svc.session() as session, session.begin():
         audit.append(session, at=now, actor=caller.actor, action="trust.add",
-                     outcome="done" if imported else "refused", subject="trust:ek-roots",
+                     outcome="success" if imported or not refused else "refused",
+                     reasons=[] if imported or not refused else ["trust.certificate_invalid"],
+                     subject="trust:ek-roots",
                      details={"imported": imported, "subjects": subjects,
                               "refused": [r.model_dump() for r in refused]})
     return TrustImport(imported=imported, refused=refused)

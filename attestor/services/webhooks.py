@@ -72,7 +72,7 @@ def _drop(session: Session, row: WebhookDelivery, reason: str, now: dt.datetime,
     row.next_attempt_at = now + NEVER
     session.add(row)
     audit.append(session, at=now, actor="attestor", action="webhook.dropped",
-                 outcome="dropped", subject=f"webhook:{row.id}",
+                 outcome="alert", subject=f"webhook:{row.id}",
                  details={"delivery": row.id, "event": row.event, "reason": reason,
                           "destination": _origin(row.url)})
     log.warning("webhook delivery %s (%s) dropped: %s", row.id, row.event, reason)

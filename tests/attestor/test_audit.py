@@ -24,7 +24,7 @@ def _fill(engine: sa.Engine, count: int = 6, checkpoint_at: int | None = None) -
     for i in range(1, count + 1):
         with Session(engine) as session, session.begin():
             audit.append(session, at=T0 + dt.timedelta(seconds=i), actor="token:alice",
-                         action="device.quarantine", outcome="done", device_id=f"d{i}",
+                         action="device.quarantine", outcome="success", device_id=f"d{i}",
                          subject=f"device:d{i}", reasons=["policy.pcr_mismatch"],
                          details={"from": "active", "to": "quarantined", "n": i},
                          request_id=f"req-{i}")
@@ -60,7 +60,7 @@ def test_an_untouched_log_verifies(engine: sa.Engine) -> None:
 
 TAMPERS: dict[str, tuple[Callable[[sa.Engine], None], set[str]]] = {
     # Someone with database access rewrites an outcome.
-    "edit": (lambda e: _sql(e, "UPDATE audit_events SET outcome = 'refused' WHERE seq = 3"),
+    "edit": (lambda e: _sql(e, "UPDATE audit_events SET outcome = 'error' WHERE seq = 3"),
              {"audit.edited"}),
     # ... or the actor of an entry covered by a checkpoint, and re-hashes the whole chain.
     "edit-and-rechain": (lambda e: _rechain(e, 2), {"audit.edited"}),
@@ -89,17 +89,18 @@ def _swap(engine: sa.Engine, a: int, b: int) -> None:
 def _rechain(engine: sa.Engine, seq: int) -> None:
     """Edit entry ``seq`` and recompute every hash after it, head included: only the
     signed checkpoint can tell."""
-    from attestor.db.chain import GENESIS, entry_hash
+    from attestor.db.chain import GENESIS, entry_hash_v2
 
     _sql(engine, "UPDATE audit_events SET actor = 'token:mallory' WHERE seq = :s", s=seq)
     with Session(engine) as session, session.begin():
         prev = GENESIS
         for event in session.exec(sa.select(AuditEvent).order_by(AuditEvent.seq)).scalars():
             event.prev_hash = prev
-            event.hash = entry_hash(
+            event.hash = entry_hash_v2(
                 seq=event.seq, at=event.at, actor=event.actor, action=event.action,
                 outcome=event.outcome, device_id=event.device_id, subject=event.subject,
                 reasons=list(event.reasons), request_id=event.request_id,
+                client_address=event.client_address, user_agent=event.user_agent,
                 details=dict(event.details), prev_hash=prev)
             prev = event.hash
         head = session.get(AuditHead, 1)
@@ -151,7 +152,8 @@ def test_a_checkpoint_under_an_unknown_key_does_not_verify(engine: sa.Engine) ->
 ])
 def test_secret_shaped_details_are_refused(engine: sa.Engine, details: dict[str, object]) -> None:
     with Session(engine) as session, session.begin(), pytest.raises(ValueError):
-        audit.append(session, at=T0, actor="a", action="b", outcome="c", details=details)
+        audit.append(session, at=T0, actor="a", action="b", outcome="success",
+                     details=details)
 
 
 def test_a_failing_audit_write_fails_the_operation(engine: sa.Engine) -> None:
@@ -163,7 +165,7 @@ def test_a_failing_audit_write_fails_the_operation(engine: sa.Engine) -> None:
         with session.begin():
             session.add(AuditCheckpoint(seq=99, hash="0" * 64, at=T0, kid="x",
                                         signature=b"x"))  # the operation's own work
-            audit.append(session, at=T0, actor="a", action="b", outcome="c")
+            audit.append(session, at=T0, actor="a", action="b", outcome="success")
     with Session(engine) as session:
         assert session.get(AuditCheckpoint, 99) is None
     assert _verify(engine).ok

@@ -54,7 +54,7 @@ def _append(svc: Services, count: int) -> None:
     for _ in range(count):
         with svc.session() as session, session.begin():
             audit.append(session, at=svc.clock(), actor="token:alice", action="device.note",
-                         outcome="done", details={"n": 1})
+                         outcome="success", details={"n": 1})
 
 
 def _anchored(svc: Services) -> int:

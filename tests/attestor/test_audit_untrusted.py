@@ -27,13 +27,14 @@ HOSTILE: dict[str, str] = {
     "over-long": LONG,
     "over-long-nul": "\x00" * 3000,
 }
-FIELDS = ("actor", "action", "outcome", "device_id", "subject", "request_id", "reasons",
-          "details-value", "details-key", "details-nested")
+# The outcome is never a request's value: one of a fixed vocabulary (docs/audit.md).
+FIELDS = ("actor", "action", "device_id", "subject", "request_id", "client_address",
+          "user_agent", "reasons", "details-value", "details-key", "details-nested")
 
 
 def _entry(field: str, value: str) -> dict[str, Any]:
     entry: dict[str, Any] = {"actor": "token:alice", "action": "auth", "outcome": "refused",
-                             "details": {}}
+                             "reasons": ["auth.invalid"], "details": {}}
     if field == "reasons":
         entry["reasons"] = [value]
     elif field == "details-value":
@@ -96,7 +97,7 @@ def test_ordinary_values_are_stored_unchanged(engine: sa.Engine) -> None:
                "nested": {"list": ["a", 1.5, None]}}
     with Session(engine) as session, session.begin():
         event = audit.append(session, at=T0, actor="device:dev-1", action="attestation",
-                             outcome="pass", device_id="dev-1", subject="GET /v1/x",
+                             outcome="success", device_id="dev-1", subject="GET /v1/x",
                              reasons=["policy.pcr_mismatch"], details=details)
     assert event.details == details and event.actor == "device:dev-1"
 

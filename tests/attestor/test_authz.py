@@ -70,6 +70,7 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/audit"): AUDIT,
     ("GET", "/v1/audit/export"): AUDIT,
     ("GET", "/v1/audit/verify"): AUDIT,
+    ("GET", "/v1/audit/checkpoint-key"): AUDIT,
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): FLEET,

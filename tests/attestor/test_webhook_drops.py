@@ -53,7 +53,7 @@ def test_a_delivery_to_a_removed_url_is_dropped_recorded_and_counted(
     assert dropped.delivered_at is None and dropped.attempts == 0
     assert dropped.last_error == "dropped: url_removed"
     assert dropped.next_attempt_at > T0 + dt.timedelta(days=365)  # never due again
-    assert len(entries) == 1 and entries[0].outcome == "dropped"
+    assert len(entries) == 1 and entries[0].outcome == "alert"
     assert entries[0].details == {"delivery": dropped.id, "event": "device.revoked",
                                   "reason": "url_removed",
                                   "destination": "https://old.example:8443"}  # no secrets

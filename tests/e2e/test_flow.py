@@ -45,7 +45,7 @@ def test_enroll_attest_certificate_renew(attestor: LiveAttestor, device: Device)
             record = queries.get_device(session, enrolled.device_id)
             actions = [(e.action, e.outcome) for e in queries.audit_events(session)]
         assert record.ek_certificate is not None
-        assert ("enrollment.activate", "enrolled") in actions
+        assert ("enrollment.activate", "success") in actions
         devid = x509.load_pem_x509_certificate((config.state_dir / "devid.pem").read_bytes())
         devid_key = public_key(parse_public(device.tpm.read_public(config.devid_handle)))
         assert spki(devid.public_key()) == spki(devid_key)

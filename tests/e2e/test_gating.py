@@ -205,7 +205,9 @@ def test_update_is_served_only_to_attested_devices_holding_their_keys(
     assert fetch_as(device_a, device).code == "gate.expired"
     decisions = httpx.get(f"{attestor.url}/v1/audit", params={"action": "gate.decision"},
                           headers=attestor.headers("auditor")).json()["items"]
-    assert {d["outcome"] for d in decisions} == {"allow", "deny"}
+    assert {(d["outcome"], d["details"]["decision"]) for d in decisions} == {
+        ("success", "allow"), ("refused", "deny")}
+    assert all(d["reasons"] for d in decisions if d["outcome"] == "refused")
 
 
 def _copy_set(source: Path, target: Path, *, token_from: Path | None = None,

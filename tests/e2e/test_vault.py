@@ -151,7 +151,7 @@ def test_vault_sealed_refusing_or_gone_fails_closed(vault_attestor: LiveAttestor
         with vault_attestor.services.session() as session:
             assert len(session.exec(select(Certificate)).all()) == count  # nothing issued
             last = queries.audit_events(session)[-1]
-        assert (last.action, last.outcome, last.details["reasons"]) == (
+        assert (last.action, last.outcome, last.reasons) == (
             "attestation", "error", [code])
 
     vault.sealed = True

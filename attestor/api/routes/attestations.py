@@ -5,10 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 
+from attestor.api import refusals
 from attestor.api.deps import AttestingDevice, ChallengingDevice, ServicesDep
 from attestor.api.protocol import MessageResponse, answer, read, request_body
 from attestor.models.common import problems
 from attestor.services import attestation, release
+from identity.errors import DeviceNotActive
 from identity.messages import (
     AttestationRequest,
     AttestationResult,
@@ -30,7 +32,13 @@ PROBLEMS = problems(s400="malformed evidence",
 async def challenge(svc: ServicesDep, caller: ChallengingDevice,
                     device_id: str = DeviceId) -> MessageResponse:
     """A single-use nonce and the PCR selection the device's policy requires."""
-    return MessageResponse(await run_in_threadpool(attestation.challenge, svc, device_id))
+    def run() -> Challenge:
+        try:
+            return attestation.challenge(svc, device_id)
+        except DeviceNotActive as exc:  # a quarantined or revoked device still calling in
+            refusals.audit_device_refusal(svc, caller, "attestation.challenge", exc)
+            raise
+    return MessageResponse(await run_in_threadpool(run))
 
 
 @router.post("/attestations", status_code=201, response_class=MessageResponse,

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 
 from attestor import audit
 from attestor.api.deps import Admin, Enroller, Reader, ServicesDep
 from attestor.db import queries
+from attestor.db.chain import OUTCOMES
 from attestor.models.common import FILTER_TEXT, problems
 from attestor.models.fleet import PolicyLearn, PolicyLearned
 from attestor.models.operator import (
@@ -30,8 +29,8 @@ from attestor.models.operator import (
     RevokeRequest,
 )
 from attestor.services import certificates, policies, preregistration
+from attestor.services.audit_export import checkpoint_keys_pem, export_lines
 from attestor.services.background import verify_audit
-from attestor.services.context import Services
 from attestor.services.devices import decode_position, encode_cursor
 from identity.errors import MalformedInput
 from identity.policy import parse_policy
@@ -183,23 +182,30 @@ async def pending_preregistrations(svc: ServicesDep, caller: Enroller, cursor: C
 
 
 def _audit_filter(since: dt.datetime | None, until: dt.datetime | None, device_id: str | None,
-                  actor: str | None, action: str | None,
-                  outcome: str | None) -> queries.AuditFilter:
-    return queries.AuditFilter(since, until, device_id, actor, action, outcome)
+                  actor: str | None, action: str | None, outcome: str | None,
+                  reason: str | None) -> queries.AuditFilter:
+    return queries.AuditFilter(since, until, device_id, actor, action, outcome, reason)
 
 
 AuditQuery = Annotated[str | None, Query(max_length=128, pattern=FILTER_TEXT)]
+ActorPrefix = Annotated[str | None, Query(max_length=128, pattern=FILTER_TEXT, description=(
+    "entries whose actor starts with this (token:, apikey:, device:, cli:, attestor)"))]
+Outcome = Annotated[str | None, Query(pattern=f"^({'|'.join(OUTCOMES)})$")]
+Reason = Annotated[str | None, Query(max_length=64, pattern=FILTER_TEXT,
+                                     description="entries whose reasons hold this code")]
 
 
 @router.get("/audit", tags=["audit"], response_model=Page[AuditPublic], responses=AUTH)
 async def audit_query(svc: ServicesDep, caller: Reader, since: dt.datetime | None = None,
                       until: dt.datetime | None = None, device_id: AuditQuery = None,
-                      actor: AuditQuery = None, action: AuditQuery = None,
-                      outcome: AuditQuery = None, cursor: Cursor = None,
+                      actor: ActorPrefix = None, action: AuditQuery = None,
+                      outcome: Outcome = None, reason: Reason = None, cursor: Cursor = None,
                       limit: Limit = 100) -> Page[AuditPublic]:
-    """Audit entries in order, filtered; the hash chain's fields included."""
+    """Audit entries in sequence order, filtered (time range ``since`` inclusive,
+    ``until`` exclusive); ``next_cursor`` pages on by sequence number, stable while
+    entries are appended. The hash chain's fields included."""
     after = decode_position(cursor) or 0
-    f = _audit_filter(since, until, device_id, actor, action, outcome)
+    f = _audit_filter(since, until, device_id, actor, action, outcome, reason)
 
     def run() -> Page[AuditPublic]:
         with svc.session() as session:
@@ -210,27 +216,26 @@ async def audit_query(svc: ServicesDep, caller: Reader, since: dt.datetime | Non
     return await run_in_threadpool(run)
 
 
-def _export(svc: Services, f: queries.AuditFilter) -> Iterator[bytes]:
-    after = 0
-    while True:
-        with svc.session() as session:
-            rows = queries.audit_page(session, f, after, audit.BATCH)
-        if not rows:
-            return
-        for row in rows:
-            yield json.dumps(audit.event_json(row), separators=(",", ":")).encode() + b"\n"
-        after = rows[-1].seq
-
-
 @router.get("/audit/export", tags=["audit"], response_class=StreamingResponse,
             responses={200: {"content": {"application/x-ndjson": {}}}, **AUTH})
 async def audit_export(svc: ServicesDep, caller: Reader, since: dt.datetime | None = None,
                        until: dt.datetime | None = None, device_id: AuditQuery = None,
-                       actor: AuditQuery = None, action: AuditQuery = None,
-                       outcome: AuditQuery = None) -> StreamingResponse:
-    """Every matching entry as JSON Lines, streamed."""
-    f = _audit_filter(since, until, device_id, actor, action, outcome)
-    return StreamingResponse(_export(svc, f), media_type="application/x-ndjson")
+                       actor: ActorPrefix = None, action: AuditQuery = None,
+                       outcome: Outcome = None, reason: Reason = None) -> StreamingResponse:
+    """Every matching entry as JSON Lines, streamed, with the signed checkpoints and a
+    signed last line: `attestor audit verify --file` checks it offline (docs/audit.md)."""
+    f = _audit_filter(since, until, device_id, actor, action, outcome, reason)
+    return StreamingResponse(export_lines(svc, f),
+                             media_type="application/x-ndjson")
+
+
+@router.get("/audit/checkpoint-key", tags=["audit"], response_class=PlainTextResponse,
+            responses={200: {"content": {"application/x-pem-file": {}}}, **AUTH})
+async def audit_checkpoint_key(svc: ServicesDep, caller: Reader) -> PlainTextResponse:
+    """The public keys that verify the audit checkpoints and exports (PEM, every key of
+    the ring: retired ones still verify what they signed)."""
+    pem = await run_in_threadpool(checkpoint_keys_pem, svc)
+    return PlainTextResponse(pem, media_type="application/x-pem-file")
 
 
 @router.get("/audit/verify", tags=["audit"], response_model=AuditVerification, responses=AUTH)
