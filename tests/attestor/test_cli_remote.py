@@ -86,9 +86,18 @@ def test_an_auditor_reads_the_fleet_and_the_audit_log(attestor: LiveAttestor, de
     every = json.loads(ok(cli(attestor, "auditor", "audit", "query", "--limit", "100000")))
     export = tmp_path / "audit.jsonl"
     ok(cli(attestor, "auditor", "audit", "export", "--out", str(export)))
-    lines = export.read_bytes().splitlines()
-    assert [json.loads(line)["seq"] for line in lines] == [e["seq"] for e in every]
-    assert [json.loads(line)["hash"] for line in lines] == [e["hash"] for e in every]
+    records = [json.loads(line) for line in export.read_bytes().splitlines()]
+    assert "export" in records[-1]  # the signed last line (docs/audit.md)
+    lines = [r for r in records if "checkpoint" not in r and "export" not in r]
+    assert [line["seq"] for line in lines] == [e["seq"] for e in every]
+    assert [line["hash"] for line in lines] == [e["hash"] for e in every]
+    key = tmp_path / "checkpoint-pub.pem"
+    ok(cli(attestor, "auditor", "audit", "key", "--out", str(key)))
+    offline = subprocess.run(  # noqa: S603  (no server, no database, no passphrase)
+        [sys.executable, "-m", "attestor.cli", "audit", "verify", "--file", str(export),
+         "--key", str(key)], capture_output=True, text=True, check=False, cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "EDGEPROOF_CLI_CONFIG": str(tmp_path / "none.toml")})
+    assert offline.returncode == 0, offline.stdout + offline.stderr
     verified = cli(attestor, "auditor", "audit", "verify", "--json")
     assert json.loads(ok(verified))["ok"] is True
 
