@@ -23,7 +23,6 @@ from attestor.db.models import (
     Certificate,
     Device,
     Enrollment,
-    Nonce,
     Policy,
     Preregistration,
     RequestNonce,
@@ -35,10 +34,6 @@ from identity.errors import (
     ActivationUsed,
     Conflict,
     DeviceUnknown,
-    NonceExpired,
-    NonceUnknown,
-    NonceUsed,
-    NonceWrongDevice,
 )
 
 
@@ -73,25 +68,6 @@ def spend_request_nonce(conn: sa.Connection, device_id: str, nonce: str,
     statement = (insert.values(device_id=device_id, nonce=nonce, expires_at=expires_at)
                  .on_conflict_do_nothing().returning(col(RequestNonce.nonce)))
     return conn.execute(statement).first() is not None  # no row back: it was there
-
-
-_LATEST_VERSION = (sa.select(sa.func.max(col(Policy.version)))
-                   .where(col(Policy.device_class) == col(Device.device_class))
-                   .correlate(Device).scalar_subquery())
-_DEVICE_AND_POLICY = (
-    sa.select(Device, Policy)
-    .outerjoin(Policy, sa.and_(col(Policy.device_class) == col(Device.device_class),
-                               col(Policy.version) == _LATEST_VERSION))
-    .where(col(Device.id) == sa.bindparam("d")))
-
-
-def device_and_policy(session: Session, device_id: str) -> tuple[Device, Policy | None]:
-    """The device and its class's policy in force, in one query (every attestation and
-    every challenge needs both)."""
-    row = session.execute(_DEVICE_AND_POLICY, {"d": device_id}).first()
-    if row is None:
-        raise DeviceUnknown(f"no enrolled device {device_id!r}")
-    return row[0], row[1]
 
 
 def find_device(session: Session, device_id: str) -> Device | None:
@@ -274,11 +250,6 @@ def pending_preregistrations(session: Session, after: int, limit: int) -> Sequen
 # The statements every attestation runs are built once and executed as Core on the
 # session's connection (in its transaction): building and ORM-synchronising them per
 # request cost more CPU than the database spent on them (bench/service_path.py).
-_CONSUME = (sa.update(Nonce).where(col(Nonce.value) == sa.bindparam("v"),
-                                   col(Nonce.device_id) == sa.bindparam("d"),
-                                   col(Nonce.used_at).is_(None),
-                                   col(Nonce.expires_at) > sa.bindparam("now"))
-            .values(used_at=sa.bindparam("now")))
 _HOLDS = (sa.select(sa.literal(1)).select_from(Certificate)
           .where(col(Certificate.device_id) == sa.bindparam("d"),
                  col(Certificate.kind) == "workload", col(Certificate.status) == "issued",
@@ -289,25 +260,6 @@ _ATTESTED = {with_ima: sa.update(Device).where(col(Device.id) == sa.bindparam("d
              .values({name: sa.bindparam(name) for name in
                       _ATTESTED_FIELDS + (("ima_state",) if with_ima else ())})
              for with_ima in (False, True)}
-
-
-def add_nonce(session: Session, nonce: Nonce) -> None:
-    session.connection().execute(sa.insert(Nonce), [nonce.model_dump()])
-
-
-def consume_nonce(session: Session, value: str, device_id: str, now: dt.datetime) -> None:
-    """Consume a nonce atomically; it must be known, this device's, unexpired and unused."""
-    result = session.connection().execute(_CONSUME, {"v": value, "d": device_id, "now": now})
-    if _rowcount(result) == 1:
-        return
-    row = session.get(Nonce, value, populate_existing=True)
-    if row is None:
-        raise NonceUnknown("the nonce was never issued by this attestor")
-    if row.device_id != device_id:
-        raise NonceWrongDevice("the nonce was issued to another device")
-    if row.used_at is not None:
-        raise NonceUsed("the nonce was already used (replay)")
-    raise NonceExpired("the nonce has expired; ask for a new challenge")
 
 
 # attestations and certificates ------------------------------------------------

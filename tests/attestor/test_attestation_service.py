@@ -1,0 +1,166 @@
+"""The attestation service with no HTTP server: the functions the routes call, on SQLite
+and PostgreSQL, with a simulated device (agent/sim/fleet.py) enrolled through the
+enrollment service. The challenge writes nothing; its nonce's single use is enforced when
+the attestation spends it, and forged, misdirected, late and replayed nonces are refused
+with their reason codes, each refusal recorded and audited."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+import sqlalchemy as sa
+from sqlmodel import select
+
+from agent.sim.fleet import SimDevice
+from attestor.api.admin_schemas import PreregistrationIn
+from attestor.auth import Principal
+from attestor.db.models import Attestation, AuditEvent, Certificate, Nonce
+from attestor.services import attestation, enrollment, preregistration
+from attestor.services.context import Services, build_services
+from attestor.services.policies import LearnSources, learn_policy
+from attestor.settings import load_settings
+from attestor.setup import initialise
+from identity import challenge
+from identity.errors import IdentityError, VerificationFailed
+from identity.messages import ActivationRequest, AttestationRequest
+from tests.harness import MutableClock
+
+ADMIN = Principal("token", "test-admin", role="admin")
+
+
+@pytest.fixture
+def svc(tmp_path: Path, db_url: str) -> Iterator[Services]:
+    clock = MutableClock()
+    settings = load_settings(tmp_path / "data", dev=True, database_url=db_url)
+    initialise(settings, clock())
+    services = build_services(settings, clock=clock)
+    try:
+        yield services
+    finally:
+        services.engine.dispose()
+
+
+def _enroll(svc: Services, serial: str = "SIM-1") -> SimDevice:
+    device = SimDevice(serial)
+    prereg = device.preregistration()
+    preregistration.create(svc, [PreregistrationIn(**prereg)], ADMIN)
+    started = enrollment.start(svc, device.enrollment(), None)
+    secret = device.activate(started.credential_blob, started.encrypted_secret)
+    device.device_id = enrollment.complete(svc, started.enrollment_id,
+                                           ActivationRequest(secret=secret)).device_id
+    return device
+
+
+@pytest.fixture
+def device(svc: Services) -> SimDevice:
+    """An enrolled device and the policy learned from its first (refused) attestation."""
+    device = _enroll(svc)
+    with pytest.raises(VerificationFailed) as first:
+        _cycle(svc, device)
+    assert first.value.reasons == ["policy.no_reference"]
+    with svc.session() as session, session.begin():
+        learn_policy(session, None, LearnSources(device_id=device.device_id), "test", svc.clock())
+    return device
+
+
+def _cycle(svc: Services, device: SimDevice) -> AttestationRequest:
+    request = device.evidence(attestation.challenge(svc, str(device.device_id)))
+    attestation.attest(svc, str(device.device_id), request)
+    return request
+
+
+def _refusal(svc: Services, device: SimDevice, request: AttestationRequest) -> list[str]:
+    with pytest.raises(IdentityError) as refused:
+        attestation.attest(svc, str(device.device_id), request)
+    error = refused.value
+    return list(error.reasons) if isinstance(error, VerificationFailed) else [error.code]
+
+
+def _rows(svc: Services, table: type, device_id: str) -> int:
+    with svc.session() as session:
+        return len(session.exec(select(table).where(
+            table.device_id == device_id)).all())  # type: ignore[attr-defined]
+
+
+def _audited(svc: Services, device_id: str) -> list[tuple[str, list[str]]]:
+    with svc.session() as session:
+        events = session.exec(select(AuditEvent).where(
+            AuditEvent.device_id == device_id, AuditEvent.action == "attestation")
+            .order_by(AuditEvent.seq)).all()
+        return [(e.outcome, list((e.details or {}).get("reasons", []))) for e in events]
+
+
+def test_a_challenge_writes_nothing_and_a_pass_spends_its_nonce(svc: Services,
+                                                                device: SimDevice) -> None:
+    device_id = str(device.device_id)
+    nonces_before = _rows(svc, Nonce, device_id)
+    answer = attestation.challenge(svc, device_id)
+    assert _rows(svc, Nonce, device_id) == nonces_before  # no write to issue it
+    assert challenge.check(svc.challenge_key, answer.nonce, device_id, svc.clock()) \
+        == answer.expires_at
+    result = attestation.attest(svc, device_id, device.evidence(answer))
+    assert result.verdict == "pass" and result.certificate
+    assert _rows(svc, Nonce, device_id) == nonces_before + 1
+    with svc.session() as session:
+        issued = session.exec(select(Certificate).where(
+            Certificate.serial == result.serial)).one()
+        assert issued.status == "issued"
+    assert _audited(svc, device_id)[-1] == ("pass", [])
+
+
+def test_a_replayed_nonce_is_refused(svc: Services, device: SimDevice) -> None:
+    request = _cycle(svc, device)
+    assert _refusal(svc, device, request) == ["nonce.used"]
+    assert _audited(svc, str(device.device_id))[-1] == ("fail", ["nonce.used"])
+
+
+def test_a_nonce_issued_to_another_device_is_refused(svc: Services,
+                                                     device: SimDevice) -> None:
+    other = _enroll(svc, "SIM-2")
+    theirs = attestation.challenge(svc, str(other.device_id))
+    request = device.evidence(theirs)  # quoted genuinely, over the other device's nonce
+    assert _refusal(svc, device, request) == ["nonce.wrong_device"]
+    # and it is not spent: the device it was issued to may still use it
+    assert _rows(svc, Nonce, str(device.device_id)) == 1  # the first cycle's only
+
+
+def test_an_expired_nonce_is_refused(svc: Services, device: SimDevice) -> None:
+    request = device.evidence(attestation.challenge(svc, str(device.device_id)))
+    clock = svc.clock
+    assert isinstance(clock, MutableClock)
+    clock.offset += dt.timedelta(seconds=svc.settings.nonce_ttl_seconds + 1)
+    assert _refusal(svc, device, request) == ["nonce.expired"]
+
+
+def test_a_forged_nonce_is_refused(svc: Services, device: SimDevice) -> None:
+    """A device that makes up its own nonce (a quote made in advance, say) with a later
+    expiry: the MAC does not verify, the evidence is never appraised."""
+    answer = attestation.challenge(svc, str(device.device_id))
+    forged = bytearray(answer.nonce)
+    forged[8:12] = (int(answer.expires_at.timestamp()) + 86_400).to_bytes(4, "big")
+    request = device.evidence(msgspec.structs.replace(answer, nonce=bytes(forged)))
+    assert _refusal(svc, device, request) == ["nonce.unknown"]
+    with svc.session() as session:
+        last = session.exec(select(Attestation).order_by(sa.desc(Attestation.id))).first()
+        assert last is not None and last.reasons == ["nonce.unknown"]
+        assert not last.quote_verified
+
+
+def test_refused_evidence_spends_the_nonce_and_records_every_check(
+        svc: Services, device: SimDevice) -> None:
+    answer = attestation.challenge(svc, str(device.device_id))
+    request = device.evidence(answer)
+    pcrs = {bank: dict(values) for bank, values in request.pcrs.items()}
+    pcrs["sha256"]["0"] = "00" * 32
+    tampered = msgspec.structs.replace(request, pcrs=pcrs)
+    assert "quote.pcr_digest_mismatch" in _refusal(svc, device, tampered)
+    # the genuine evidence for that nonce now finds it spent
+    assert _refusal(svc, device, request) == ["nonce.used"]
+    with svc.session() as session:
+        pending = session.exec(select(Certificate).where(
+            Certificate.status == "pending")).all()
+        assert pending == []  # each refusal discarded its reservation
