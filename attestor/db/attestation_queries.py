@@ -29,6 +29,7 @@ class DeviceRecord:
     ak_public: bytes
     ak_name: str
     ak_qualified_name: str | None
+    devid_public: bytes
     last_verdict: str | None
     clock_reset_count: int | None
     clock_restart_count: int | None

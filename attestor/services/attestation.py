@@ -22,6 +22,8 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from attestor import audit
+from attestor.auth import devices
+from attestor.auth.devices import RequestProof
 from attestor.backends.issuer import IssuedCertificate
 from attestor.db import attestation_queries as aq
 from attestor.db import queries
@@ -35,6 +37,7 @@ from identity import challenge as nonces
 from identity import ear
 from identity.appraisal import Enrolled, Verdict, appraise
 from identity.errors import (
+    AuthInvalid,
     DeviceNotActive,
     DeviceUnknown,
     IdentityError,
@@ -59,10 +62,12 @@ ACTOR = "device"
 PARSED_LOGS = ParsedLogs()
 
 
-def challenge(svc: Services, device_id: str) -> Challenge:
+def challenge(svc: Services, device_id: str, proof: RequestProof | None = None) -> Challenge:
+    """A nonce for ``device_id``; ``proof``, the device's signed request, is checked and
+    its nonce spent in the transaction that reads the device (None: checked already)."""
     now = svc.clock()
-    with svc.engine.connect() as conn:
-        device, policy = aq.device_and_policy(conn, device_id)
+    with svc.engine.begin() as conn:
+        device, policy = _read(svc, conn, device_id, proof, now)
     if device.state != "active":
         raise DeviceNotActive(device.state)
     document = _document(policy)
@@ -76,6 +81,28 @@ def challenge(svc: Services, device_id: str) -> Challenge:
         nonce=nonce, expires_at=nonces.expiry(nonce),
         pcr_selection=document.required_selection().as_dict(), ima=ima,
     )
+
+
+def _read(svc: Services, conn: sa.Connection, device_id: str, proof: RequestProof | None,
+          now: dt.datetime) -> tuple[DeviceRecord, PolicyRecord | None]:
+    """The device and its policy; with ``proof``, the request's DevID signature checked
+    against the row just read, the device's rate limit applied, the request nonce spent
+    (a rate-limited request's nonce is spent too, in a transaction of its own)."""
+    try:
+        device, policy = aq.device_and_policy(conn, device_id)
+    except DeviceUnknown:
+        if proof is not None:
+            raise AuthInvalid("unknown device") from None  # what the request's check says
+        raise
+    if proof is not None:
+        principal = devices.verify_proof(proof, device.devid_public, now, svc.devid_keys)
+        refused = proof.admit(principal)
+        if refused is not None:
+            with svc.engine.begin() as own:
+                devices.spend_proof(own, proof, now)
+            raise refused
+        devices.spend_proof(conn, proof, now)
+    return device, policy
 
 
 def _document(policy: PolicyRecord | None) -> PolicyDocument:
@@ -108,7 +135,9 @@ def _spend(svc: Services, conn: sa.Connection, device: DeviceRecord, nonce: byte
         raise NonceUsed("the nonce was already used (replay)")
 
 
-def attest(svc: Services, device_id: str, req: AttestationRequest) -> AttestationResult:
+def attest(svc: Services, device_id: str, req: AttestationRequest,
+           proof: RequestProof | None = None) -> AttestationResult:
+    """Appraise ``req`` and, on a pass, issue; ``proof`` as for :func:`challenge`."""
     now = svc.clock()
     device: DeviceRecord | None = None
     policy: PolicyRecord | None = None
@@ -117,7 +146,7 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
         try:
             with session.begin():
                 conn = session.connection()
-                device, policy = aq.device_and_policy(conn, device_id)
+                device, policy = _read(svc, conn, device_id, proof, now)
                 if device.state != "active":
                     raise DeviceNotActive(device.state)
                 _spend(svc, conn, device, req.nonce, now)
@@ -137,7 +166,8 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
             if device is None:  # the database failed before the device was read
                 raise
             _record_refusal(svc, session, device, req, now, [exc.code], [], policy,
-                            verdict=None, reserved=reserved)
+                            verdict=None, reserved=reserved,
+                            proof=proof if reserved is None else None)
             raise
         checks = verdict.check_dicts()
         if not verdict.passed:
@@ -291,12 +321,17 @@ def _record_refusal(
     svc: Services, session: Session, device: DeviceRecord, req: AttestationRequest,
     now: dt.datetime, reasons: list[str], checks: list[dict[str, Any]],
     policy: PolicyRecord | None, verdict: Verdict | None, reserved: int | None = None,
+    proof: RequestProof | None = None,
 ) -> None:
     """Record a refusal: the device's last verdict, the attestation record (with the PCR
-    values and event log only if the quote proved them), the audit entry."""
+    values and event log only if the quote proved them), the audit entry; and, when the
+    transaction that would have spent it rolled back, the request's nonce."""
     svc.metrics.attestation("fail", reasons)
     with session.begin():
         conn = session.connection()
+        if proof is not None:  # a replay of it finds it spent (its race is refused anyway)
+            queries.spend_request_nonce(conn, proof.signed.device_id, proof.signed.nonce,
+                                        now + dt.timedelta(seconds=2 * proof.window))
         if reserved is not None:
             issuance.discard(session, reserved)
         _announce_verdict(svc, session, device, "fail", reasons, now)
