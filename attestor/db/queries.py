@@ -17,6 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from attestor.db import attestation_queries
 from attestor.db.models import (
     Attestation,
     AuditEvent,
@@ -64,6 +65,9 @@ def spend_request_nonce(conn: sa.Connection, device_id: str, nonce: str,
                         expires_at: dt.datetime) -> bool:
     """Record a signed request's nonce; False if it was recorded before (a replay). An
     insert-if-absent, without a savepoint, on SQLite and PostgreSQL alike."""
+    pg = attestation_queries.driver(conn)
+    if pg is not None:
+        return attestation_queries.spend_request_nonce_pg(pg, device_id, nonce, expires_at)
     insert = (sqlite_insert if conn.dialect.name == "sqlite" else pg_insert)(RequestNonce)
     statement = (insert.values(device_id=device_id, nonce=nonce, expires_at=expires_at)
                  .on_conflict_do_nothing().returning(col(RequestNonce.nonce)))
@@ -114,19 +118,6 @@ def current_certificate(session: Session, device_id: str) -> Certificate | None:
         .where(Certificate.device_id == device_id, Certificate.kind == "workload",
                Certificate.status == "issued", col(Certificate.revoked_at).is_(None))
         .order_by(col(Certificate.not_before).desc()).limit(1)).first()
-
-
-def holds_certificate(session: Session, device_id: str) -> bool:
-    """Whether the device holds an issued, unrevoked workload certificate (one indexed
-    probe; :func:`current_certificate` loads the row)."""
-    return session.connection().execute(_HOLDS, {"d": device_id}).first() is not None
-
-
-def record_attested(session: Session, device_id: str, **fields: Any) -> None:
-    """Set the device's attestation fields: last verdict and reasons, the quote's clock,
-    and ``ima_state`` if given."""
-    statement = _ATTESTED["ima_state" in fields]
-    session.connection().execute(statement, {**fields, "device_id_": device_id})
 
 
 def latest_attestation(session: Session, device_id: str) -> Attestation | None:
@@ -244,30 +235,8 @@ def pending_preregistrations(session: Session, after: int, limit: int) -> Sequen
                         .order_by(col(Preregistration.id)).limit(limit)).all()
 
 
-# nonces ----------------------------------------------------------------------
-
-
-# The statements every attestation runs are built once and executed as Core on the
-# session's connection (in its transaction): building and ORM-synchronising them per
-# request cost more CPU than the database spent on them (bench/service_path.py).
-_HOLDS = (sa.select(sa.literal(1)).select_from(Certificate)
-          .where(col(Certificate.device_id) == sa.bindparam("d"),
-                 col(Certificate.kind) == "workload", col(Certificate.status) == "issued",
-                 col(Certificate.revoked_at).is_(None)).limit(1))
-_ATTESTED_FIELDS = ("last_attested_at", "last_verdict", "last_reasons", "clock_reset_count",
-                    "clock_restart_count", "clock_value")
-_ATTESTED = {with_ima: sa.update(Device).where(col(Device.id) == sa.bindparam("device_id_"))
-             .values({name: sa.bindparam(name) for name in
-                      _ATTESTED_FIELDS + (("ima_state",) if with_ima else ())})
-             for with_ima in (False, True)}
-
-
-# attestations and certificates ------------------------------------------------
-
-
-def add_attestation(session: Session, attestation: Attestation) -> None:
-    fields = attestation.model_dump(exclude={"id"})
-    session.connection().execute(sa.insert(Attestation), [fields])
+# attestations and certificates (the attestation cycle's own statements, challenge
+# nonces among them, are in attestor/db/attestation_queries.py) ---------------------
 
 
 def last_verified_attestation(session: Session, device_id: str) -> Attestation | None:

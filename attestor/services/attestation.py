@@ -249,13 +249,10 @@ def _record_pass(
     record = verdict.recorded()
     with session.begin():
         conn = session.connection()
-        renewal = queries.holds_certificate(session, device_id)
+        renewal = aq.holds_certificate(conn, device_id)
         _announce_verdict(svc, session, device, "pass", [], now)
-        queries.record_attested(
-            session, device_id, last_attested_at=now, last_verdict="pass", last_reasons="",
-            clock_reset_count=record.clock_reset_count,
-            clock_restart_count=record.clock_restart_count, clock_value=record.clock_value,
-            **({"ima_state": record.ima_state} if record.ima_state is not None else {}))
+        aq.record_passed(conn, device_id, now, record.clock_reset_count,
+                         record.clock_restart_count, record.clock_value, record.ima_state)
         aq.add_attestation(conn, **_attestation_row(
             device_id, req, now, "pass", [], checks, list(verdict.warnings), policy, verdict,
             serial=issued.serial))

@@ -18,7 +18,9 @@ from sqlmodel import select
 from agent.sim.fleet import SimDevice
 from attestor.api.admin_schemas import PreregistrationIn
 from attestor.auth import Principal
-from attestor.db.models import Attestation, AuditEvent, Certificate, Nonce
+from attestor.db import attestation_queries as aq
+from attestor.db.attestation_queries import DeviceRecord
+from attestor.db.models import Attestation, AuditEvent, Certificate, Device, Nonce
 from attestor.services import attestation, enrollment, preregistration
 from attestor.services.context import Services, build_services
 from attestor.services.policies import LearnSources, learn_policy
@@ -27,6 +29,7 @@ from attestor.setup import initialise
 from identity import challenge
 from identity.errors import IdentityError, VerificationFailed
 from identity.messages import ActivationRequest, AttestationRequest
+from identity.pcr import format_pcr_values, parse_pcr_values
 from tests.harness import MutableClock
 
 ADMIN = Principal("token", "test-admin", role="admin")
@@ -102,7 +105,8 @@ def test_a_challenge_writes_nothing_and_a_pass_spends_its_nonce(svc: Services,
     assert _rows(svc, Nonce, device_id) == nonces_before  # no write to issue it
     assert challenge.check(svc.challenge_key, answer.nonce, device_id, svc.clock()) \
         == answer.expires_at
-    result = attestation.attest(svc, device_id, device.evidence(answer))
+    request = device.evidence(answer)
+    result = attestation.attest(svc, device_id, request)
     assert result.verdict == "pass" and result.certificate
     assert _rows(svc, Nonce, device_id) == nonces_before + 1
     with svc.session() as session:
@@ -110,6 +114,21 @@ def test_a_challenge_writes_nothing_and_a_pass_spends_its_nonce(svc: Services,
             Certificate.serial == result.serial)).one()
         assert issued.status == "issued"
     assert _audited(svc, device_id)[-1] == ("pass", [])
+    with svc.session() as session:  # what the cycle's statements stored reads back whole
+        row = session.exec(select(Attestation).order_by(sa.desc(Attestation.id))).first()
+        assert row is not None and row.verdict == "pass" and row.quote_verified
+        assert row.checks == result.checks and row.certificate_serial == result.serial
+        assert row.pcr_values == format_pcr_values(parse_pcr_values(request.pcrs))
+        record = session.get(Device, device_id)
+        assert record is not None and record.last_verdict == "pass"
+        assert record.last_reasons == "" and record.clock_reset_count == \
+            device.ak.clock.reset_count
+
+
+def test_the_driver_statement_reads_the_record_in_its_order() -> None:
+    columns = aq._PG_DEVICE_AND_POLICY.split(" FROM ")[0].removeprefix("SELECT ").split(", ")
+    assert [c.removeprefix("d.") for c in columns] == [*DeviceRecord.__slots__, "p.id",
+                                                       "p.version", "p.document"]
 
 
 def test_a_replayed_nonce_is_refused(svc: Services, device: SimDevice) -> None:
