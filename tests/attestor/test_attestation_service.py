@@ -6,6 +6,7 @@ with their reason codes, each refusal recorded and audited."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from sqlmodel import select
 from agent.sim.fleet import SimDevice
 from attestor.api.admin_schemas import PreregistrationIn
 from attestor.auth import Principal
+from attestor.auth.devices import RequestProof
 from attestor.db import attestation_queries as aq
 from attestor.db.attestation_queries import DeviceRecord
 from attestor.db.models import Attestation, AuditEvent, Certificate, Device, Nonce
@@ -27,9 +29,10 @@ from attestor.services.policies import LearnSources, learn_policy
 from attestor.settings import load_settings
 from attestor.setup import initialise
 from identity import challenge
-from identity.errors import IdentityError, VerificationFailed
-from identity.messages import ActivationRequest, AttestationRequest
+from identity.errors import AuthInvalid, AuthReplay, IdentityError, VerificationFailed
+from identity.messages import ActivationRequest, AttestationRequest, encode
 from identity.pcr import format_pcr_values, parse_pcr_values
+from identity.requestsig import SignedRequest, parse_headers
 from tests.harness import MutableClock
 
 ADMIN = Principal("token", "test-admin", role="admin")
@@ -183,3 +186,56 @@ def test_refused_evidence_spends_the_nonce_and_records_every_check(
         pending = session.exec(select(Certificate).where(
             Certificate.status == "pending")).all()
         assert pending == []  # each refusal discarded its reservation
+
+
+def _proof(svc: Services, device: SimDevice, path: str, body: bytes = b"",
+           signer_of: SimDevice | None = None) -> RequestProof:
+    headers = (signer_of or device).signer().headers("POST", path, body,
+                                                     svc.clock().timestamp())
+    signed = parse_headers(headers)
+    assert signed is not None
+    if signer_of is not None:  # another device's key, claiming this device
+        signed = SignedRequest(str(device.device_id), signed.timestamp, signed.nonce,
+                               signed.signature)
+    return RequestProof(signed, "POST", path, body, svc.settings.auth.request_window_seconds)
+
+
+def test_signed_requests_are_checked_in_the_services_transaction(
+        svc: Services, device: SimDevice) -> None:
+    """The route hands the device's signed request to the service, which checks it on
+    the device row it reads: a replay, another key, an unknown device are refused
+    before anything is recorded; a refused attestation still spends its request."""
+    device_id = str(device.device_id)
+    path = f"/v1/devices/{device_id}/challenge"
+    proof = _proof(svc, device, path)
+    answer = attestation.challenge(svc, device_id, proof)
+    with pytest.raises(AuthReplay):
+        attestation.challenge(svc, device_id, proof)
+    impostor = SimDevice("SIM-IMPOSTOR", device_id="not-enrolled")
+    with pytest.raises(AuthInvalid):
+        attestation.challenge(svc, device_id, _proof(svc, device, path, signer_of=impostor))
+    with pytest.raises(AuthInvalid):
+        attestation.challenge(svc, "not-enrolled", _proof(svc, impostor, path))
+
+    records = _rows(svc, Attestation, device_id)
+    request = device.evidence(answer)
+    body = encode(request)
+    attest_path = f"/v1/devices/{device_id}/attestations"
+    with pytest.raises(AuthInvalid):  # a body other than the one signed
+        attestation.attest(svc, device_id, request, dataclasses.replace(
+            _proof(svc, device, attest_path, body), body=body + b" "))
+    assert _rows(svc, Attestation, device_id) == records  # nothing recorded
+    forged = msgspec.structs.replace(request, nonce=bytes(32))
+    proof = _proof(svc, device, attest_path, encode(forged))
+    assert _refusal_with(svc, device, forged, proof) == ["nonce.unknown"]
+    with pytest.raises(AuthReplay):  # its transaction rolled back; the refusal spent it
+        attestation.attest(svc, device_id, forged, proof)
+    result = attestation.attest(svc, device_id, request, _proof(svc, device, attest_path, body))
+    assert result.verdict == "pass"
+
+
+def _refusal_with(svc: Services, device: SimDevice, request: AttestationRequest,
+                  proof: RequestProof) -> list[str]:
+    with pytest.raises(IdentityError) as refused:
+        attestation.attest(svc, str(device.device_id), request, proof)
+    return [refused.value.code]
