@@ -66,7 +66,8 @@ def challenge(svc: Services, device_id: str, proof: RequestProof | None = None) 
     """A nonce for ``device_id``; ``proof``, the device's signed request, is checked and
     its nonce spent in the transaction that reads the device (None: checked already)."""
     now = svc.clock()
-    with svc.engine.begin() as conn:
+    # a signed request's nonce is written (and committed); without one, nothing is
+    with svc.engine.begin() if proof is not None else svc.engine.connect() as conn:
         device, policy = _read(svc, conn, device_id, proof, now)
     if device.state != "active":
         raise DeviceNotActive(device.state)
