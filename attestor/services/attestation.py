@@ -164,7 +164,7 @@ def attest(svc: Services, device_id: str, req: AttestationRequest,
                 )
             raise
         except IdentityError as exc:
-            if device is None:  # the database failed before the device was read
+            if device is None:  # refused before the device was read: the request itself
                 raise
             _record_refusal(svc, session, device, req, now, [exc.code], [], policy,
                             verdict=None, reserved=reserved,
