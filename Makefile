@@ -6,12 +6,16 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 FUZZ_SECONDS ?= 30
-FUZZ_TARGETS := attest signature public eventlog uefi ima ima_per_bank ima_ascii csr certificates
+FUZZ_TARGETS := attest signature public eventlog uefi ima ima_per_bank ima_ascii csr certificates hwname
 
-.PHONY: demo test setup sysdeps tools lint fuzz images clean
+.PHONY: demo demo-onboarding test setup sysdeps tools lint fuzz images clean
 
 demo: setup
 	$(PY) -m agent.sim.demo
+
+# Zero-touch onboarding (docs/onboarding.md): an OEM provisions a TPM, an owner onboards it.
+demo-onboarding: setup
+	$(PY) -m agent.sim.onboarding_demo
 
 test: setup
 	@scripts/ensure-postgres.sh

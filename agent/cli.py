@@ -119,6 +119,44 @@ def provision(
     out.print(f"  device identity certificate valid until {not_after}")
 
 
+@app.command()
+def onboard(
+    attestor: Annotated[str, typer.Option(help="the owner's attestor base URL")],
+    state_dir: StateDir = DEFAULT_STATE_DIR,
+    tcti: Tcti = None,
+    ca_bundle: Annotated[Path | None, typer.Option(help="CA bundle for HTTPS")] = None,
+    event_log: EventLog = None,
+) -> None:
+    """Zero-touch onboarding on first boot: no station, no API key (docs/onboarding.md).
+
+    Uses the IAK and IDevID the manufacturer left in the TPM (certificates in NV
+    0x01C90000-0x01C90002): the owner's attestor checks them against the manufacturer
+    roots and its ownership records, then issues the LDevID certificate for new local
+    keys (LAK and LDevID). All or nothing, as `provision`."""
+    from agent.enroll import EnrollmentError
+    from agent.keyswap import KeySwapError
+    from agent.onboard import onboard as do_onboard
+    from agent.tpm.device import Tpm, TpmError
+    from agent.verify import IssuedCertificateInvalid
+
+    config = load_config(state_dir=state_dir, attestor_url=attestor, tcti=tcti,
+                         ca_bundle=ca_bundle, event_log=event_log)
+    try:
+        with Tpm(config.tcti) as tpm, AttestorClient(
+                config.attestor_url, str(config.ca_bundle) if config.ca_bundle else None
+                ) as client:
+            enrolled, answer = do_onboard(config, tpm, client, now())
+    except AttestorError as exc:
+        _refused(exc)
+    except (EnrollmentError, Unreachable, TpmError, IssuedCertificateInvalid,
+            KeySwapError) as exc:
+        fail(str(exc))
+    out.print(f"[green]onboarded[/] device [bold]{enrolled.device_id}[/] (serial "
+              f"{answer.serial}, class {answer.device_class})")
+    out.print(f"  LAK 0x{enrolled.ak_handle:08x}, LDevID 0x{enrolled.devid_handle:08x}; "
+              f"LDevID certificate valid until {enrolled.certificate.not_valid_after_utc}")
+
+
 def _kept(config: AgentConfig) -> str:
     """After a failed provisioning: the enrollment in place is untouched."""
     if not config.device_id:

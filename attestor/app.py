@@ -9,10 +9,21 @@ import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
 
-from attestor.api import openapi, problems
+from attestor import console
+from attestor.api import docs, openapi, problems
 from attestor.api.limits import BodyLimit, Overload
 from attestor.api.ratelimit import RateLimiter
-from attestor.api.routes import attestations, devices, enrollments, gate, health, operators
+from attestor.api.routes import (
+    attestations,
+    devices,
+    enrollments,
+    gate,
+    health,
+    onboarding,
+    operators,
+    ownership,
+    trust,
+)
 from attestor.observability import RequestContext
 from attestor.services.background import start as jobs_start
 from attestor.services.background import stop as jobs_stop
@@ -44,11 +55,13 @@ def create_app(services: Services, *, background: bool = True) -> FastAPI:
             jobs_stop(jobs)
 
     app = FastAPI(title="edgeproof attestor", version="1", description=API_DESCRIPTION,
-                  lifespan=lifespan)
+                  lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.services = services
     app.state.rate_limiter = RateLimiter()
     problems.install(app)
     openapi.install(app)
+    docs.install(app)
+    console.install(app)  # and the security headers of every HTML response
     app.add_middleware(BodyLimit, max_bytes=services.settings.max_body_bytes)
     limits = services.settings.rate_limits
     app.add_middleware(Overload, max_inflight=limits.max_inflight,
@@ -56,6 +69,7 @@ def create_app(services: Services, *, background: bool = True) -> FastAPI:
                        on_shed=services.metrics.rate_limited.labels(limit="overload").inc)
     # outermost: every response carries its request id; every request is counted and timed
     app.add_middleware(RequestContext, metrics=services.metrics)
-    for module in (enrollments, attestations, devices, operators, gate, health):
+    for module in (enrollments, attestations, devices, operators, trust, gate, health, onboarding,
+                   ownership):
         app.include_router(module.router)
     return app

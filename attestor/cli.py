@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 from typer.core import TyperGroup
 
 from attestor.cli_admin import apikey_app, audit_app, keys_app, token_app
+from attestor.cli_audit_remote import register as register_remote_audit
 from attestor.cli_backup import backup_app
-from attestor.cli_logs import ImaBank, eventlog_app, ima_app, read_ima_list
+from attestor.cli_fleet import certificates_app, device_app, gate_app
+from attestor.cli_logs import eventlog_app, ima_app
 from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
+from attestor.cli_ownership import ownership_app
+from attestor.cli_policy import policy_app, trust_app
+from attestor.cli_remote import (
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    RootOptions,
+    err,
+    out,
+    set_root_options,
+)
+from attestor.cli_remote import fail as fail  # other command modules use cli.fail
 from attestor.cli_secret import secret_app
 from attestor.cli_tls import tls_app
 from attestor.cli_verify import ekcert_app, quote_app
@@ -36,8 +46,16 @@ class _Commands(TyperGroup):
     def invoke(self, ctx: Any) -> Any:  # typer's own click Context
         import sqlalchemy as sa
 
+        from attestor.client import ApiError, ClientError, TransportError
+
         try:
             return super().invoke(ctx)
+        except ApiError as exc:  # the server's problem, with its code
+            fail(f"{exc.code}: {exc.detail} (HTTP {exc.status})")
+        except TransportError as exc:
+            fail(f"{exc.code}: {exc.detail}", EXIT_UNREACHABLE)
+        except ClientError as exc:  # the command line, environment or config file
+            fail(f"{exc.code}: {exc.detail}", EXIT_USAGE)
         except ConfigError as exc:
             fail(str(exc), 2)
         except IdentityError as exc:
@@ -48,28 +66,51 @@ class _Commands(TyperGroup):
             fail_with(database_error(exc))
 
 
-app = typer.Typer(help="edgeproof attestor: attestation service and admin commands.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, cls=_Commands)
-trust_app = typer.Typer(help="The EK trust store (TPM-vendor CA certificates).",
-                        no_args_is_help=True)
-policy_app = typer.Typer(help="Reference policies per device class.", no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, cls=_Commands)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
-device_app = typer.Typer(help="Enrolled devices.", no_args_is_help=True)
 for sub, name in ((trust_app, "trust"), (policy_app, "policy"), (secret_app, "secret"),
                   (db_app, "db"), (device_app, "device"), (quote_app, "quote"),
                   (ekcert_app, "ekcert"), (eventlog_app, "eventlog"), (ima_app, "ima"),
                   (token_app, "token"), (apikey_app, "apikey"), (keys_app, "keys"),
-                  (audit_app, "audit"), (backup_app, "backup"), (tls_app, "tls")):
+                  (audit_app, "audit"), (backup_app, "backup"), (tls_app, "tls"),
+                  (certificates_app, "certificates"), (gate_app, "gate"),
+                  (ownership_app, "ownership")):
     app.add_typer(sub, name=name)
-
-out = Console()
-err = Console(stderr=True)
+register_remote_audit(audit_app)
 
 
+# Bootstrap, the host's secrets and offline file tools (docs/cli.md): never remote.
+LOCAL_ONLY = {"init", "serve", "db", "token", "apikey", "keys", "secret", "tls", "backup",
+              "ca", "quote", "ekcert", "eventlog", "ima", "ownership"}
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, even in a log
-    raise typer.Exit(code)
+
+@app.callback()
+def connect(
+    ctx: typer.Context,
+    server: Annotated[str | None, typer.Option(
+        help="the attestor's URL: operator commands then work against it, not on a data "
+        "directory (env EDGEPROOF_SERVER; docs/cli.md)", show_default=False)] = None,
+    token: Annotated[str | None, typer.Option(
+        help="bearer token for --server (env EDGEPROOF_TOKEN; prefer it or a profile: a "
+        "flag shows in the process list)", show_default=False)] = None,
+    profile: Annotated[str | None, typer.Option(
+        help="a profile of ~/.config/edgeproof/cli.toml (env EDGEPROOF_PROFILE)",
+        show_default=False)] = None,
+    ca_bundle: Annotated[Path | None, typer.Option(
+        help="CA certificates (PEM) that verify the server's TLS certificate (env "
+        "EDGEPROOF_CA_BUNDLE; default: the system's)", show_default=False)] = None,
+) -> None:
+    """edgeproof attestor: attestation service and admin commands.
+
+    Operator commands (device, policy, trust, certificates, gate, audit) work against a
+    server with --server and a token, or locally on a data directory (-d) when no server
+    is named; bootstrap commands (init, db, token, apikey, keys, secret, tls, backup,
+    serve) are local only. docs/cli.md lists which is which."""
+    if server and ctx.invoked_subcommand in LOCAL_ONLY:
+        fail(f"`attestor {ctx.invoked_subcommand}` works on the attestor host's data "
+             "directory (-d), never against a server: drop --server", EXIT_USAGE)
+    set_root_options(RootOptions(server=server, token=token, profile=profile,
+                                 ca_bundle=ca_bundle))
 
 
 def fail_with(exc: IdentityError) -> NoReturn:
@@ -229,167 +270,10 @@ def db_upgrade(
     out.print(f"database at revision {current_revision(engine)}")
 
 
-@trust_app.command("add")
-def trust_add(files: list[Path], data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
-    """Import TPM-vendor root or intermediate CA certificates (PEM or DER).
-
-    Running attestors use them from their next enrollment, without a restart; to
-    withdraw a vendor, remove its file from the data directory's trust/ek-roots/."""
-    from attestor.trust import import_certificates
-
-    refused = import_certificates(files, settings_for(data_dir, dev).trust_dir)
-    for path, why in refused:
-        err.print(f"[yellow]refused[/] {path}: {why}")
-    out.print(f"imported {len(files) - len(refused)} of {len(files)} file(s)")
-    if refused:
-        raise typer.Exit(1)
-
-
-@trust_app.command("list")
-def trust_list(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
-    """Show the trust store's roots and intermediates, and files it could not load."""
-    from attestor.trust import load_trust_store
-
-    store = load_trust_store(settings_for(data_dir, dev).trust_dir)
-    table = Table("kind", "subject", "not after")
-    for kind, certs in (("root", store.roots), ("intermediate", store.intermediates)):
-        for cert in certs:
-            table.add_row(kind, cert.subject.rfc4514_string(), str(cert.not_valid_after_utc))
-    out.print(table)
-    for source in store.normalized:
-        err.print(f"[yellow]re-encoded[/] {source}: root with non-DER names, trusted as re-encoded")
-    for source, why in store.rejected:
-        err.print(f"[yellow]not loaded[/] {source}: {why}")
-
-
-@policy_app.command("learn")
-def policy_learn(
-    device: Annotated[str | None, typer.Option(
-        help="device whose last verified attestation is known-good")] = None,
-    eventlog: Annotated[Path | None, typer.Option(
-        help="a known-good firmware event log (binary) to learn the boot policy from")] = None,
-    ima: Annotated[Path | None, typer.Option(
-        help="a known-good IMA measurement list to learn the allowlist from")] = None,
-    ascii_ima: Annotated[bool, typer.Option("--ascii", help="the IMA list is ASCII")] = False,
-    list_bank: ImaBank = None,
-    device_class: Annotated[str | None, typer.Option(
-        "--class", help="device class (default: the device's)")] = None,
-    golden: Annotated[bool, typer.Option(help="golden PCRs from the device's quote")] = True,
-    secret: Annotated[list[str] | None, typer.Option(
-        help="also grant this secret on a pass (repeatable)")] = None,
-    data_dir: DataDir = DEFAULT_DIR,
-    dev: Dev = None,
-) -> None:
-    """New policy version learned from a known-good device and/or known-good logs."""
-    from attestor.services.policies import LearnSources, learn_policy
-
-    svc = services_for(data_dir, dev)
-    try:
-        entries = None
-        if ima is not None:
-            entries = read_ima_list(ima, ascii_ima, list_bank)[0]
-        sources = LearnSources(device_id=device, golden=golden,
-                               event_log=eventlog.read_bytes() if eventlog else None,
-                               ima_entries=entries, grant=tuple(secret or ()))
-        with svc.session() as session, session.begin():
-            policy, evidence = learn_policy(session, device_class, sources, "cli", svc.clock())
-    except IdentityError as exc:
-        fail(exc.detail)
-    except OSError as exc:
-        fail(str(exc))
-    origin = (f" from attestation #{evidence.id} at {evidence.at:%Y-%m-%d %H:%M:%S}Z"
-              if evidence is not None else "")
-    out.print(f"[green]policy[/] class={policy.device_class} version={policy.version} "
-              f"learned{origin}")
-    document = dict(policy.document)
-    if document.get("ima"):
-        allow = document["ima"].get("allowlist", {})
-        document["ima"] = {**document["ima"], "allowlist": f"{len(allow)} paths"}
-    out.print_json(json.dumps(document))
-
-
-@policy_app.command("show")
-def policy_show(
-    device_class: Annotated[str, typer.Option("--class", help="device class")] = "default",
-    data_dir: DataDir = DEFAULT_DIR,
-    dev: Dev = None,
-) -> None:
-    """Print the policy in force for a device class."""
-    from sqlmodel import Session
-
-    from attestor.db import queries
-
-    with Session(engine_for(data_dir, dev)) as session:
-        row = queries.current_policy(session, device_class)
-    if row is None:
-        fail(f"no policy for class {device_class!r} (learn one with `attestor policy learn`)")
-    out.print(f"class={row.device_class} version={row.version} by={row.created_by}")
-    out.print_json(json.dumps(row.document))
-
-
-@policy_app.command("set")
-def policy_set(
-    file: Annotated[Path, typer.Argument(help="policy document (JSON)")],
-    device_class: Annotated[str, typer.Option("--class", help="device class")] = "default",
-    data_dir: DataDir = DEFAULT_DIR,
-    dev: Dev = None,
-) -> None:
-    """Store a policy document as the class's next version."""
-    from attestor.services.policies import set_policy
-    from identity.policy import parse_policy
-
-    svc = services_for(data_dir, dev)
-    try:
-        document = parse_policy(json.loads(file.read_text()))
-    except (OSError, ValueError, IdentityError) as exc:
-        fail(f"{file}: {exc}")
-    with svc.session() as session, session.begin():
-        policy = set_policy(session, device_class, document, "cli", svc.clock())
-    out.print(f"[green]policy[/] class={device_class} version={policy.version}")
-
-
 @app.command("ca")
 def ca_export(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
     """Print the CA trust anchor (PEM) that relying parties and agents need."""
     sys.stdout.write((settings_for(data_dir, dev).ca_dir / "root.pem").read_text())
-
-
-@device_app.command("list")
-def device_list(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
-    """Enrolled devices with their last verdict."""
-    from sqlmodel import Session
-
-    from attestor.db import queries
-
-    with Session(engine_for(data_dir, dev)) as session:
-        devices = queries.list_devices(session, limit=1000)
-    table = Table("device", "serial", "class", "state", "last verdict", "last attested")
-    for d in devices:
-        table.add_row(d.id, d.serial or "", d.device_class, d.state, d.last_verdict or "",
-                      str(d.last_attested_at or ""))
-    out.print(table)
-
-
-@device_app.command("show")
-def device_show(device_id: str, data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
-    """One device and its recent attestations with their reason codes."""
-    from sqlmodel import Session
-
-    from attestor.db import queries
-
-    with Session(engine_for(data_dir, dev)) as session:
-        try:
-            device = queries.get_device(session, device_id)
-        except IdentityError as exc:
-            fail(exc.detail)
-        history = queries.attestations_for(session, device_id, limit=20)
-    out.print(f"{device.id} serial={device.serial} class={device.device_class} "
-              f"state={device.state} enrolled={device.enrolled_at:%Y-%m-%d %H:%M:%S}Z")
-    table = Table("at", "verdict", "reasons", "policy", "certificate")
-    for a in history:
-        table.add_row(f"{a.at:%Y-%m-%d %H:%M:%S}", a.verdict, ", ".join(a.reasons),
-                      str(a.policy_version or ""), a.certificate_serial or "")
-    out.print(table)
 
 
 def main() -> None:

@@ -11,10 +11,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from attestor.auth import ROLES
 from attestor.cli_options import DEFAULT_DIR, DataDir, Dev, Json
+from attestor.cli_remote import Output, emit, rows
 
 token_app = typer.Typer(help="Bearer tokens minted by this attestor.", no_args_is_help=True)
 apikey_app = typer.Typer(help="API keys for factory stations.", no_args_is_help=True)
@@ -78,19 +78,21 @@ def apikey_create(
 
 
 @apikey_app.command("list")
-def apikey_list(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
+def apikey_list(output: Output = None, data_dir: DataDir = DEFAULT_DIR,
+                dev: Dev = None) -> None:
     """API keys: id, name, role, created, revoked (never the key)."""
     from sqlmodel import select
 
     from attestor.db.models import ApiKey
 
     svc = _services(data_dir, dev)
-    table = Table("id", "name", "role", "created", "revoked")
     with svc.session() as session:
-        for key in session.exec(select(ApiKey)).all():
-            table.add_row(key.id, key.name, key.role, str(key.created_at),
-                          str(key.revoked_at or ""))
-    out.print(table)
+        keys = [{"id": k.id, "name": k.name, "role": k.role,
+                 "created_at": k.created_at.isoformat(),
+                 "revoked_at": k.revoked_at.isoformat() if k.revoked_at else None}
+                for k in session.exec(select(ApiKey)).all()]
+    emit(output, keys, lambda: rows(("id", "name", "role", "created", "revoked"),
+                                    (tuple(k.values()) for k in keys)))
 
 
 @apikey_app.command("revoke")
@@ -155,7 +157,16 @@ def audit_verify(
     or differs from a checkpoint a sink kept. Entries after the last valid checkpoint
     are reported as unanchored: consistent, but not proven."""
     from attestor import audit
+    from attestor.cli_remote import client
 
+    api = client()
+    if api is not None:  # the server walks its own chain (attestor/cli_audit_remote.py)
+        from attestor.cli_audit_remote import verify_remotely
+
+        if checkpoints:
+            raise typer.BadParameter("compared with a local chain only, not with --server",
+                                     param_hint="--checkpoints")
+        verify_remotely(api, as_json)
     marks: list[audit.Mark] = []
     for path in checkpoints or []:
         found, unreadable = audit.read_checkpoints(path.read_text(errors="replace")

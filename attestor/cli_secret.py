@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
+from attestor.cli_remote import Output, emit, rows
 from identity.errors import IdentityError
 
 if TYPE_CHECKING:
@@ -87,13 +87,13 @@ def secret_get(name: str, data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> N
 
 
 @secret_app.command("list")
-def secret_list(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
+def secret_list(output: Output = None, data_dir: DataDir = DEFAULT_DIR,
+                dev: Dev = None) -> None:
     """Secret names and latest versions (never values)."""
     _, store = _store(data_dir, dev)
-    table = Table("name", "version")
-    for name, version in store.names():
-        table.add_row(name, str(version))
-    out.print(table)
+    names = [{"name": name, "version": version} for name, version in store.names()]
+    emit(output, names, lambda: rows(("name", "version"),
+                                     ((n["name"], n["version"]) for n in names)))
 
 
 @secret_app.command("rotate-key")

@@ -21,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from attestor.console_settings import ConsoleSettings
 from attestor.vault_settings import VaultSettings
 
 CONFIG_FILE = "attestor.toml"
@@ -270,6 +271,7 @@ class Settings(BaseSettings):
                                               "certificates (device identities: local CA)")
     vault: VaultSettings | None = None
     metrics: MetricsSettings = MetricsSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @model_validator(mode="after")
     def _one_key_per_webhook(self) -> Settings:

@@ -164,28 +164,35 @@ def load_trust_store(directory: Path) -> TrustStore:
 
 
 def import_certificates(files: list[Path], directory: Path) -> list[tuple[Path, str]]:
-    """Copy CA certificates into the store; returns (file, problem) for those refused.
-
-    Each file is written whole under a temporary dot-name and renamed into place, so
-    a running attestor never reads half of one."""
-    directory.mkdir(parents=True, exist_ok=True)
+    """Copy CA certificates into the store; returns (file, problem) for those refused."""
     refused: list[tuple[Path, str]] = []
     for path in files:
         try:
             data = path.read_bytes()
-            load_certificates(data)
-        except (OSError, ValueError) as exc:
+        except OSError as exc:
             refused.append((path, str(exc)))
             continue
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
         try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fchmod(out.fileno(), 0o644)  # public certificates
-                os.fsync(out.fileno())
-            os.replace(tmp, directory / path.name)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            store_certificates(directory, path.name, data)  # an OSError: the store's
+        except ValueError as exc:
+            refused.append((path, str(exc)))
     return refused
+
+
+def store_certificates(directory: Path, name: str, data: bytes) -> None:
+    """One file of CA certificates (PEM or DER) into the store as ``name``; ValueError if
+    it holds none. Written whole under a temporary dot-name and renamed into place, so
+    a running attestor never reads half of one."""
+    load_certificates(data)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fchmod(out.fileno(), 0o644)  # public certificates
+            os.fsync(out.fileno())
+        os.replace(tmp, directory / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

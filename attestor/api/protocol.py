@@ -65,5 +65,10 @@ def answer(model: type[msgspec.Struct], status: int = 200,
 
 
 def components() -> dict[str, Any]:
-    """The protocol structs' schemas, to merge into ``components/schemas``."""
-    return schemas(REF)
+    """The protocol structs' schemas, to merge into ``components/schemas`` (the
+    onboarding structs of identity.devid.messages included)."""
+    from identity.devid.messages import STRUCTS as ONBOARDING
+
+    out = schemas(REF)
+    out.update(msgspec.json.schema_components(ONBOARDING, ref_template=REF)[1])
+    return out

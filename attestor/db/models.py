@@ -272,3 +272,8 @@ class SigningKeyRow(SQLModel, table=True):
     private_pem: bytes
     created_at: dt.datetime = _time()
     retired_at: dt.datetime | None = _time(nullable=True)
+
+
+# The onboarding tables live in their own module; imported here so that every user of
+# the metadata (Alembic, the schema check) sees them.
+from attestor.db import ownership_models as _ownership_models  # noqa: E402,F401

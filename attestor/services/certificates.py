@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 
 from attestor import audit
-from attestor.api.admin_schemas import CertificatePublic, Page
 from attestor.auth import Principal
 from attestor.db import queries
 from attestor.db.models import Certificate
+from attestor.models.operator import CertificatePublic, Page
 from attestor.services.context import Services
 from attestor.services.devices import decode_cursor, encode_cursor
 from identity.errors import Conflict, NotFound

@@ -9,10 +9,10 @@ import hashlib
 from sqlmodel import Session
 
 from attestor import audit
-from attestor.api.admin_schemas import AttestationPublic, Page
 from attestor.auth import Principal
 from attestor.db import queries
 from attestor.db.models import Attestation, Device
+from attestor.models.operator import AttestationPublic, Page
 from attestor.services import webhooks
 from attestor.services.context import Services
 from identity.errors import Conflict, MalformedInput

@@ -12,10 +12,10 @@ import datetime as dt
 import fnmatch
 
 from attestor import audit
-from attestor.api.gate_schemas import GateDecision, GateDecisionRequest, LastAttestation
 from attestor.auth import Principal
 from attestor.db import queries
 from attestor.db.models import Device
+from attestor.models.gate import GateDecision, GateDecisionRequest, LastAttestation
 from attestor.services.context import Services
 from attestor.services.policies import policy_for
 from attestor.services.results import policy_id

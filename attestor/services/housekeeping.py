@@ -2,8 +2,9 @@
 purged here, on a timer of every replica (attestor.services.background); which table is
 bounded how is in docs/operations.md ("Retention").
 
-- spent challenge nonces and enrollment challenges ``retention.expired_grace_seconds``
-  after they expired (spent nonces at least 10 minutes after: see SPENT_NONCE_MARGIN);
+- spent challenge nonces, enrollment and onboarding challenges
+  ``retention.expired_grace_seconds`` after they expired (spent challenge nonces at
+  least 10 minutes after: see SPENT_NONCE_MARGIN);
 - signed-request nonces once past their replay window;
 - attestation records older than ``retention.attestations_days``, keeping each device's
   latest ``retention.attestations_keep``, its latest quote-verified one and any a live
@@ -21,6 +22,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from attestor.db import housekeeping_queries as q
+from attestor.db import ownership_queries
 
 if TYPE_CHECKING:
     from attestor.services.context import Services
@@ -44,6 +46,7 @@ def purge(svc: Services) -> dict[str, int]:
         counts["nonces"] = q.purge_nonces(session, min(expired, now - SPENT_NONCE_MARGIN))
         counts["request_nonces"] = q.purge_request_nonces(session, now)
         counts["enrollments"] = q.purge_enrollments(session, expired)
+        counts["onboarding_challenges"] = ownership_queries.purge_challenges(session, expired)
         counts["attestations"] = q.purge_attestations(session, aged, r.attestations_keep, now)
         counts["certificates"] = q.purge_workload_certificates(session, aged)
         counts["webhook_deliveries"] = q.purge_webhook_deliveries(

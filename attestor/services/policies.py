@@ -16,8 +16,12 @@ from typing import Any
 from sqlmodel import Session
 
 from attestor import audit
+from attestor.auth import Principal
 from attestor.db import queries
 from attestor.db.models import Attestation, Policy
+from attestor.models.fleet import PolicyLearn, PolicyLearned
+from attestor.models.operator import PolicyVersion
+from attestor.services.context import Services
 from identity.checks import CheckRunner
 from identity.errors import EventLogMissing, MalformedInput, NotFound, PcrSelectionMismatch
 from identity.eventlog.appraise import appraise_boot, learn_boot
@@ -121,6 +125,31 @@ def learn_policy(session: Session, device_class: str | None, sources: LearnSourc
     return policy, evidence
 
 
+def learn_request(svc: Services, device_class: str, request: PolicyLearn,
+                  caller: Principal) -> PolicyLearned:
+    """``POST /v1/policies/{class}/learn``: the logs arrive in the request body."""
+    from identity.ima.log import parse_ascii, parse_binary
+
+    entries: list[ImaEntry] | None = None
+    if request.ima_list is not None:
+        try:
+            entries = (parse_ascii(request.ima_list.decode()) if request.ima_ascii
+                       else list(parse_binary(request.ima_list, request.ima_bank).entries))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise MalformedInput(f"the IMA list cannot be read: {exc}") from exc
+    if request.device_id is None and request.event_log is None and entries is None:
+        raise MalformedInput("name a device, or give an event log or an IMA list")
+    sources = LearnSources(device_id=request.device_id, golden=request.golden,
+                           event_log=request.event_log, ima_entries=entries,
+                           grant=tuple(request.grant))
+    with svc.session() as session, session.begin():
+        policy, evidence = learn_policy(session, device_class, sources, caller.actor,
+                                        svc.clock())
+        return PolicyLearned(policy=view(policy),
+                             attestation_id=evidence.id if evidence else None,
+                             attested_at=evidence.at if evidence else None)
+
+
 def learn_from_device(
     session: Session, device_id: str, actor: str, now: dt.datetime, grant: tuple[str, ...] = ()
 ) -> tuple[Policy, Attestation]:
@@ -143,6 +172,13 @@ def set_policy(
         details={"device_class": device_class, "version": policy.version},
     )
     return policy
+
+
+def view(row: Policy) -> PolicyVersion:
+    """A stored version as the API (and ``attestor policy show -o json``) shows it."""
+    return PolicyVersion(device_class=row.device_class, version=row.version,
+                         document=dict(row.document), created_at=row.created_at,
+                         created_by=row.created_by)
 
 
 def versions(session: Session, device_class: str) -> list[Policy]:

@@ -11,15 +11,15 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from attestor import audit
-from attestor.api.admin_schemas import (
+from attestor.auth import Principal
+from attestor.db import queries
+from attestor.db.models import Preregistration
+from attestor.models.operator import (
     Page,
     PreregistrationIn,
     PreregistrationPublic,
     PreregistrationResult,
 )
-from attestor.auth import Principal
-from attestor.db import queries
-from attestor.db.models import Preregistration
 from attestor.services.context import Services
 from attestor.services.devices import decode_position, encode_cursor
 from identity.errors import MalformedInput

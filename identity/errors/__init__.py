@@ -6,8 +6,9 @@ metrics labels. Add codes; never rename one. The families, under IdentityError
 (403: nonce, quote, AK, certify, EK, event log, IMA, policy, activation, and the
 relying parties' token refusals in :mod:`identity.gate`), AuthError (401/403),
 RequestError (404/409/429) and ServiceError (503: our fault, never the device's).
-The classes live in two modules (``base``: the roots, service, auth and request
-families; ``evidence``: EvidenceError's families); import them from here.
+The classes live in three modules (``base``: the roots, service, auth and request
+families; ``evidence``: EvidenceError's families; ``devid``: zero-touch onboarding's
+``devid.*`` and ``onboarding.*`` refusals); import them from here.
 docs/reason-codes.md lists every code with its meaning; a test keeps it complete.
 """
 
@@ -41,6 +42,26 @@ from identity.errors.base import (
     VaultRefused,
     VaultSealed,
     VaultUnreachable,
+)
+from identity.errors.devid import (
+    AlreadyOnboarded,
+    DevIdChainUntrusted,
+    DevIdError,
+    DevIdProfileInvalid,
+    DevIdTpmMismatch,
+    HardwareModuleNameMalformed,
+    HardwareModuleNameMissing,
+    IakAttributesInvalid,
+    IdevidAttributesInvalid,
+    IdevidCertifyInvalid,
+    IdevidSignatureInvalid,
+    ManifestInvalid,
+    OnboardingChallengeExpired,
+    OnboardingChallengeReplayed,
+    OnboardingChallengeUnknown,
+    OnboardingError,
+    OwnershipRevoked,
+    SerialNotOwned,
 )
 from identity.errors.evidence import (
     ActivationError,
@@ -133,6 +154,24 @@ from identity.errors.evidence import (
 )
 
 __all__ = [
+    "AlreadyOnboarded",
+    "DevIdChainUntrusted",
+    "DevIdError",
+    "DevIdProfileInvalid",
+    "DevIdTpmMismatch",
+    "HardwareModuleNameMalformed",
+    "HardwareModuleNameMissing",
+    "IakAttributesInvalid",
+    "IdevidAttributesInvalid",
+    "IdevidCertifyInvalid",
+    "IdevidSignatureInvalid",
+    "ManifestInvalid",
+    "OnboardingChallengeExpired",
+    "OnboardingChallengeReplayed",
+    "OnboardingChallengeUnknown",
+    "OnboardingError",
+    "OwnershipRevoked",
+    "SerialNotOwned",
     "ActivationError",
     "ActivationExpired",
     "ActivationMismatch",

@@ -17,12 +17,12 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from agent.sim.fleet import SimDevice
-from attestor.api.admin_schemas import PreregistrationIn
 from attestor.auth import Principal
 from attestor.auth.devices import RequestProof
 from attestor.db import attestation_queries as aq
 from attestor.db.attestation_queries import DeviceRecord
 from attestor.db.models import Attestation, AuditEvent, Certificate, Device, Nonce
+from attestor.models.operator import PreregistrationIn
 from attestor.services import attestation, enrollment, preregistration
 from attestor.services.context import Services, build_services
 from attestor.services.policies import LearnSources, learn_policy

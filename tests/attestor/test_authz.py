@@ -58,6 +58,9 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/policies/{device_class}"): AUDIT,
     ("POST", "/v1/policies/{device_class}"): ADMIN,
     ("POST", "/v1/policies/{device_class}/dry-run"): AUDIT,
+    ("POST", "/v1/policies/{device_class}/learn"): ADMIN,
+    ("GET", "/v1/trust"): AUDIT,
+    ("POST", "/v1/trust"): ADMIN,
     ("GET", "/v1/certificates"): AUDIT,
     ("POST", "/v1/certificates/{serial}/revoke"): ADMIN,
     ("GET", "/v1/crl"): PUBLIC,
@@ -73,6 +76,17 @@ MATRIX: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/v1/ca"): PUBLIC,
     ("GET", "/.well-known/jwks.json"): PUBLIC,
     ("POST", "/v1/gate/decisions"): frozenset({"admin", "gatekeeper"}),
+    # zero-touch onboarding: the device proves itself with its IAK/IDevID, no credential
+    ("POST", "/v1/onboarding/challenges"): PUBLIC,
+    ("POST", "/v1/onboarding"): PUBLIC,
+    ("GET", "/v1/ownership"): AUDIT,
+    ("GET", "/v1/ownership/roots"): AUDIT,
+    ("POST", "/v1/ownership/roots"): ADMIN,
+    ("DELETE", "/v1/ownership/roots/{sha256}"): ADMIN,
+    ("POST", "/v1/ownership/manifests"): ADMIN,
+    ("POST", "/v1/ownership/serials"): ADMIN,
+    ("POST", "/v1/ownership/{serial}/revoke"): ADMIN,
+    ("POST", "/v1/ownership/{serial}/release"): ADMIN,
 }
 
 
@@ -112,7 +126,8 @@ def _request(route: tuple[str, str], fleet: dict[str, object]) -> tuple[str, byt
     config, _ = fleet["target"]  # type: ignore[misc]
     path = (template.replace("{device_id}", config.device_id)
             .replace("{enrollment_id}", "no-such-enrollment")
-            .replace("{device_class}", "default").replace("{serial}", "abc123"))
+            .replace("{device_class}", "default").replace("{serial}", "abc123")
+            .replace("{sha256}", "ab" * 32))
     if route == ("POST", "/v1/enrollments"):
         return path, json.dumps(fleet["enrollment"]).encode(), "application/json"
     if route == ("POST", "/v1/enrollments/{enrollment_id}/activation"):

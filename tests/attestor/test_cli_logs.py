@@ -72,6 +72,6 @@ def test_policy_learned_from_files(tmp_path: Path, corpus: Path) -> None:
         "--ima", str(corpus / "ima" / "rust-keylime-ascii_runtime_measurements"), "--ascii"])
     assert result.exit_code == 0, result.output
     shown = runner.invoke(app, ["policy", "show", "--dev", "-d", str(data), "--class", "gateway"])
-    document = json.loads(shown.stdout.split("\n", 1)[1])
+    document = json.loads(shown.stdout)["document"]  # not a terminal: JSON
     assert document["boot"]["secure_boot"] is True
     assert 10 in document["pcrs"] and len(document["ima"]["allowlist"]) > 500

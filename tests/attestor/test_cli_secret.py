@@ -27,8 +27,15 @@ def test_put_get_list_rotate(tmp_path: Path) -> None:
     run("init", *d)
     run("secret", "put", "registry/pull", "--value", VALUE, *d)
     run("secret", "put", "registry/pull", *d, input=VALUE + "-v2")
-    listing = run("secret", "list", *d)
-    assert "registry/pull" in listing and "2" in listing and VALUE not in listing
+    listing = run("secret", "list", *d)  # not a terminal: JSON
+    assert json.loads(listing) == [{"name": "registry/pull", "version": 2}]
+    table = run("secret", "list", "-o", "table", *d)
+    assert "registry/pull" in table and "2" in table and VALUE not in table
+    key = run("apikey", "create", "--name", "station-9", *d).strip()
+    keys = json.loads(run("apikey", "list", "-o", "json", *d))
+    assert [(k["name"], k["role"], k["revoked_at"]) for k in keys] == [
+        ("station-9", "enroller", None)]
+    assert key not in json.dumps(keys)
     assert run("secret", "get", "registry/pull", *d) == VALUE + "-v2"
     old_key = (tmp_path / "data" / "secrets.key").read_bytes()
     assert "2 version(s) re-encrypted" in run("secret", "rotate-key", *d)

@@ -8,16 +8,16 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
 
-from attestor.api.admin_schemas import (
+from attestor.api.deps import Admin, DeviceOrReader, FleetReader, ServicesDep
+from attestor.api.protocol import MessageResponse, answer
+from attestor.db.queries import DeviceFilter
+from attestor.models.common import FILTER_TEXT, problems
+from attestor.models.operator import (
     AttestationPublic,
     ClassChange,
     Page,
     StateChange,
 )
-from attestor.api.deps import Admin, DeviceOrReader, FleetReader, ServicesDep
-from attestor.api.protocol import MessageResponse, answer
-from attestor.api.schemas import FILTER_TEXT, problems
-from attestor.db.queries import DeviceFilter
 from attestor.services import devices
 from identity.messages import DevicePage, DevicePublic
 

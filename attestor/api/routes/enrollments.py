@@ -7,7 +7,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from attestor.api.deps import EnrollmentLimit, OptionalCaller, ServicesDep
 from attestor.api.protocol import MessageResponse, answer, read, request_body
-from attestor.api.schemas import problems
+from attestor.models.common import problems
 from attestor.services import enrollment
 from identity.messages import (
     ActivationRequest,

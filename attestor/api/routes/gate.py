@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends
 from fastapi.concurrency import run_in_threadpool
 
 from attestor.api.deps import ServicesDep, require_roles
-from attestor.api.gate_schemas import GateDecision, GateDecisionRequest
-from attestor.api.schemas import problems
 from attestor.auth import Principal
+from attestor.models.common import problems
+from attestor.models.gate import GateDecision, GateDecisionRequest
 from attestor.services import gate
 
 router = APIRouter(prefix="/v1/gate", tags=["gate"])

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from attestor.api.deps import MetricsReader, ServicesDep
-from attestor.api.schemas import problems
+from attestor.models.common import problems
 from attestor.services.readiness import readiness
 
 router = APIRouter(tags=["health"])

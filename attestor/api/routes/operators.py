@@ -12,7 +12,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 
 from attestor import audit
-from attestor.api.admin_schemas import (
+from attestor.api.deps import Admin, Enroller, Reader, ServicesDep
+from attestor.db import queries
+from attestor.models.common import FILTER_TEXT, problems
+from attestor.models.fleet import PolicyLearn, PolicyLearned
+from attestor.models.operator import (
     AuditPublic,
     AuditVerification,
     CertificatePublic,
@@ -25,10 +29,6 @@ from attestor.api.admin_schemas import (
     PreregistrationResult,
     RevokeRequest,
 )
-from attestor.api.deps import Admin, Enroller, Reader, ServicesDep
-from attestor.api.schemas import FILTER_TEXT, problems
-from attestor.db import queries
-from attestor.db.models import Policy
 from attestor.services import certificates, policies, preregistration
 from attestor.services.background import verify_audit
 from attestor.services.context import Services
@@ -41,12 +41,6 @@ Class = Path(min_length=1, max_length=64, pattern=r"^[\w.:@/+\- ]+$")
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Cursor = Annotated[str | None, Query(max_length=256)]
 AUTH = problems(s401="no credential", s403="not allowed")
-
-
-def _policy(row: Policy) -> PolicyVersion:
-    return PolicyVersion(device_class=row.device_class, version=row.version,
-                         document=dict(row.document), created_at=row.created_at,
-                         created_by=row.created_by)
 
 
 @router.get("/policies", tags=["policies"], response_model=list[str], responses=AUTH)
@@ -65,7 +59,7 @@ async def policy_history(svc: ServicesDep, caller: Reader,
     """Every version of a class's policy, newest first (the newest is in force)."""
     def run() -> list[PolicyVersion]:
         with svc.session() as session:
-            return [_policy(r) for r in policies.versions(session, device_class)]
+            return [policies.view(r) for r in policies.versions(session, device_class)]
     return await run_in_threadpool(run)
 
 
@@ -76,9 +70,22 @@ async def create_policy(body: PolicyCreate, svc: ServicesDep, caller: Admin,
     """A new immutable version of the class's policy; it is in force at once."""
     def run() -> PolicyVersion:
         with svc.session() as session, session.begin():
-            return _policy(policies.set_policy(session, device_class, body.document,
-                                               caller.actor, svc.clock()))
+            return policies.view(policies.set_policy(session, device_class, body.document,
+                                                     caller.actor, svc.clock()))
     return await run_in_threadpool(run)
+
+
+@router.post("/policies/{device_class}/learn", tags=["policies"], status_code=201,
+             response_model=PolicyLearned,
+             responses=problems(s400="nothing to learn from, or a malformed log",
+                                s401="no credential", s403="admins only",
+                                s404="unknown device"))
+async def learn_policy(body: PolicyLearn, svc: ServicesDep, caller: Admin,
+                       device_class: str = Class) -> PolicyLearned:
+    """A new version of the class's policy learned from a known-good device's last
+    verified attestation (golden PCRs, boot policy from its event log) and/or known-good
+    logs; the caller vouches that what is learned from was good. In force at once."""
+    return await run_in_threadpool(policies.learn_request, svc, device_class, body, caller)
 
 
 @router.post("/policies/{device_class}/dry-run", tags=["policies"], response_model=DryRun,

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from attestor.api.schemas import Request
+from attestor.models.common import Request
 
 
 class GateDecisionRequest(Request):

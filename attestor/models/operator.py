@@ -9,7 +9,7 @@ from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
-from attestor.api.schemas import Request
+from attestor.models.common import Request
 from identity.messages import LABEL_PATTERN, MAX_STRUCT_B64
 from identity.policy import PolicyDocument
 

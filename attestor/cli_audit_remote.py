@@ -1,0 +1,137 @@
+"""`attestor audit query|export|key` against a server, and `audit verify --server`: the
+auditor's view of the hash-chained audit log from their own machine (role auditor).
+
+The filters are passed to ``GET /v1/audit`` and ``/v1/audit/export`` as the API names
+them; ``--where NAME=VALUE`` passes any other filter the server supports."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from attestor.cli_remote import Output, emit, out, print_json, remote, rows, when
+from attestor.client import OperatorClient
+from attestor.models.operator import AuditVerification
+
+
+def _filters(device: str | None, actor: str | None, action: str | None,
+             outcome: str | None, reason: str | None, since: str | None,
+             until: str | None, where: list[str] | None) -> dict[str, str | None]:
+    filters: dict[str, str | None] = {
+        "device_id": device, "actor": actor, "action": action, "outcome": outcome,
+        "reason": reason, "since": since, "until": until}
+    for item in where or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise typer.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--where")
+        filters[name] = value
+    return filters
+
+
+DeviceF = Annotated[str | None, typer.Option("--device", help="entries about this device",
+                                             show_default=False)]
+ActorF = Annotated[str | None, typer.Option(help="who acted (a token subject, API key, "
+                                            "device or cli)", show_default=False)]
+ActionF = Annotated[str | None, typer.Option(help="the action, e.g. device.revoke",
+                                             show_default=False)]
+OutcomeF = Annotated[str | None, typer.Option(help="the outcome, e.g. refused",
+                                              show_default=False)]
+ReasonF = Annotated[str | None, typer.Option(help="a reason code, e.g. policy.pcr_mismatch",
+                                             show_default=False)]
+SinceF = Annotated[str | None, typer.Option(help="from this time (ISO 8601)",
+                                            show_default=False)]
+UntilF = Annotated[str | None, typer.Option(help="up to this time (ISO 8601)",
+                                            show_default=False)]
+WhereF = Annotated[list[str] | None, typer.Option(
+    metavar="NAME=VALUE", help="any other filter of GET /v1/audit (repeatable)",
+    show_default=False)]
+
+
+def audit_query(device: DeviceF = None, actor: ActorF = None, action: ActionF = None,
+                outcome: OutcomeF = None, reason: ReasonF = None, since: SinceF = None,
+                until: UntilF = None, where: WhereF = None,
+                limit: Annotated[int, typer.Option(help="at most this many")] = 1000,
+                output: Output = None) -> None:
+    """Audit entries in order, filtered (server only; auditor)."""
+    filters = _filters(device, actor, action, outcome, reason, since, until, where)
+    with remote("audit query") as api:
+        entries = list(api.iter_audit(max_items=limit, **filters))
+    emit(output, entries, lambda: rows(
+        ("seq", "at", "actor", "action", "outcome", "device", "reasons"),
+        ((e.seq, when(e.at), e.actor, e.action, e.outcome, e.device_id,
+          ", ".join(e.reasons)) for e in entries)))
+
+
+def audit_export(device: DeviceF = None, actor: ActorF = None, action: ActionF = None,
+                 outcome: OutcomeF = None, reason: ReasonF = None, since: SinceF = None,
+                 until: UntilF = None, where: WhereF = None,
+                 out_file: Annotated[Path | None, typer.Option(
+                     "--out", help="write here (default: stdout)", show_default=False)]
+                 = None) -> None:
+    """Every matching entry as JSON Lines, byte for byte as the server wrote them (server
+    only; auditor)."""
+    filters = _filters(device, actor, action, outcome, reason, since, until, where)
+    count = 0
+    with remote("audit export") as api:
+        sink = out_file.open("wb") if out_file is not None else sys.stdout.buffer
+        try:
+            for line in api.audit_export(**filters):
+                sink.write(line)
+                count += 1
+        finally:
+            if out_file is not None:
+                sink.close()
+    if out_file is not None:
+        out.print(f"{count} entries written to {out_file}")
+
+
+def audit_key(
+    out_file: Annotated[Path | None, typer.Option(
+        "--out", help="write the PEM here (default: stdout)", show_default=False)] = None,
+) -> None:
+    """The public key that checks the audit log's signed checkpoints, from
+    GET /v1/audit/checkpoint-key (with --server; auditor)."""
+    with remote("audit key") as api:
+        pem = api.audit_checkpoint_key()
+    if out_file is not None:
+        out_file.write_text(pem)
+    else:
+        sys.stdout.write(pem)
+
+
+def verify_remotely(api: OperatorClient, as_json: bool) -> None:
+    """`audit verify` with a server: the server walks its chain; exit 1 if tampered."""
+    with api:
+        report = api.audit_verify()
+    if as_json:
+        print_json(report)
+    else:
+        _print_report(report)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def _print_report(report: AuditVerification) -> None:
+    out.print(f"entries {report.entries}, last {report.last_seq}, checkpoints "
+              f"{report.checkpoints}, anchored to {report.anchored_seq}")
+    for problem in report.problems:
+        out.print(f"[red]{escape(str(problem.get('code')))}[/] at {problem.get('seq')}: "
+                  f"{escape(str(problem.get('detail')))}")
+    if not report.ok:
+        out.print("[bold red]TAMPERED[/]")
+    elif report.unanchored_entries:
+        out.print(f"[green]intact[/] up to {report.anchored_seq}; [yellow]"
+                  f"{report.unanchored_entries} unanchored[/] entries since "
+                  f"{when(report.unanchored_since)} (not yet covered by a signed "
+                  "checkpoint: not verified)")
+    else:
+        out.print("[green]intact[/]")
+
+
+def register(audit_app: typer.Typer) -> None:
+    audit_app.command("query")(audit_query)
+    audit_app.command("export")(audit_export)
+    audit_app.command("key")(audit_key)

@@ -1,0 +1,84 @@
+"""Zero-touch onboarding refusals (TCG IAK/IDevID, ownership): see docs/onboarding.md.
+
+DevIdError covers what the manufacturer's certificates and the TPM evidence say;
+OnboardingError what the owner's records and the onboarding challenge say.
+"""
+
+from __future__ import annotations
+
+from identity.errors.base import MalformedInput
+from identity.errors.evidence import EvidenceError
+
+
+class DevIdError(EvidenceError):
+    code = "devid.invalid"
+
+
+class HardwareModuleNameMissing(DevIdError):
+    code = "devid.hwname_missing"
+
+
+class HardwareModuleNameMalformed(DevIdError):
+    code = "devid.hwname_malformed"
+
+
+class DevIdChainUntrusted(DevIdError):
+    code = "devid.chain_untrusted"
+
+
+class DevIdProfileInvalid(DevIdError):
+    code = "devid.profile_invalid"
+
+
+class IakAttributesInvalid(DevIdError):
+    code = "devid.iak_attributes_invalid"
+
+
+class IdevidAttributesInvalid(DevIdError):
+    code = "devid.idevid_attributes_invalid"
+
+
+class DevIdTpmMismatch(DevIdError):
+    code = "devid.tpm_mismatch"
+
+
+class IdevidCertifyInvalid(DevIdError):
+    code = "devid.idevid_certify_invalid"
+
+
+class IdevidSignatureInvalid(DevIdError):
+    code = "devid.idevid_signature_invalid"
+
+
+class OnboardingError(EvidenceError):
+    code = "onboarding.refused"
+
+
+class SerialNotOwned(OnboardingError):
+    code = "onboarding.serial_not_owned"
+
+
+class OwnershipRevoked(OnboardingError):
+    code = "onboarding.ownership_revoked"
+
+
+class OnboardingChallengeUnknown(OnboardingError):
+    code = "onboarding.challenge_unknown"
+
+
+class OnboardingChallengeExpired(OnboardingError):
+    code = "onboarding.challenge_expired"
+
+
+class OnboardingChallengeReplayed(OnboardingError):
+    code = "onboarding.challenge_replayed"
+
+
+class AlreadyOnboarded(OnboardingError):
+    code = "onboarding.already_onboarded"
+
+
+class ManifestInvalid(MalformedInput):
+    """A batch manifest or serial list that does not parse or whose signature fails."""
+
+    code = "ownership.manifest_invalid"

@@ -1,0 +1,67 @@
+"""Onboarding challenges and ownership records in the database (SQLite and PostgreSQL):
+single use across sessions, expiry, purge; imports keep onboarded records."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from attestor.db import ownership_queries as q
+from attestor.db.ownership_models import OnboardingChallenge
+from identity.devid.manifest import ManifestEntry
+from identity.errors import (
+    OnboardingChallengeExpired,
+    OnboardingChallengeReplayed,
+    OnboardingChallengeUnknown,
+)
+
+NOW = dt.datetime(2026, 12, 2, 4, 0, tzinfo=dt.UTC)
+
+
+def _challenge(engine: sa.Engine, cid: str = "c1", expires: dt.datetime | None = None) -> None:
+    with Session(engine) as session, session.begin():
+        q.add_challenge(session, OnboardingChallenge(
+            id=cid, nonce=b"n" * 32, serial="SN-1", idevid_sha256="a" * 64, created_at=NOW,
+            expires_at=expires or NOW + dt.timedelta(minutes=5)))
+
+
+def test_a_challenge_is_spent_once(engine: sa.Engine) -> None:
+    _challenge(engine)
+    with Session(engine) as session, session.begin():
+        assert q.spend_challenge(session, "c1", NOW).nonce == b"n" * 32
+    with Session(engine) as session, session.begin(), pytest.raises(
+            OnboardingChallengeReplayed):
+        q.spend_challenge(session, "c1", NOW + dt.timedelta(seconds=1))
+    with Session(engine) as session, session.begin(), pytest.raises(
+            OnboardingChallengeUnknown):
+        q.spend_challenge(session, "nope", NOW)
+
+
+def test_an_expired_challenge_is_refused_and_purged(engine: sa.Engine) -> None:
+    _challenge(engine, "old", NOW - dt.timedelta(seconds=1))
+    _challenge(engine, "live")
+    with Session(engine) as session, session.begin(), pytest.raises(
+            OnboardingChallengeExpired):
+        q.spend_challenge(session, "old", NOW)
+    with Session(engine) as session:
+        assert q.purge_challenges(session, NOW) == 1
+    with Session(engine) as session:
+        assert session.get(OnboardingChallenge, "live") is not None
+
+
+def test_import_keeps_onboarded_records(engine: sa.Engine) -> None:
+    entries = [ManifestEntry("SN-1", "a" * 64), ManifestEntry("SN-2", None)]
+    with Session(engine) as session, session.begin():
+        assert q.import_entries(session, entries, device_class="c", oem="o", batch="b",
+                                actor="t", now=NOW) == (2, 0, [])
+        q.set_state(session, "SN-1", q.ONBOARDED, NOW, device_id="d1")
+    with Session(engine) as session, session.begin():
+        assert q.import_entries(session, entries, device_class="c2", oem=None, batch=None,
+                                actor="t", now=NOW) == (0, 1, ["SN-1"])
+    with Session(engine) as session:
+        one, two = q.find(session, "SN-1"), q.find(session, "SN-2")
+        assert one is not None and (one.state, one.device_class) == ("onboarded", "c")
+        assert two is not None and (two.state, two.device_class) == ("owned", "c2")
