@@ -25,8 +25,6 @@ BOTH_DATABASES = True
 def test_oem_to_first_attestation_without_a_station(
         attestor: LiveAttestor, device: Device, manufacturer: Manufacturer, tmp_path: Path,
         algorithm: str, database: str) -> None:
-    if database == "postgresql" and algorithm == "rsa2048":
-        pytest.skip("one algorithm is enough to cover the PostgreSQL queries")
     authority = oem(tmp_path / "oem")
     provisioned = factory(device, manufacturer, authority, tmp_path / "batch-7", algorithm)
     import_roots(attestor, authority, issuing=algorithm == "ecc256")  # RSA: chain from NV
