@@ -32,7 +32,9 @@ def _imported(output: Output, result: ImportResult) -> None:
     emit_result(output, result, lambda: out.print(
         f"{result.created} created, {result.updated} updated"
         + (f"; already onboarded (kept): {', '.join(result.already_onboarded)}"
-           if result.already_onboarded else "")))
+           if result.already_onboarded else "")
+        + (f"; revoked (kept): {', '.join(result.kept_revoked)}"
+           if result.kept_revoked else "")))
 
 
 def _root_rows(roots: list[RootPublic]) -> None:

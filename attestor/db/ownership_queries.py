@@ -50,17 +50,19 @@ def roots(session: Session, *, include_removed: bool = False) -> Sequence[Manufa
 
 def import_entries(session: Session, entries: Sequence[ManifestEntry], *, device_class: str,
                    oem: str | None, batch: str | None, actor: str,
-                   now: dt.datetime) -> tuple[int, int, list[str]]:
+                   now: dt.datetime) -> tuple[int, int, list[str], list[str]]:
     """Owned records for ``entries``: (created, updated, serials left as they were because
-    they are onboarded already: releasing one is a separate, audited step)."""
+    they are onboarded already, serials left revoked). Releasing either is a separate,
+    audited step: an import never undoes the owner's revocation."""
     created = updated = 0
     kept: list[str] = []
+    revoked: list[str] = []
     existing = {row.serial: row for row in session.exec(
         select(Ownership).where(col(Ownership.serial).in_([e.serial for e in entries])))}
     for entry in entries:
         row = existing.get(entry.serial)
-        if row is not None and row.state == ONBOARDED:
-            kept.append(entry.serial)
+        if row is not None and row.state in (ONBOARDED, REVOKED):
+            (kept if row.state == ONBOARDED else revoked).append(entry.serial)
             continue
         if row is None:
             row = Ownership(serial=entry.serial, imported_by=actor, imported_at=now)
@@ -71,7 +73,7 @@ def import_entries(session: Session, entries: Sequence[ManifestEntry], *, device
         row.device_class, row.idevid_sha256 = device_class, entry.idevid_sha256
         row.oem, row.batch, row.state = oem, batch, OWNED
         session.add(row)
-    return created, updated, kept
+    return created, updated, kept, revoked
 
 
 def find(session: Session, serial: str, *, for_update: bool = False) -> Ownership | None:

@@ -46,7 +46,9 @@ class SerialsIn(Request):
 class ImportResult(BaseModel):
     created: int
     updated: int
-    already_onboarded: list[str]
+    already_onboarded: list[str] = Field(description="left as they were: release first")
+    kept_revoked: list[str] = Field(default_factory=list, description="left revoked: an "
+                                    "import never undoes a revocation; release first")
 
 
 class OwnershipPublic(BaseModel):

@@ -87,12 +87,12 @@ def remove_root(svc: Services, sha256: str, actor: str) -> ManufacturerRoot:
 def _import(svc: Services, entries: Sequence[ManifestEntry], device_class: str, actor: str,
             manifest: Manifest | None) -> dict[str, object]:
     def work(session: Session) -> tuple[dict[str, object], dict[str, object]]:
-        created, updated, kept = q.import_entries(
+        created, updated, kept, revoked = q.import_entries(
             session, entries, device_class=device_class,
             oem=manifest.oem[:128] if manifest else None,
             batch=manifest.batch[:128] if manifest else None, actor=actor, now=svc.clock())
         summary: dict[str, object] = {"created": created, "updated": updated,
-                                      "already_onboarded": kept}
+                                      "already_onboarded": kept, "kept_revoked": revoked}
         return summary, {**summary, "device_class": device_class,
                          "source": "manifest" if manifest else "csv",
                          "batch": manifest.batch if manifest else None}

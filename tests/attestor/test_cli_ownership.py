@@ -71,7 +71,8 @@ def test_ownership_over_the_api(attestor: LiveAttestor, device: Device,
     assert imported.strip() == "1 created, 0 updated"
     assert json.loads(ok(cli(attestor, "admin", "ownership", "import-csv", str(csv),
                              "-o", "json"))) == {"created": 2, "updated": 0,
-                                                 "already_onboarded": []}
+                                                 "already_onboarded": [],
+                                                 "kept_revoked": []}
 
     records = json.loads(ok(cli(attestor, "auditor", "ownership", "list", "-o", "json")))
     assert [(r["serial"], r["device_class"], r["state"]) for r in records] == sorted([
