@@ -34,7 +34,9 @@ def _imported(output: Output, result: ImportResult) -> None:
         + (f"; already onboarded (kept): {', '.join(result.already_onboarded)}"
            if result.already_onboarded else "")
         + (f"; revoked (kept): {', '.join(result.kept_revoked)}"
-           if result.kept_revoked else "")))
+           if result.kept_revoked else "")
+        + (f"; owned with another IDevID (kept): {', '.join(result.kept_conflicting)}"
+           if result.kept_conflicting else "")))
 
 
 def _root_rows(roots: list[RootPublic]) -> None:

@@ -49,6 +49,9 @@ class ImportResult(BaseModel):
     already_onboarded: list[str] = Field(description="left as they were: release first")
     kept_revoked: list[str] = Field(default_factory=list, description="left revoked: an "
                                     "import never undoes a revocation; release first")
+    kept_conflicting: list[str] = Field(
+        default_factory=list, description="left as they were: owned with another IDevID "
+        "certificate, which an import never replaces or drops")
 
 
 class OwnershipPublic(BaseModel):

@@ -72,7 +72,8 @@ def test_ownership_over_the_api(attestor: LiveAttestor, device: Device,
     assert json.loads(ok(cli(attestor, "admin", "ownership", "import-csv", str(csv),
                              "-o", "json"))) == {"created": 2, "updated": 0,
                                                  "already_onboarded": [],
-                                                 "kept_revoked": []}
+                                                 "kept_revoked": [],
+                                                 "kept_conflicting": []}
 
     records = json.loads(ok(cli(attestor, "auditor", "ownership", "list", "-o", "json")))
     assert [(r["serial"], r["device_class"], r["state"]) for r in records] == sorted([

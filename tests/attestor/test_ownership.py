@@ -45,7 +45,8 @@ def test_api_import_list_revoke_release(attestor: LiveAttestor, tmp_path: Path) 
     assert roots.status_code == 201 and roots.json()[0]["is_root"] is True
     done = httpx.post(f"{url}/manifests", headers=admin,
                       json={"manifest": data.decode(), "device_class": "cameras"})
-    assert done.json() == {"created": 2, "updated": 0, "already_onboarded": [], "kept_revoked": []}
+    assert done.json() == {"created": 2, "updated": 0, "already_onboarded": [],
+                           "kept_revoked": [], "kept_conflicting": []}
 
     # a tampered copy: one more serial in the signed payload
     outer = json.loads(data)

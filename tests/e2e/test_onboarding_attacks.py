@@ -29,6 +29,7 @@ from tests.e2e.onboarding import (
     factory,
     import_manifest,
     import_roots,
+    now,
     oem,
     post,
 )
@@ -176,6 +177,29 @@ def test_a_reimported_manifest_does_not_undo_a_revocation(
     _, _, chain = nv_certs(owned)
     answer = ask_challenge(attestor, nv_certs(owned)[1], chain)
     assert answer.status_code == 403 and codes(answer) == ["onboarding.ownership_revoked"]
+
+
+def test_another_oems_manifest_cannot_take_over_an_owned_serial(
+        attestor: LiveAttestor, owned: Device, other_device: Device,
+        manufacturer: Manufacturer, tmp_path: Path) -> None:
+    """A second OEM, whose root the owner also trusts (for another product line), makes
+    an attacker's TPM into 'SN-1' and slips it into a signed batch manifest of its own.
+    Importing that batch must not hand the serial owned with OEM A's IDevID to it."""
+    from agent.oem.provision import provision, record
+    from tests.e2e.onboarding import vendors
+
+    rival = oem(tmp_path / "rival", "Rival Devices")
+    record(tmp_path / "rival-batch", provision(other_device.tpm, rival, vendors(manufacturer),
+                                               owned.serial, now()))
+    import_roots(attestor, rival)
+    imported = import_manifest(attestor, rival, tmp_path / "rival-batch", "gateways")
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["kept_conflicting"] == [owned.serial]
+    _, rival_idevid, chain = nv_certs(other_device)
+    answer = ask_challenge(attestor, rival_idevid, chain)
+    assert answer.status_code == 403 and codes(answer) == ["onboarding.serial_not_owned"]
+    _, request = evidence(attestor, owned)  # the genuine device still onboards
+    assert post(attestor, "/v1/onboarding", request).status_code == 201
 
 
 def test_metrics_count_onboarding_outcomes_and_reasons(attestor: LiveAttestor,
