@@ -202,6 +202,44 @@ def test_another_oems_manifest_cannot_take_over_an_owned_serial(
     assert post(attestor, "/v1/onboarding", request).status_code == 201
 
 
+def test_an_oem_cannot_onboard_onto_an_enrolled_devices_ek(
+        attestor: LiveAttestor, device: Device, other_device: Device,
+        manufacturer: Manufacturer, tmp_path: Path) -> None:
+    """A trusted OEM names a victim's EK (public) in the IAK certificate of a TPM it
+    provisioned, for a serial of its own batch. The device id derives from the EK, so the
+    onboarding would land on the victim's record and swap its AK and DevID for the
+    attacker's: it must be refused, and the victim's record left as it was."""
+    from agent.oem.provision import provision, record
+    from identity.devid.evidence import spki_sha256
+    from identity.devid.profile import issue
+    from identity.tpm.keys import public_key
+    from identity.tpm.structures import parse_public
+    from tests.e2e.onboarding import vendors
+    from tests.harness import enroll_and_learn
+
+    victim = enroll_and_learn(attestor, device)
+    victim_ek = device.tpm.endorsement().public
+    rival = oem(tmp_path / "rival", "Rival Devices")
+    record(tmp_path / "rival-batch", provision(other_device.tpm, rival, vendors(manufacturer),
+                                               other_device.serial, now()))
+    import_roots(attestor, rival)
+    assert import_manifest(attestor, rival, tmp_path / "rival-batch").status_code == 201
+    iak = x509.load_der_x509_certificate(nv_certs(other_device)[0])
+    forged = issue(rival.issuing, iak.public_key(), kind="iak",  # type: ignore[arg-type]
+                   serial=other_device.serial, organization="Rival Devices", now=now(),
+                   ek_digest=spki_sha256(public_key(parse_public(victim_ek))))
+    _, request = evidence(attestor, other_device, iak_cert=forged.public_bytes(DER))
+    request = msgspec.structs.replace(request, ek_public=victim_ek)  # type: ignore[type-var]
+    answer = post(attestor, "/v1/onboarding", request)
+    assert answer.status_code == 403 and codes(answer) == ["onboarding.device_conflict"], \
+        answer.text
+    with attestor.services.session() as session:
+        from attestor.db import queries
+
+        row = queries.find_device(session, victim.device_id)  # type: ignore[arg-type]
+        assert row is not None and (row.serial, row.state) == (device.serial, "active")
+
+
 def test_metrics_count_onboarding_outcomes_and_reasons(attestor: LiveAttestor,
                                                        owned: Device) -> None:
     _, request = evidence(attestor, owned)
