@@ -39,6 +39,7 @@ from identity.errors import (
     DeviceNotActive,
     EvidenceError,
     IdentityError,
+    OnboardingDeviceConflict,
     OwnershipRevoked,
     SerialNotOwned,
     VerificationFailed,
@@ -127,6 +128,12 @@ def _verify(svc: Services, req: OnboardingRequest, now: dt.datetime
         existing = queries.find_device(session, device_id)
         if existing is not None and existing.state != "active":
             raise DeviceNotActive(existing.state)
+        # The device id derives from the EK, which only the OEM's IAK certificate vouches
+        # for here: an OEM naming another device's (public) EK must not take it over.
+        if existing is not None and existing.serial != evidence.serial:
+            raise OnboardingDeviceConflict(
+                f"the EK is enrolled device {device_id}'s, serial {existing.serial!r}, not "
+                f"{evidence.serial!r}")
     return evidence, owned, device_id, qualified
 
 
