@@ -36,6 +36,7 @@ from tests.e2e.onboarding import (
 from tests.harness import Device, LiveAttestor
 
 pytestmark = [pytest.mark.e2e, pytest.mark.tpm, pytest.mark.adversarial]
+BOTH_DATABASES = True  # runs on SQLite and on PostgreSQL (row locks, concurrent onboarding)
 DER = serialization.Encoding.DER
 
 
@@ -238,6 +239,34 @@ def test_an_oem_cannot_onboard_onto_an_enrolled_devices_ek(
 
         row = queries.find_device(session, victim.device_id)  # type: ignore[arg-type]
         assert row is not None and (row.serial, row.state) == (device.serial, "active")
+
+
+def test_two_outstanding_challenges_onboard_once(attestor: LiveAttestor,
+                                                 owned: Device) -> None:
+    """A cloned disk image (or an attacker racing the genuine device) holds two
+    challenges and completes both at once: one onboarding, one refusal."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, first = evidence(attestor, owned)
+    _, second = evidence(attestor, owned)
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda r: post(attestor, "/v1/onboarding", r),
+                                (first, second)))
+    assert sorted(a.status_code for a in answers)[0] == 201, [a.text for a in answers]
+    loser = max(answers, key=lambda a: a.status_code)
+    # PostgreSQL serialises the two on the ownership row's lock: the second is refused.
+    # SQLite cannot upgrade the second writer's lock while the first holds it: it fails
+    # closed with a retryable 503, and the device's retry asks a new challenge, refused.
+    assert (loser.status_code, codes(loser)) in (
+        (403, ["onboarding.already_onboarded"]), (503, ["backend.database_unavailable"]))
+    again = ask_challenge(attestor, nv_certs(owned)[1], nv_certs(owned)[2])
+    assert (again.status_code, codes(again)) == (403, ["onboarding.already_onboarded"])
+    with attestor.services.session() as session:
+        from attestor.db import queries
+
+        done = [e for e in queries.audit_events(session)
+                if (e.action, e.outcome) == ("onboarding.complete", "success")]
+    assert len(done) == 1
 
 
 def test_metrics_count_onboarding_outcomes_and_reasons(attestor: LiveAttestor,
