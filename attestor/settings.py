@@ -86,9 +86,9 @@ class RetentionSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     purge_seconds: float = Field(300.0, gt=0, le=86400, description="how often each replica "
                                  "purges expired and aged rows")
-    expired_grace_seconds: int = Field(3600, ge=0, le=30 * 86400, description="challenge "
-                                       "nonces and enrollments stay this long past expiry "
-                                       "(a late device is told nonce.expired, not unknown)")
+    expired_grace_seconds: int = Field(3600, ge=0, le=30 * 86400, description="spent "
+                                       "challenge nonces (at least 600 s) and enrollments "
+                                       "stay this long past expiry")
     attestations_days: int = Field(90, ge=1, le=36500, description="attestation records, "
                                    "expired workload certificates and webhook deliveries "
                                    "older than this are deleted")

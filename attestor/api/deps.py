@@ -11,12 +11,13 @@ from fastapi.concurrency import run_in_threadpool
 from attestor.api.ratelimit import client_limit, device_limit
 from attestor.api.refusals import throttle
 from attestor.auth import Principal, apikeys, devices
+from attestor.auth.devices import RequestProof
 from attestor.services.context import Services
-from identity.errors import AuthForbidden, AuthInvalid, AuthMissing
+from identity.errors import AuthForbidden, AuthInvalid, AuthMissing, RateLimited
 from identity.requestsig import parse_headers
 
 
-def _services(request: Request) -> Services:
+async def _services(request: Request) -> Services:  # async: no thread hand-off
     svc: Services = request.app.state.services
     return svc
 
@@ -129,7 +130,41 @@ def limited_device(kind: str) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
-ChallengingDevice = Annotated[Principal, Depends(limited_device("challenge"))]
+def signed_device(kind: str) -> Callable[..., Awaitable[RequestProof]]:
+    """The device named in the path's signed request, parsed, within its client's rate
+    limit; the challenge and attestation services check it (signature, request nonce,
+    the device's own rate limit) in the transaction that reads the device anyway. Any
+    other caller goes the general way, which says why it may not (401 or 403)."""
+
+    async def dependency(request: Request, svc: ServicesDep,
+                         _: None = Depends(client_limit(kind))) -> RequestProof:
+        throttle(request, svc)
+        other = "authorization" in request.headers or "x-api-key" in request.headers
+        signed = None if other else parse_headers(dict(request.headers))
+        if signed is None or signed.device_id != request.path_params.get("device_id"):
+            caller = await _authenticate(request, svc)
+            request.state.caller = caller
+            await _this_device(request, caller)  # raises: not this device's request
+            raise AuthForbidden("only the device itself may do this")
+        body = await request.body()
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+        def admit(caller: Principal) -> Exception | None:
+            request.state.caller = caller  # the problem handler names it in audit entries
+            try:
+                device_limit(request, kind, caller.device_id or "")
+            except RateLimited as exc:
+                return exc
+            return None
+
+        return RequestProof(signed, request.method, path, body,
+                            svc.settings.auth.request_window_seconds, admit)
+
+    return dependency
+
+
+ChallengeProof = Annotated[RequestProof, Depends(signed_device("challenge"))]
+AttestationProof = Annotated[RequestProof, Depends(signed_device("attestation"))]
 AttestingDevice = Annotated[Principal, Depends(limited_device("attestation"))]
 EnrollmentLimit = Annotated[None, Depends(client_limit("enrollment"))]
 FleetReader = Annotated[Principal, Depends(require_roles("auditor", "gatekeeper"))]

@@ -27,7 +27,7 @@ from attestor.auth import Principal
 from attestor.observability import current_request_id
 from attestor.services import refusal_windows
 from attestor.services.context import Services
-from identity.errors import AuditUnavailable, AuthError, AuthThrottled, IdentityError
+from identity.errors import AuditUnavailable, AuthError, AuthThrottled
 
 log = logging.getLogger("attestor.refusals")
 
@@ -98,16 +98,6 @@ def _device_of(caller: Principal | None, claimed: object) -> str | None:
     if caller is not None and caller.device_id is not None:
         return caller.device_id
     return claimed if isinstance(claimed, str) else None
-
-
-def audit_device_refusal(svc: Services, caller: Principal, action: str,
-                         exc: IdentityError) -> None:
-    """Audit an authenticated device's request refused for a reason of its own (not its
-    credential): the device keeps calling in while quarantined or revoked."""
-    with svc.session() as session, session.begin():
-        audit.append(session, at=svc.clock(), actor=caller.actor, action=action,
-                     outcome="refused", device_id=caller.device_id, reasons=[exc.code],
-                     details={"detail": exc.detail[:200]})
 
 
 def audit_refusal(request: Request, exc: AuthError) -> AuditUnavailable | None:

@@ -18,13 +18,13 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from attestor.db import attestation_queries
 from attestor.db.models import (
     Attestation,
     AuditEvent,
     Certificate,
     Device,
     Enrollment,
-    Nonce,
     Policy,
     Preregistration,
     RequestNonce,
@@ -36,10 +36,6 @@ from identity.errors import (
     ActivationUsed,
     Conflict,
     DeviceUnknown,
-    NonceExpired,
-    NonceUnknown,
-    NonceUsed,
-    NonceWrongDevice,
 )
 
 
@@ -70,29 +66,13 @@ def spend_request_nonce(conn: sa.Connection, device_id: str, nonce: str,
                         expires_at: dt.datetime) -> bool:
     """Record a signed request's nonce; False if it was recorded before (a replay). An
     insert-if-absent, without a savepoint, on SQLite and PostgreSQL alike."""
+    pg = attestation_queries.driver(conn)
+    if pg is not None:
+        return attestation_queries.spend_request_nonce_pg(pg, device_id, nonce, expires_at)
     insert = (sqlite_insert if conn.dialect.name == "sqlite" else pg_insert)(RequestNonce)
     statement = (insert.values(device_id=device_id, nonce=nonce, expires_at=expires_at)
                  .on_conflict_do_nothing().returning(col(RequestNonce.nonce)))
     return conn.execute(statement).first() is not None  # no row back: it was there
-
-
-_LATEST_VERSION = (sa.select(sa.func.max(col(Policy.version)))
-                   .where(col(Policy.device_class) == col(Device.device_class))
-                   .correlate(Device).scalar_subquery())
-_DEVICE_AND_POLICY = (
-    sa.select(Device, Policy)
-    .outerjoin(Policy, sa.and_(col(Policy.device_class) == col(Device.device_class),
-                               col(Policy.version) == _LATEST_VERSION))
-    .where(col(Device.id) == sa.bindparam("d")))
-
-
-def device_and_policy(session: Session, device_id: str) -> tuple[Device, Policy | None]:
-    """The device and its class's policy in force, in one query (every attestation and
-    every challenge needs both)."""
-    row = session.execute(_DEVICE_AND_POLICY, {"d": device_id}).first()
-    if row is None:
-        raise DeviceUnknown(f"no enrolled device {device_id!r}")
-    return row[0], row[1]
 
 
 def find_device(session: Session, device_id: str) -> Device | None:
@@ -139,19 +119,6 @@ def current_certificate(session: Session, device_id: str) -> Certificate | None:
         .where(Certificate.device_id == device_id, Certificate.kind == "workload",
                Certificate.status == "issued", col(Certificate.revoked_at).is_(None))
         .order_by(col(Certificate.not_before).desc()).limit(1)).first()
-
-
-def holds_certificate(session: Session, device_id: str) -> bool:
-    """Whether the device holds an issued, unrevoked workload certificate (one indexed
-    probe; :func:`current_certificate` loads the row)."""
-    return session.connection().execute(_HOLDS, {"d": device_id}).first() is not None
-
-
-def record_attested(session: Session, device_id: str, **fields: Any) -> None:
-    """Set the device's attestation fields: last verdict and reasons, the quote's clock,
-    and ``ima_state`` if given."""
-    statement = _ATTESTED["ima_state" in fields]
-    session.connection().execute(statement, {**fields, "device_id_": device_id})
 
 
 def latest_attestation(session: Session, device_id: str) -> Attestation | None:
@@ -269,54 +236,8 @@ def pending_preregistrations(session: Session, after: int, limit: int) -> Sequen
                         .order_by(col(Preregistration.id)).limit(limit)).all()
 
 
-# nonces ----------------------------------------------------------------------
-
-
-# The statements every attestation runs are built once and executed as Core on the
-# session's connection (in its transaction): building and ORM-synchronising them per
-# request cost more CPU than the database spent on them (bench/service_path.py).
-_CONSUME = (sa.update(Nonce).where(col(Nonce.value) == sa.bindparam("v"),
-                                   col(Nonce.device_id) == sa.bindparam("d"),
-                                   col(Nonce.used_at).is_(None),
-                                   col(Nonce.expires_at) > sa.bindparam("now"))
-            .values(used_at=sa.bindparam("now")))
-_HOLDS = (sa.select(sa.literal(1)).select_from(Certificate)
-          .where(col(Certificate.device_id) == sa.bindparam("d"),
-                 col(Certificate.kind) == "workload", col(Certificate.status) == "issued",
-                 col(Certificate.revoked_at).is_(None)).limit(1))
-_ATTESTED_FIELDS = ("last_attested_at", "last_verdict", "last_reasons", "clock_reset_count",
-                    "clock_restart_count", "clock_value")
-_ATTESTED = {with_ima: sa.update(Device).where(col(Device.id) == sa.bindparam("device_id_"))
-             .values({name: sa.bindparam(name) for name in
-                      _ATTESTED_FIELDS + (("ima_state",) if with_ima else ())})
-             for with_ima in (False, True)}
-
-
-def add_nonce(session: Session, nonce: Nonce) -> None:
-    session.connection().execute(sa.insert(Nonce), [nonce.model_dump()])
-
-
-def consume_nonce(session: Session, value: str, device_id: str, now: dt.datetime) -> None:
-    """Consume a nonce atomically; it must be known, this device's, unexpired and unused."""
-    result = session.connection().execute(_CONSUME, {"v": value, "d": device_id, "now": now})
-    if _rowcount(result) == 1:
-        return
-    row = session.get(Nonce, value, populate_existing=True)
-    if row is None:
-        raise NonceUnknown("the nonce was never issued by this attestor")
-    if row.device_id != device_id:
-        raise NonceWrongDevice("the nonce was issued to another device")
-    if row.used_at is not None:
-        raise NonceUsed("the nonce was already used (replay)")
-    raise NonceExpired("the nonce has expired; ask for a new challenge")
-
-
-# attestations and certificates ------------------------------------------------
-
-
-def add_attestation(session: Session, attestation: Attestation) -> None:
-    fields = attestation.model_dump(exclude={"id"})
-    session.connection().execute(sa.insert(Attestation), [fields])
+# attestations and certificates (the attestation cycle's own statements, challenge
+# nonces among them, are in attestor/db/attestation_queries.py) ---------------------
 
 
 def last_verified_attestation(session: Session, device_id: str) -> Attestation | None:

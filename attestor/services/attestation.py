@@ -1,33 +1,47 @@
-"""Challenge and attestation: verify the evidence, then issue; or refuse and issue nothing.
+"""Challenge and attestation: a short transaction script around the pure appraisal
+(identity/appraisal.py); if the evidence is refused, nothing is issued.
 
-Order of work: the nonce is consumed first, in its own transaction, so a nonce
-is spent even when the rest fails. Then every check runs and is recorded. Only
-if all pass is a certificate signed and are secrets read.
+- ``challenge`` reads the device and its policy and answers an authenticated, expiring
+  nonce (identity/challenge.py): nothing is written.
+- ``attest``, in one transaction, reads the device and its policy, checks that the nonce
+  was issued by this attestor to this device and has not expired, spends it (an
+  insert-if-absent: a replay finds it spent, on every replica) and reserves the
+  certificate's serial. That commits before any verification, so a nonce is spent even
+  when the rest fails. Then the appraisal runs; on a pass, secrets are read and the
+  certificate signed, and one transaction records the pass (device, attestation record,
+  certificate, audit entry); on a refusal one transaction records the refusal.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import secrets
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session
 
 from attestor import audit
+from attestor.auth import devices
+from attestor.auth.devices import RequestProof
 from attestor.backends.issuer import IssuedCertificate
+from attestor.db import attestation_queries as aq
 from attestor.db import queries
-from attestor.db.models import Attestation, Device, Nonce, Policy
+from attestor.db.attestation_queries import DeviceRecord, PolicyRecord
 from attestor.services import issuance, results, webhooks
 from attestor.services.context import Services
-from attestor.services.evidence import Verification, verify_evidence
-from attestor.services.policies import device_and_policy
+from attestor.services.logcache import ParsedLogs
+from attestor.services.policies import document_of
 from attestor.services.release import Released, release
+from identity import challenge as nonces
 from identity import ear
+from identity.appraisal import Enrolled, Verdict, appraise
 from identity.errors import (
+    AuthInvalid,
     DeviceNotActive,
     DeviceUnknown,
     IdentityError,
+    NonceUsed,
     ServiceError,
     VerificationFailed,
 )
@@ -39,10 +53,12 @@ from identity.messages import (
     PolicyRef,
     encode,
 )
-from identity.pcr import format_pcr_values, parse_pcr_values
+from identity.pcr import format_pcr_values
 from identity.policy import PolicyDocument
+from identity.tpm.quote import ClockState
 
-NONCE_SIZE = 32
+# Process-wide: one device's log is the same at every attestation until it reboots.
+PARSED_LOGS = ParsedLogs()
 
 
 def _actor(device_id: str) -> str:
@@ -50,50 +66,106 @@ def _actor(device_id: str) -> str:
     return f"device:{device_id}"
 
 
-def challenge(svc: Services, device_id: str) -> Challenge:
+def challenge(svc: Services, device_id: str, proof: RequestProof | None = None) -> Challenge:
+    """A nonce for ``device_id``; ``proof``, the device's signed request, is checked and
+    its nonce spent in the transaction that reads the device (None: checked already)."""
     now = svc.clock()
-    nonce = secrets.token_bytes(NONCE_SIZE)
-    expires = now + dt.timedelta(seconds=svc.settings.nonce_ttl_seconds)
-    with svc.session() as session, session.begin():
-        device, document, _ = device_and_policy(session, device_id)
-        if device.state != "active":
-            raise DeviceNotActive(device.state)
-        queries.add_nonce(
-            session, Nonce(value=nonce.hex(), device_id=device_id, expires_at=expires)
-        )
+    # a signed request's nonce is written (and committed); without one, nothing is
+    with svc.engine.begin() if proof is not None else svc.engine.connect() as conn:
+        device, policy = _read(svc, conn, device_id, proof, now)
+    if device.state != "active":  # a quarantined or revoked device still calling in
+        refused = DeviceNotActive(device.state)
+        with svc.session() as session, session.begin():
+            audit.append(session, at=now, actor=_actor(device_id),
+                         action="attestation.challenge", outcome="refused",
+                         device_id=device_id, reasons=[refused.code],
+                         details={"detail": refused.detail[:200]})
+        raise refused
+    document = _document(policy)
+    nonce = nonces.issue(svc.challenge_key, device_id,
+                         now + dt.timedelta(seconds=svc.settings.nonce_ttl_seconds))
     ima = None
     if document.ima is not None and device.ima_state:
         ima = ImaProgress(accepted_entries=int(device.ima_state.get("entries", 0)),
                           reset_count=int(device.ima_state.get("reset_count", -1)))
     return Challenge(
-        nonce=nonce, expires_at=expires, pcr_selection=document.required_selection().as_dict(),
-        ima=ima,
+        nonce=nonce, expires_at=nonces.expiry(nonce),
+        pcr_selection=document.required_selection().as_dict(), ima=ima,
     )
+
+
+def _read(svc: Services, conn: sa.Connection, device_id: str, proof: RequestProof | None,
+          now: dt.datetime) -> tuple[DeviceRecord, PolicyRecord | None]:
+    """The device and its policy; with ``proof``, the request's DevID signature checked
+    against the row just read, the device's rate limit applied, the request nonce spent
+    (a rate-limited request's nonce is spent too, in a transaction of its own)."""
+    try:
+        device, policy = aq.device_and_policy(conn, device_id)
+    except DeviceUnknown:
+        if proof is not None:
+            raise AuthInvalid("unknown device") from None  # what the request's check says
+        raise
+    if proof is not None:
+        principal = devices.verify_proof(proof, device.devid_public, now, svc.devid_keys)
+        refused = proof.admit(principal)
+        if refused is not None:
+            with svc.engine.begin() as own:
+                devices.spend_proof(own, proof, now)
+            raise refused
+        devices.spend_proof(conn, proof, now)
+    return device, policy
+
+
+def _document(policy: PolicyRecord | None) -> PolicyDocument:
+    if policy is None:
+        return document_of(None, None, None)
+    return document_of(policy.id, policy.version, policy.document)
 
 
 def _evidence_digest(req: AttestationRequest) -> str:
     return hashlib.sha256(encode(req)).hexdigest()
 
 
-def attest(svc: Services, device_id: str, req: AttestationRequest) -> AttestationResult:
+def enrolled(svc: Services, device: DeviceRecord) -> Enrolled:
+    """What the appraisal needs of the device record."""
+    previous = None
+    if device.clock_reset_count is not None and device.clock_value is not None:
+        previous = ClockState(clock=device.clock_value, reset_count=device.clock_reset_count,
+                              restart_count=device.clock_restart_count or 0, safe=True)
+    return Enrolled(
+        ak=svc.ak(device.ak_public), previous_clock=previous, ima_state=device.ima_state,
+        ak_qualified_name=(bytes.fromhex(device.ak_qualified_name)
+                           if device.ak_qualified_name else None))
+
+
+def _spend(svc: Services, conn: sa.Connection, device: DeviceRecord, nonce: bytes,
+           now: dt.datetime) -> None:
+    """Issued by this attestor, to this device, unexpired (the MACs), and unused."""
+    expires = nonces.check(svc.challenge_key, nonce, device.id, now)
+    if not aq.spend_nonce(conn, nonce.hex(), device.id, expires, now):
+        raise NonceUsed("the nonce was already used (replay)")
+
+
+def attest(svc: Services, device_id: str, req: AttestationRequest,
+           proof: RequestProof | None = None) -> AttestationResult:
+    """Appraise ``req`` and, on a pass, issue; ``proof`` as for :func:`challenge`."""
     now = svc.clock()
-    policy: Policy | None = None
-    serial: int | None = None
+    device: DeviceRecord | None = None
+    policy: PolicyRecord | None = None
+    reserved: int | None = None
     with svc.session() as session:
         try:
-            # One transaction reads the device and its policy, spends the nonce and
-            # reserves the certificate's serial: the nonce is consumed (committed) before
-            # any verification, even when it fails; a refusal discards the reservation.
             with session.begin():
-                device, document, policy = device_and_policy(session, device_id)
+                conn = session.connection()
+                device, policy = _read(svc, conn, device_id, proof, now)
                 if device.state != "active":
                     raise DeviceNotActive(device.state)
-                queries.consume_nonce(session, req.nonce.hex(), device_id, now)
+                _spend(svc, conn, device, req.nonce, now)
+                document = _document(policy)
                 ttl = _lifetime(svc, document)
-                reserved = issuance.reserve_in(session.connection(), device_id, "workload",
-                                               now, ttl)
-            serial = reserved
-            result = verify_evidence(svc.ak(device.ak_public), device, req, document)
+                reserved = issuance.reserve_in(conn, device_id, "workload", now, ttl)
+            verdict = appraise(req, enrolled(svc, device), document, req.nonce, now,
+                               PARSED_LOGS.get)
         except DeviceUnknown:
             with session.begin():
                 audit.append(
@@ -102,77 +174,99 @@ def attest(svc: Services, device_id: str, req: AttestationRequest) -> Attestatio
                 )
             raise
         except IdentityError as exc:
+            if device is None:  # refused before the device was read: the request itself
+                raise
             _record_refusal(svc, session, device, req, now, [exc.code], [], policy,
-                            quote_ok=False, reserved=serial)
+                            verdict=None, reserved=reserved,
+                            proof=proof if reserved is None else None)
             raise
-        runner = result.runner
-        checks = [c.as_dict() for c in runner.checks]
-        if not runner.passed:
-            _record_refusal(svc, session, device, req, now, runner.reason_codes, checks,
-                            policy, quote_ok=result.quote_ok, reserved=reserved)
-            raise VerificationFailed("attestation refused", runner.checks, runner.reason_codes)
+        checks = verdict.check_dicts()
+        if not verdict.passed:
+            _record_refusal(svc, session, device, req, now, list(verdict.reasons), checks,
+                            policy, verdict=verdict, reserved=reserved)
+            raise VerificationFailed("attestation refused", verdict.checks, verdict.reasons)
+        return _serve(svc, session, device, policy, document, req, verdict, checks, now,
+                      reserved, ttl)
 
-        appraisal = ear.appraise(checks, runner.warnings)
-        try:
-            released, issued, roots = _release_and_issue(svc, device, result, document,
-                                                         appraisal.status, now, reserved, ttl)
-        except ServiceError as exc:  # a backend failed: nothing issued or released
-            _record_backend_failure(svc, session, device_id, now, exc, reserved)
-            raise
-        try:
-            token = results.result_token(
-                svc, device_id=device_id, result=result, appraisal=appraisal,
-                certificate=issued.cert,
-                policy=results.policy_id(device.device_class, policy.version if policy else None),
-                event_log=req.event_log, now=now, nonce=req.ear_nonce)
-            renewal = _record_pass(svc, session, device_id, req, now, result, checks, policy,
-                                   issued, released)
-        except Exception:
-            issuance.void(svc, issued.cert.serial_number, "not_recorded")
-            raise
+
+def _serve(svc: Services, session: Session, device: DeviceRecord, policy: PolicyRecord | None,
+           document: PolicyDocument, req: AttestationRequest, verdict: Verdict,
+           checks: list[dict[str, Any]], now: dt.datetime, reserved: int,
+           ttl: dt.timedelta) -> AttestationResult:
+    """Release, sign and record a pass; the certificate leaves only once recorded."""
+    device_id = device.id
+    warnings = list(verdict.warnings)
+    appraisal = ear.appraise(checks, warnings)
+    try:
+        released, issued, roots = _release_and_issue(svc, device, verdict, document,
+                                                     appraisal.status, now, reserved, ttl)
+    except ServiceError as exc:  # a backend failed: nothing issued or released
+        _record_backend_failure(svc, session, device_id, now, exc, reserved)
+        raise
+    version = policy.version if policy else None
+    try:
+        token = results.result_token(
+            svc, device_id=device_id, result=verdict, appraisal=appraisal,
+            certificate=issued.cert, policy=results.policy_id(device.device_class, version),
+            event_log=req.event_log, now=now, nonce=req.ear_nonce)
+        renewal = _record_pass(svc, session, device, req, now, verdict, checks, policy,
+                               issued, released)
+    except Exception:
+        issuance.void(svc, issued.cert.serial_number, "not_recorded")
+        raise
     svc.metrics.attestation("pass", [])
     if renewal:
         svc.metrics.renewals.inc()
     return AttestationResult(
-        device_id=device_id, verdict="pass", checks=checks,
-        warnings=runner.warnings,
-        policy=PolicyRef(device_class=device.device_class,
-                         version=policy.version if policy else None),
+        device_id=device_id, verdict="pass", checks=checks, warnings=warnings,
+        policy=PolicyRef(device_class=device.device_class, version=version),
         certificate=issued.pem, chain=issued.chain_pem, ca=roots,
         serial=issued.serial, not_before=issued.cert.not_valid_before_utc,
         not_after=issued.cert.not_valid_after_utc, secrets=released.granted,
-        ima=ImaProgress(accepted_entries=result.ima_state.entries,
-                        reset_count=result.quote.clock.reset_count) if result.ima_state else None,
-        ima_pending_entries=result.ima_pending, token=token,
+        ima=ImaProgress(accepted_entries=verdict.ima_state.entries,
+                        reset_count=verdict.quote.clock.reset_count)
+        if verdict.ima_state else None,
+        ima_pending_entries=verdict.ima_pending, token=token,
     )
 
 
+def _attestation_row(device_id: str, req: AttestationRequest, now: dt.datetime, verdict: str,
+                     reasons: list[str], checks: list[dict[str, Any]], warnings: list[str],
+                     policy: PolicyRecord | None, appraised: Verdict | None,
+                     serial: str | None = None) -> dict[str, Any]:
+    """The attestation record; PCR values and the event log only when the quote proved
+    them."""
+    proven = appraised is not None and appraised.quote_ok
+    return {
+        "device_id": device_id, "at": now, "verdict": verdict, "reasons": reasons,
+        "checks": checks, "warnings": warnings,
+        "policy_id": policy.id if policy else None,
+        "policy_version": policy.version if policy else None,
+        "quote_verified": proven,
+        "pcr_values": format_pcr_values(appraised.pcr_values)
+        if proven and appraised is not None else {},
+        "evidence_sha256": _evidence_digest(req), "certificate_serial": serial,
+        "event_log": req.event_log if proven else None,
+    }
+
+
 def _record_pass(
-    svc: Services, session: Session, device_id: str, req: AttestationRequest,
-    now: dt.datetime, result: Verification, checks: list[dict[str, Any]],
-    policy: Policy | None, issued: IssuedCertificate, released: Released,
+    svc: Services, session: Session, device: DeviceRecord, req: AttestationRequest,
+    now: dt.datetime, verdict: Verdict, checks: list[dict[str, Any]],
+    policy: PolicyRecord | None, issued: IssuedCertificate, released: Released,
 ) -> bool:
     """Record the pass, its certificate and audit entry at once; True for a renewal."""
-    clock = result.quote.clock
+    device_id = device.id
+    record = verdict.recorded()
     with session.begin():
-        device = queries.get_device(session, device_id)  # loaded at the start: no query
-        renewal = queries.holds_certificate(session, device_id)
+        conn = session.connection()
+        renewal = aq.holds_certificate(conn, device_id)
         _announce_verdict(svc, session, device, "pass", [], now)
-        queries.record_attested(
-            session, device_id, last_attested_at=now, last_verdict="pass", last_reasons="",
-            clock_reset_count=clock.reset_count, clock_restart_count=clock.restart_count,
-            clock_value=clock.clock,
-            **({"ima_state": result.stored_ima_state()} if result.ima_state is not None
-               else {}))
-        queries.add_attestation(session, Attestation(
-            device_id=device_id, at=now, verdict="pass", reasons=[],
-            checks=checks, warnings=result.runner.warnings,
-            policy_id=policy.id if policy else None,
-            policy_version=policy.version if policy else None,
-            quote_verified=True, pcr_values=format_pcr_values(parse_pcr_values(req.pcrs)),
-            evidence_sha256=_evidence_digest(req), certificate_serial=issued.serial,
-            event_log=req.event_log,
-        ))
+        aq.record_passed(conn, device_id, now, record.clock_reset_count,
+                         record.clock_restart_count, record.clock_value, record.ima_state)
+        aq.add_attestation(conn, **_attestation_row(
+            device_id, req, now, "pass", [], checks, list(verdict.warnings), policy, verdict,
+            serial=issued.serial))
         issuance.confirm(session, issued)
         audit.append(
             session, at=now, actor=_actor(device_id), action="attestation",
@@ -182,13 +276,13 @@ def _record_pass(
                 "policy_version": policy.version if policy else None,
                 "secrets": released.audit,
                 **({"withheld_secrets": released.withheld} if released.withheld else {}),
-                "warnings": result.runner.warnings,
+                "warnings": list(verdict.warnings),
             },
         )
     return renewal
 
 
-def _announce_verdict(svc: Services, session: Session, device: Device, verdict: str,
+def _announce_verdict(svc: Services, session: Session, device: DeviceRecord, verdict: str,
                       reasons: list[str], now: dt.datetime) -> None:
     """A webhook when the device's verdict differs from its last one."""
     if device.last_verdict != verdict:
@@ -203,7 +297,7 @@ def _lifetime(svc: Services, document: PolicyDocument) -> dt.timedelta:
         svc.settings.issuance.max_cert_ttl_seconds))
 
 
-def _release_and_issue(svc: Services, device: Device, result: Verification,
+def _release_and_issue(svc: Services, device: DeviceRecord, result: Verdict,
                        document: PolicyDocument, status: str, now: dt.datetime,
                        serial: int, ttl: dt.timedelta,
                        ) -> tuple[Released, IssuedCertificate, str]:
@@ -232,31 +326,26 @@ def _record_backend_failure(svc: Services, session: Session, device_id: str,
 
 
 def _record_refusal(
-    svc: Services, session: Session, device: Device, req: AttestationRequest,
-    now: dt.datetime, reasons: list[str], checks: list[dict[str, object]],
-    policy: Policy | None, quote_ok: bool, reserved: int | None = None,
+    svc: Services, session: Session, device: DeviceRecord, req: AttestationRequest,
+    now: dt.datetime, reasons: list[str], checks: list[dict[str, Any]],
+    policy: PolicyRecord | None, verdict: Verdict | None, reserved: int | None = None,
+    proof: RequestProof | None = None,
 ) -> None:
+    """Record a refusal: the device's last verdict, the attestation record (with the PCR
+    values and event log only if the quote proved them), the audit entry; and, when the
+    transaction that would have spent it rolled back, the request's nonce."""
     svc.metrics.attestation("fail", reasons)
     with session.begin():
+        conn = session.connection()
+        if proof is not None:  # a replay of it finds it spent (its race is refused anyway)
+            queries.spend_request_nonce(conn, proof.signed.device_id, proof.signed.nonce,
+                                        now + dt.timedelta(seconds=2 * proof.window))
         if reserved is not None:
             issuance.discard(session, reserved)
-        fresh = queries.get_device(session, device.id)
-        _announce_verdict(svc, session, fresh, "fail", reasons, now)
-        fresh.last_attested_at = now
-        fresh.last_verdict = "fail"
-        fresh.last_reasons = ("," + ",".join(reasons) + ",")[:1024]
-        session.add(fresh)
-        pcrs: dict[str, object] = {}
-        if quote_ok:
-            pcrs = dict(format_pcr_values(parse_pcr_values(req.pcrs)))
-        event_log = req.event_log if quote_ok else None
-        queries.add_attestation(session, Attestation(
-            device_id=device.id, at=now, verdict="fail", reasons=reasons, checks=checks,
-            policy_id=policy.id if policy else None,
-            policy_version=policy.version if policy else None,
-            quote_verified=quote_ok, pcr_values=pcrs, evidence_sha256=_evidence_digest(req),
-            event_log=event_log,
-        ))
+        _announce_verdict(svc, session, device, "fail", reasons, now)
+        aq.record_refused(conn, device.id, now, reasons)
+        aq.add_attestation(conn, **_attestation_row(
+            device.id, req, now, "fail", reasons, checks, [], policy, verdict))
         audit.append(
             session, at=now, actor=_actor(device.id), action="attestation",
             outcome="refused", device_id=device.id, reasons=reasons,

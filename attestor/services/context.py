@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import jwt
 import sqlalchemy as sa
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlmodel import Session
 
@@ -28,6 +29,7 @@ from attestor.services.keyring import Keyring
 from attestor.services.refusal_windows import AuthGuard
 from attestor.settings import ConfigError, Settings
 from attestor.trust import TrustRoots
+from identity import challenge
 from identity.ekcert import TrustStore
 from identity.errors import AuthInvalid, ServiceError
 from identity.tpm.ak import TpmKey, load_key
@@ -56,6 +58,8 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     auth_guard: AuthGuard = field(default_factory=AuthGuard)  # this replica's view
     sinks: CheckpointSinks = field(default_factory=CheckpointSinks)  # audit checkpoints
+    # MAC key of challenge nonces (identity/challenge.py): the same on every replica
+    challenge_key: bytes = b""
 
     @property
     def keys(self) -> Keyring:
@@ -146,11 +150,14 @@ def build_services(settings: Settings, clock: Clock = utc_now) -> Services:
         oidc = OidcTokens(auth.oidc_issuer, auth.oidc_audience, auth.oidc_jwks_url,
                           auth.oidc_algorithms, auth.oidc_role_claim)
     metrics = Metrics()
+    root_der = ca.root.public_bytes(serialization.Encoding.DER)
+    challenge_key = challenge.derive_key(settings.ca_passphrase(), root_der)
     trust = TrustRoots(settings.trust_dir,
                        lambda reason: metrics.trust_load_failures.labels(reason).inc())
     services = Services(settings, engine, ca, issuer, secrets, trust, vault=vault,
                         keyring=keyring, clock=clock, oidc=oidc, metrics=metrics,
-                        sinks=CheckpointSinks.from_settings(settings.audit_checkpoint_sink))
+                        sinks=CheckpointSinks.from_settings(settings.audit_checkpoint_sink),
+                        challenge_key=challenge_key)
     from attestor.services import telemetry  # it builds on Services
 
     telemetry.register(services)

@@ -2,8 +2,9 @@
 purged here, on a timer of every replica (attestor.services.background); which table is
 bounded how is in docs/operations.md ("Retention").
 
-- challenge nonces, enrollment and onboarding challenges ``retention.expired_grace_seconds`` after
-  they expired (until then a late device still gets ``nonce.expired``, not unknown);
+- spent challenge nonces, enrollment and onboarding challenges
+  ``retention.expired_grace_seconds`` after they expired (spent challenge nonces at
+  least 10 minutes after: see SPENT_NONCE_MARGIN);
 - signed-request nonces once past their replay window;
 - attestation records older than ``retention.attestations_days``, keeping each device's
   latest ``retention.attestations_keep``, its latest quote-verified one and any a live
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("attestor.housekeeping")
 WEBHOOK_MIN_AGE = dt.timedelta(days=2)  # a delivery is retried for a day
+SPENT_NONCE_MARGIN = dt.timedelta(minutes=10)
 
 
 def purge(svc: Services) -> dict[str, int]:
@@ -38,7 +40,10 @@ def purge(svc: Services) -> dict[str, int]:
     aged = now - dt.timedelta(days=r.attestations_days)
     counts: dict[str, int] = {}
     with svc.session() as session:
-        counts["nonces"] = q.purge_nonces(session, expired)
+        # A spent challenge nonce is kept past its expiry by at least SPENT_NONCE_MARGIN:
+        # once its row is gone only the nonce's own expiry refuses a replay, so a replica
+        # whose clock lags by more than that could otherwise accept one.
+        counts["nonces"] = q.purge_nonces(session, min(expired, now - SPENT_NONCE_MARGIN))
         counts["request_nonces"] = q.purge_request_nonces(session, now)
         counts["enrollments"] = q.purge_enrollments(session, expired)
         counts["onboarding_challenges"] = ownership_queries.purge_challenges(session, expired)

@@ -35,6 +35,7 @@ from sqlmodel import Session, col, select
 
 from attestor import audit
 from attestor.backends.issuer import IssuedCertificate
+from attestor.db import attestation_queries as aq
 from attestor.db.models import Certificate
 from attestor.services.context import Services
 from identity.errors import ServiceError
@@ -60,9 +61,7 @@ def reserve_in(conn: sa.Connection, device_id: str, kind: str, now: dt.datetime,
     """Add a pending row for a fresh serial in the caller's transaction (which must
     commit before signing); returns the serial to sign with."""
     serial = x509.random_serial_number()
-    conn.execute(sa.insert(Certificate), [{
-        "serial": f"{serial:x}", "device_id": device_id, "kind": kind, "not_before": now,
-        "not_after": now + lifetime, "pem": "", "status": "pending"}])
+    aq.reserve_certificate(conn, f"{serial:x}", device_id, kind, now, now + lifetime)
     return serial
 
 
@@ -117,10 +116,17 @@ def _rekey(svc: Services, reserved: int, issued: IssuedCertificate) -> None:
 
 def confirm(session: Session, issued: IssuedCertificate) -> None:
     """Record the signed certificate (inside the caller's transaction)."""
-    result = session.connection().execute(_CONFIRM, {
-        "s": issued.serial, "pem": issued.pem, "nb": issued.cert.not_valid_before_utc,
-        "na": issued.cert.not_valid_after_utc})
-    if int(getattr(result, "rowcount", 0)) != 1:
+    conn = session.connection()
+    pg = aq.driver(conn)
+    cert = issued.cert
+    if pg is not None:
+        changed = aq.confirm_certificate_pg(pg, issued.serial, issued.pem,
+                                            cert.not_valid_before_utc, cert.not_valid_after_utc)
+    else:
+        changed = int(getattr(conn.execute(_CONFIRM, {
+            "s": issued.serial, "pem": issued.pem, "nb": cert.not_valid_before_utc,
+            "na": cert.not_valid_after_utc}), "rowcount", 0))
+    if changed != 1:
         raise ServiceError(f"certificate {issued.serial} was not reserved")
 
 

@@ -8,6 +8,7 @@ The operator vouches that the boot learned from was good.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import json
@@ -19,7 +20,7 @@ from sqlmodel import Session
 from attestor import audit
 from attestor.auth import Principal
 from attestor.db import queries
-from attestor.db.models import Attestation, Device, Policy
+from attestor.db.models import Attestation, Policy
 from attestor.models.fleet import PolicyLearn, PolicyLearned
 from attestor.models.operator import PolicyVersion
 from attestor.services.context import Services
@@ -48,11 +49,27 @@ def parsed(row: Policy | None) -> tuple[PolicyDocument, Policy | None]:
     return parse_policy(row.document), row
 
 
-def device_and_policy(session: Session,
-                      device_id: str) -> tuple[Device, PolicyDocument, Policy | None]:
-    """The device (DeviceUnknown if none) and the policy in force for its class."""
-    device, row = queries.device_and_policy(session, device_id)
-    return (device, *parsed(row))
+# Parsed documents by policy row and version, each kept with the stored JSON it came from:
+# a hit is used only if the row's JSON is equal (a dict comparison: microseconds, against
+# a pydantic validation per request), so another database or a restored backup holding
+# another document under the same id never gets this one's parse.
+_DOCUMENTS: dict[tuple[int, int], tuple[dict[str, Any], PolicyDocument]] = {}
+
+
+def document_of(row_id: int | None, version: int | None,
+                document: dict[str, Any] | None) -> PolicyDocument:
+    """A stored version's document, parsed once per process (each attestation and each
+    challenge needs it); the built-in default for none."""
+    if row_id is None or version is None or document is None:
+        return PolicyDocument()
+    found = _DOCUMENTS.get((row_id, version))
+    if found is not None and found[0] == document:
+        return found[1]
+    parsed_ = parse_policy(document)
+    if len(_DOCUMENTS) > 10_000:
+        _DOCUMENTS.clear()
+    _DOCUMENTS[(row_id, version)] = (copy.deepcopy(document), parsed_)
+    return parsed_
 
 
 @dataclass

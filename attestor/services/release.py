@@ -17,7 +17,7 @@ from attestor import audit
 from attestor.backends.secrets import SecretSubject, WrappedSecret, wrap_id
 from attestor.backends.secrets.vault_kv import VaultKv
 from attestor.db import queries
-from attestor.db.models import Device
+from attestor.db.attestation_queries import DeviceRecord
 from attestor.services import webhooks
 from attestor.services.context import Services
 from identity import ear, tpmwrap
@@ -35,7 +35,7 @@ class Released:
     withheld: list[str] = field(default_factory=list)  # the result's status is too low
 
 
-def release(svc: Services, document: PolicyDocument, device: Device,
+def release(svc: Services, document: PolicyDocument, device: DeviceRecord,
             status: str) -> Released:
     out = Released()
     subject = SecretSubject(device.id, device.device_class, device.model)

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives import serialization
 
 from attestor.auth.tokens import local_issuer
 from attestor.services.context import Services
-from attestor.services.evidence import Verification
 from identity import ear
+from identity.appraisal import Verdict
 
 JWKS_SKEW = dt.timedelta(seconds=60)
 
@@ -38,7 +38,7 @@ def policy_id(device_class: str, version_: int | None) -> str:
     return f"edgeproof:policy/{device_class}/v{version_ if version_ is not None else 0}"
 
 
-def measurements(result: Verification, event_log: bytes | None) -> dict[str, Any]:
+def measurements(result: Verdict, event_log: bytes | None) -> dict[str, Any]:
     """A summary of what was measured, for relying parties and operators."""
     pcr_digest = hashlib.sha256()
     for bank in sorted(result.pcr_values):
@@ -57,7 +57,7 @@ def measurements(result: Verification, event_log: bytes | None) -> dict[str, Any
     return out
 
 
-def result_token(svc: Services, *, device_id: str, result: Verification,
+def result_token(svc: Services, *, device_id: str, result: Verdict,
                  appraisal: ear.Appraisal, policy: str, certificate: x509.Certificate,
                  event_log: bytes | None, now: dt.datetime, nonce: str | None) -> str:
     """The signed EAR for a pass; it expires with the certificate at the latest."""

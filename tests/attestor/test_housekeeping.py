@@ -31,8 +31,11 @@ def test_the_running_attestor_purges_expired_nonces_and_never_a_live_one(
     now = attestor.clock()
     with attestor.services.session() as session, session.begin():
         session.add_all([
-            Nonce(value="expired", device_id="D", expires_at=now - dt.timedelta(seconds=5)),
+            Nonce(value="expired", device_id="D", expires_at=now - dt.timedelta(minutes=11)),
             Nonce(value="spent-expired", device_id="D", expires_at=now - dt.timedelta(
+                minutes=11), used_at=now - dt.timedelta(minutes=12)),
+            # spent, expired, but within the margin a lagging replica's clock may need
+            Nonce(value="spent-recently", device_id="D", expires_at=now - dt.timedelta(
                 seconds=5), used_at=now - dt.timedelta(seconds=30)),
             Nonce(value="live", device_id="D", expires_at=now + dt.timedelta(hours=1)),
             RequestNonce(device_id="D", nonce="old", expires_at=now - dt.timedelta(seconds=1)),
@@ -42,7 +45,8 @@ def test_the_running_attestor_purges_expired_nonces_and_never_a_live_one(
             and time.monotonic() < deadline:
         time.sleep(0.1)
     with attestor.services.session() as session:
-        assert [n.value for n in session.exec(select(Nonce)).all()] == ["live"]
+        assert sorted(n.value for n in session.exec(select(Nonce)).all()) == [
+            "live", "spent-recently"]
         assert [n.nonce for n in session.exec(select(RequestNonce)).all()] == ["new"]
     assert _purged(attestor, "nonces") == 2 and _purged(attestor, "request_nonces") == 1
 
@@ -122,7 +126,7 @@ def test_replicas_purging_at_once_delete_each_row_once_and_fail_nothing(
     svc = attestor.services
     now = svc.clock()
     expired = [{"value": f"n{i:05d}", "device_id": "D", "used_at": None,
-                "expires_at": now - dt.timedelta(seconds=5)} for i in range(q.BATCH * 2 + 7)]
+                "expires_at": now - dt.timedelta(minutes=11)} for i in range(q.BATCH * 2 + 7)]
     with svc.session() as session, session.begin():
         session.connection().execute(sa.insert(Nonce), expired)
         session.add(Nonce(value="live", device_id="D", expires_at=now + dt.timedelta(hours=1)))

@@ -5,12 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
 
-from attestor.api import refusals
-from attestor.api.deps import AttestingDevice, ChallengingDevice, ServicesDep
+from attestor.api.deps import AttestationProof, AttestingDevice, ChallengeProof, ServicesDep
 from attestor.api.protocol import MessageResponse, answer, read, request_body
 from attestor.models.common import problems
 from attestor.services import attestation, release
-from identity.errors import DeviceNotActive
 from identity.messages import (
     AttestationRequest,
     AttestationResult,
@@ -29,28 +27,23 @@ PROBLEMS = problems(s400="malformed evidence",
 
 @router.post("/challenge", response_class=MessageResponse,
              responses=answer(Challenge) | PROBLEMS)
-async def challenge(svc: ServicesDep, caller: ChallengingDevice,
+async def challenge(svc: ServicesDep, proof: ChallengeProof,
                     device_id: str = DeviceId) -> MessageResponse:
     """A single-use nonce and the PCR selection the device's policy requires."""
-    def run() -> Challenge:
-        try:
-            return attestation.challenge(svc, device_id)
-        except DeviceNotActive as exc:  # a quarantined or revoked device still calling in
-            refusals.audit_device_refusal(svc, caller, "attestation.challenge", exc)
-            raise
-    return MessageResponse(await run_in_threadpool(run))
+    return MessageResponse(await run_in_threadpool(attestation.challenge, svc, device_id,
+                                                   proof))
 
 
 @router.post("/attestations", status_code=201, response_class=MessageResponse,
              responses=answer(AttestationResult, 201) | PROBLEMS,
              openapi_extra=request_body(AttestationRequest))
-async def attest(request: Request, svc: ServicesDep, caller: AttestingDevice,
+async def attest(request: Request, svc: ServicesDep, proof: AttestationProof,
                  device_id: str = DeviceId) -> MessageResponse:
     """Verify quote, event log, policy and the workload key; on a pass, a short-lived
     certificate and the secrets the policy grants."""
     req = await read(request, AttestationRequest)
-    return MessageResponse(await run_in_threadpool(attestation.attest, svc, device_id, req),
-                           status_code=201)
+    return MessageResponse(await run_in_threadpool(attestation.attest, svc, device_id, req,
+                                                   proof), status_code=201)
 
 
 @router.post("/secrets/wrap-reuse", response_class=MessageResponse,
