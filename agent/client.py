@@ -18,6 +18,12 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from identity.devid.messages import (
+    OnboardedDevice,
+    OnboardingChallenge,
+    OnboardingChallengeRequest,
+    OnboardingRequest,
+)
 from identity.messages import (
     ActivationRequest,
     AttestationRequest,
@@ -359,6 +365,14 @@ class AttestorClient:
     def activate(self, enrollment_id: str, body: ActivationRequest) -> EnrolledDevice:
         return self._post(f"/v1/enrollments/{enrollment_id}/activation", body,
                           EnrolledDevice)
+
+    def onboarding_challenge(self, body: OnboardingChallengeRequest) -> OnboardingChallenge:
+        """First boot with no API key: a nonce for this IDevID (docs/onboarding.md)."""
+        return self._post("/v1/onboarding/challenges", body, OnboardingChallenge)
+
+    def onboard(self, body: OnboardingRequest) -> OnboardedDevice:
+        """The onboarding evidence for that nonce; the LDevID certificate in answer."""
+        return self._post("/v1/onboarding", body, OnboardedDevice)
 
     def challenge(self, device_id: str) -> Challenge:
         return self._post(f"/v1/devices/{device_id}/challenge", None, Challenge, signed=True)

@@ -89,10 +89,8 @@ def onboard(config: AgentConfig, tpm: Tpm, client: AttestorClient,
         raise AlreadyEnrolled(f"this device is already enrolled (device {config.device_id})")
     keyswap.recover(config, tpm)
     iak_cert, idevid_cert, chain = oem_identity(tpm)
-    challenge = client._post(  # noqa: SLF001 - the client's one POST path
-        "/v1/onboarding/challenges",
-        OnboardingChallengeRequest(idevid_certificate=idevid_cert, chain=chain),
-        OnboardingChallenge)
+    challenge = client.onboarding_challenge(
+        OnboardingChallengeRequest(idevid_certificate=idevid_cert, chain=chain))
     ek = tpm.endorsement()
     srk = tpm.ensure_srk(config.srk_handle)
     journal = keyswap.begin(config, tpm)
@@ -103,7 +101,7 @@ def onboard(config: AgentConfig, tpm: Tpm, client: AttestorClient,
                                 ek_public=ek.public, srk_public=srk,
                                 lak_handle=journal.new_ak, ldevid_handle=journal.new_devid)
         lak_name = object_name(parse_public(lak))
-        result = client._post("/v1/onboarding", request, OnboardedDevice)  # noqa: SLF001
+        result = client.onboard(request)
         cert = check_issued(result.certificate, result.chain, result.ca,
                             public_key(parse_public(ldevid)), now)
         journal = keyswap.confirm(config, journal, device_id=result.device_id,

@@ -88,7 +88,7 @@ register_remote_audit(audit_app)
 
 # Bootstrap, the host's secrets and offline file tools (docs/cli.md): never remote.
 LOCAL_ONLY = {"init", "serve", "db", "token", "apikey", "keys", "secret", "tls", "backup",
-              "ca", "quote", "ekcert", "eventlog", "ima", "ownership"}
+              "ca", "quote", "ekcert", "eventlog", "ima"}
 
 
 @app.callback()
@@ -109,9 +109,9 @@ def connect(
 ) -> None:
     """edgeproof attestor: attestation service and admin commands.
 
-    Operator commands (device, policy, trust, certificates, gate, audit) work against a
-    server with --server and a token, or locally on a data directory (-d) when no server
-    is named; bootstrap commands (init, db, token, apikey, keys, secret, tls, backup,
+    Operator commands (device, policy, trust, certificates, gate, audit, ownership) work
+    against a server with --server and a token, or locally on a data directory (-d) when
+    no server is named; bootstrap commands (init, db, token, apikey, keys, secret, tls, backup,
     serve) are local only. docs/cli.md lists which is which."""
     if server and ctx.invoked_subcommand in LOCAL_ONLY:
         fail(f"`attestor {ctx.invoked_subcommand}` works on the attestor host's data "

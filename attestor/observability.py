@@ -192,6 +192,7 @@ class Metrics:
         self.enrollments = Counter(
             "edgeproof_enrollments_total", "Enrollment steps by outcome", ["step", "outcome"],
             registry=r)
+        self._onboarding_metrics()
         self.issuance = Histogram(
             "edgeproof_issuance_duration_seconds", "Time to sign a certificate, by kind "
             "(identity, workload)", ["kind"],
@@ -261,6 +262,25 @@ class Metrics:
             "edgeproof_issuance_pending_oldest_age_seconds", "Age of the oldest certificate "
             "reservation still pending (0: none), after this replica's last reconciliation",
             registry=self.registry)
+
+    def _onboarding_metrics(self) -> None:
+        """Zero-touch onboarding (docs/onboarding.md): its two unauthenticated steps."""
+        self.onboardings = Counter(
+            "edgeproof_onboardings_total", "Zero-touch onboarding steps (challenge, complete) "
+            "by outcome (success, refused)", ["step", "outcome"], registry=self.registry)
+        for step in ("challenge", "complete"):  # at 0 from the start, for increase()
+            for outcome in ("success", "refused"):
+                self.onboardings.labels(step, outcome)
+        self.onboarding_refusals = Counter(
+            "edgeproof_onboarding_refusals_total", "Onboarding steps refused, by step and "
+            "reason code; a refusal with several reasons counts once per reason",
+            ["step", "reason"], registry=self.registry)
+
+    def onboarding(self, step: str, reasons: list[str] | None = None) -> None:
+        """One onboarding step: a success, or a refusal with its reason codes."""
+        self.onboardings.labels(step, "refused" if reasons else "success").inc()
+        for reason in reasons or []:
+            self.onboarding_refusals.labels(step, reason).inc()
 
     def attestation(self, verdict: str, reasons: list[str]) -> None:
         for reason in reasons or ["none"]:

@@ -144,21 +144,23 @@ class Tpm:
 
     # persistent keys -------------------------------------------------------------
 
-    def _persistent(self, handle: int) -> ESYS_TR | None:
+    def persistent(self, handle: int) -> ESYS_TR | None:
+        """The object persisted at ``handle``, or None when there is none."""
         try:
             return self.ectx.tr_from_tpmpublic(handle)
         except TSS2_Exception:
             return None
 
-    def _persist(self, obj: ESYS_TR, handle: int) -> None:
-        old = self._persistent(handle)
+    def persist(self, obj: ESYS_TR, handle: int) -> None:
+        """EvictControl ``obj`` to ``handle``, evicting what was persisted there."""
+        old = self.persistent(handle)
         if old is not None:
             self.ectx.evict_control(ESYS_TR.OWNER, old, handle)
         self.ectx.evict_control(ESYS_TR.OWNER, obj, handle)
 
     def ensure_srk(self, handle: int = SRK_HANDLE) -> bytes:
         """The storage root key (TCG template ECC P-256), persisted if absent."""
-        existing = self._persistent(handle)
+        existing = self.persistent(handle)
         if existing is not None:
             return self.read_public(handle)
         template = TPM2B_PUBLIC.parse(
@@ -168,19 +170,19 @@ class Tpm:
         obj, public, *_ = self.ectx.create_primary(TPM2B_SENSITIVE_CREATE(), template,
                                                     ESYS_TR.OWNER)
         with obj:
-            self._persist(obj, handle)
+            self.persist(obj, handle)
         return bytes(public.marshal())
 
     def _create_persistent(self, template: str, attrs: TPMA_OBJECT, handle: int,
                            parent: int) -> bytes:
-        srk = self._persistent(parent)
+        srk = self.persistent(parent)
         if srk is None:
             raise TpmError(f"no storage key at 0x{parent:08x}")
         pub_template = TPM2B_PUBLIC.parse(template, objectAttributes=_KEY_ATTRS | attrs)
         private, public, *_ = self.ectx.create(srk, TPM2B_SENSITIVE_CREATE(), pub_template)
         obj = self.ectx.load(srk, private, public)
         with obj:
-            self._persist(obj, handle)
+            self.persist(obj, handle)
         return bytes(public.marshal())
 
     def create_ak(self, handle: int = AK_HANDLE, parent: int = SRK_HANDLE) -> bytes:
@@ -193,18 +195,18 @@ class Tpm:
         return self._create_persistent(DEVID_TEMPLATE, TPMA_OBJECT.SIGN_ENCRYPT, handle, parent)
 
     def read_public(self, handle: int) -> bytes:
-        obj = self._persistent(handle)
+        obj = self.persistent(handle)
         if obj is None:
             raise TpmError(f"no object at persistent handle 0x{handle:08x}")
         public, _, _ = self.ectx.read_public(obj)
         return bytes(public.marshal())
 
     def has(self, handle: int) -> bool:
-        return self._persistent(handle) is not None
+        return self.persistent(handle) is not None
 
     def evict(self, handle: int) -> bool:
         """Remove the object persisted at ``handle``; False if there was none."""
-        obj = self._persistent(handle)
+        obj = self.persistent(handle)
         if obj is None:
             return False
         try:
@@ -216,14 +218,14 @@ class Tpm:
     # attestation -----------------------------------------------------------------
 
     def _ak(self, handle: int) -> ESYS_TR:
-        ak = self._persistent(handle)
+        ak = self.persistent(handle)
         if ak is None:
             raise TpmError(f"no attestation key at 0x{handle:08x}; provision the device")
         return ak
 
     def certify_persistent(self, handle: int, qualifying: bytes,
                            ak_handle: int = AK_HANDLE) -> Signed:
-        obj = self._persistent(handle)
+        obj = self.persistent(handle)
         if obj is None:
             raise TpmError(f"no object at 0x{handle:08x}")
         return self._certify(obj, qualifying, ak_handle)
@@ -327,7 +329,7 @@ class Tpm:
 
     def sign_persistent(self, handle: int, data: bytes) -> bytes:
         """ECDSA-SHA256 over ``data`` with a persistent key (the DevID); DER signature."""
-        obj = self._persistent(handle)
+        obj = self.persistent(handle)
         if obj is None:
             raise TpmError(f"no key at persistent handle 0x{handle:08x}; provision the device")
         return self._sign(obj, data)

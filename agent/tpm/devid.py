@@ -54,7 +54,7 @@ def create_devid_key(tpm: Tpm, template: KeyTemplate, handle: int) -> bytes:
     except TSS2_Exception as exc:
         raise TpmError(f"cannot create the {template.name} key: {exc}") from exc
     with obj:
-        tpm._persist(obj, handle)
+        tpm.persist(obj, handle)
     return bytes(public.marshal())
 
 
@@ -97,7 +97,7 @@ def read_nv(tpm: Tpm, index: int) -> bytes | None:
 def sign(tpm: Tpm, handle: int, data: bytes) -> bytes:
     """SHA-256 signature with the persistent unrestricted key at ``handle``: DER ECDSA for
     an ECC key, PKCS#1 v1.5 for an RSA key (the IDevID's own scheme)."""
-    obj = tpm._persistent(handle)
+    obj = tpm.persistent(handle)
     if obj is None:
         raise TpmError(f"no key at persistent handle 0x{handle:08x}")
     public, _, _ = tpm.ectx.read_public(obj)

@@ -43,6 +43,14 @@ from attestor.models.operator import (
     RevokeRequest,
     StateChange,
 )
+from attestor.models.ownership import (
+    ImportResult,
+    ManifestIn,
+    OwnershipPublic,
+    RootPublic,
+    RootsIn,
+    SerialsIn,
+)
 from identity.messages import DevicePage, DevicePublic, decode
 from identity.policy import GateRule, PolicyDocument
 
@@ -298,6 +306,59 @@ class OperatorClient:
     def add_trust(self, files: list[bytes]) -> TrustImport:
         """Import vendor CA certificates, one item per file's content (PEM or DER)."""
         return self._post(TrustImport, "/v1/trust", TrustAdd(certificates=files))
+
+    # -- ownership (zero-touch onboarding, docs/onboarding.md) ---------------------------
+
+    def ownership_roots(self) -> list[RootPublic]:
+        """Manufacturer CA certificates trusted for IAK/IDevID chains and manifests."""
+        return self._get_list(RootPublic, "/v1/ownership/roots")
+
+    def import_ownership_roots(self, pem: str) -> list[RootPublic]:
+        """Trust a manufacturer's CA certificates (PEM); the ones newly added (admin)."""
+        return self._post(list[RootPublic], "/v1/ownership/roots",
+                          RootsIn(certificates=pem))
+
+    def remove_ownership_root(self, sha256: str) -> None:
+        self._send("DELETE", f"/v1/ownership/roots/{_seg(sha256)}")
+
+    def import_manifest(self, manifest: str, device_class: str = "default") -> ImportResult:
+        """Own every device of an OEM's signed batch manifest (admin; signature checked
+        by the server against the imported roots)."""
+        return self._post(ImportResult, "/v1/ownership/manifests",
+                          ManifestIn(manifest=manifest, device_class=device_class))
+
+    def import_serials(self, csv: str, device_class: str = "default") -> ImportResult:
+        return self._post(ImportResult, "/v1/ownership/serials",
+                          SerialsIn(csv=csv, device_class=device_class))
+
+    def ownership(self, *, state: str | None = None, after: str | None = None,
+                  limit: int = 100) -> list[OwnershipPublic]:
+        """One page of ownership records by serial, those after ``after``."""
+        return self._get(list[OwnershipPublic], "/v1/ownership",
+                         state=state, after=after, limit=limit)
+
+    def iter_ownership(self, *, state: str | None = None, max_items: int | None = None
+                       ) -> Iterator[OwnershipPublic]:
+        after: str | None = None
+        count = 0
+        while True:
+            page = self.ownership(state=state, after=after, limit=1000)
+            for row in page:
+                if max_items is not None and count >= max_items:
+                    return
+                count += 1
+                yield row
+            if len(page) < 1000:
+                return
+            after = page[-1].serial
+
+    def revoke_ownership(self, serial: str) -> OwnershipPublic:
+        """This serial may never onboard (again) (admin; audited)."""
+        return self._post(OwnershipPublic, f"/v1/ownership/{_seg(serial)}/revoke", None)
+
+    def release_ownership(self, serial: str) -> OwnershipPublic:
+        """An onboarded (or revoked) serial may onboard once more (admin; audited)."""
+        return self._post(OwnershipPublic, f"/v1/ownership/{_seg(serial)}/release", None)
 
 
 def _lines(chunks: Iterator[bytes]) -> Iterator[bytes]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -48,19 +49,33 @@ def roots(session: Session, *, include_removed: bool = False) -> Sequence[Manufa
     return session.exec(query).all()
 
 
+class Imported(NamedTuple):
+    created: int
+    updated: int
+    onboarded: list[str]  # left as they were: onboarded already
+    revoked: list[str]  # left revoked
+    conflicting: list[str]  # left as they were: owned with another IDevID fingerprint
+
+
 def import_entries(session: Session, entries: Sequence[ManifestEntry], *, device_class: str,
-                   oem: str | None, batch: str | None, actor: str,
-                   now: dt.datetime) -> tuple[int, int, list[str]]:
-    """Owned records for ``entries``: (created, updated, serials left as they were because
-    they are onboarded already: releasing one is a separate, audited step)."""
+                   oem: str | None, batch: str | None, actor: str, now: dt.datetime
+                   ) -> Imported:
+    """Owned records for ``entries``. An import never undoes the owner's revocation,
+    never touches an onboarded record (releasing either is a separate, audited step), and
+    never replaces or drops the IDevID fingerprint a record was owned with: another OEM's
+    manifest or a CSV naming that serial would otherwise hand it to another device."""
     created = updated = 0
-    kept: list[str] = []
+    kept: dict[str, list[str]] = {ONBOARDED: [], REVOKED: [], "conflict": []}
     existing = {row.serial: row for row in session.exec(
         select(Ownership).where(col(Ownership.serial).in_([e.serial for e in entries])))}
     for entry in entries:
         row = existing.get(entry.serial)
-        if row is not None and row.state == ONBOARDED:
-            kept.append(entry.serial)
+        if row is not None and row.state in (ONBOARDED, REVOKED):
+            kept[row.state].append(entry.serial)
+            continue
+        if row is not None and row.idevid_sha256 is not None \
+                and row.idevid_sha256 != entry.idevid_sha256:
+            kept["conflict"].append(entry.serial)
             continue
         if row is None:
             row = Ownership(serial=entry.serial, imported_by=actor, imported_at=now)
@@ -71,7 +86,7 @@ def import_entries(session: Session, entries: Sequence[ManifestEntry], *, device
         row.device_class, row.idevid_sha256 = device_class, entry.idevid_sha256
         row.oem, row.batch, row.state = oem, batch, OWNED
         session.add(row)
-    return created, updated, kept
+    return Imported(created, updated, kept[ONBOARDED], kept[REVOKED], kept["conflict"])
 
 
 def find(session: Session, serial: str, *, for_update: bool = False) -> Ownership | None:

@@ -39,6 +39,7 @@ from identity.errors import (
     DeviceNotActive,
     EvidenceError,
     IdentityError,
+    OnboardingDeviceConflict,
     OwnershipRevoked,
     SerialNotOwned,
     VerificationFailed,
@@ -68,6 +69,7 @@ def _owned(row: Ownership | None, serial: str, idevid_sha256: str) -> Ownership:
 
 def _refuse(svc: Services, action: str, now: dt.datetime, reasons: list[str],
             details: dict[str, object]) -> None:
+    svc.metrics.onboarding(action.removeprefix("onboarding."), reasons)
     with svc.session() as session, session.begin():
         audit.append(session, at=now, actor=ACTOR, action=action, outcome="refused",
                      reasons=reasons, details=details)
@@ -97,6 +99,7 @@ def challenge(svc: Services, req: OnboardingChallengeRequest) -> OnboardingChall
         audit.append(session, at=now, actor=ACTOR, action="onboarding.challenge",
                      outcome="success", subject=idevid.serial,
                      details={"challenge_id": row.id, "idevid_sha256": digest})
+    svc.metrics.onboarding("challenge")
     return OnboardingChallenge(challenge_id=row.id, nonce=row.nonce, expires_at=row.expires_at)
 
 
@@ -125,6 +128,12 @@ def _verify(svc: Services, req: OnboardingRequest, now: dt.datetime
         existing = queries.find_device(session, device_id)
         if existing is not None and existing.state != "active":
             raise DeviceNotActive(existing.state)
+        # The device id derives from the EK, which only the OEM's IAK certificate vouches
+        # for here: an OEM naming another device's (public) EK must not take it over.
+        if existing is not None and existing.serial != evidence.serial:
+            raise OnboardingDeviceConflict(
+                f"the EK is enrolled device {device_id}'s, serial {existing.serial!r}, not "
+                f"{evidence.serial!r}")
     return evidence, owned, device_id, qualified
 
 
@@ -159,6 +168,7 @@ def onboard(svc: Services, req: OnboardingRequest) -> OnboardedDevice:
     except Exception:
         issuance.void(svc, cert_serial, "not_recorded")
         raise
+    svc.metrics.onboarding("complete")
     return OnboardedDevice(device_id=device_id, serial=evidence.serial,
                            device_class=owned.device_class, certificate=issued.pem,
                            chain=issued.chain_pem, ca=bundle)

@@ -87,12 +87,14 @@ def remove_root(svc: Services, sha256: str, actor: str) -> ManufacturerRoot:
 def _import(svc: Services, entries: Sequence[ManifestEntry], device_class: str, actor: str,
             manifest: Manifest | None) -> dict[str, object]:
     def work(session: Session) -> tuple[dict[str, object], dict[str, object]]:
-        created, updated, kept = q.import_entries(
+        done = q.import_entries(
             session, entries, device_class=device_class,
             oem=manifest.oem[:128] if manifest else None,
             batch=manifest.batch[:128] if manifest else None, actor=actor, now=svc.clock())
-        summary: dict[str, object] = {"created": created, "updated": updated,
-                                      "already_onboarded": kept}
+        summary: dict[str, object] = {
+            "created": done.created, "updated": done.updated,
+            "already_onboarded": done.onboarded, "kept_revoked": done.revoked,
+            "kept_conflicting": done.conflicting}
         return summary, {**summary, "device_class": device_class,
                          "source": "manifest" if manifest else "csv",
                          "batch": manifest.batch if manifest else None}

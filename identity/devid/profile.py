@@ -3,7 +3,8 @@
 What the profile holds (docs/onboarding.md, "Certificate profile"):
 
 - both: X.509 v3, basicConstraints cA=FALSE (critical), keyUsage digitalSignature only
-  (critical), subject O=<OEM>, serialNumber=<device serial>, CN; subjectAltName with
+  (critical), subject O=<OEM>, serialNumber=<device serial> (when present, it must be
+  the HardwareModuleName's serial), CN; subjectAltName with
   exactly one HardwareModuleName (hwType 2.23.133.1.2 TPM 2.0, hwSerialNum the serial);
   SKI and AKI; notAfter 99991231235959Z unless told otherwise (IEEE 802.1AR: an IDevID
   does not expire).
@@ -212,6 +213,14 @@ def check_devid_certificate(der: bytes, kind: str, roots: Sequence[x509.Certific
     if problems:
         raise DevIdProfileInvalid(f"{what} certificate profile: " + "; ".join(problems))
     name = hardware_module_name(cert)
+    # One device, one serial: a subject serialNumber that names another device than the
+    # HardwareModuleName would make whoever reads the subject (logs, SPIFFE selectors,
+    # people) and this check disagree on which device this is.
+    named = {str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.SERIAL_NUMBER)}
+    if named - {name.serial_text}:
+        raise DevIdProfileInvalid(f"{what} certificate subject serialNumber "
+                                  f"{sorted(named)} is not its HardwareModuleName serial "
+                                  f"{name.serial_text!r}")
     key = cert.public_key()
     if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
         raise DevIdProfileInvalid(f"{what} certificate key is neither RSA nor ECC")

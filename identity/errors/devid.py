@@ -78,6 +78,13 @@ class AlreadyOnboarded(OnboardingError):
     code = "onboarding.already_onboarded"
 
 
+class OnboardingDeviceConflict(OnboardingError):
+    """The EK the IAK certificate names is an enrolled device's with another serial: the
+    onboarding would take over that device's record."""
+
+    code = "onboarding.device_conflict"
+
+
 class ManifestInvalid(MalformedInput):
     """A batch manifest or serial list that does not parse or whose signature fails."""
 

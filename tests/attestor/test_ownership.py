@@ -45,7 +45,8 @@ def test_api_import_list_revoke_release(attestor: LiveAttestor, tmp_path: Path) 
     assert roots.status_code == 201 and roots.json()[0]["is_root"] is True
     done = httpx.post(f"{url}/manifests", headers=admin,
                       json={"manifest": data.decode(), "device_class": "cameras"})
-    assert done.json() == {"created": 2, "updated": 0, "already_onboarded": []}
+    assert done.json() == {"created": 2, "updated": 0, "already_onboarded": [],
+                           "kept_revoked": [], "kept_conflicting": []}
 
     # a tampered copy: one more serial in the signed payload
     outer = json.loads(data)
@@ -88,20 +89,25 @@ def test_cli(attestor: LiveAttestor, tmp_path: Path) -> None:
         return result.output
 
     assert "1 certificate(s) added" in run("import-roots", str(ca_dir / "root.pem"))
-    assert "'created': 2" in run("import-manifest", str(tmp_path / "manifest.json"),
-                                 "--class", "cameras")
-    assert "'created': 2" in run("import-csv", str(tmp_path / "serials.csv"))
+    assert "2 created, 0 updated" in run("import-manifest", str(tmp_path / "manifest.json"),
+                                         "--class", "cameras")
+    assert "2 created, 0 updated" in run("import-csv", str(tmp_path / "serials.csv"))
     run("revoke", "SN-20")
     listing = run("list", "--state", "revoked")
     assert "SN-20" in listing and "SN-21" not in listing
-    assert "'updated': 2" in run("import-manifest", str(tmp_path / "manifest.json"))
+    # a re-import never undoes the revocation (release is the audited way back)
+    assert run("import-manifest", str(tmp_path / "manifest.json")).split() == [
+        "0", "created,", "2", "updated"]
+    run("revoke", "SN-10")
+    assert run("import-manifest", str(tmp_path / "manifest.json")).split() == [
+        "0", "created,", "1", "updated;", "revoked", "(kept):", "SN-10"]
     forged = sign_manifest(oem(tmp_path / "Forger").issuing.key,
                            oem(tmp_path / "Forger2").issuing.cert, oem="x", batch="y",
                            issued_at=now(), devices=[ManifestEntry("SN-30", "f" * 64)])
     (tmp_path / "forged.json").write_bytes(forged)
     refused = runner.invoke(app, ["ownership", "import-manifest", str(tmp_path / "forged.json"),
                                   *where])
-    assert refused.exit_code == 3 and "ownership.manifest_invalid" in refused.output
+    assert refused.exit_code == 1 and "ownership.manifest_invalid" in refused.output
     actions = [(a, o) for a, o, _ in _audit(attestor) if a.startswith("ownership.")]
     assert ("ownership.revoke", "success") in actions
     assert ("ownership.import", "refused") in actions

@@ -52,16 +52,44 @@ def test_an_expired_challenge_is_refused_and_purged(engine: sa.Engine) -> None:
         assert session.get(OnboardingChallenge, "live") is not None
 
 
-def test_import_keeps_onboarded_records(engine: sa.Engine) -> None:
-    entries = [ManifestEntry("SN-1", "a" * 64), ManifestEntry("SN-2", None)]
+def test_import_keeps_onboarded_and_revoked_records(engine: sa.Engine) -> None:
+    entries = [ManifestEntry("SN-1", "a" * 64), ManifestEntry("SN-2", None),
+               ManifestEntry("SN-3", "b" * 64)]
     with Session(engine) as session, session.begin():
         assert q.import_entries(session, entries, device_class="c", oem="o", batch="b",
-                                actor="t", now=NOW) == (2, 0, [])
+                                actor="t", now=NOW) == (3, 0, [], [], [])
         q.set_state(session, "SN-1", q.ONBOARDED, NOW, device_id="d1")
+        q.set_state(session, "SN-3", q.REVOKED, NOW)
     with Session(engine) as session, session.begin():
         assert q.import_entries(session, entries, device_class="c2", oem=None, batch=None,
-                                actor="t", now=NOW) == (0, 1, ["SN-1"])
+                                actor="t", now=NOW) == (0, 1, ["SN-1"], ["SN-3"], [])
     with Session(engine) as session:
-        one, two = q.find(session, "SN-1"), q.find(session, "SN-2")
+        one, two, three = (q.find(session, s) for s in ("SN-1", "SN-2", "SN-3"))
         assert one is not None and (one.state, one.device_class) == ("onboarded", "c")
         assert two is not None and (two.state, two.device_class) == ("owned", "c2")
+        assert three is not None and (three.state, three.device_class) == ("revoked", "c")
+
+
+def test_import_never_replaces_or_drops_an_idevid_fingerprint(engine: sa.Engine) -> None:
+    """A serial owned with its IDevID's fingerprint keeps it: another OEM's manifest (or
+    a CSV) naming that serial must not hand it to another IDevID (or to any)."""
+    with Session(engine) as session, session.begin():
+        q.import_entries(session, [ManifestEntry("SN-1", "a" * 64),
+                                   ManifestEntry("SN-2", None)],
+                         device_class="c", oem="A", batch="1", actor="t", now=NOW)
+    with Session(engine) as session, session.begin():
+        done = q.import_entries(session, [ManifestEntry("SN-1", "e" * 64),
+                                          ManifestEntry("SN-2", "f" * 64)],
+                                device_class="c", oem="B", batch="9", actor="t", now=NOW)
+        assert done == (0, 1, [], [], ["SN-1"])  # SN-2 gains a fingerprint: allowed
+    with Session(engine) as session, session.begin():
+        assert q.import_entries(session, [ManifestEntry("SN-1", None)], device_class="c",
+                                oem=None, batch=None, actor="t", now=NOW
+                                ) == (0, 0, [], [], ["SN-1"])
+        assert q.import_entries(session, [ManifestEntry("SN-1", "a" * 64)],
+                                device_class="c2", oem="A", batch="1", actor="t", now=NOW
+                                ) == (0, 1, [], [], [])  # the same one: re-import is fine
+    with Session(engine) as session:
+        one, two = q.find(session, "SN-1"), q.find(session, "SN-2")
+        assert one is not None and (one.idevid_sha256, one.oem) == ("a" * 64, "A")
+        assert two is not None and two.idevid_sha256 == "f" * 64

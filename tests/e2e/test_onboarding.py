@@ -30,7 +30,8 @@ def test_oem_to_first_attestation_without_a_station(
     import_roots(attestor, authority, issuing=algorithm == "ecc256")  # RSA: chain from NV
     imported = import_manifest(attestor, authority, tmp_path / "batch-7", "gateways")
     assert imported.status_code == 201, imported.text
-    assert imported.json() == {"created": 1, "updated": 0, "already_onboarded": []}
+    assert imported.json() == {"created": 1, "updated": 0, "already_onboarded": [],
+                               "kept_revoked": [], "kept_conflicting": []}
 
     config = device.config(attestor.url)
     with attestor.client(api_key=None) as client:  # no station, no API key

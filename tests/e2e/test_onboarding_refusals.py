@@ -257,11 +257,15 @@ def test_idevid_signature_by_another_key(attestor: LiveAttestor, owned: Device) 
     assert refused(attestor, forged) == ["devid.idevid_signature_invalid"]
 
 
-def test_idevid_attributes_wrong(attestor: LiveAttestor, owned: Device,
-                                 authority: OemAuthority) -> None:
+def test_idevid_attributes_wrong(attestor: LiveAttestor, device: Device,
+                                 manufacturer: Manufacturer, authority: OemAuthority,
+                                 tmp_path: Path) -> None:
     """A factory line that certified a duplicable key as the IDevID (owned by a CSV of
     serials, which names no certificate: else the manifest's fingerprint refuses it
-    first, as onboarding.serial_not_owned)."""
+    first, as onboarding.serial_not_owned; and an import never drops a fingerprint)."""
+    factory(device, manufacturer, authority, tmp_path / "batch")
+    import_roots(attestor, authority)
+    owned = device
     assert httpx.post(f"{attestor.url}/v1/ownership/serials", json={"csv": owned.serial},
                       headers=attestor.headers("admin")).status_code == 201
     from identity.devid.keys import IDEVID_HANDLE

@@ -2,73 +2,29 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from fastapi.concurrency import run_in_threadpool
-from pydantic import BaseModel, ConfigDict, Field
 
 from attestor.api.deps import Admin, Reader, ServicesDep
 from attestor.db import ownership_queries as q
-from attestor.models.common import Request, problems
+from attestor.models.common import problems
+from attestor.models.ownership import (
+    ImportResult,
+    ManifestIn,
+    OwnershipPublic,
+    RootPublic,
+    RootsIn,
+    SerialsIn,
+)
 from attestor.services import ownership
-from identity.messages import LABEL_PATTERN
 
 router = APIRouter(prefix="/v1/ownership", tags=["ownership"])
 AUTH = problems(s400="does not parse or its signature fails", s401="no credential",
                 s403="not allowed", s404="unknown serial or certificate")
 Serial = Path(min_length=1, max_length=64)
 Sha256 = Path(pattern=r"^[0-9a-f]{64}$")
-DeviceClass = Annotated[str, Field(min_length=1, max_length=64, pattern=LABEL_PATTERN)]
-
-
-class RootsIn(Request):
-    certificates: str = Field(min_length=1, max_length=256 * 1024,
-                              description="manufacturer CA certificates (PEM)")
-
-
-class RootPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    sha256: str
-    subject: str
-    is_root: bool
-    imported_by: str
-    imported_at: dt.datetime
-
-
-class ManifestIn(Request):
-    manifest: str = Field(min_length=1, max_length=16 * 1024 * 1024,
-                          description="the OEM's signed batch manifest (JSON text)")
-    device_class: DeviceClass = "default"
-
-
-class SerialsIn(Request):
-    csv: str = Field(min_length=1, max_length=4 * 1024 * 1024,
-                     description="serials, one per line (first column)")
-    device_class: DeviceClass = "default"
-
-
-class ImportResult(BaseModel):
-    created: int
-    updated: int
-    already_onboarded: list[str]
-
-
-class OwnershipPublic(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    serial: str
-    device_class: str
-    idevid_sha256: str | None
-    oem: str | None
-    batch: str | None
-    state: str
-    device_id: str | None
-    imported_by: str
-    imported_at: dt.datetime
-    changed_at: dt.datetime | None
 
 
 @router.post("/roots", status_code=201, response_model=list[RootPublic], responses=AUTH)
