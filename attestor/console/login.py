@@ -12,6 +12,7 @@ import urllib.parse
 from typing import Annotated
 
 import httpx
+import jwt
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -33,11 +34,21 @@ router = APIRouter(prefix="/ui", include_in_schema=False)
 OIDC_STATE_SECONDS = 600
 
 
-def _signed_in(request: Request, principal: Principal, via: str) -> Response:
+def _expiry(token: str) -> float | None:
+    """The ``exp`` of a token the attestor has just verified (so its claims are genuine)."""
+    try:
+        value = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    except jwt.PyJWTError:
+        return None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _signed_in(request: Request, principal: Principal, via: str,
+               until: float | None = None) -> Response:
     svc = web.services(request)
     if principal.role not in CONSOLE_ROLES:
         raise AuthForbidden(f"role {principal.role} has no console access (admin or auditor)")
-    found = ConsoleSession.start(principal, via, svc.clock())
+    found = ConsoleSession.start(principal, via, svc.clock(), until)
     with svc.session() as session, session.begin():
         audit.append(session, at=svc.clock(), actor=principal.actor, action="console.login",
                      outcome="success", subject="console",
@@ -83,7 +94,10 @@ def login_with_token(request: Request, token: Annotated[str, Form(max_length=819
         return _refused(request, AuthInvalid("sign-in from another origin"), 403)
     try:
         principal = svc.verify_token(token.strip())
-        return _signed_in(request, principal, "token")
+        # A pasted token's lifetime bounds the session it opens: a five-minute token
+        # is not an eight-hour session. (An OIDC sign-in lasts max_seconds: access
+        # tokens live minutes and the console holds no refresh token.)
+        return _signed_in(request, principal, "token", _expiry(token.strip()))
     except AuthError as exc:
         return _refused(request, exc, 403 if isinstance(exc, AuthForbidden) else 401)
 
