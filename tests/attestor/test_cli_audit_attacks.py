@@ -1,0 +1,111 @@
+"""Attacks on the auditor's commands (review of issue 16): an audit log poisoned by an
+anonymous caller must not break or restyle `audit query`'s table; an export crafted to
+carry markup must not break or restyle `audit verify --file`'s verdict; a filtered
+export must not pass for the whole log; files that cannot be written are one error
+line, and a refused export leaves no empty file that looks like one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner, Result
+
+from attestor.cli import app
+from tests.harness import LiveAttestor
+
+pytestmark = [pytest.mark.e2e, pytest.mark.adversarial]
+CLAIM = "[/]x[bold red]TAMPERED"
+
+
+@pytest.fixture(autouse=True)
+def no_operator_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in ("EDGEPROOF_SERVER", "EDGEPROOF_TOKEN", "EDGEPROOF_PROFILE",
+                 "EDGEPROOF_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("EDGEPROOF_CLI_CONFIG", str(tmp_path / "no-such-cli.toml"))
+
+
+def cli(attestor: LiveAttestor, *args: str, token: str | None = None) -> Result:
+    return CliRunner().invoke(app, ["--server", attestor.url, "--token",
+                                    token or attestor.token("auditor"), *args])
+
+
+def clean(result: Result) -> bool:
+    """Ended by the command itself (an exit code), not by an exception."""
+    return result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def offline(*args: str) -> Result:
+    return CliRunner().invoke(app, ["audit", "verify", *args, "-d", "/nonexistent/edgeproof"])
+
+
+def test_a_claimed_device_id_with_markup_does_not_break_the_table(
+        attestor: LiveAttestor) -> None:
+    # Anyone can put a device id of their choosing in the audit log: a refused request
+    # records the id it claims.
+    refused = httpx.post(attestor.url + "/v1/devices/abc/challenge", json={},
+                         headers={"X-Edgeproof-Device": CLAIM})
+    assert refused.status_code == 401
+    result = cli(attestor, "audit", "query", "--action", "auth", "-o", "table")
+    assert result.exit_code == 0 and clean(result), result.output
+    assert "[/]x[bold" in result.stdout  # the literal text, not a style
+
+
+def _export(attestor: LiveAttestor, tmp_path: Path, *filters: str) -> tuple[Path, Path]:
+    export, key = tmp_path / "export.jsonl", tmp_path / "key.pem"
+    token = attestor.token("auditor")
+    for args in (("audit", "export", *filters, "--out", str(export)),
+                 ("audit", "key", "--out", str(key))):
+        result = cli(attestor, *args, token=token)
+        assert result.exit_code == 0, result.output
+    return export, key
+
+
+def test_markup_in_an_export_is_reported_as_text(attestor: LiveAttestor,
+                                                 tmp_path: Path) -> None:
+    assert httpx.get(attestor.url + "/v1/devices",
+                     headers={"Authorization": "Bearer x"}).status_code == 401
+    export, key = _export(attestor, tmp_path)
+    lines = export.read_bytes().splitlines(keepends=True)
+    for forged in ("[/]", "[green]intact[/green]"):
+        entry = json.loads(lines[0])
+        entry["at"] = forged
+        export.write_bytes(json.dumps(entry).encode() + b"\n" + b"".join(lines[1:]))
+        result = offline("--file", str(export), "--key", str(key))
+        assert result.exit_code == 1 and clean(result), result.output
+        assert forged in result.stdout and "TAMPERED" in result.stdout
+
+
+def test_a_filtered_export_says_so(attestor: LiveAttestor, tmp_path: Path) -> None:
+    assert httpx.get(attestor.url + "/v1/devices",
+                     headers={"Authorization": "Bearer x"}).status_code == 401
+    whole, key = _export(attestor, tmp_path)
+    done = offline("--file", str(whole), "--key", str(key))
+    assert done.exit_code == 0, done.output
+    assert "the whole log up to entry" in done.stdout and "FILTERED" not in done.stdout
+    part, _ = _export(attestor, tmp_path, "--outcome", "success")
+    done = offline("--file", str(part), "--key", str(key))
+    assert done.exit_code == 0, done.output  # intact, as exported
+    assert "FILTERED" in done.stdout  # but not the whole log
+
+
+def test_an_unwritable_out_file_is_one_line(attestor: LiveAttestor, tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-directory"
+    for command in ("export", "key"):
+        result = cli(attestor, "audit", command, "--out", str(missing / "f"))
+        assert result.exit_code == 2 and clean(result), result.output
+        assert "cannot write" in result.stderr
+    local = CliRunner().invoke(app, ["audit", "export", "--out", str(missing / "f"), "-d",
+                                     str(attestor.settings.data_dir), "--dev"])
+    assert local.exit_code == 2 and "cannot write" in local.stderr, local.output
+
+
+def test_a_refused_export_leaves_no_file(attestor: LiveAttestor, tmp_path: Path) -> None:
+    target = tmp_path / "export.jsonl"
+    result = cli(attestor, "audit", "export", "--out", str(target),
+                 token=attestor.token("enroller"))
+    assert result.exit_code == 1 and "auth.forbidden" in result.stderr, result.output
+    assert not target.exists()
