@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 import urllib.parse
 from typing import Annotated
@@ -32,6 +33,7 @@ from identity.errors import AuthError, AuthForbidden, AuthInvalid
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 OIDC_STATE_SECONDS = 600
+OAUTH_ERROR = re.compile(r"[a-z0-9_]{1,64}")
 
 
 def _expiry(token: str) -> float | None:
@@ -142,7 +144,9 @@ def oidc_callback(request: Request, code: Annotated[str, Query(max_length=4096)]
     if error or pending is None or not code or not console.oidc \
             or not secrets.compare_digest(str(pending.get("state", "")), state) \
             or not isinstance(started, int | float) or now - started > OIDC_STATE_SECONDS:
-        said = f": {error}" if error else ""
+        # An OAuth error code (RFC 6749 §4.1.2.1: access_denied, …); anything else a
+        # link could carry is not echoed, so the page cannot be made to say it.
+        said = f": {error}" if OAUTH_ERROR.fullmatch(error) else ""
         return _refused(request, AuthInvalid(
             f"the identity provider's answer is not for this sign-in{said}"))
     try:

@@ -146,3 +146,15 @@ def test_there_is_no_redirect_after_sign_in_to_follow(attestor: LiveAttestor) ->
         assert page.status_code == 200
         assert "evil.example" not in page.text and "location" not in page.headers
         assert 'content="0; url=/ui"' in page.text
+
+
+def test_the_sign_in_page_echoes_only_an_oauth_error_code(attestor: LiveAttestor) -> None:
+    client = httpx.Client(base_url=attestor.url)
+    code = client.get("/ui/login/callback", params={"error": "access_denied"})
+    assert code.status_code == 401 and "access_denied" in code.text
+    spoof = "Your account is locked: call +1 555 0100 to unlock it"
+    for text in (spoof, MARK):
+        page = client.get("/ui/login/callback", params={"error": text})
+        assert page.status_code == 401
+        assert "call +1 555" not in page.text and "<script>" not in page.text
+        assert "not for this sign-in" in page.text
