@@ -6,6 +6,7 @@ line, and a refused export leaves no empty file that looks like one."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from attestor.cli import app
-from tests.harness import LiveAttestor
+from tests.harness import Device, LiveAttestor, enroll_and_learn
 
 pytestmark = [pytest.mark.e2e, pytest.mark.adversarial]
 CLAIM = "[/]x[bold red]TAMPERED"
@@ -109,3 +110,36 @@ def test_a_refused_export_leaves_no_file(attestor: LiveAttestor, tmp_path: Path)
                  token=attestor.token("enroller"))
     assert result.exit_code == 1 and "auth.forbidden" in result.stderr, result.output
     assert not target.exists()
+
+
+@pytest.mark.tpm
+def test_a_state_reason_with_markup_is_printed_as_given(attestor: LiveAttestor,
+                                                        device: Device) -> None:
+    """The reason an admin types (or pastes) comes back from the server and is printed:
+    as text, after the change was made, not as a traceback."""
+    device_id = enroll_and_learn(attestor, device).device_id
+    assert device_id is not None
+    reason = "[/]ticket [bold]42"
+    done = cli(attestor, "device", "quarantine", device_id, "--reason", reason,
+               token=attestor.token("admin"))
+    assert done.exit_code == 0 and clean(done), done.output
+    assert f"quarantined ({reason})" in done.stdout
+    listed = cli(attestor, "audit", "query", "--action", "device.quarantine", "-o", "table")
+    assert listed.exit_code == 0 and clean(listed), listed.output
+
+
+def test_a_policy_author_with_markup_is_printed_as_given(attestor: LiveAttestor,
+                                                        tmp_path: Path) -> None:
+    """An OIDC subject is the identity provider's to choose: `policy show` prints it."""
+    from attestor.auth.tokens import local_issuer, mint
+
+    author = mint(attestor.services.signer, local_issuer(attestor.settings.trust_domain),
+                  role="admin", subject="[/]mallory", ttl=dt.timedelta(minutes=5),
+                  now=attestor.clock())
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({"pcrs": [0], "golden": {"0": "00" * 32}}))
+    assert cli(attestor, "policy", "set", str(policy), "--class", "kiosk",
+               token=author).exit_code == 0
+    shown = cli(attestor, "policy", "show", "--class", "kiosk", "-o", "table")
+    assert shown.exit_code == 0 and clean(shown), shown.output
+    assert "by=token:[/]mallory" in shown.stdout
