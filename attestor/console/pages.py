@@ -19,6 +19,7 @@ from attestor.console.session import ConsoleSession, check_csrf
 from attestor.db.console_queries import DeviceSearch
 from attestor.models.common import FILTER_TEXT
 from attestor.services import devices
+from attestor.services.devices import MAX_POSITION
 from identity.errors import Conflict, DeviceUnknown, MalformedInput, NotFound
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -140,7 +141,7 @@ def _time(value: str | None) -> dt.datetime | None:
 def audit_log(request: Request, user: web.User, device_id: Text = None, actor: Text = None,
               action: Text = None, outcome: Text = None, reason: Text = None,
               since: Since = None, until: Since = None,
-              after: Annotated[int, Query(ge=0)] = 0) -> Response:
+              after: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0) -> Response:
     try:
         values = _audit_values(device_id, actor, action, outcome, reason, _time(since),
                                _time(until))
@@ -157,7 +158,7 @@ GATE_OUTCOMES = {"allow": "success", "deny": "refused"}  # the audit log's words
 @router.get("/gate")
 def gate(request: Request, user: web.User, device_id: Text = None,
          outcome: Annotated[str | None, Query(pattern=r"^(allow|deny)?$")] = None,
-         after: Annotated[int, Query(ge=0)] = 0) -> Response:
+         after: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0) -> Response:
     values = _audit_values(device_id, None, "gate.decision",
                            GATE_OUTCOMES.get(outcome or ""), None, None, None)
 

@@ -48,3 +48,19 @@ def test_metacharacters_match_themselves(attestor: LiveAttestor) -> None:
         assert items == [], (name, value)
     assert httpx.get(attestor.url + "/v1/audit", params={"actor": "anonymous"},
                      headers=headers).json()["items"] != []
+
+
+def test_a_cursor_past_a_bigint_is_refused_not_a_server_error(attestor: LiveAttestor) -> None:
+    from attestor.services.devices import encode_cursor
+
+    headers = attestor.headers("auditor")
+    for path in ("/v1/audit", "/v1/devices/dev-1/attestations", "/v1/preregistrations"):
+        role = "enroller" if "preregistrations" in path else "auditor"
+        for value in (2**63, 9_999_999_999_999_999_999):
+            answer = httpx.get(attestor.url + path, params={"cursor": encode_cursor(value)},
+                               headers=attestor.headers(role))
+            assert answer.status_code == 400, (path, value, answer.status_code)
+            assert answer.json()["code"] == "input.malformed"
+    last = httpx.get(attestor.url + "/v1/audit", params={"cursor": encode_cursor(2**63 - 1)},
+                     headers=headers)
+    assert last.status_code == 200 and last.json()["items"] == []

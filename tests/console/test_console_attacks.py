@@ -158,3 +158,11 @@ def test_the_sign_in_page_echoes_only_an_oauth_error_code(attestor: LiveAttestor
         assert page.status_code == 401
         assert "call +1 555" not in page.text and "<script>" not in page.text
         assert "not for this sign-in" in page.text
+
+
+def test_a_page_position_past_a_bigint_is_refused(attestor: LiveAttestor) -> None:
+    client = signed_in(attestor, "auditor")
+    for path in ("/ui/audit", "/ui/gate"):
+        assert client.get(path, params={"after": str(2**63)}).status_code == 422
+        assert client.get(path, params={"after": str(10**30)}).status_code == 422
+        assert client.get(path, params={"after": str(2**63 - 1)}).status_code == 200
