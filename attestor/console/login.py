@@ -142,7 +142,8 @@ def oidc_callback(request: Request, code: Annotated[str, Query(max_length=4096)]
     now = svc.clock().timestamp()
     started = pending.get("at") if pending else None
     if error or pending is None or not code or not console.oidc \
-            or not secrets.compare_digest(str(pending.get("state", "")), state) \
+            or not secrets.compare_digest(str(pending.get("state", "")).encode(),
+                                          state.encode()) \
             or not isinstance(started, int | float) or now - started > OIDC_STATE_SECONDS:
         # An OAuth error code (RFC 6749 §4.1.2.1: access_denied, …); anything else a
         # link could carry is not echoed, so the page cannot be made to say it.

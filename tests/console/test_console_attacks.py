@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from pathlib import Path
 
 import httpx
 import pytest
 
+from agent.sim.swtpm import Manufacturer
 from attestor import audit
 from attestor.console import session as sessions
 from attestor.console import web
 from tests.harness import LiveAttestor
+from tests.oidc_issuer import OidcIssuer
 
 pytestmark = [pytest.mark.e2e]
 BOTH_DATABASES = True  # a NUL byte is an error on PostgreSQL, a pattern end on SQLite
@@ -166,3 +169,20 @@ def test_a_page_position_past_a_bigint_is_refused(attestor: LiveAttestor) -> Non
         assert client.get(path, params={"after": str(2**63)}).status_code == 422
         assert client.get(path, params={"after": str(10**30)}).status_code == 422
         assert client.get(path, params={"after": str(2**63 - 1)}).status_code == 200
+
+
+def test_a_callback_state_that_is_not_ascii_is_refused(tmp_path: Path,
+                                                      manufacturer: Manufacturer) -> None:
+    issuer = OidcIssuer(roles=("auditor",))
+    live = LiveAttestor(tmp_path / "attestor", [manufacturer], **issuer.settings()).start()
+    try:
+        client = httpx.Client(base_url=live.url)
+        assert client.get("/ui/login/oidc").status_code == 303  # a pending sign-in
+        for state in ("\u00e9t\u00e9", "\u0000", "a" * 256):
+            back = client.get("/ui/login/callback", params={"code": "c", "state": state})
+            assert back.status_code == 401, (state, back.status_code)
+            assert "not for this sign-in" in back.text
+        assert issuer.redeemed == 0
+    finally:
+        live.stop()
+        issuer.stop()
