@@ -27,7 +27,7 @@ from attestor.cli_remote import (
     when,
     writable,
 )
-from attestor.client import OperatorClient
+from attestor.client import ClientError, OperatorClient
 from attestor.models.operator import AuditVerification
 
 
@@ -124,6 +124,11 @@ def audit_export(device: DeviceF = None, actor: ActorF = None, action: ActionF =
                 for line in itertools.chain([first] if first is not None else [], lines):
                     sink.write(line)
                     count += 1
+            except ClientError:
+                if out_file is not None:  # no half export that looks like one
+                    sink.close()
+                    out_file.unlink(missing_ok=True)
+                raise
             finally:
                 if out_file is not None:
                     sink.close()

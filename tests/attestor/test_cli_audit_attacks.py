@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import socket
+import threading
 from pathlib import Path
 
 import httpx
@@ -143,3 +145,45 @@ def test_a_policy_author_with_markup_is_printed_as_given(attestor: LiveAttestor,
     shown = cli(attestor, "policy", "show", "--class", "kiosk", "-o", "table")
     assert shown.exit_code == 0 and clean(shown), shown.output
     assert "by=token:[/]mallory" in shown.stdout
+
+
+class CutOff:
+    """An HTTP server that starts an export (chunked) and closes the connection midway,
+    as a proxy timing out a long export does."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.recv(65536)
+                line = b'{"seq":1}\n'
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+                             b"Transfer-Encoding: chunked\r\n\r\n"
+                             + f"{len(line):x}\r\n".encode() + line + b"\r\n"
+                             + b"400\r\n" + b"x" * 10)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_an_export_cut_off_midway_is_an_error_and_leaves_no_file(tmp_path: Path) -> None:
+    server = CutOff()
+    try:
+        target = tmp_path / "export.jsonl"
+        result = CliRunner().invoke(app, ["--server", server.url, "--token", "t", "audit",
+                                          "export", "--out", str(target)])
+        assert result.exit_code == 3 and clean(result), result.output
+        assert "client.unreachable" in result.stderr and "cut off" in result.stderr
+        assert not target.exists()
+    finally:
+        server.close()
