@@ -233,9 +233,11 @@ def _print_report(report: AuditReport, as_json: bool) -> None:
     if not report.ok:
         out.print("[bold red]TAMPERED[/]")
     elif report.unanchored_entries:
+        since = f" since {escape(str(report.unanchored_since))}" \
+            if report.unanchored_since else ""
         out.print(f"[green]intact[/] up to {report.anchored_seq}; [yellow]"
-                  f"{report.unanchored_entries} unanchored[/] entries since "
-                  f"{escape(str(report.unanchored_since))} (not yet covered by a signed "
+                  f"{report.unanchored_entries} unanchored[/] entries{since} "
+                  "(not yet covered by a signed "
                   "checkpoint: consistent, but a writer with database access could have "
                   "rewritten them before they were read)")
     else:

@@ -187,3 +187,24 @@ def test_an_export_cut_off_midway_is_an_error_and_leaves_no_file(tmp_path: Path)
         assert not target.exists()
     finally:
         server.close()
+
+
+def test_a_filtered_export_counts_its_own_unanchored_entries(attestor: LiveAttestor,
+                                                            tmp_path: Path) -> None:
+    """Not the whole log's (it said "31 unanchored entries since None" for a file of 13)."""
+    data = ["-d", str(attestor.settings.data_dir), "--dev"]
+    assert CliRunner().invoke(app, ["token", "create", "--role", "auditor", *data]
+                              ).exit_code == 0  # entry 1: token.mint
+    for _ in range(2):
+        assert httpx.get(attestor.url + "/v1/devices",
+                         headers={"Authorization": "Bearer x"}).status_code == 401
+    assert CliRunner().invoke(app, ["apikey", "create", "--name", "s", *data]).exit_code == 0
+    part, key = _export(attestor, tmp_path, "--outcome", "refused")
+    done = offline("--file", str(part), "--key", str(key), "--json")
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["complete"] is False
+    entries = [json.loads(x) for x in part.read_bytes().splitlines()[:-1]]
+    assert [e["seq"] for e in entries] == [2, 3]
+    assert report["unanchored_entries"] == len(entries) == report["entries"]
+    assert report["unanchored_since"] == entries[0]["at"]
