@@ -186,3 +186,28 @@ def test_a_callback_state_that_is_not_ascii_is_refused(tmp_path: Path,
     finally:
         live.stop()
         issuer.stop()
+
+
+def _csrf(client: httpx.Client) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', client.get("/ui").text)
+    assert found is not None
+    return found.group(1)
+
+
+def test_a_csrf_token_works_only_with_its_own_session(attestor: LiveAttestor) -> None:
+    alice, bob = signed_in(attestor, "admin"), signed_in(attestor, "admin")
+    auditor = signed_in(attestor, "auditor")
+    target = "/ui/devices/no-such-device/revoke"
+    for client, token in ((alice, _csrf(bob)), (alice, ""), (alice, _csrf(bob) + "x")):
+        refused = client.post(target, data={"reason": "x", "csrf": token})
+        assert refused.status_code == 403 and "CSRF" in refused.text
+    # the auditor's own, valid token does not make the action an auditor's to take
+    assert auditor.post(target, data={"reason": "x", "csrf": _csrf(auditor)}
+                        ).status_code == 403
+    # with its own token the admin's request reaches the device service (unknown: 409)
+    assert alice.post(target, data={"reason": "x", "csrf": _csrf(alice)}).status_code == 409
+    # a cross-site form post carries no cookie (SameSite=Strict): no session, sign-in
+    stranger = httpx.Client(base_url=attestor.url)
+    assert stranger.post(target, data={"reason": "x", "csrf": _csrf(alice)},
+                         headers={"Origin": "https://evil.example"}
+                         ).headers["location"] == "/ui/login"
