@@ -13,6 +13,7 @@ import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -48,6 +49,17 @@ from identity.requestsig import (
 
 log = logging.getLogger("edge_agent.client")
 T = TypeVar("T")
+
+
+def _user_agent() -> str:
+    """Names the agent and its version in the attestor's audit log (docs/audit.md)."""
+    try:
+        return f"edge-agent/{version('edgeproof')}"
+    except PackageNotFoundError:
+        return "edge-agent"
+
+
+USER_AGENT = _user_agent()
 M = TypeVar("M", bound=msgspec.Struct)
 
 
@@ -321,7 +333,7 @@ class AttestorClient:
 
     def _exchange(self, method: str, path: str, content: bytes, signed: bool) -> bytes:
         """The body of a 2xx answer; AttestorError for any other."""
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if method == "POST":
             headers["Content-Type"] = "application/json"
         if signed:  # one credential per request: the device's own

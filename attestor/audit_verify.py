@@ -112,6 +112,7 @@ class ChainWalk:
         self.prev, self.expected = GENESIS, 1
         self.hashes_at: dict[int, str] = {}
         self.times_after: dict[int, str] = {}  # checkpoint seq -> time of the next entry
+        self.fed: list[tuple[int, str]] = []  # unlinked (filtered) walks: (seq, at) of each
 
     def feed(self, entry: Mapping[str, Any]) -> None:
         report = self.report
@@ -139,6 +140,8 @@ class ChainWalk:
             self.hashes_at[seq] = str(entry.get("hash"))
         if seq - 1 in self.wanted or seq == 1:
             self.times_after[seq - 1] = str(entry["at"])
+        if not self.linked:
+            self.fed.append((seq, str(entry["at"])))
         self.prev, self.expected = str(entry.get("hash")), seq + 1
         report.last_seq = seq
 
@@ -161,6 +164,11 @@ class ChainWalk:
 
     def finish(self) -> None:
         report = self.report
+        if not self.linked:  # a filtered export: count the entries it holds, not the log's
+            after = [at for seq, at in self.fed if seq > report.anchored_seq]
+            report.unanchored_entries = len(after)
+            report.unanchored_since = after[0] if after else None
+            return
         report.unanchored_entries = max(0, report.last_seq - report.anchored_seq)
         if report.unanchored_entries:
             report.unanchored_since = self.times_after.get(report.anchored_seq)

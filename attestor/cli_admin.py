@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from attestor.auth import ROLES
 from attestor.cli_options import DEFAULT_DIR, DataDir, Dev, Json
-from attestor.cli_remote import Output, emit, rows
+from attestor.cli_remote import Output, emit, rows, writable
 from attestor.origin import cli_principal
 
 if TYPE_CHECKING:
@@ -210,18 +211,35 @@ def _print_report(report: AuditReport, as_json: bool) -> None:
     if as_json:
         print(json.dumps(report.__dict__))
         return
+    # Problems quote what the file or database held: text, never markup.
     out.print(f"entries {report.entries}, last {report.last_seq}, checkpoints "
               f"{report.checkpoints} (+{report.external_checkpoints} from sinks), "
               f"anchored to {report.anchored_seq}")
     for problem in report.problems:
-        out.print(f"[red]{problem['code']}[/] at {problem['seq']}: {problem['detail']}")
+        out.print(f"[red]{escape(str(problem['code']))}[/] at {escape(str(problem['seq']))}: "
+                  f"{escape(str(problem['detail']))}", highlight=False)
+    signed = getattr(report, "export_signed", None)
+    if signed:  # an export whose last line verified (attestor/audit_offline.py)
+        exported = escape(str(getattr(report, "exported_at", "")))
+        if getattr(report, "complete", True):
+            out.print(f"export signed by the attestor at {exported}: the file is as "
+                      f"exported, the whole log up to entry {report.last_seq}")
+        else:
+            out.print(f"export signed by the attestor at {exported}: the file is as "
+                      f"exported, but [yellow]FILTERED[/]: only the {report.entries} "
+                      "matching entries, each checked on its own; what it leaves out and "
+                      "the chain between entries are not proven (export unfiltered for a "
+                      "chain proof)")
     if not report.ok:
         out.print("[bold red]TAMPERED[/]")
     elif report.unanchored_entries:
+        since = f" since {escape(str(report.unanchored_since))}" \
+            if report.unanchored_since else ""
         out.print(f"[green]intact[/] up to {report.anchored_seq}; [yellow]"
-                  f"{report.unanchored_entries} unanchored[/] entries since "
-                  f"{report.unanchored_since} (not yet covered by a signed checkpoint: "
-                  "not verified)")
+                  f"{report.unanchored_entries} unanchored[/] entries{since} "
+                  "(not yet covered by a signed "
+                  "checkpoint: consistent, but a writer with database access could have "
+                  "rewritten them before they were read)")
     else:
         out.print("[green]intact[/]")
 
@@ -281,7 +299,7 @@ def export_locally(output: Path | None, data_dir: Path, dev: bool | None,
     from attestor.services.audit_export import export_lines
 
     svc = _services(data_dir, dev)
-    sink = output.open("wb") if output is not None else sys.stdout.buffer
+    sink = writable(output) if output is not None else sys.stdout.buffer
     count = 0
     try:
         for line in export_lines(svc, audit_filter or AuditFilter()):

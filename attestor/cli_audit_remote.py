@@ -7,6 +7,7 @@ them; ``--where NAME=VALUE`` passes any other filter the server supports."""
 
 from __future__ import annotations
 
+import itertools
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -15,8 +16,18 @@ import typer
 from rich.markup import escape
 
 from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
-from attestor.cli_remote import Output, client, emit, out, print_json, remote, rows, when
-from attestor.client import OperatorClient
+from attestor.cli_remote import (
+    Output,
+    client,
+    emit,
+    out,
+    print_json,
+    remote,
+    rows,
+    when,
+    writable,
+)
+from attestor.client import ClientError, OperatorClient
 from attestor.models.operator import AuditVerification
 
 
@@ -106,11 +117,18 @@ def audit_export(device: DeviceF = None, actor: ActorF = None, action: ActionF =
     else:
         count = 0
         with api:
-            sink = out_file.open("wb") if out_file is not None else sys.stdout.buffer
+            lines = api.audit_export(**filters)
+            first = next(lines, None)  # the server's refusal leaves no empty file behind
+            sink = writable(out_file) if out_file is not None else sys.stdout.buffer
             try:
-                for line in api.audit_export(**filters):
+                for line in itertools.chain([first] if first is not None else [], lines):
                     sink.write(line)
                     count += 1
+            except ClientError:
+                if out_file is not None:  # no half export that looks like one
+                    sink.close()
+                    out_file.unlink(missing_ok=True)
+                raise
             finally:
                 if out_file is not None:
                     sink.close()
@@ -135,7 +153,8 @@ def audit_key(
         with api:
             pem = api.audit_checkpoint_key()
     if out_file is not None:
-        out_file.write_text(pem)
+        with writable(out_file) as sink:
+            sink.write(pem.encode())
     else:
         sys.stdout.write(pem)
 

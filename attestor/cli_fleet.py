@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 import typer
+from rich.text import Text
 
 from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
 from attestor.cli_remote import Output, client, emit, emit_result, fail, out, remote, rows, when
@@ -154,7 +155,7 @@ def _lifecycle(action: Literal["quarantine", "release", "revoke", "decommission"
         with remote(f"device {action}") as api:
             device = api.change_state(device_id, action, reason)
         emit_result(output, device, lambda: out.print(
-            f"{device.id}: {device.state} ({device.state_reason})"))
+            Text(f"{device.id}: {device.state} ({device.state_reason})")))
 
     command.__doc__ = summary
     device_app.command(action)(command)
@@ -198,7 +199,7 @@ def certificates_revoke(
     with remote("certificates revoke") as api:
         cert = api.revoke_certificate(serial, reason)
     emit_result(output, cert, lambda: out.print(
-        f"{cert.serial}: {cert.status} ({cert.revoked_reason})"))
+        Text(f"{cert.serial}: {cert.status} ({cert.revoked_reason})")))
 
 
 def _local_rules(data_dir: Any, dev: bool | None, device_class: str) -> list[GateRule]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from attestor.cli_logs import ImaBank, read_ima_list
 from attestor.cli_options import DEFAULT_DIR, DataDir, Dev
@@ -45,8 +46,8 @@ def _services(data_dir: Path, dev: bool | None) -> Any:
 
 
 def _print_policy(policy: PolicyVersion) -> None:
-    out.print(f"class={policy.device_class} version={policy.version} by={policy.created_by} "
-              f"at={when(policy.created_at)}")
+    out.print(Text(f"class={policy.device_class} version={policy.version} "
+                   f"by={policy.created_by} at={when(policy.created_at)}"))
     out.print_json(json.dumps(policy.document))
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, BinaryIO, NoReturn
 
 import msgspec
 import typer
@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from attestor.client import OperatorClient
 from attestor.client.config import resolve
@@ -131,8 +132,19 @@ def emit_result(fmt: Format | None, value: Any, line: Callable[[], None]) -> Non
 def rows(columns: Iterable[str], data: Iterable[Iterable[object]]) -> None:
     table = Table(*columns)
     for row in data:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        # Text, not markup: a cell holds what the server (or a caller it refused, e.g. a
+        # claimed device id in the audit log) sent; "[/]" must not break the table.
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))
     out.print(table)
+
+
+def writable(path: Path) -> BinaryIO:
+    """``path`` opened for writing, or one line and exit 2 (a directory that does not
+    exist, no permission)."""
+    try:
+        return path.open("wb")
+    except OSError as exc:
+        fail(f"cannot write {path}: {exc.strerror or exc}", EXIT_USAGE)
 
 
 def when(value: Any) -> str:

@@ -279,6 +279,9 @@ class OperatorClient:
         response = self._send("GET", "/v1/audit/export", params=filters, stream=True)
         try:
             yield from _lines(response.iter_bytes())
+        except httpx.HTTPError as exc:  # the connection broke mid-export
+            raise TransportError("client.unreachable", f"{self.server}: the export was cut "
+                                 f"off: {exc}") from exc
         finally:
             response.close()
 

@@ -9,9 +9,11 @@ Each setting is taken from the first place that has it:
    named by ``--profile``, else ``$EDGEPROOF_PROFILE``, else the file's ``default_profile``.
 
 A profile names ``server``, and ``token`` or ``token_file``, and optionally ``ca_bundle``
-(relative paths are relative to the file). A named profile that the file lacks is an
-error, never a silent fall-back to another server; a profile's token is sent only to
-that profile's server (``--server`` naming another one gets no token from it).
+(relative paths are relative to the file). A file holding a token (the config file with
+``token``, or the ``token_file``) that others may read is refused, as ssh refuses a key.
+A named profile that the file lacks is an error, never a silent fall-back to another
+server; a profile's token is sent only to that profile's server (``--server`` naming
+another one gets no token from it).
 """
 
 from __future__ import annotations
@@ -118,6 +120,9 @@ def resolve(*, server: str | None, token: str | None, ca_bundle: Path | None,
         token_file = path.parent / Path(_text(settings["token_file"], "token_file", path)
                                         ).expanduser()
         try:
+            if token_file.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise ClientError("client.config", f"{path}: token_file {token_file} may be "
+                                  f"read by others: chmod 600 {token_file}")
             chosen_token = token_file.read_text().strip()
         except OSError as exc:
             raise ClientError("client.config", f"{path}: token_file {token_file}: "

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import secrets
 import urllib.parse
 from typing import Annotated
 
 import httpx
+import jwt
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -31,13 +33,24 @@ from identity.errors import AuthError, AuthForbidden, AuthInvalid
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 OIDC_STATE_SECONDS = 600
+OAUTH_ERROR = re.compile(r"[a-z0-9_]{1,64}")
 
 
-def _signed_in(request: Request, principal: Principal, via: str) -> Response:
+def _expiry(token: str) -> float | None:
+    """The ``exp`` of a token the attestor has just verified (so its claims are genuine)."""
+    try:
+        value = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    except jwt.PyJWTError:
+        return None
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _signed_in(request: Request, principal: Principal, via: str,
+               until: float | None = None) -> Response:
     svc = web.services(request)
     if principal.role not in CONSOLE_ROLES:
         raise AuthForbidden(f"role {principal.role} has no console access (admin or auditor)")
-    found = ConsoleSession.start(principal, via, svc.clock())
+    found = ConsoleSession.start(principal, via, svc.clock(), until)
     with svc.session() as session, session.begin():
         audit.append(session, at=svc.clock(), actor=principal.actor, action="console.login",
                      outcome="success", subject="console",
@@ -83,7 +96,10 @@ def login_with_token(request: Request, token: Annotated[str, Form(max_length=819
         return _refused(request, AuthInvalid("sign-in from another origin"), 403)
     try:
         principal = svc.verify_token(token.strip())
-        return _signed_in(request, principal, "token")
+        # A pasted token's lifetime bounds the session it opens: a five-minute token
+        # is not an eight-hour session. (An OIDC sign-in lasts max_seconds: access
+        # tokens live minutes and the console holds no refresh token.)
+        return _signed_in(request, principal, "token", _expiry(token.strip()))
     except AuthError as exc:
         return _refused(request, exc, 403 if isinstance(exc, AuthForbidden) else 401)
 
@@ -126,9 +142,12 @@ def oidc_callback(request: Request, code: Annotated[str, Query(max_length=4096)]
     now = svc.clock().timestamp()
     started = pending.get("at") if pending else None
     if error or pending is None or not code or not console.oidc \
-            or not secrets.compare_digest(str(pending.get("state", "")), state) \
+            or not secrets.compare_digest(str(pending.get("state", "")).encode(),
+                                          state.encode()) \
             or not isinstance(started, int | float) or now - started > OIDC_STATE_SECONDS:
-        said = f": {error}" if error else ""
+        # An OAuth error code (RFC 6749 §4.1.2.1: access_denied, …); anything else a
+        # link could carry is not echoed, so the page cannot be made to say it.
+        said = f": {error}" if OAUTH_ERROR.fullmatch(error) else ""
         return _refused(request, AuthInvalid(
             f"the identity provider's answer is not for this sign-in{said}"))
     try:

@@ -17,11 +17,15 @@ from attestor.api import refusals
 from attestor.console import views, web
 from attestor.console.session import ConsoleSession, check_csrf
 from attestor.db.console_queries import DeviceSearch
+from attestor.models.common import FILTER_TEXT
 from attestor.services import devices
+from attestor.services.devices import MAX_POSITION
 from identity.errors import Conflict, DeviceUnknown, MalformedInput, NotFound
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
-Text = Annotated[str | None, Query(max_length=128)]
+# No control characters (as the API's filters): a NUL is an error on PostgreSQL and
+# ends a LIKE pattern on SQLite.
+Text = Annotated[str | None, Query(max_length=128, pattern=FILTER_TEXT)]
 DeviceId = Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
 Action = Literal["quarantine", "release", "revoke"]
 ACTION_WORDS = {"quarantine": "Quarantine", "release": "Release", "revoke": "Revoke"}
@@ -45,10 +49,12 @@ def overview(request: Request, user: web.User) -> Response:
 @router.get("/devices")
 def device_list(request: Request, user: web.User, q: Text = None,
                 state: Annotated[str | None, Query(pattern=r"^[a-z]*$", max_length=16)] = None,
-                device_class: Annotated[str | None, Query(alias="class", max_length=64)] = None,
+                device_class: Annotated[str | None, Query(alias="class", max_length=64,
+                                                          pattern=FILTER_TEXT)] = None,
                 verdict: Annotated[str | None, Query(pattern=r"^[a-z]*$", max_length=8)] = None,
                 reason: Text = None,
-                after: Annotated[str | None, Query(max_length=64)] = None) -> Response:
+                after: Annotated[str | None, Query(max_length=64,
+                                                   pattern=FILTER_TEXT)] = None) -> Response:
     search = DeviceSearch(q or None, state or None, device_class or None, verdict or None,
                           reason or None)
     return _page(request, user, "devices.html",
@@ -135,7 +141,7 @@ def _time(value: str | None) -> dt.datetime | None:
 def audit_log(request: Request, user: web.User, device_id: Text = None, actor: Text = None,
               action: Text = None, outcome: Text = None, reason: Text = None,
               since: Since = None, until: Since = None,
-              after: Annotated[int, Query(ge=0)] = 0) -> Response:
+              after: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0) -> Response:
     try:
         values = _audit_values(device_id, actor, action, outcome, reason, _time(since),
                                _time(until))
@@ -146,12 +152,20 @@ def audit_log(request: Request, user: web.User, device_id: Text = None, actor: T
                  lambda: views.audit_page(web.services(request), values, after))
 
 
+GATE_OUTCOMES = {"allow": "success", "deny": "refused"}  # the audit log's words
+
+
 @router.get("/gate")
-def gate(request: Request, user: web.User, device_id: Text = None, outcome: Text = None,
-         after: Annotated[int, Query(ge=0)] = 0) -> Response:
-    values = _audit_values(device_id, None, "gate.decision", outcome, None, None, None)
-    return _page(request, user, "gate.html", lambda: views.audit_page(
-        web.services(request), values, after, verify=False))
+def gate(request: Request, user: web.User, device_id: Text = None,
+         outcome: Annotated[str | None, Query(pattern=r"^(allow|deny)?$")] = None,
+         after: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0) -> Response:
+    values = _audit_values(device_id, None, "gate.decision",
+                           GATE_OUTCOMES.get(outcome or ""), None, None, None)
+
+    def gather() -> dict[str, Any]:
+        found = views.audit_page(web.services(request), values, after, verify=False)
+        return {**found, "values": {**values, "outcome": outcome or None}}
+    return _page(request, user, "gate.html", gather)
 
 
 @router.get("/certificates")
@@ -159,6 +173,7 @@ def certificate_list(request: Request, user: web.User,
                      status: Annotated[str | None, Query(
                          pattern=r"^(issued|pending|void|revoked)?$")] = None,
                      device_id: Text = None,
-                     after: Annotated[str | None, Query(max_length=64)] = None) -> Response:
+                     after: Annotated[str | None, Query(max_length=64,
+                                                        pattern=FILTER_TEXT)] = None) -> Response:
     return _page(request, user, "certificates.html", lambda: views.certificates_page(
         web.services(request), status or None, device_id or None, after or None))

@@ -3,7 +3,8 @@ the session's CSRF token, and when it started and was last used.
 
 The cookie is HttpOnly, SameSite=Strict and Secure outside development. It is
 re-sealed on every page so the idle timeout slides; it ends ``idle_seconds`` after
-the last request and ``max_seconds`` after sign-in. The sealing key is derived from
+the last request and ``max_seconds`` after sign-in, and a session started with an
+operator token ends when that token expires. The sealing key is derived from
 the secret-store key file (shared by every replica), or the CA passphrase without it.
 Times come from the attestor's clock.
 """
@@ -71,6 +72,7 @@ class ConsoleSession:
     csrf: str
     started: float
     seen: float
+    until: float | None = None  # the presented token's expiry: no session outlives it
 
     @property
     def principal(self) -> Principal:
@@ -81,10 +83,11 @@ class ConsoleSession:
         return self.role == "admin"
 
     @classmethod
-    def start(cls, principal: Principal, via: str, now: dt.datetime) -> ConsoleSession:
+    def start(cls, principal: Principal, via: str, now: dt.datetime,
+              until: float | None = None) -> ConsoleSession:
         stamp = now.timestamp()
         return cls(principal.kind, principal.subject, principal.role or "", via,
-                   secrets.token_urlsafe(24), stamp, stamp)
+                   secrets.token_urlsafe(24), stamp, stamp, until)
 
     def touched(self, now: dt.datetime) -> ConsoleSession:
         return ConsoleSession(**{**asdict(self), "seen": now.timestamp()})
@@ -105,7 +108,8 @@ def open_session(key: bytes, cookie: str | None, now: dt.datetime, idle: int,
         return None
     stamp = now.timestamp()
     if (found.role not in CONSOLE_ROLES or stamp - found.seen > idle
-            or stamp - found.started > longest or found.seen > stamp + 60):
+            or stamp - found.started > longest or found.seen > stamp + 60
+            or (found.until is not None and stamp >= found.until)):
         return None
     return found
 

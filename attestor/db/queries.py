@@ -383,7 +383,11 @@ def audit_page(session: Session, f: AuditFilter, after: int, limit: int) -> Sequ
         if value:
             query = query.where(column == value)
     if f.actor:
-        query = query.where(col(AuditEvent.actor).like(_like_prefix(f.actor), escape="\\"))
+        # LIKE ignores ASCII case on SQLite, not on PostgreSQL: the substr comparison
+        # makes the prefix exact on both (LIKE stays for PostgreSQL's index).
+        actor = col(AuditEvent.actor)
+        query = query.where(actor.like(_like_prefix(f.actor), escape="\\"),
+                            sa.func.substr(actor, 1, len(f.actor)) == f.actor)
     if f.reason:
         query = query.where(_holds_reason(session.get_bind().dialect.name, f.reason))
     return session.exec(query).all()

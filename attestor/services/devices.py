@@ -43,12 +43,15 @@ def decode_cursor(cursor: str | None) -> str | None:
         raise MalformedInput("the cursor is not one this API returned") from exc
 
 
+MAX_POSITION = 2**63 - 1  # a BIGINT: past it SQLite and PostgreSQL fail the query
+
+
 def decode_position(cursor: str | None) -> int | None:
     """A cursor over numbered rows (audit sequence, attestation or pre-registration id)."""
     value = decode_cursor(cursor)
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 19:
+    if not value.isdigit() or len(value) > 19 or int(value) > MAX_POSITION:
         raise MalformedInput("the cursor is not one this API returned")
     return int(value)
 

@@ -27,7 +27,7 @@ def write_config(path: Path, text: str, mode: int = 0o600) -> Path:
 @pytest.fixture
 def config(tmp_path: Path) -> dict[str, str]:
     """An environment whose config file has two profiles, ``a`` the default."""
-    (tmp_path / "b.token").write_text("token-b-from-file\n")
+    write_config(tmp_path / "b.token", "token-b-from-file\n")
     write_config(tmp_path / "cli.toml", f"""
 default_profile = "a"
 [profiles.a]
@@ -119,7 +119,7 @@ def test_profiles_against_an_https_attestor(https_attestor: LiveAttestor, tmp_pa
     for name in ("EDGEPROOF_SERVER", "EDGEPROOF_TOKEN", "EDGEPROOF_PROFILE",
                  "EDGEPROOF_CA_BUNDLE"):
         monkeypatch.delenv(name, raising=False)
-    (tmp_path / "auditor.token").write_text(live.token("auditor"))
+    write_config(tmp_path / "auditor.token", live.token("auditor"))
     write_config(tmp_path / "cli.toml", f"""
 [profiles.lab]
 server = "{live.url}"
@@ -155,3 +155,11 @@ token_file = "auditor.token"
     missing = runner.invoke(app, ["--ca-bundle", str(tmp_path / "absent.pem"), "--server",
                                   live.url, "device", "list"])
     assert missing.exit_code == 2 and "client.ca_bundle" in missing.stderr
+
+
+def test_a_token_file_others_may_read_is_refused(config: dict[str, str],
+                                                 tmp_path: Path) -> None:
+    (tmp_path / "b.token").chmod(0o644)
+    with pytest.raises(ClientError) as refused:
+        resolve(server=None, token=None, ca_bundle=None, profile="b", env=config)
+    assert refused.value.code == "client.config" and "chmod 600" in refused.value.detail

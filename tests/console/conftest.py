@@ -8,6 +8,7 @@ Under CI=true a missing Chromium or Playwright fails the tests; elsewhere they s
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from collections.abc import Iterator
@@ -132,9 +133,11 @@ def shoot(page: Any, name: str, *, full_page: bool = True) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
 
 
-def sign_in(page: Any, attestor: LiveAttestor, role: str) -> None:
+def sign_in(page: Any, attestor: LiveAttestor, role: str,
+            ttl: dt.timedelta = dt.timedelta(minutes=10)) -> None:
+    """Sign in with a token of ``role`` (the session ends with the token at the latest)."""
     page.goto(attestor.url + "/ui")
-    page.fill("#token", attestor.token(role))
+    page.fill("#token", attestor.token(role, ttl))
     page.click("#token-login")
     page.wait_for_url(attestor.url + "/ui")
 

@@ -192,7 +192,7 @@ def test_gate_decisions_page(fleet: Fleet, page: Any) -> None:
 
 
 def test_session_ends_when_idle(fleet: Fleet, page: Any) -> None:
-    sign_in(page, fleet.attestor, "auditor")
+    sign_in(page, fleet.attestor, "auditor", ttl=dt.timedelta(hours=2))  # outlives idle
     idle = fleet.attestor.settings.console.idle_seconds
     fleet.attestor.clock.offset += dt.timedelta(seconds=idle - 5)
     try:
