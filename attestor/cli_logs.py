@@ -8,6 +8,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from attestor.cli_options import Json
 from identity.errors import IdentityError
@@ -22,7 +23,7 @@ LogFile = Annotated[Path, typer.Argument(help="the log file", exists=True, dir_o
 
 
 def _fail(exc: IdentityError) -> NoReturn:
-    err.print(f"[bold red]{exc.code}[/]: {exc.detail}")
+    err.print(f"[bold red]{exc.code}[/]: {escape(exc.detail)}")
     raise typer.Exit(1)
 
 
@@ -44,11 +45,11 @@ def eventlog_show(file: LogFile, as_json: Json = False) -> None:
                           "events": events, "summary": summary}))
         return
     for event in events:
-        out.print(f"[bold]{event['seq']:>4}[/] PCR{event['pcr']:<2} {event['type']}")
+        out.print(f"[bold]{event['seq']:>4}[/] PCR{event['pcr']:<2} {escape(str(event['type']))}")
         for bank, digest in event["digests"].items():  # type: ignore[attr-defined]
-            out.print(f"       {bank}: {digest}", soft_wrap=True)
+            out.print(f"       {escape(str(bank))}: {escape(str(digest))}", soft_wrap=True)
         if event.get("detail"):
-            out.print(f"       {event['detail']}", soft_wrap=True)
+            out.print(f"       {escape(str(event['detail']))}", soft_wrap=True)
     out.print_json(json.dumps(summary))
 
 
@@ -129,4 +130,4 @@ def ima_replay(
         print(json.dumps(report))
         return
     for key, value in report.items():
-        out.print(f"{key}: {value}")
+        out.print(f"{key}: {escape(str(value))}")

@@ -16,6 +16,7 @@ import typer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from rich.console import Console
+from rich.markup import escape
 
 from attestor.cli_options import Json
 from identity.checks import Check
@@ -40,11 +41,12 @@ def _report(valid: bool, checks: list[Check], as_json: bool, extra: dict[str, ob
     else:
         for check in checks:
             mark = "[green]✓[/]" if check.passed else "[red]✗[/]"
-            out.print(f"{mark} {check.name}" + (f"  {check.code}: {check.detail}"
-                                                 if not check.passed else ""))
+            problem = f"  {check.code}: {escape(str(check.detail))}" if not check.passed else ""
+            out.print(f"{mark} {escape(check.name)}{problem}")
         for key, value in extra.items():
-            out.print(f"{key}: {value}")
-        out.print("[bold green]valid[/]" if valid else f"[bold red]invalid[/]: {', '.join(codes)}")
+            out.print(f"{key}: {escape(str(value))}")
+        out.print("[bold green]valid[/]" if valid
+                  else f"[bold red]invalid[/]: {escape(', '.join(codes))}")
     raise typer.Exit(0 if valid else 1)
 
 

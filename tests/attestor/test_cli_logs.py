@@ -75,3 +75,18 @@ def test_policy_learned_from_files(tmp_path: Path, corpus: Path) -> None:
     document = json.loads(shown.stdout)["document"]  # not a terminal: JSON
     assert document["boot"]["secure_boot"] is True
     assert 10 in document["pcrs"] and len(document["ima"]["allowlist"]) > 500
+
+
+def test_eventlog_show_prints_a_hostile_log_as_text(tmp_path: Path) -> None:
+    """Event data comes from the device: console markup in it is printed as it is, never
+    interpreted (an unbalanced `[/]` used to crash the command, `[red]` to restyle it)."""
+    from agent.sim.boot import SimEvent
+    from identity.eventlog import events as ev
+
+    hostile = b"grub_cmd: linux [/] [bold red]VALID[/] [link=http://x]y[/link]\x00"
+    log = tmp_path / "hostile.bin"
+    log.write_bytes(encode_log([*boot_events(), SimEvent(8, ev.EV_IPL, hostile, hostile)],
+                               ("sha256",)))
+    result = CliRunner().invoke(app, ["eventlog", "show", str(log)])
+    assert result.exit_code == 0, result.output
+    assert "[/] [bold red]VALID[/] [link=http://x]y[/link]" in result.stdout
