@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from attestor.cli_options import Json
+from attestor.cli_remote import Format, Output
 from identity.errors import IdentityError
 from identity.ima.log import ImaEntry
 
@@ -28,8 +29,9 @@ def _fail(exc: IdentityError) -> NoReturn:
 
 
 @eventlog_app.command("show")
-def eventlog_show(file: LogFile, as_json: Json = False) -> None:
-    """Every event, decoded (like tpm2_eventlog), and what booted."""
+def eventlog_show(file: LogFile, as_json: Json = False, output: Output = None) -> None:
+    """Every event, decoded (like tpm2_eventlog), and what booted (-o json or --json:
+    one JSON document; default: text)."""
     from identity.eventlog.describe import describe_event
     from identity.eventlog.summary import summarize
     from identity.eventlog.tcg import parse_event_log
@@ -40,7 +42,7 @@ def eventlog_show(file: LogFile, as_json: Json = False) -> None:
         _fail(exc)
     events = [describe_event(e) for e in log.events]
     summary = summarize(log).as_dict()
-    if as_json:
+    if as_json or output == Format.json:
         print(json.dumps({"banks": list(log.banks), "crypto_agile": log.crypto_agile,
                           "events": events, "summary": summary}))
         return

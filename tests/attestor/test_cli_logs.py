@@ -38,6 +38,9 @@ def test_eventlog_show(corpus: Path) -> None:
                                       str(corpus / "eventlogs" / "ubuntu-1804-amd-sev.bin")])
     report = json.loads(result.stdout)
     assert report["summary"]["kernel"] == "/boot/vmlinuz-5.4.0-1046-gcp"
+    same = CliRunner().invoke(app, ["eventlog", "show", "-o", "json",
+                                    str(corpus / "eventlogs" / "ubuntu-1804-amd-sev.bin")])
+    assert json.loads(same.stdout) == report
     assert report["events"][0]["detail"] == "Spec ID Event03"
     text = CliRunner().invoke(app, ["eventlog", "show", str(corpus / "eventlogs" /
                                                            "rhel8-uefi.bin")])
