@@ -76,11 +76,10 @@ def test_ownership_over_the_api(attestor: LiveAttestor, device: Device,
     imported = ok(cli(attestor, "admin", "ownership", "import-manifest", str(manifest),
                       "--class", "cameras"))
     assert imported.strip() == "1 created, 0 updated"
-    assert json.loads(ok(cli(attestor, "admin", "ownership", "import-csv", str(csv),
-                             "--root", root_sha.upper(), "-o", "json"))) == {"created": 2, "updated": 0,
-                                                 "already_onboarded": [],
-                                                 "kept_revoked": [],
-                                                 "kept_conflicting": []}
+    csv_imported = json.loads(ok(cli(attestor, "admin", "ownership", "import-csv", str(csv),
+                                     "--root", root_sha.upper(), "-o", "json")))
+    assert csv_imported == {"created": 2, "updated": 0, "already_onboarded": [],
+                            "kept_revoked": [], "kept_conflicting": []}
 
     records = json.loads(ok(cli(attestor, "auditor", "ownership", "list", "-o", "json")))
     assert [(r["serial"], r["device_class"], r["state"], r["root_sha256"])
