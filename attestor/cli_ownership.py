@@ -88,7 +88,8 @@ def list_roots(output: Output = None, data_dir: DataDir = DEFAULT_DIR,
 @ownership_app.command("remove-root")
 def remove_root(sha256: Annotated[str, typer.Argument(help="SHA-256 of the certificate")],
                 data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
-    """Stop trusting a manufacturer CA certificate (admin)."""
+    """Stop trusting a manufacturer CA certificate; serials bound to it stay bound and
+    cannot onboard until it is imported again (admin)."""
     api = client()
     if api is not None:
         with api:
