@@ -35,7 +35,8 @@ def _imported(output: Output, result: ImportResult) -> None:
            if result.already_onboarded else "")
         + (f"; revoked (kept): {', '.join(result.kept_revoked)}"
            if result.kept_revoked else "")
-        + (f"; owned with another IDevID (kept): {', '.join(result.kept_conflicting)}"
+        + (f"; owned with another IDevID or root (kept): "
+           f"{', '.join(result.kept_conflicting)}"
            if result.kept_conflicting else "")))
 
 
@@ -87,7 +88,8 @@ def list_roots(output: Output = None, data_dir: DataDir = DEFAULT_DIR,
 @ownership_app.command("remove-root")
 def remove_root(sha256: Annotated[str, typer.Argument(help="SHA-256 of the certificate")],
                 data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
-    """Stop trusting a manufacturer CA certificate (admin)."""
+    """Stop trusting a manufacturer CA certificate; serials bound to it stay bound and
+    cannot onboard until it is imported again (admin)."""
     api = client()
     if api is not None:
         with api:
@@ -118,18 +120,23 @@ def import_manifest(manifest: Annotated[Path, typer.Argument(help="signed batch 
 
 @ownership_app.command("import-csv")
 def import_csv(csv: Annotated[Path, typer.Argument(help="serials, one per line")],
+               root: Annotated[str, typer.Option(
+                   "--root", metavar="SHA256", help="SHA-256 of the imported manufacturer "
+                   "root these devices chain to (see `ownership roots`)")],
                device_class: Class = "default", output: Output = None,
                data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
-    """Own the serials of a CSV (first column; a `serial` header is skipped; admin)."""
+    """Own the serials of a CSV (first column; a `serial` header is skipped), bound to
+    one manufacturer root (admin)."""
     api = client()
     if api is not None:
         with api:
-            result = api.import_serials(csv.read_text(), device_class)
+            result = api.import_serials(csv.read_text(), root, device_class)
     else:
         from attestor.services import ownership
 
         result = ImportResult.model_validate(ownership.import_csv(
-            _services(data_dir, dev), csv.read_text(), device_class, cli_principal()))
+            _services(data_dir, dev), csv.read_text(), device_class, cli_principal(),
+            root))
     _imported(output, result)
 
 
@@ -148,8 +155,9 @@ def list_records(state: State = None, limit: Limit = 1000, output: Output = None
             records = [OwnershipPublic.model_validate(r)
                        for r in q.page(session, state, None, limit)]
     emit(output, records, lambda: rows(
-        ("serial", "class", "state", "device", "batch", "changed"),
-        ((r.serial, r.device_class, r.state, r.device_id, r.batch, when(r.changed_at))
+        ("serial", "class", "state", "root", "device", "batch", "changed"),
+        ((r.serial, r.device_class, r.state, (r.root_sha256 or "unbound")[:16],
+          r.device_id, r.batch, when(r.changed_at))
          for r in records)))
 
 

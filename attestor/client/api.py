@@ -330,9 +330,12 @@ class OperatorClient:
         return self._post(ImportResult, "/v1/ownership/manifests",
                           ManifestIn(manifest=manifest, device_class=device_class))
 
-    def import_serials(self, csv: str, device_class: str = "default") -> ImportResult:
+    def import_serials(self, csv: str, root_sha256: str,
+                       device_class: str = "default") -> ImportResult:
+        """Own the serials of a CSV, bound to one imported manufacturer root (admin)."""
         return self._post(ImportResult, "/v1/ownership/serials",
-                          SerialsIn(csv=csv, device_class=device_class))
+                          SerialsIn(csv=csv, root_sha256=root_sha256.lower(),
+                                    device_class=device_class))
 
     def ownership(self, *, state: str | None = None, after: str | None = None,
                   limit: int = 100) -> list[OwnershipPublic]:

@@ -1,6 +1,7 @@
 """Tables of zero-touch onboarding (docs/onboarding.md): the manufacturer roots the
 owner trusts for IAK/IDevID certificates, the ownership records that pre-authorize
-serials for a device class, and the single-use onboarding challenges."""
+serials for a device class and bind them to one manufacturer root, and the single-use
+onboarding challenges."""
 
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ class Ownership(SQLModel, table=True):
     serial: str = Field(primary_key=True, max_length=128)
     device_class: str = Field(default="default", max_length=64)
     idevid_sha256: str | None = Field(default=None, max_length=64)
+    # The manufacturer root (SHA-256 of its DER) the IAK/IDevID must chain to; None only
+    # for records from before root binding (refused at onboarding until imported again).
+    root_sha256: str | None = Field(default=None, max_length=64)
     oem: str | None = Field(default=None, max_length=128)
     batch: str | None = Field(default=None, max_length=128)
     state: str = Field(default="owned", max_length=16, index=True)

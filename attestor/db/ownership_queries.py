@@ -42,6 +42,18 @@ def remove_root(session: Session, sha256: str, now: dt.datetime) -> Manufacturer
     return row
 
 
+def active_root(session: Session, sha256: str) -> ManufacturerRoot | None:
+    """The imported, not removed, self-signed root with this SHA-256."""
+    row = session.get(ManufacturerRoot, sha256)
+    return row if row is not None and row.is_root and row.removed_at is None else None
+
+
+def count_bound(session: Session, root_sha256: str, state: str) -> int:
+    """How many ownership records in ``state`` are bound to this manufacturer root."""
+    return session.exec(select(sa.func.count()).select_from(Ownership).where(
+        Ownership.root_sha256 == root_sha256, Ownership.state == state)).one()
+
+
 def roots(session: Session, *, include_removed: bool = False) -> Sequence[ManufacturerRoot]:
     query = select(ManufacturerRoot).order_by(col(ManufacturerRoot.imported_at))
     if not include_removed:
@@ -54,16 +66,18 @@ class Imported(NamedTuple):
     updated: int
     onboarded: list[str]  # left as they were: onboarded already
     revoked: list[str]  # left revoked
-    conflicting: list[str]  # left as they were: owned with another IDevID fingerprint
+    conflicting: list[str]  # left as they were: owned with another IDevID or root
 
 
 def import_entries(session: Session, entries: Sequence[ManifestEntry], *, device_class: str,
-                   oem: str | None, batch: str | None, actor: str, now: dt.datetime
-                   ) -> Imported:
+                   root_sha256: str, oem: str | None, batch: str | None, actor: str,
+                   now: dt.datetime) -> Imported:
     """Owned records for ``entries``. An import never undoes the owner's revocation,
     never touches an onboarded record (releasing either is a separate, audited step), and
-    never replaces or drops the IDevID fingerprint a record was owned with: another OEM's
-    manifest or a CSV naming that serial would otherwise hand it to another device."""
+    never replaces or drops the IDevID fingerprint a record was owned with, and never
+    rebinds it to another manufacturer root: another OEM's manifest or a CSV naming that
+    serial would otherwise hand it to another device. A record bound to no root (from
+    before root binding) is bound to ``root_sha256``."""
     created = updated = 0
     kept: dict[str, list[str]] = {ONBOARDED: [], REVOKED: [], "conflict": []}
     existing = {row.serial: row for row in session.exec(
@@ -74,7 +88,8 @@ def import_entries(session: Session, entries: Sequence[ManifestEntry], *, device
             kept[row.state].append(entry.serial)
             continue
         if row is not None and row.idevid_sha256 is not None \
-                and row.idevid_sha256 != entry.idevid_sha256:
+                and row.idevid_sha256 != entry.idevid_sha256 \
+                or row is not None and row.root_sha256 not in (None, root_sha256):
             kept["conflict"].append(entry.serial)
             continue
         if row is None:
@@ -84,6 +99,7 @@ def import_entries(session: Session, entries: Sequence[ManifestEntry], *, device
             updated += 1
             row.changed_at = now
         row.device_class, row.idevid_sha256 = device_class, entry.idevid_sha256
+        row.root_sha256 = root_sha256
         row.oem, row.batch, row.state = oem, batch, OWNED
         session.add(row)
     return Imported(created, updated, kept[ONBOARDED], kept[REVOKED], kept["conflict"])

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from attestor.models.common import Request
 from identity.messages import LABEL_PATTERN
 
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 DeviceClass = Annotated[str, Field(min_length=1, max_length=64, pattern=LABEL_PATTERN)]
 STATES = ("owned", "onboarded", "revoked")
 
@@ -40,6 +41,8 @@ class ManifestIn(Request):
 class SerialsIn(Request):
     csv: str = Field(min_length=1, max_length=4 * 1024 * 1024,
                      description="serials, one per line (first column)")
+    root_sha256: Sha256 = Field(description="the imported manufacturer root (SHA-256 of its "
+                                "DER) these devices' IAK and IDevID chain to")
     device_class: DeviceClass = "default"
 
 
@@ -51,7 +54,8 @@ class ImportResult(BaseModel):
                                     "import never undoes a revocation; release first")
     kept_conflicting: list[str] = Field(
         default_factory=list, description="left as they were: owned with another IDevID "
-        "certificate, which an import never replaces or drops")
+        "certificate or bound to another manufacturer root, which an import never "
+        "replaces or drops")
 
 
 class OwnershipPublic(BaseModel):
@@ -60,6 +64,9 @@ class OwnershipPublic(BaseModel):
     serial: str
     device_class: str
     idevid_sha256: str | None
+    root_sha256: str | None = Field(description="the manufacturer root the device must "
+                                    "chain to; null: imported before root binding, "
+                                    "refused until imported again")
     oem: str | None
     batch: str | None
     state: str

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Sequence
 
 from sqlmodel import Session
 
@@ -27,22 +28,25 @@ from identity.devid.evidence import (
     presented_chain,
     verify_onboarding,
 )
+from identity.devid.manifest import certificate_sha256
 from identity.devid.messages import (
     OnboardedDevice,
     OnboardingChallenge,
     OnboardingChallengeRequest,
     OnboardingRequest,
 )
-from identity.devid.profile import check_devid_certificate
+from identity.devid.profile import DevIdCertificate, check_devid_certificate
 from identity.errors import (
     AlreadyOnboarded,
     DeviceNotActive,
     EvidenceError,
     IdentityError,
+    ManufacturerUnbound,
     OnboardingDeviceConflict,
     OwnershipRevoked,
     SerialNotOwned,
     VerificationFailed,
+    WrongManufacturer,
 )
 from identity.protocol import device_id_for
 from identity.tpm.quote import owner_child_qualified_name
@@ -53,8 +57,11 @@ from identity.x509.names import check_certificate_fields
 ACTOR = "anonymous"
 
 
-def _owned(row: Ownership | None, serial: str, idevid_sha256: str) -> Ownership:
-    """The ownership record lets this IDevID onboard now, or the typed refusal."""
+def _owned(row: Ownership | None, serial: str, idevid_sha256: str,
+           certificates: Sequence[DevIdCertificate]) -> Ownership:
+    """The ownership record lets this IDevID onboard now, with ``certificates`` (the
+    IDevID's, and the IAK's once presented) chained to the record's root; or the typed
+    refusal."""
     if row is None:
         raise SerialNotOwned(f"serial {serial!r} is not owned here")
     if row.state == q.REVOKED:
@@ -64,6 +71,16 @@ def _owned(row: Ownership | None, serial: str, idevid_sha256: str) -> Ownership:
                                "release it first")
     if row.idevid_sha256 is not None and row.idevid_sha256 != idevid_sha256:
         raise SerialNotOwned(f"serial {serial!r} is owned with another IDevID certificate")
+    if row.root_sha256 is None:
+        raise ManufacturerUnbound(f"serial {serial!r} was owned before records named their "
+                                  "manufacturer root: the owner must import it again "
+                                  "(import-csv --root, or its manifest)")
+    for cert in certificates:
+        ends_at = certificate_sha256(cert.chain[-1])
+        if ends_at != row.root_sha256:
+            raise WrongManufacturer(
+                f"serial {serial!r} is owned for manufacturer root {row.root_sha256}; this "
+                f"device's certificates chain to {ends_at}")
     return row
 
 
@@ -86,7 +103,7 @@ def challenge(svc: Services, req: OnboardingChallengeRequest) -> OnboardingChall
         idevid = check_devid_certificate(req.idevid_certificate, "idevid", roots,
                                          presented_chain(inter, req.chain), now)
         with svc.session() as session:
-            _owned(q.find(session, idevid.serial), idevid.serial, digest)
+            _owned(q.find(session, idevid.serial), idevid.serial, digest, [idevid])
     except EvidenceError as exc:
         _refuse(svc, "onboarding.challenge", now, [exc.code], {"idevid_sha256": digest})
         raise
@@ -124,7 +141,7 @@ def _verify(svc: Services, req: OnboardingRequest, now: dt.datetime
         qualified = owner_child_qualified_name(srk_name, evidence.lak.name).hex()
     with svc.session() as session:
         owned = _owned(q.find(session, evidence.serial), evidence.serial,
-                       evidence.idevid_fingerprint)
+                       evidence.idevid_fingerprint, [evidence.iak, evidence.idevid])
         existing = queries.find_device(session, device_id)
         if existing is not None and existing.state != "active":
             raise DeviceNotActive(existing.state)
@@ -180,7 +197,7 @@ def _record(session: Session, req: OnboardingRequest, evidence: OnboardingEviden
     # The state is checked again under this transaction: two concurrent onboardings of
     # one serial with two challenges: the second finds it onboarded.
     _owned(q.find(session, evidence.serial, for_update=True), evidence.serial,
-           evidence.idevid_fingerprint)
+           evidence.idevid_fingerprint, [evidence.iak, evidence.idevid])
     device = queries.find_device(session, device_id)
     if device is None:
         device = Device(id=device_id, ek_public=evidence.ek_public, ak_public=req.lak_public,

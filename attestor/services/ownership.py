@@ -1,5 +1,6 @@
 """Ownership (docs/onboarding.md): the owner imports manufacturer roots and batch
-manifests (or CSVs of serials) that pre-authorize devices for a device class; revokes
+manifests (or CSVs of serials) that pre-authorize devices for a device class, each serial
+bound to one manufacturer root (the manifest's, or the one the CSV import names); revokes
 and releases them. Every change is an audited operation (outcome success or refused)."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from attestor.db import ownership_queries as q
 from attestor.db.ownership_models import ManufacturerRoot, Ownership
 from attestor.services.context import Services
 from identity.devid.manifest import Manifest, ManifestEntry, parse_serial_csv, verify_manifest
-from identity.errors import IdentityError, ManifestInvalid
+from identity.errors import IdentityError, ManifestInvalid, OwnershipRootUnknown
 from identity.truststore import load_certificates, self_signed
 from identity.x509.names import check_serial
 
@@ -80,15 +81,22 @@ def import_roots(svc: Services, pem: bytes, actor: str) -> list[ManufacturerRoot
 
 
 def remove_root(svc: Services, sha256: str, actor: str) -> ManufacturerRoot:
+    """Stop trusting a certificate. Records bound to it stay bound (nothing else may
+    onboard them; they onboard again if it is imported again); the audit entry counts
+    the owned ones, which cannot onboard meanwhile."""
     return _audited(svc, actor, "ownership.root_remove", sha256, lambda s: (
-        q.remove_root(s, sha256, svc.clock()), {}))
+        q.remove_root(s, sha256, svc.clock()),
+        {"owned_bound": q.count_bound(s, sha256, q.OWNED)}))
 
 
 def _import(svc: Services, entries: Sequence[ManifestEntry], device_class: str, actor: str,
-            manifest: Manifest | None) -> dict[str, object]:
+            root_sha256: str, manifest: Manifest | None) -> dict[str, object]:
     def work(session: Session) -> tuple[dict[str, object], dict[str, object]]:
+        if q.active_root(session, root_sha256) is None:  # checked in this transaction
+            raise OwnershipRootUnknown(f"no imported manufacturer root {root_sha256} (an "
+                                       "intermediate or a removed root does not count)")
         done = q.import_entries(
-            session, entries, device_class=device_class,
+            session, entries, device_class=device_class, root_sha256=root_sha256,
             oem=manifest.oem[:128] if manifest else None,
             batch=manifest.batch[:128] if manifest else None, actor=actor, now=svc.clock())
         summary: dict[str, object] = {
@@ -97,6 +105,7 @@ def _import(svc: Services, entries: Sequence[ManifestEntry], device_class: str, 
             "kept_conflicting": done.conflicting}
         return summary, {**summary, "device_class": device_class,
                          "source": "manifest" if manifest else "csv",
+                         "root_sha256": root_sha256,
                          "batch": manifest.batch if manifest else None}
 
     return _audited(svc, actor, "ownership.import", None, work)
@@ -114,13 +123,17 @@ def import_manifest(svc: Services, data: bytes, device_class: str,
             audit.append(session, at=svc.clock(), actor=actor, action="ownership.import",
                          outcome="refused", reasons=[exc.code])
         raise
-    return _import(svc, manifest.devices, device_class, actor, manifest)
+    return _import(svc, manifest.devices, device_class, actor, manifest.root_sha256,
+                   manifest)
 
 
-def import_csv(svc: Services, text: str, device_class: str, actor: str) -> dict[str, object]:
-    """Own the serials of a CSV (no IDevID fingerprints: any IDevID naming them may
-    onboard, as long as it chains to an imported root)."""
-    return _import(svc, parse_serial_csv(text), device_class, actor, None)
+def import_csv(svc: Services, text: str, device_class: str, actor: str,
+               root_sha256: str) -> dict[str, object]:
+    """Own the serials of a CSV for the manufacturer root ``root_sha256`` (no IDevID
+    fingerprints: any IDevID naming them may onboard, as long as its chain, and its
+    IAK's, ends at that root)."""
+    return _import(svc, parse_serial_csv(text), device_class, actor, root_sha256.lower(),
+                   None)
 
 
 def revoke(svc: Services, serial: str, actor: str) -> Ownership:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
+import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ class Manifest:
     batch: str
     issued_at: dt.datetime
     devices: tuple[ManifestEntry, ...]
+    root_sha256: str  # the imported root the signer chains to: the devices are bound to it
 
 
 def sign_manifest(key: ec.EllipticCurvePrivateKey, signer: x509.Certificate, *, oem: str,
@@ -77,24 +79,30 @@ def _entry(raw: object, index: int) -> ManifestEntry:
     return ManifestEntry(serial, digest)
 
 
+def certificate_sha256(cert: x509.Certificate) -> str:
+    """The hex SHA-256 of a certificate's DER: how the owner names a manufacturer root."""
+    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
 def _trusted_signer(signer: x509.Certificate, roots: Sequence[x509.Certificate],
-                    now: dt.datetime) -> bool:
-    """An imported root, or a CA certificate one of them signed, valid at ``now``."""
+                    now: dt.datetime) -> x509.Certificate | None:
+    """The imported root that is the signer, or that signed the signer (a CA), if the
+    signer is valid at ``now``; None otherwise."""
     if not signer.not_valid_before_utc <= now <= signer.not_valid_after_utc:
-        return False
+        return None
     if signer in roots:
-        return True
+        return signer
     for root in roots:
         try:
             signer.verify_directly_issued_by(root)
         except (ValueError, TypeError, InvalidSignature):
             continue
         try:
-            return bool(signer.extensions.get_extension_for_class(x509.BasicConstraints)
-                        .value.ca)
+            ca = signer.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
         except x509.ExtensionNotFound:
-            return False
-    return False
+            return None
+        return root if ca else None
+    return None
 
 
 def verify_manifest(data: bytes, roots: Sequence[x509.Certificate], now: dt.datetime
@@ -109,7 +117,8 @@ def verify_manifest(data: bytes, roots: Sequence[x509.Certificate], now: dt.date
         body = json.loads(payload)
     except (ValueError, KeyError, TypeError, AttributeError, binascii.Error) as exc:
         raise ManifestInvalid(f"manifest does not parse: {exc}") from exc
-    if not _trusted_signer(signer, roots, now):
+    root = _trusted_signer(signer, roots, now)
+    if root is None:
         raise ManifestInvalid("the manifest's signer is not an imported manufacturer root "
                               "or a CA it issued, valid now")
     key = signer.public_key()
@@ -129,7 +138,7 @@ def verify_manifest(data: bytes, roots: Sequence[x509.Certificate], now: dt.date
     entries = tuple(_entry(raw, i) for i, raw in enumerate(devices, 1))
     if len({e.serial for e in entries}) != len(entries):
         raise ManifestInvalid("a serial appears twice")
-    return Manifest(oem, batch, issued, entries)
+    return Manifest(oem, batch, issued, entries, certificate_sha256(root))
 
 
 def parse_serial_csv(text: str) -> tuple[ManifestEntry, ...]:

@@ -85,7 +85,27 @@ class OnboardingDeviceConflict(OnboardingError):
     code = "onboarding.device_conflict"
 
 
+class WrongManufacturer(OnboardingError):
+    """The IAK or IDevID chains to an imported root, but not to the one the serial's
+    ownership record is bound to (another OEM's device naming the serial)."""
+
+    code = "onboarding.wrong_manufacturer"
+
+
+class ManufacturerUnbound(OnboardingError):
+    """The ownership record predates root binding and binds no manufacturer root: the
+    owner must import the serial again naming its root."""
+
+    code = "onboarding.manufacturer_unbound"
+
+
 class ManifestInvalid(MalformedInput):
     """A batch manifest or serial list that does not parse or whose signature fails."""
 
     code = "ownership.manifest_invalid"
+
+
+class OwnershipRootUnknown(MalformedInput):
+    """A CSV import names a manufacturer root that is not imported (or was removed)."""
+
+    code = "ownership.root_unknown"

@@ -54,7 +54,7 @@ def test_ownership_over_the_api(attestor: LiveAttestor, device: Device,
 
     for attempt in (["ownership", "import-roots", *roots],
                     ["ownership", "import-manifest", str(manifest)],
-                    ["ownership", "import-csv", str(csv)]):
+                    ["ownership", "import-csv", str(csv), "--root", "0" * 64]):
         refused = cli(attestor, "auditor", *attempt)
         assert (refused.exit_code, refused.stderr.split(":")[:2]) == (
             1, ["error", " auth.forbidden"]), attempt
@@ -66,19 +66,26 @@ def test_ownership_over_the_api(attestor: LiveAttestor, device: Device,
     listed = json.loads(ok(cli(attestor, "auditor", "ownership", "roots", "-o", "json")))
     assert {r["sha256"] for r in listed} == {r["sha256"] for r in added}
 
+    root_sha = next(r["sha256"] for r in added if r["is_root"])
+    issuing_sha = next(r["sha256"] for r in added if not r["is_root"])
+    # a CSV names the root its serials are bound to: an intermediate, or a root never
+    # imported, is refused (typed, audited) and owns nothing
+    for wrong in (issuing_sha, "e" * 64):
+        refused = cli(attestor, "admin", "ownership", "import-csv", str(csv), "--root", wrong)
+        assert refused.exit_code == 1 and "ownership.root_unknown" in refused.stderr
     imported = ok(cli(attestor, "admin", "ownership", "import-manifest", str(manifest),
                       "--class", "cameras"))
     assert imported.strip() == "1 created, 0 updated"
-    assert json.loads(ok(cli(attestor, "admin", "ownership", "import-csv", str(csv),
-                             "-o", "json"))) == {"created": 2, "updated": 0,
-                                                 "already_onboarded": [],
-                                                 "kept_revoked": [],
-                                                 "kept_conflicting": []}
+    csv_imported = json.loads(ok(cli(attestor, "admin", "ownership", "import-csv", str(csv),
+                                     "--root", root_sha.upper(), "-o", "json")))
+    assert csv_imported == {"created": 2, "updated": 0, "already_onboarded": [],
+                            "kept_revoked": [], "kept_conflicting": []}
 
     records = json.loads(ok(cli(attestor, "auditor", "ownership", "list", "-o", "json")))
-    assert [(r["serial"], r["device_class"], r["state"]) for r in records] == sorted([
-        (device.serial, "cameras", "owned"), ("SN-CSV-1", "default", "owned"),
-        ("SN-CSV-2", "default", "owned")])
+    assert [(r["serial"], r["device_class"], r["state"], r["root_sha256"])
+            for r in records] == sorted([
+        (device.serial, "cameras", "owned", root_sha), ("SN-CSV-1", "default", "owned", root_sha),
+        ("SN-CSV-2", "default", "owned", root_sha)])
     table = ok(cli(attestor, "auditor", "ownership", "list", "--state", "owned",
                    "-o", "table"))
     assert device.serial in table and "cameras" in table
@@ -99,6 +106,7 @@ def test_ownership_over_the_api(attestor: LiveAttestor, device: Device,
                               "token:test-admin", "-o", "json")))
     assert sorted((e["action"], e["outcome"]) for e in trail
                   if e["action"].startswith("ownership.")) == [
+        ("ownership.import", "refused"), ("ownership.import", "refused"),
         ("ownership.import", "success"), ("ownership.import", "success"),
         ("ownership.release", "success"), ("ownership.revoke", "refused"),  # SN-NOBODY
         ("ownership.revoke", "success"), ("ownership.root_import", "success")]
@@ -117,3 +125,14 @@ def test_ownership_over_the_api(attestor: LiveAttestor, device: Device,
         with pytest.raises(ApiError) as refusal:
             api.import_manifest(manifest.read_text(), "cameras")
         assert refusal.value.status == 400
+        # the records bound to the removed root stay bound to it (nothing else may onboard
+        # them), and no new serial can be bound to it
+        assert {r.root_sha256 for r in api.ownership()} == {root.sha256}
+        with pytest.raises(ApiError) as unknown_root:
+            api.import_serials("SN-CSV-3\n", root.sha256)
+        assert (unknown_root.value.status, unknown_root.value.problem.code) == (
+            400, "ownership.root_unknown")
+    removal = json.loads(ok(cli(attestor, "auditor", "audit", "query", "--actor",
+                                "token:test-admin", "-o", "json")))
+    assert [e["details"] for e in removal if e["action"] == "ownership.root_remove"] == [
+        {"owned_bound": 3}]

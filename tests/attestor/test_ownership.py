@@ -9,11 +9,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
 from typer.testing import CliRunner
 
 from attestor.cli import app
 from attestor.db import queries
-from identity.devid.manifest import ManifestEntry, sign_manifest
+from identity.devid.manifest import ManifestEntry, certificate_sha256, sign_manifest
 from tests.e2e.onboarding import now, oem
 from tests.harness import LiveAttestor
 
@@ -91,7 +92,12 @@ def test_cli(attestor: LiveAttestor, tmp_path: Path) -> None:
     assert "1 certificate(s) added" in run("import-roots", str(ca_dir / "root.pem"))
     assert "2 created, 0 updated" in run("import-manifest", str(tmp_path / "manifest.json"),
                                          "--class", "cameras")
-    assert "2 created, 0 updated" in run("import-csv", str(tmp_path / "serials.csv"))
+    root = certificate_sha256(x509.load_pem_x509_certificate(
+        (ca_dir / "root.pem").read_bytes()))
+    assert "2 created, 0 updated" in run("import-csv", str(tmp_path / "serials.csv"),
+                                         "--root", root)
+    assert "--root" in runner.invoke(app, ["ownership", "import-csv", str(
+        tmp_path / "serials.csv"), *where]).output  # the root is required
     run("revoke", "SN-20")
     listing = run("list", "--state", "revoked")
     assert "SN-20" in listing and "SN-21" not in listing
@@ -114,7 +120,23 @@ def test_cli(attestor: LiveAttestor, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("body", [{"csv": "SN\x01\n"}, {"csv": "SN-1\nSN-1\n"}])
-def test_bad_csv_is_refused(attestor: LiveAttestor, body: dict[str, str]) -> None:
+def test_bad_csv_is_refused(attestor: LiveAttestor, body: dict[str, str],
+                            tmp_path: Path) -> None:
+    ca_dir, _ = _manifest(tmp_path)
+    pem = (ca_dir / "root.pem").read_bytes()
+    assert httpx.post(f"{attestor.url}/v1/ownership/roots", json={"certificates": pem.decode()},
+                      headers=attestor.headers("admin")).status_code == 201
+    root = certificate_sha256(x509.load_pem_x509_certificate(pem))
+    answer = httpx.post(f"{attestor.url}/v1/ownership/serials",
+                        json={**body, "root_sha256": root}, headers=attestor.headers("admin"))
+    assert answer.status_code == 400 and answer.json()["code"] == "ownership.manifest_invalid"
+
+
+@pytest.mark.parametrize("root", [None, "AB" * 32, "ab" * 31])
+def test_a_csv_must_name_its_root(attestor: LiveAttestor, root: str | None) -> None:
+    """The API model requires the root (64 lower-case hex); a root never imported is
+    the typed refusal ownership.root_unknown (tests/attestor/test_cli_ownership.py)."""
+    body = {"csv": "SN-1\n"} | ({"root_sha256": root} if root else {})
     answer = httpx.post(f"{attestor.url}/v1/ownership/serials", json=body,
                         headers=attestor.headers("admin"))
-    assert answer.status_code == 400 and answer.json()["code"] == "ownership.manifest_invalid"
+    assert answer.status_code == 422 and answer.json()["code"] == "request.invalid"

@@ -19,6 +19,7 @@ from identity.errors import (
 )
 
 NOW = dt.datetime(2026, 12, 2, 4, 0, tzinfo=dt.UTC)
+ROOT, OTHER_ROOT = "1" * 64, "2" * 64
 
 
 def _challenge(engine: sa.Engine, cid: str = "c1", expires: dt.datetime | None = None) -> None:
@@ -56,13 +57,14 @@ def test_import_keeps_onboarded_and_revoked_records(engine: sa.Engine) -> None:
     entries = [ManifestEntry("SN-1", "a" * 64), ManifestEntry("SN-2", None),
                ManifestEntry("SN-3", "b" * 64)]
     with Session(engine) as session, session.begin():
-        assert q.import_entries(session, entries, device_class="c", oem="o", batch="b",
-                                actor="t", now=NOW) == (3, 0, [], [], [])
+        assert q.import_entries(session, entries, device_class="c", root_sha256=ROOT,
+                                oem="o", batch="b", actor="t", now=NOW) == (3, 0, [], [], [])
         q.set_state(session, "SN-1", q.ONBOARDED, NOW, device_id="d1")
         q.set_state(session, "SN-3", q.REVOKED, NOW)
     with Session(engine) as session, session.begin():
-        assert q.import_entries(session, entries, device_class="c2", oem=None, batch=None,
-                                actor="t", now=NOW) == (0, 1, ["SN-1"], ["SN-3"], [])
+        assert q.import_entries(session, entries, device_class="c2", root_sha256=ROOT,
+                                oem=None, batch=None, actor="t", now=NOW
+                                ) == (0, 1, ["SN-1"], ["SN-3"], [])
     with Session(engine) as session:
         one, two, three = (q.find(session, s) for s in ("SN-1", "SN-2", "SN-3"))
         assert one is not None and (one.state, one.device_class) == ("onboarded", "c")
@@ -76,20 +78,46 @@ def test_import_never_replaces_or_drops_an_idevid_fingerprint(engine: sa.Engine)
     with Session(engine) as session, session.begin():
         q.import_entries(session, [ManifestEntry("SN-1", "a" * 64),
                                    ManifestEntry("SN-2", None)],
-                         device_class="c", oem="A", batch="1", actor="t", now=NOW)
+                         device_class="c", root_sha256=ROOT, oem="A", batch="1", actor="t", now=NOW)
     with Session(engine) as session, session.begin():
         done = q.import_entries(session, [ManifestEntry("SN-1", "e" * 64),
                                           ManifestEntry("SN-2", "f" * 64)],
-                                device_class="c", oem="B", batch="9", actor="t", now=NOW)
+                                device_class="c", root_sha256=ROOT, oem="B", batch="9",
+                                actor="t", now=NOW)
         assert done == (0, 1, [], [], ["SN-1"])  # SN-2 gains a fingerprint: allowed
     with Session(engine) as session, session.begin():
         assert q.import_entries(session, [ManifestEntry("SN-1", None)], device_class="c",
-                                oem=None, batch=None, actor="t", now=NOW
+                                root_sha256=ROOT, oem=None, batch=None, actor="t", now=NOW
                                 ) == (0, 0, [], [], ["SN-1"])
         assert q.import_entries(session, [ManifestEntry("SN-1", "a" * 64)],
-                                device_class="c2", oem="A", batch="1", actor="t", now=NOW
+                                device_class="c2", root_sha256=ROOT, oem="A", batch="1",
+                                actor="t", now=NOW
                                 ) == (0, 1, [], [], [])  # the same one: re-import is fine
     with Session(engine) as session:
         one, two = q.find(session, "SN-1"), q.find(session, "SN-2")
         assert one is not None and (one.idevid_sha256, one.oem) == ("a" * 64, "A")
         assert two is not None and two.idevid_sha256 == "f" * 64
+
+
+def test_import_never_rebinds_a_record_to_another_root(engine: sa.Engine) -> None:
+    """A serial owned for one manufacturer root stays bound to it: an import for another
+    root (another OEM's manifest, a CSV naming another root) keeps it as it was; a record
+    from before root binding (NULL) is bound by the next import."""
+    with Session(engine) as session, session.begin():
+        q.import_entries(session, [ManifestEntry("SN-1", None), ManifestEntry("SN-2", None)],
+                         device_class="c", root_sha256=ROOT, oem=None, batch=None,
+                         actor="t", now=NOW)
+        legacy = q.find(session, "SN-2")
+        assert legacy is not None
+        legacy.root_sha256 = None
+        session.add(legacy)
+    with Session(engine) as session, session.begin():
+        assert q.import_entries(session, [ManifestEntry("SN-1", None),
+                                          ManifestEntry("SN-2", None)],
+                                device_class="c", root_sha256=OTHER_ROOT, oem=None,
+                                batch=None, actor="t", now=NOW) == (0, 1, [], [], ["SN-1"])
+    with Session(engine) as session:
+        assert {s: r.root_sha256 for s in ("SN-1", "SN-2")
+                if (r := q.find(session, s)) is not None} == {"SN-1": ROOT,
+                                                              "SN-2": OTHER_ROOT}
+        assert q.count_bound(session, ROOT, q.OWNED) == 1

@@ -11,6 +11,7 @@ import httpx
 from agent.oem.ca import OemAuthority, init_ca
 from agent.oem.provision import Provisioned, batch_manifest, provision, record
 from agent.sim.swtpm import Manufacturer
+from identity.devid.manifest import certificate_sha256
 from identity.truststore import TrustStore
 from tests.harness import Device, LiveAttestor
 
@@ -53,6 +54,15 @@ def import_manifest(attestor: LiveAttestor, authority: OemAuthority, batch: Path
     manifest = batch_manifest(authority, batch, now()).decode()
     return httpx.post(f"{attestor.url}/v1/ownership/manifests",
                       json={"manifest": manifest, "device_class": device_class},
+                      headers=attestor.headers("admin"))
+
+
+def import_serials(attestor: LiveAttestor, authority: OemAuthority,
+                   *serials: str) -> httpx.Response:
+    """Own ``serials`` by a CSV, bound to ``authority``'s root."""
+    return httpx.post(f"{attestor.url}/v1/ownership/serials",
+                      json={"csv": "\n".join(serials) + "\n",
+                            "root_sha256": certificate_sha256(authority.root)},
                       headers=attestor.headers("admin"))
 
 

@@ -29,6 +29,7 @@ from tests.e2e.onboarding import (
     factory,
     import_manifest,
     import_roots,
+    import_serials,
     now,
     oem,
     post,
@@ -89,9 +90,7 @@ def test_subject_serial_other_than_the_hardware_module_name(
     fingerprint), so only the profile can stop it."""
     factory(device, manufacturer, authority, tmp_path / "batch")
     import_roots(attestor, authority)
-    owned = httpx.post(f"{attestor.url}/v1/ownership/serials",
-                       json={"csv": f"{device.serial}\nSN-OTHER\n"},
-                       headers=attestor.headers("admin"))
+    owned = import_serials(attestor, authority, device.serial, "SN-OTHER")
     assert owned.status_code == 201, owned.text
     _, idevid, chain = nv_certs(device)
     good = x509.load_der_x509_certificate(idevid)

@@ -29,6 +29,7 @@ from tests.e2e.onboarding import (
     factory,
     import_manifest,
     import_roots,
+    import_serials,
     now,
     oem,
     post,
@@ -266,8 +267,7 @@ def test_idevid_attributes_wrong(attestor: LiveAttestor, device: Device,
     factory(device, manufacturer, authority, tmp_path / "batch")
     import_roots(attestor, authority)
     owned = device
-    assert httpx.post(f"{attestor.url}/v1/ownership/serials", json={"csv": owned.serial},
-                      headers=attestor.headers("admin")).status_code == 201
+    assert import_serials(attestor, authority, owned.serial).status_code == 201
     from identity.devid.keys import IDEVID_HANDLE
     from identity.tpm.keys import public_key
     from identity.tpm.structures import parse_public

@@ -58,9 +58,10 @@ async def import_manifest(body: ManifestIn, svc: ServicesDep, caller: Admin) -> 
 
 @router.post("/serials", status_code=201, response_model=ImportResult, responses=AUTH)
 async def import_serials(body: SerialsIn, svc: ServicesDep, caller: Admin) -> ImportResult:
-    """Own the serials of a CSV, for ``device_class``."""
+    """Own the serials of a CSV, for ``device_class``, bound to the manufacturer root
+    ``root_sha256`` (which must be imported)."""
     result = await run_in_threadpool(ownership.import_csv, svc, body.csv, body.device_class,
-                                     caller.actor)
+                                     caller.actor, body.root_sha256)
     return ImportResult.model_validate(result)
 
 
