@@ -283,11 +283,14 @@ def open_attestation_pg(pg: Any, request_nonce: tuple[str, str, dt.datetime] | N
 
 
 _PG_PASS = {
-    with_ima: "WITH d AS (" + _PG_PASSED[with_ima] + "), a AS ("  # noqa: S608
-    + _PG_ATTESTATION + "),"
-    " c AS (" + _PG_CONFIRM + " RETURNING serial), h AS (UPDATE audit_head SET seq = seq + 1"
-    " WHERE id = 1 RETURNING seq, hash) SELECT (SELECT count(*) FROM c), h.seq, h.hash"
-    " FROM h RIGHT JOIN (SELECT 1) one ON true"
+    # Lock order as the separate statements had it, and as every other writer takes it
+    # (the device's row, then the certificate's, then the audit head): h's condition
+    # reads d and c, so both run (and lock) before the head row is updated. Always true.
+    with_ima: "WITH d AS (" + _PG_PASSED[with_ima] + " RETURNING 1), a AS ("  # noqa: S608
+    + _PG_ATTESTATION + "), c AS (" + _PG_CONFIRM + " RETURNING serial),"
+    " h AS (UPDATE audit_head SET seq = seq + 1 WHERE id = 1"
+    " AND (SELECT count(*) FROM d) + (SELECT count(*) FROM c) >= 0 RETURNING seq, hash)"
+    " SELECT (SELECT count(*) FROM c), h.seq, h.hash FROM h RIGHT JOIN (SELECT 1) one ON true"
     for with_ima in (False, True)}
 
 
