@@ -74,4 +74,5 @@ def create_app(services: Services, *, background: bool = True) -> FastAPI:
     for module in (enrollments, attestations, devices, operators, trust, gate, health, onboarding,
                    ownership):
         app.include_router(module.router)
+    app.router.routes[:0] = attestations.PLAIN_ROUTES  # matched first (see the module)
     return app

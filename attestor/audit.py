@@ -21,11 +21,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from psycopg.types.json import Json
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session, col
 
@@ -37,13 +40,14 @@ from attestor.audit_verify import (
     read_checkpoints,
     verify,
 )
+from attestor.db import attestation_queries
 from attestor.db.chain import CURRENT, GENESIS, OUTCOMES, entry_hash_v2
 from attestor.db.models import AuditCheckpoint, AuditEvent, AuditHead
 from attestor.observability import current_request_id
 from identity.errors import AuditUnavailable
 
-__all__ = ["OUTCOMES", "AuditReport", "Mark", "append", "checkpoint", "checkpoint_json",
-           "event_json", "read_checkpoints", "verify"]
+__all__ = ["OUTCOMES", "AuditReport", "Entry", "Mark", "append", "checkpoint", "checkpoint_json",
+           "event_json", "prepare", "read_checkpoints", "verify", "write"]
 
 FORBIDDEN_KEYS = frozenset({"value", "secret", "token", "nonce", "password", "passphrase",
                             "private_key", "api_key", "signature"})
@@ -102,8 +106,35 @@ _ADVANCE = (sa.update(AuditHead).where(col(AuditHead.id) == 1)
 _FROM_ORIGIN = object()  # "take it from the request's origin"
 
 
-def append(session: Session, *, at: dt.datetime, actor: str, action: str, outcome: str,
-           device_id: str | None = None, subject: str | None = None,
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """An entry checked, screened and made storable, not yet chained (no sequence number
+    or hashes until :func:`write` takes the head's lock)."""
+
+    at: dt.datetime
+    stored: dict[str, Any]
+
+
+def prepare(*, at: dt.datetime, actor: str, action: str, outcome: str,
+            device_id: str | None = None, subject: str | None = None,
+            reasons: Sequence[str] = (), details: Mapping[str, Any] | None = None,
+            request_id: str | None = None, client_address: Any = _FROM_ORIGIN,
+            user_agent: Any = _FROM_ORIGIN) -> Entry:
+    """The entry :func:`append` would chain (its arguments, checked the same way)."""
+    _check_vocabulary(outcome, reasons)
+    _screen(details or {})
+    source = origin.current()
+    return Entry(at, _storable({
+        "actor": actor, "action": action, "outcome": outcome, "device_id": device_id,
+        "subject": subject, "request_id": request_id or current_request_id(),
+        "client_address": source.client_address if client_address is _FROM_ORIGIN
+        else client_address,
+        "user_agent": source.user_agent if user_agent is _FROM_ORIGIN else user_agent,
+    }, reasons, details or {}))
+
+
+def append(session: Session | sa.Connection, *, at: dt.datetime, actor: str, action: str,
+           outcome: str, device_id: str | None = None, subject: str | None = None,
            reasons: Sequence[str] = (), details: Mapping[str, Any] | None = None,
            request_id: str | None = None, client_address: Any = _FROM_ORIGIN,
            user_agent: Any = _FROM_ORIGIN) -> AuditEvent:
@@ -111,39 +142,65 @@ def append(session: Session, *, at: dt.datetime, actor: str, action: str, outcom
     authenticated principal (``token:<sub>``, ``apikey:<name>(<id>)``,
     ``device:<id>``, ``cli:<user>@<host>``, ``attestor`` for its own jobs,
     ``anonymous``); the client address and user agent default to the request's."""
-    _check_vocabulary(outcome, reasons)
-    _screen(details or {})
-    source = origin.current()
-    stored = _storable({
-        "actor": actor, "action": action, "outcome": outcome, "device_id": device_id,
-        "subject": subject, "request_id": request_id or current_request_id(),
-        "client_address": source.client_address if client_address is _FROM_ORIGIN
-        else client_address,
-        "user_agent": source.user_agent if user_agent is _FROM_ORIGIN else user_agent,
-    }, reasons, details or {})
+    entry = prepare(at=at, actor=actor, action=action, outcome=outcome,
+                    device_id=device_id, subject=subject, reasons=reasons, details=details,
+                    request_id=request_id, client_address=client_address,
+                    user_agent=user_agent)
+    conn = session.connection() if isinstance(session, Session) else session
+    return AuditEvent(**write(conn, entry))
+
+
+# PostgreSQL, through psycopg directly (attestor/db/attestation_queries.py says why): the
+# head's lock and its previous hash in one statement, the entry and the head's new hash
+# in a second. The hash needs the previous one, so two statements is the floor.
+PG_ADVANCE = "UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash"
+_PG_COLUMNS = ("seq", "at", "actor", "action", "outcome", "device_id", "subject", "reasons",
+               "request_id", "client_address", "user_agent", "details", "version",
+               "prev_hash", "hash")
+_PG_CHAIN = (f"WITH e AS (INSERT INTO audit_events ({', '.join(_PG_COLUMNS)}) VALUES"  # noqa: S608
+             f" ({', '.join(['%s'] * len(_PG_COLUMNS))})) UPDATE audit_head SET hash = %s"
+             " WHERE id = 1")
+_PG_JSON = frozenset({"reasons", "details"})
+
+
+def write(conn: sa.Connection, entry: Entry,
+          head: tuple[int, str] | None = None) -> dict[str, Any]:
+    """Chain a prepared entry in the caller's transaction; ``head`` is (sequence number,
+    previous hash) when the caller advanced the head in a statement of its own (with
+    :data:`PG_ADVANCE`). Returns the stored row's fields."""
+    pg = attestation_queries.driver(conn)
     try:
         # One UPDATE takes the head's row lock (PostgreSQL) or the write lock (SQLite)
         # until commit, so appends from every replica are serialised here; it also
-        # advances the sequence and returns the previous hash. Core statements on the
-        # session's connection: no unit-of-work overhead on every request's path.
-        conn = session.connection()
-        head = conn.execute(_ADVANCE).first()
-        if head is None:  # a database from before the head row: create it, once
-            session.add(AuditHead(id=1, seq=0, hash=GENESIS))
-            session.flush()
-            head = conn.execute(_ADVANCE).first()
+        # advances the sequence and returns the previous hash.
         if head is None:
-            raise AuditUnavailable("the audit head cannot be created")
-        seq, prev_hash = int(head[0]), str(head[1])
-        fields: dict[str, Any] = dict(seq=seq, at=at, **stored)
+            head = _advance(conn, pg)
+        seq, prev_hash = head
+        fields: dict[str, Any] = dict(seq=seq, at=entry.at, **entry.stored)
         digest = entry_hash_v2(**fields, prev_hash=prev_hash)
-        conn.execute(_INSERT, [{**fields, "version": CURRENT, "legacy": None,
-                                "prev_hash": prev_hash, "hash": digest}])
-        conn.execute(_SET_HASH, {"h": digest})
-    except (SQLAlchemyError, UnicodeError) as exc:
+        row = {**fields, "version": CURRENT, "legacy": None, "prev_hash": prev_hash,
+               "hash": digest}
+        if pg is not None:
+            pg.execute(_PG_CHAIN, tuple(Json(row[c]) if c in _PG_JSON else row[c]
+                                        for c in _PG_COLUMNS) + (digest,))
+        else:
+            conn.execute(_INSERT, [row])
+            conn.execute(_SET_HASH, {"h": digest})
+    except (SQLAlchemyError, psycopg.Error, UnicodeError) as exc:
         raise AuditUnavailable(f"the audit log cannot be written: {database_error(exc)}") \
             from exc
-    return AuditEvent(**fields, version=CURRENT, prev_hash=prev_hash, hash=digest)
+    return row
+
+
+def _advance(conn: sa.Connection, pg: Any) -> tuple[int, str]:
+    for _ in range(2):
+        found = (pg.execute(PG_ADVANCE).fetchone() if pg is not None
+                 else conn.execute(_ADVANCE).first())
+        if found is not None:
+            return int(found[0]), str(found[1])
+        # a database from before the head row: create it, once
+        conn.execute(sa.insert(AuditHead), [{"id": 1, "seq": 0, "hash": GENESIS}])
+    raise AuditUnavailable("the audit head cannot be created")
 
 
 def checkpoint(session: Session, key: ec.EllipticCurvePrivateKey, kid: str,

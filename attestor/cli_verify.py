@@ -79,6 +79,7 @@ def quote_verify(
     as_json: Json = False,
 ) -> None:
     """Verify a quote: signature, magic, type, nonce, PCR selection and digest."""
+    from identity.checks import CheckRunner
     from identity.tpm.quote import verify_quote
 
     try:
@@ -87,18 +88,19 @@ def quote_verify(
         values = parse_pcr_values(json.loads(pcrs.read_text()))
         required = (_parse_selection(require) if require
                     else PcrSelection.of({bank: list(v) for bank, v in values.items()}))
-        result = verify_quote(key, attest_bytes, sig_bytes, nonce=bytes.fromhex(nonce),
+        checks = CheckRunner()
+        result = verify_quote(checks, key, attest_bytes, sig_bytes, nonce=bytes.fromhex(nonce),
                               pcr_values=values, required=required)
     except IdentityError as exc:
         _refuse(exc, as_json)
     except (OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc
     att = parse_attest(attest_bytes)
-    _report(result.checks.passed, result.checks.checks, as_json, {
+    _report(result.passed, checks.checks, as_json, {
         "selection": str(result.selection), "reset_count": att.reset_count,
         "restart_count": att.restart_count, "clock": att.clock, "safe": att.safe,
         "firmware_version": f"0x{att.firmware_version:016x}",
-        "warnings": result.checks.warnings,
+        "warnings": checks.warnings,
     })
 
 

@@ -72,7 +72,7 @@ def main() -> None:
 
     steps: list[tuple[str, Callable[[], object]]] = [
         ("quote (parse, ECDSA P-256 verify, PCR digest, all checks)", lambda: verify_quote(
-            enrolled, attest, sig, nonce=nonce, pcr_values=values,
+            CheckRunner(), enrolled, attest, sig, nonce=nonce, pcr_values=values,
             required=golden.required_selection())),
         ("certify of the workload key", lambda: verify_certify(
             CheckRunner(), enrolled, c_attest, c_sig, workload.public, qualifying_data=nonce)),

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
 from agent.sim.softtpm import SoftKey, software_pcrs
 from bench.report import write_section
+from identity.checks import CheckRunner
 from identity.pcr import PcrSelection
 from identity.tpm.ak import check_attestation_key
 from identity.tpm.quote import verify_quote
@@ -59,10 +60,11 @@ def measure(name: str, private: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
             public.verify(der, attest, ec.ECDSA(hashes.SHA256()))  # type: ignore[union-attr]
 
     def full() -> None:
-        result = verify_quote(ak, attest, signature, nonce=nonce, pcr_values=values,
+        runner = CheckRunner()
+        result = verify_quote(runner, ak, attest, signature, nonce=nonce, pcr_values=values,
                               required=selection)
-        if not result.checks.passed:
-            raise AssertionError(result.checks.reason_codes)
+        if not result.passed:
+            raise AssertionError(runner.reason_codes)
 
     bare_samples: list[float] = []
     full_samples: list[float] = []

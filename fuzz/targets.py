@@ -39,7 +39,7 @@ def _event_log(data: bytes) -> None:
             check_replay_matches(log, {bank: {i: bytes(DIGEST_SIZES[bank]) for i in range(24)}})
         except IdentityError:
             pass
-    check_integrity(log, CheckRunner())
+    check_integrity(CheckRunner(), log)
     summarize(log)
 
 

@@ -5,8 +5,11 @@ Every check is run and recorded (quote; event log replay, integrity and boot app
 IMA replay, boot aggregate, template hashes and appraisal; golden PCRs; the workload key's
 certify and CSR), never stopping at the first failure. Each step has the same shape: it
 reads the evidence and what the steps before it established, and records its checks and
-warnings in the one runner. No database, network, clock or settings: the attestor reads
-the device and policy, calls :func:`appraise`, and records the verdict. Malformed input
+warnings in the one runner. So does every verifier it calls (identity/checks.py):
+``verifier(runner, evidence..., *, context) -> what it established`` (None, or a result
+whose ``passed`` is False, when a check failed). No database, network, clock or
+settings: the attestor reads the device and policy, calls :func:`appraise`, and records
+the verdict. Malformed input
 (a PCR map, an IMA list or event log that does not parse) raises, as before: it is the
 request that is wrong, not the evidence that fails.
 """
@@ -14,39 +17,27 @@ request that is wrong, not the evidence that fails.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from identity.checks import Check, CheckRunner
-from identity.errors import (
-    EventLogMissing,
-    EvidenceError,
-    ImaReplayMismatch,
-    ImaStateInvalid,
-    ImaTemplateHashMismatch,
-)
+from identity.errors import EventLogMissing, ImaStateInvalid
 from identity.eventlog.appraise import appraise_boot
 from identity.eventlog.integrity import check_integrity
-from identity.eventlog.replay import check_replay_matches
+from identity.eventlog.replay import verify_replay
 from identity.eventlog.summary import BootSummary, summarize
 from identity.eventlog.tcg import EventLog, parse_event_log
 from identity.ima.appraise import appraise_ima
-from identity.ima.log import ImaEntry, parse_binary
-from identity.ima.replay import (
-    PADDED_QUIRK,
-    ImaReplay,
-    ImaState,
-    check_boot_aggregate,
-    replay_ima,
-)
+from identity.ima.log import parse_binary
+from identity.ima.replay import ImaState, verify_ima_replay
 from identity.messages import AttestationRequest
 from identity.pcr import parse_pcr_values
-from identity.policy import PolicyDocument, evaluate_pcrs
+from identity.policy import PolicyDocument, verify_pcrs
 from identity.tpm.ak import TpmKey
 from identity.tpm.certify import verify_certify
 from identity.tpm.quote import ClockState, QuoteResult, verify_quote
-from identity.x509.csr import CheckedCsr, check_csr
+from identity.x509.csr import CheckedCsr, verify_csr
 
 
 class ParsedLog(Protocol):
@@ -121,7 +112,7 @@ class Verdict:
 
     @property
     def quote_ok(self) -> bool:
-        return self.quote.checks.passed
+        return self.quote.passed
 
     def check_dicts(self) -> list[dict[str, object]]:
         return [c.as_dict() for c in self.checks]
@@ -157,7 +148,7 @@ class _Appraising:
 
     @property
     def quote_ok(self) -> bool:
-        return self.quote is not None and self.quote.checks.passed
+        return self.quote is not None and self.quote.passed
 
 
 def appraise(evidence: AttestationRequest, enrolled: Enrolled, policy: PolicyDocument,
@@ -179,11 +170,10 @@ def appraise(evidence: AttestationRequest, enrolled: Enrolled, policy: PolicyDoc
 
 def _quote(a: _Appraising) -> None:
     a.quote = verify_quote(
-        a.enrolled.ak, a.req.quote.attest, a.req.quote.signature,
+        a.runner, a.enrolled.ak, a.req.quote.attest, a.req.quote.signature,
         nonce=a.nonce, pcr_values=a.pcr_values, required=a.policy.required_selection(),
         previous=a.enrolled.previous_clock, expected_signer=a.enrolled.ak_qualified_name,
     )
-    a.runner.extend(a.quote.checks)
 
 
 def _event_log(a: _Appraising) -> None:
@@ -194,20 +184,17 @@ def _event_log(a: _Appraising) -> None:
         return
     parsed = a.parse(req.event_log)
     log = parsed.log
-    before = len(runner.checks)
-    warnings = runner.run("eventlog.replay", lambda: check_replay_matches(log, a.pcr_values))
-    replayed = runner.checks[before].passed
-    runner.warnings.extend(warnings or [])
+    replayed = verify_replay(runner, log, a.pcr_values)
     if document.boot is None:
         return
-    check_integrity(log, runner)
+    check_integrity(runner, log)
     if not (replayed and a.quote_ok):
         # What an unproven log says booted is not evidence of anything.
         runner.skip("boot.appraisal", "the event log is not proven by the quote")
         return
     a.summary = parsed.summary()
     runner.warnings.extend(f"eventlog.undecodable: {p}" for p in a.summary.problems[:5])
-    appraise_boot(document.boot, log, a.summary, runner)
+    appraise_boot(runner, document.boot, log, a.summary)
 
 
 def _ima(a: _Appraising) -> None:
@@ -228,44 +215,13 @@ def _ima(a: _Appraising) -> None:
         runner.skip("ima.appraisal", "the IMA PCRs are not proven by the quote")
         return
     start = _ima_start(req, a.enrolled, a.quote, bank)  # raises: the request is wrong
-    try:
-        if req.ima_start == 0:
-            check_boot_aggregate(listing.entries, a.pcr_values)
-        replayed = _replay(listing.entries, bank, start, quoted, req.ima_bank, runner)
-    except EvidenceError as exc:
-        runner.fail("ima.replay", exc)
+    replayed = verify_ima_replay(runner, listing.entries, bank, start, a.pcr_values,
+                                 req.ima_bank, req.ima_start)
+    if replayed is None:
         return
-    runner.record("ima.replay", None)
-    # An entry whose data does not hash to its template hash is a forged description of
-    # a measurement (a replay of the template hashes alone would not notice): never a
-    # mere warning.
-    failures = replayed.template_hash_failures
-    runner.record("ima.template_hashes", None if not failures else ImaTemplateHashMismatch(
-        f"{len(failures)} entries' data do not hash to their {req.ima_bank} template hash "
-        f"(first: entry {req.ima_start + failures[0]})"))
-    appraise_ima(policy, listing.entries[:replayed.accepted], runner)
+    appraise_ima(runner, policy, listing.entries[:replayed.accepted])
     a.ima_pending = replayed.pending
     a.ima_state = replayed.state
-
-
-def _replay(entries: Sequence[ImaEntry], bank: str, start: ImaState, quoted: Mapping[int, bytes],
-            list_bank: str, runner: CheckRunner) -> ImaReplay:
-    """The replay as kernels 5.8+ extend; for a SHA-1 list that does not reach the quote,
-    the pre-5.8 form (the SHA-1 template hash zero-padded into every bank)."""
-    try:
-        return replay_ima(entries, [bank], start, {bank: quoted}, list_bank=list_bank)
-    except ImaReplayMismatch:
-        if list_bank != "sha1" or bank == "sha1":
-            raise
-        try:
-            replayed = replay_ima(entries, [bank], start, {bank: quoted}, padded_sha1=True)
-        except ImaReplayMismatch:
-            raise ImaReplayMismatch("no prefix of the IMA list replays to the quoted PCRs "
-                                    "(as kernels 5.8+ or earlier ones extend)") from None
-    if not replayed.template_hash_failures:
-        runner.warnings.append(f"{PADDED_QUIRK}: the kernel extends the SHA-1 template hash "
-                               f"zero-padded into {bank} (before Linux 5.8); accepted")
-    return replayed
 
 
 def _ima_start(req: AttestationRequest, enrolled: Enrolled, quote: QuoteResult,
@@ -283,7 +239,7 @@ def _ima_start(req: AttestationRequest, enrolled: Enrolled, quote: QuoteResult,
 
 def _golden_pcrs(a: _Appraising) -> None:
     if a.quote_ok:
-        a.runner.run("policy.pcrs", lambda: evaluate_pcrs(a.policy, a.pcr_values))
+        verify_pcrs(a.runner, a.policy, a.pcr_values)
     else:
         a.runner.skip("policy.pcrs", "PCR values are not proven by the quote")
 
@@ -297,7 +253,7 @@ def _workload_key(a: _Appraising) -> None:
     if certified is None:
         a.runner.skip("csr", "the workload key is not certified by the AK")
         return
-    a.csr = a.runner.run("csr", lambda: check_csr(req.csr, expected_key=certified.key))
+    a.csr = verify_csr(a.runner, req.csr, expected_key=certified.key)
 
 
 _STEPS: tuple[Callable[[_Appraising], None], ...] = (

@@ -3,6 +3,16 @@
 A verification never stops at the first failure (operators need the whole
 picture), but any failure means the verdict is a failure: there is no check
 whose exception passes as success.
+
+Every verifier the appraisal calls has one shape: it takes the :class:`CheckRunner`
+first, records each of its checks (and warnings) in it, and returns what it
+established, or None when that could not be established:
+``verify_quote``, ``verify_replay``, ``check_integrity``, ``appraise_boot``,
+``verify_ima_replay``, ``appraise_ima``, ``verify_pcrs``, ``verify_certify``,
+``verify_csr``. Below them, single predicates (``check_replay_matches``,
+``evaluate_pcrs``, ``check_csr``, ``replay_ima``...) raise their
+:class:`EvidenceError`, as parsers raise on malformed input; a verifier records it
+with :meth:`CheckRunner.run`.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from identity.checks import CheckRunner
 from identity.errors import MalformedInput, PolicyNoReference, PolicyPcrMismatch
 from identity.eventlog.appraise import BootPolicy
 from identity.ima.appraise import ImaPolicy
@@ -158,3 +159,8 @@ def learn(base: PolicyDocument, values: PcrValues) -> PolicyDocument:
         raise MalformedInput(f"evidence lacks the {base.pcr_bank} PCRs {missing}")
     golden = {i: bank[i].hex() for i in base.pcrs if i in bank}
     return base.model_copy(update={"golden": golden})
+
+
+def verify_pcrs(runner: CheckRunner, policy: PolicyDocument, values: PcrValues) -> bool:
+    """:func:`evaluate_pcrs` as the appraisal's check ``policy.pcrs``; whether it passed."""
+    return runner.check("policy.pcrs", lambda: evaluate_pcrs(policy, values))

@@ -138,29 +138,35 @@ def signed_device(kind: str) -> Callable[..., Awaitable[RequestProof]]:
 
     async def dependency(request: Request, svc: ServicesDep,
                          _: None = Depends(client_limit(kind))) -> RequestProof:
-        throttle(request, svc)
-        other = "authorization" in request.headers or "x-api-key" in request.headers
-        signed = None if other else parse_headers(dict(request.headers))
-        if signed is None or signed.device_id != request.path_params.get("device_id"):
-            caller = await _authenticate(request, svc)
-            request.state.caller = caller
-            await _this_device(request, caller)  # raises: not this device's request
-            raise AuthForbidden("only the device itself may do this")
-        body = await request.body()
-        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-
-        def admit(caller: Principal) -> Exception | None:
-            request.state.caller = caller  # the problem handler names it in audit entries
-            try:
-                device_limit(request, kind, caller.device_id or "")
-            except RateLimited as exc:
-                return exc
-            return None
-
-        return RequestProof(signed, request.method, path, body,
-                            svc.settings.auth.request_window_seconds, admit)
+        return await device_proof(request, svc, kind)
 
     return dependency
+
+
+async def device_proof(request: Request, svc: Services, kind: str) -> RequestProof:
+    """:func:`signed_device`'s work, once the client's rate limit is applied (the plain
+    device routes of attestor/api/routes/attestations.py call it directly)."""
+    throttle(request, svc)
+    other = "authorization" in request.headers or "x-api-key" in request.headers
+    signed = None if other else parse_headers(dict(request.headers))
+    if signed is None or signed.device_id != request.path_params.get("device_id"):
+        caller = await _authenticate(request, svc)
+        request.state.caller = caller
+        await _this_device(request, caller)  # raises: not this device's request
+        raise AuthForbidden("only the device itself may do this")
+    body = await request.body()
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+    def admit(caller: Principal) -> Exception | None:
+        request.state.caller = caller  # the problem handler names it in audit entries
+        try:
+            device_limit(request, kind, caller.device_id or "")
+        except RateLimited as exc:
+            return exc
+        return None
+
+    return RequestProof(signed, request.method, path, body,
+                        svc.settings.auth.request_window_seconds, admit)
 
 
 ChallengeProof = Annotated[RequestProof, Depends(signed_device("challenge"))]

@@ -233,3 +233,83 @@ def record_refused(conn: sa.Connection, device_id: str, at: dt.datetime,
     """The device's last verdict is a failure for ``reasons``."""
     conn.execute(_REFUSED, {"device_id_": device_id, "at": at,
                             "reasons": ("," + ",".join(reasons) + ",")[:1024]})
+
+
+# The hot path's merged statements (PostgreSQL): one round trip each where the cycle
+# used to send three or four. Data-modifying CTEs run in the statement's one snapshot;
+# each is the same insert or update as its single form above (all built from constants).
+_PG_HOLDS_EXISTS = (" EXISTS (SELECT 1 FROM certificates c WHERE c.device_id = d.id"
+                    " AND c.kind = 'workload' AND c.status = 'issued'"
+                    " AND c.revoked_at IS NULL)")
+_PG_READ = _PG_DEVICE_AND_POLICY.replace(" FROM devices d", "," + _PG_HOLDS_EXISTS
+                                         + " FROM devices d", 1)
+
+
+def read_for_attestation_pg(pg: Any, device_id: str,
+                            ) -> tuple[DeviceRecord, PolicyRecord | None, bool]:
+    """:func:`device_and_policy` and :func:`holds_certificate` in one query."""
+    row = pg.execute(_PG_READ, (device_id,)).fetchone()
+    if row is None:
+        raise DeviceUnknown(f"no enrolled device {device_id!r}")
+    policy_id, version, document = row[_WIDTH:_WIDTH + 3]
+    return (DeviceRecord(*row[:_WIDTH]),
+            PolicyRecord(policy_id, version, document) if policy_id is not None else None,
+            bool(row[_WIDTH + 3]))
+
+
+_PG_OPEN = (
+    "WITH n AS (" + _PG_SPEND_NONCE + "), c AS (" + _PG_RESERVE + " RETURNING serial)"  # noqa: S608
+    " SELECT (SELECT count(*) FROM n), (SELECT count(*) FROM c)")
+_PG_OPEN_SIGNED = (
+    "WITH r AS (" + _PG_SPEND_REQUEST_NONCE + "), n AS (" + _PG_SPEND_NONCE + "),"  # noqa: S608
+    " c AS (" + _PG_RESERVE + " RETURNING serial)"
+    " SELECT (SELECT count(*) FROM n), (SELECT count(*) FROM c),"
+    " (SELECT count(*) FROM r)")
+
+
+def open_attestation_pg(pg: Any, request_nonce: tuple[str, str, dt.datetime] | None,
+                        nonce: tuple[str, str, dt.datetime, dt.datetime],
+                        reserve: tuple[str, str, str, dt.datetime, dt.datetime],
+                        ) -> tuple[bool, bool]:
+    """Spend the signed request's nonce (if any: device id, nonce, expiry), spend the
+    challenge nonce (:func:`spend_nonce`'s arguments) and reserve the certificate's serial
+    (:func:`reserve_certificate`'s), in one statement. Returns whether the request nonce
+    and the challenge nonce were fresh; the caller raises (and rolls back) if not."""
+    if request_nonce is None:
+        row = pg.execute(_PG_OPEN, nonce + reserve).fetchone()
+        return True, bool(row[0])
+    row = pg.execute(_PG_OPEN_SIGNED, request_nonce + nonce + reserve).fetchone()
+    return bool(row[2]), bool(row[0])
+
+
+_PG_PASS = {
+    # Lock order as the separate statements had it, and as every other writer takes it
+    # (the device's row, then the certificate's, then the audit head): h's condition
+    # reads d and c, so both run (and lock) before the head row is updated. Always true.
+    with_ima: "WITH d AS (" + _PG_PASSED[with_ima] + " RETURNING 1), a AS ("  # noqa: S608
+    + _PG_ATTESTATION + "), c AS (" + _PG_CONFIRM + " RETURNING serial),"
+    " h AS (UPDATE audit_head SET seq = seq + 1 WHERE id = 1"
+    " AND (SELECT count(*) FROM d) + (SELECT count(*) FROM c) >= 0 RETURNING seq, hash)"
+    " SELECT (SELECT count(*) FROM c), h.seq, h.hash FROM h RIGHT JOIN (SELECT 1) one ON true"
+    for with_ima in (False, True)}
+
+
+def record_pass_pg(pg: Any, device_id: str, at: dt.datetime, clock: tuple[int, int, int],
+                   ima_state: dict[str, object] | None, attestation: dict[str, Any],
+                   confirm: tuple[str, str, dt.datetime, dt.datetime],
+                   ) -> tuple[int, tuple[int, str] | None]:
+    """:func:`record_passed`, :func:`add_attestation` and :func:`confirm_certificate_pg`
+    (serial, pem, not before, not after) in one statement, which also advances the audit
+    chain's head (``attestor.audit.PG_ADVANCE``, taking its lock). Returns the
+    certificates confirmed and the head (sequence number, previous hash), None if the
+    head row is missing."""
+    with_ima = ima_state is not None
+    passed: tuple[Any, ...] = (at, *clock) + ((Json(ima_state),) if with_ima else ()) \
+        + (device_id,)
+    row = tuple(Json(attestation[name]) if name in _JSON_COLUMNS else attestation[name]
+                for name in _ATTESTATION_COLUMNS)
+    serial, pem, not_before, not_after = confirm
+    found = pg.execute(_PG_PASS[with_ima],
+                       passed + row + (pem, not_before, not_after, serial)).fetchone()
+    head = None if found[1] is None else (int(found[1]), str(found[2]))
+    return int(found[0]), head

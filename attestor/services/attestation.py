@@ -19,7 +19,7 @@ import hashlib
 from typing import Any
 
 import sqlalchemy as sa
-from sqlmodel import Session
+from cryptography import x509
 
 from attestor import audit
 from attestor.auth import devices
@@ -38,6 +38,7 @@ from identity import ear
 from identity.appraisal import Enrolled, Verdict, appraise
 from identity.errors import (
     AuthInvalid,
+    AuthReplay,
     DeviceNotActive,
     DeviceUnknown,
     IdentityError,
@@ -72,11 +73,11 @@ def challenge(svc: Services, device_id: str, proof: RequestProof | None = None) 
     now = svc.clock()
     # a signed request's nonce is written (and committed); without one, nothing is
     with svc.engine.begin() if proof is not None else svc.engine.connect() as conn:
-        device, policy = _read(svc, conn, device_id, proof, now)
+        device, policy, _ = _read(svc, conn, device_id, proof, now)
     if device.state != "active":  # a quarantined or revoked device still calling in
         refused = DeviceNotActive(device.state)
-        with svc.session() as session, session.begin():
-            audit.append(session, at=now, actor=_actor(device_id),
+        with svc.engine.begin() as conn:
+            audit.append(conn, at=now, actor=_actor(device_id),
                          action="attestation.challenge", outcome="refused",
                          device_id=device_id, reasons=[refused.code],
                          details={"detail": refused.detail[:200]})
@@ -95,12 +96,21 @@ def challenge(svc: Services, device_id: str, proof: RequestProof | None = None) 
 
 
 def _read(svc: Services, conn: sa.Connection, device_id: str, proof: RequestProof | None,
-          now: dt.datetime) -> tuple[DeviceRecord, PolicyRecord | None]:
+          now: dt.datetime, *, attesting: bool = False,
+          ) -> tuple[DeviceRecord, PolicyRecord | None, bool | None]:
     """The device and its policy; with ``proof``, the request's DevID signature checked
     against the row just read, the device's rate limit applied, the request nonce spent
-    (a rate-limited request's nonce is spent too, in a transaction of its own)."""
+    (a rate-limited request's nonce is spent too, in a transaction of its own).
+    ``attesting`` on PostgreSQL: whether the device holds a certificate is read in the
+    same query, and an active device's request nonce is left for :func:`_open`'s
+    statement to spend."""
+    pg = aq.driver(conn) if attesting else None
+    holds: bool | None = None
     try:
-        device, policy = aq.device_and_policy(conn, device_id)
+        if pg is not None:
+            device, policy, holds = aq.read_for_attestation_pg(pg, device_id)
+        else:
+            device, policy = aq.device_and_policy(conn, device_id)
     except DeviceUnknown:
         if proof is not None:
             raise AuthInvalid("unknown device") from None  # what the request's check says
@@ -112,8 +122,39 @@ def _read(svc: Services, conn: sa.Connection, device_id: str, proof: RequestProo
             with svc.engine.begin() as own:
                 devices.spend_proof(own, proof, now)
             raise refused
-        devices.spend_proof(conn, proof, now)
-    return device, policy
+        if pg is None or device.state != "active":
+            devices.spend_proof(conn, proof, now)
+    return device, policy, holds
+
+
+def _open(svc: Services, conn: sa.Connection, device: DeviceRecord, req: AttestationRequest,
+          proof: RequestProof | None, holds: bool | None, now: dt.datetime,
+          ttl: dt.timedelta) -> int:
+    """Spend the nonce and reserve the certificate's serial (returned). On PostgreSQL,
+    after :func:`_read` with ``attesting``, the request nonce too, in one statement; the
+    refusals and their order are those of the separate statements."""
+    pg = aq.driver(conn) if holds is not None else None
+    if pg is None:
+        _spend(svc, conn, device, req.nonce, now)
+        return issuance.reserve_in(conn, device.id, "workload", now, ttl)
+    try:
+        expires = nonces.check(svc.challenge_key, req.nonce, device.id, now)
+    except IdentityError:
+        if proof is not None:  # a replayed request is refused as such first
+            devices.spend_proof(conn, proof, now)
+        raise
+    signed = proof.signed if proof is not None else None
+    serial = x509.random_serial_number()
+    fresh_request, fresh_nonce = aq.open_attestation_pg(
+        pg, (signed.device_id, signed.nonce, now + dt.timedelta(seconds=2 * proof.window))
+        if signed is not None and proof is not None else None,
+        (req.nonce.hex(), device.id, expires, now),
+        (f"{serial:x}", device.id, "workload", now, now + ttl))
+    if not fresh_request:
+        raise AuthReplay("this signed request was already used")
+    if not fresh_nonce:
+        raise NonceUsed("the nonce was already used (replay)")
+    return serial
 
 
 def _document(policy: PolicyRecord | None) -> PolicyDocument:
@@ -153,46 +194,45 @@ def attest(svc: Services, device_id: str, req: AttestationRequest,
     device: DeviceRecord | None = None
     policy: PolicyRecord | None = None
     reserved: int | None = None
-    with svc.session() as session:
+    with svc.engine.connect() as conn:
         try:
-            with session.begin():
-                conn = session.connection()
-                device, policy = _read(svc, conn, device_id, proof, now)
+            with conn.begin():
+                device, policy, holds = _read(svc, conn, device_id, proof, now,
+                                              attesting=True)
                 if device.state != "active":
                     raise DeviceNotActive(device.state)
-                _spend(svc, conn, device, req.nonce, now)
                 document = _document(policy)
                 ttl = _lifetime(svc, document)
-                reserved = issuance.reserve_in(conn, device_id, "workload", now, ttl)
+                reserved = _open(svc, conn, device, req, proof, holds, now, ttl)
             verdict = appraise(req, enrolled(svc, device), document, req.nonce, now,
                                PARSED_LOGS.get)
         except DeviceUnknown:
-            with session.begin():
+            with conn.begin():
                 audit.append(
-                    session, at=now, actor=_actor(device_id), action="attestation",
+                    conn, at=now, actor=_actor(device_id), action="attestation",
                     outcome="refused", device_id=device_id, reasons=[DeviceUnknown.code],
                 )
             raise
         except IdentityError as exc:
             if device is None:  # refused before the device was read: the request itself
                 raise
-            _record_refusal(svc, session, device, req, now, [exc.code], [], policy,
+            _record_refusal(svc, conn, device, req, now, [exc.code], [], policy,
                             verdict=None, reserved=reserved,
                             proof=proof if reserved is None else None)
             raise
         checks = verdict.check_dicts()
         if not verdict.passed:
-            _record_refusal(svc, session, device, req, now, list(verdict.reasons), checks,
+            _record_refusal(svc, conn, device, req, now, list(verdict.reasons), checks,
                             policy, verdict=verdict, reserved=reserved)
             raise VerificationFailed("attestation refused", verdict.checks, verdict.reasons)
-        return _serve(svc, session, device, policy, document, req, verdict, checks, now,
-                      reserved, ttl)
+        return _serve(svc, conn, device, policy, document, req, verdict, checks, now,
+                      reserved, ttl, holds)
 
 
-def _serve(svc: Services, session: Session, device: DeviceRecord, policy: PolicyRecord | None,
-           document: PolicyDocument, req: AttestationRequest, verdict: Verdict,
-           checks: list[dict[str, Any]], now: dt.datetime, reserved: int,
-           ttl: dt.timedelta) -> AttestationResult:
+def _serve(svc: Services, conn: sa.Connection, device: DeviceRecord,
+           policy: PolicyRecord | None, document: PolicyDocument, req: AttestationRequest,
+           verdict: Verdict, checks: list[dict[str, Any]], now: dt.datetime, reserved: int,
+           ttl: dt.timedelta, holds: bool | None) -> AttestationResult:
     """Release, sign and record a pass; the certificate leaves only once recorded."""
     device_id = device.id
     warnings = list(verdict.warnings)
@@ -201,7 +241,7 @@ def _serve(svc: Services, session: Session, device: DeviceRecord, policy: Policy
         released, issued, roots = _release_and_issue(svc, device, verdict, document,
                                                      appraisal.status, now, reserved, ttl)
     except ServiceError as exc:  # a backend failed: nothing issued or released
-        _record_backend_failure(svc, session, device_id, now, exc, reserved)
+        _record_backend_failure(svc, conn, device_id, now, exc, reserved)
         raise
     version = policy.version if policy else None
     try:
@@ -209,8 +249,8 @@ def _serve(svc: Services, session: Session, device: DeviceRecord, policy: Policy
             svc, device_id=device_id, result=verdict, appraisal=appraisal,
             certificate=issued.cert, policy=results.policy_id(device.device_class, version),
             event_log=req.event_log, now=now, nonce=req.ear_nonce)
-        renewal = _record_pass(svc, session, device, req, now, verdict, checks, policy,
-                               issued, released)
+        renewal = _record_pass(svc, conn, device, req, now, verdict, checks, policy,
+                               issued, released, holds)
     except Exception:
         issuance.void(svc, issued.cert.serial_number, "not_recorded")
         raise
@@ -251,42 +291,54 @@ def _attestation_row(device_id: str, req: AttestationRequest, now: dt.datetime, 
 
 
 def _record_pass(
-    svc: Services, session: Session, device: DeviceRecord, req: AttestationRequest,
+    svc: Services, conn: sa.Connection, device: DeviceRecord, req: AttestationRequest,
     now: dt.datetime, verdict: Verdict, checks: list[dict[str, Any]],
     policy: PolicyRecord | None, issued: IssuedCertificate, released: Released,
+    holds: bool | None,
 ) -> bool:
-    """Record the pass, its certificate and audit entry at once; True for a renewal."""
+    """Record the pass, its certificate and audit entry at once; True for a renewal (on
+    PostgreSQL, ``holds`` as read with the device; elsewhere read here)."""
     device_id = device.id
     record = verdict.recorded()
-    with session.begin():
-        conn = session.connection()
+    entry = audit.prepare(
+        at=now, actor=_actor(device_id), action="attestation", outcome="success",
+        device_id=device_id, details={
+            "certificate_serial": issued.serial,
+            "policy_version": policy.version if policy else None,
+            "secrets": released.audit,
+            **({"withheld_secrets": released.withheld} if released.withheld else {}),
+            "warnings": list(verdict.warnings),
+        })
+    row = _attestation_row(device_id, req, now, "pass", [], checks, list(verdict.warnings),
+                           policy, verdict, serial=issued.serial)
+    with conn.begin():
+        pg = aq.driver(conn)
+        _announce_verdict(svc, conn, device, "pass", [], now)
+        if pg is not None and holds is not None:
+            cert = issued.cert
+            confirmed, head = aq.record_pass_pg(
+                pg, device_id, now, (record.clock_reset_count, record.clock_restart_count,
+                                     record.clock_value), record.ima_state, row,
+                (issued.serial, issued.pem, cert.not_valid_before_utc,
+                 cert.not_valid_after_utc))
+            if confirmed != 1:
+                raise ServiceError(f"certificate {issued.serial} was not reserved")
+            audit.write(conn, entry, head)
+            return holds
         renewal = aq.holds_certificate(conn, device_id)
-        _announce_verdict(svc, session, device, "pass", [], now)
         aq.record_passed(conn, device_id, now, record.clock_reset_count,
                          record.clock_restart_count, record.clock_value, record.ima_state)
-        aq.add_attestation(conn, **_attestation_row(
-            device_id, req, now, "pass", [], checks, list(verdict.warnings), policy, verdict,
-            serial=issued.serial))
-        issuance.confirm(session, issued)
-        audit.append(
-            session, at=now, actor=_actor(device_id), action="attestation",
-            outcome="success", device_id=device_id,
-            details={
-                "certificate_serial": issued.serial,
-                "policy_version": policy.version if policy else None,
-                "secrets": released.audit,
-                **({"withheld_secrets": released.withheld} if released.withheld else {}),
-                "warnings": list(verdict.warnings),
-            },
-        )
+        aq.add_attestation(conn, **row)
+        issuance.confirm(conn, issued)
+        audit.write(conn, entry)
     return renewal
 
 
-def _announce_verdict(svc: Services, session: Session, device: DeviceRecord, verdict: str,
-                      reasons: list[str], now: dt.datetime) -> None:
+def _announce_verdict(svc: Services, conn: sa.Connection, device: DeviceRecord,
+                      verdict: str, reasons: list[str], now: dt.datetime) -> None:
     """A webhook when the device's verdict differs from its last one."""
     if device.last_verdict != verdict:
-        webhooks.enqueue(session, svc.settings, "verdict.changed", {
+        webhooks.enqueue(conn, svc.settings, "verdict.changed", {
             "device_id": device.id, "verdict": verdict, "previous_verdict": device.last_verdict,
             "reasons": reasons}, now)
 
@@ -314,19 +366,19 @@ def _release_and_issue(svc: Services, device: DeviceRecord, result: Verdict,
     return released, issued, roots
 
 
-def _record_backend_failure(svc: Services, session: Session, device_id: str,
+def _record_backend_failure(svc: Services, conn: sa.Connection, device_id: str,
                             now: dt.datetime, exc: ServiceError, reserved: int) -> None:
     """Audit an attestation that passed but could not be served (the device's verdict
     and credentials stay as they were: it is not the device's fault)."""
     svc.metrics.attestation("error", [exc.code])
-    with session.begin():
-        issuance.discard(session, reserved)  # unless signing failed: then it is void
-        audit.append(session, at=now, actor=_actor(device_id), action="attestation",
+    with conn.begin():
+        issuance.discard(conn, reserved)  # unless signing failed: then it is void
+        audit.append(conn, at=now, actor=_actor(device_id), action="attestation",
                      outcome="error", device_id=device_id, reasons=[exc.code])
 
 
 def _record_refusal(
-    svc: Services, session: Session, device: DeviceRecord, req: AttestationRequest,
+    svc: Services, conn: sa.Connection, device: DeviceRecord, req: AttestationRequest,
     now: dt.datetime, reasons: list[str], checks: list[dict[str, Any]],
     policy: PolicyRecord | None, verdict: Verdict | None, reserved: int | None = None,
     proof: RequestProof | None = None,
@@ -335,18 +387,17 @@ def _record_refusal(
     values and event log only if the quote proved them), the audit entry; and, when the
     transaction that would have spent it rolled back, the request's nonce."""
     svc.metrics.attestation("fail", reasons)
-    with session.begin():
-        conn = session.connection()
+    with conn.begin():
         if proof is not None:  # a replay of it finds it spent (its race is refused anyway)
             queries.spend_request_nonce(conn, proof.signed.device_id, proof.signed.nonce,
                                         now + dt.timedelta(seconds=2 * proof.window))
         if reserved is not None:
-            issuance.discard(session, reserved)
-        _announce_verdict(svc, session, device, "fail", reasons, now)
+            issuance.discard(conn, reserved)
+        _announce_verdict(svc, conn, device, "fail", reasons, now)
         aq.record_refused(conn, device.id, now, reasons)
         aq.add_attestation(conn, **_attestation_row(
             device.id, req, now, "fail", reasons, checks, [], policy, verdict))
         audit.append(
-            session, at=now, actor=_actor(device.id), action="attestation",
+            conn, at=now, actor=_actor(device.id), action="attestation",
             outcome="refused", device_id=device.id, reasons=reasons,
         )

@@ -72,9 +72,10 @@ def reserve(svc: Services, device_id: str, kind: str, now: dt.datetime,
         return reserve_in(conn, device_id, kind, now, lifetime)
 
 
-def discard(session: Session, serial: int) -> None:
+def discard(session: Session | sa.Connection, serial: int) -> None:
     """Drop a reservation that will never be signed (the attestation was refused)."""
-    session.connection().execute(_DISCARD, {"s": f"{serial:x}"})
+    conn = session.connection() if isinstance(session, Session) else session
+    conn.execute(_DISCARD, {"s": f"{serial:x}"})
 
 
 def sign(svc: Services, serial: int, kind: str,
@@ -114,9 +115,9 @@ def _rekey(svc: Services, reserved: int, issued: IssuedCertificate) -> None:
                            "was recorded")
 
 
-def confirm(session: Session, issued: IssuedCertificate) -> None:
+def confirm(session: Session | sa.Connection, issued: IssuedCertificate) -> None:
     """Record the signed certificate (inside the caller's transaction)."""
-    conn = session.connection()
+    conn = session.connection() if isinstance(session, Session) else session
     pg = aq.driver(conn)
     cert = issued.cert
     if pg is not None:

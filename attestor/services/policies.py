@@ -28,13 +28,13 @@ from identity.checks import CheckRunner
 from identity.errors import EventLogMissing, MalformedInput, NotFound, PcrSelectionMismatch
 from identity.eventlog.appraise import appraise_boot, learn_boot
 from identity.eventlog.integrity import check_integrity
-from identity.eventlog.replay import check_replay_matches
+from identity.eventlog.replay import verify_replay
 from identity.eventlog.summary import summarize
 from identity.eventlog.tcg import parse_event_log
 from identity.ima.appraise import learn_ima
 from identity.ima.log import ImaEntry
 from identity.pcr import PcrSelection, parse_pcr_values
-from identity.policy import PolicyDocument, evaluate_pcrs, learn, parse_policy
+from identity.policy import PolicyDocument, learn, parse_policy, verify_pcrs
 
 
 def policy_for(session: Session, device_class: str) -> tuple[PolicyDocument, Policy | None]:
@@ -218,16 +218,16 @@ def dry_run(session: Session, device_id: str, document: PolicyDocument) -> DryRu
         PcrSelection.of({b: list(v) for b, v in values.items()}))
     runner.record("quote.pcr_selection", None if not missing else PcrSelectionMismatch(
         f"the stored quote lacks {', '.join(missing)}"))
-    runner.run("policy.pcrs", lambda: evaluate_pcrs(document, values))
+    verify_pcrs(runner, document, values)
     not_evaluated: list[str] = []
     if document.boot is not None:
         if evidence.event_log is None:
             runner.fail("eventlog.present", EventLogMissing("no event log was stored"))
         else:
             log = parse_event_log(evidence.event_log)
-            if runner.check("eventlog.replay", lambda: check_replay_matches(log, values)):
-                check_integrity(log, runner)
-                appraise_boot(document.boot, log, summarize(log), runner)
+            if verify_replay(runner, log, values):
+                check_integrity(runner, log)
+                appraise_boot(runner, document.boot, log, summarize(log))
     if document.ima is not None:
         not_evaluated.append("ima: measurement lists are not stored")
     return DryRunOutcome(device.device_class, evidence, runner, not_evaluated)

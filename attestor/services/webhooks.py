@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from attestor import audit
@@ -43,15 +44,15 @@ def signature(secret: bytes, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac}"
 
 
-def enqueue(session: Session, settings: Settings, event: str, payload: dict[str, Any],
-            now: dt.datetime) -> None:
+def enqueue(session: Session | sa.Connection, settings: Settings, event: str,
+            payload: dict[str, Any], now: dt.datetime) -> None:
     """Queue ``event`` for every subscribed endpoint, in the caller's transaction."""
-    for hook in settings.webhooks:
-        if event in hook.events:
-            session.add(WebhookDelivery(event=event, url=hook.url, created_at=now,
-                                        next_attempt_at=now,
-                                        payload={"event": event, "at": now.isoformat(),
-                                                 **payload}))
+    rows = [{"event": event, "url": hook.url, "created_at": now, "next_attempt_at": now,
+             "attempts": 0, "payload": {"event": event, "at": now.isoformat(), **payload}}
+            for hook in settings.webhooks if event in hook.events]
+    if rows:
+        conn = session.connection() if isinstance(session, Session) else session
+        conn.execute(sa.insert(WebhookDelivery), rows)
 
 
 def _backoff(attempts: int) -> dt.timedelta:

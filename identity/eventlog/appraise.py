@@ -51,8 +51,8 @@ def _subset(policy_list: tuple[str, ...] | None, found: list[str]) -> list[str]:
     return [value for value in found if value not in allowed]
 
 
-def appraise_boot(policy: BootPolicy, log: EventLog, summary: BootSummary,
-                  runner: CheckRunner) -> None:
+def appraise_boot(runner: CheckRunner, policy: BootPolicy, log: EventLog,
+                  summary: BootSummary) -> None:
     """Record one check per rule of ``policy`` (``boot.*``)."""
     missing_banks = [b for b in policy.required_banks if b not in log.banks]
     runner.record("boot.banks", None if not missing_banks else BankMissing(

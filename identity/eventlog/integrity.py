@@ -64,8 +64,8 @@ def _hashes_data(event: Event, firmware_phase: bool) -> bool:
 
 
 def check_integrity(
-    log: EventLog,
     runner: CheckRunner,
+    log: EventLog,
     *,
     allowed_after_separator: Mapping[int, Collection[int]] | None = None,
 ) -> None:

@@ -14,6 +14,7 @@ import hashlib
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from identity.checks import CheckRunner
 from identity.errors import EventLogBankIncomplete, EventLogMalformed, EventLogReplayMismatch
 from identity.eventlog.events import (
     EV_EFI_ACTION,
@@ -201,3 +202,11 @@ def check_replay_matches(log: EventLog, quoted: PcrValues) -> list[str]:
                         f"without logging it ({quirk}); accepted as a known quirk"]
     detailed = replay(log, [bank], with_history=True)
     raise EventLogReplayMismatch(_describe(detailed, bank, index, quoted[bank][index]))
+
+
+def verify_replay(runner: CheckRunner, log: EventLog, quoted: PcrValues) -> bool:
+    """:func:`check_replay_matches` as the appraisal's check ``eventlog.replay`` (its
+    warnings added to the runner's); whether it passed."""
+    warnings = runner.run("eventlog.replay", lambda: check_replay_matches(log, quoted))
+    runner.warnings.extend(warnings or [])
+    return runner.checks[-1].passed

@@ -123,7 +123,7 @@ def verify_ima_signature(entry: ImaEntry, keyring: Sequence[tuple[bytes, PublicK
     return False
 
 
-def appraise_ima(policy: ImaPolicy, entries: Sequence[ImaEntry], runner: CheckRunner) -> None:
+def appraise_ima(runner: CheckRunner, policy: ImaPolicy, entries: Sequence[ImaEntry]) -> None:
     """Record ``ima.files`` and ``ima.signatures`` (and violations as warnings or failures)."""
     excluded = _excluder(policy.excludes)
     keyring = _keyring(policy.trusted_keys)

@@ -19,11 +19,14 @@ import hmac
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from identity.checks import CheckRunner
 from identity.errors import (
+    EvidenceError,
     ImaBootAggregateMismatch,
     ImaPcrNotQuoted,
     ImaReplayMismatch,
     ImaStateInvalid,
+    ImaTemplateHashMismatch,
 )
 from identity.ima.log import ImaEntries, ImaEntry, template_data_for_hash
 from identity.tpm.structures import DIGEST_SIZES
@@ -298,3 +301,48 @@ def check_boot_aggregate(entries: Sequence[ImaEntry], pcrs: Mapping[str, Mapping
         candidates.append(new(base + values[8] + values[9]).digest())
     if not any(hmac.compare_digest(first.digest, c) for c in candidates):
         raise ImaBootAggregateMismatch("boot_aggregate is not the hash of the quoted PCRs 0-7")
+
+
+def verify_ima_replay(runner: CheckRunner, entries: Sequence[ImaEntry], bank: str,
+                      start: ImaState, pcrs: Mapping[str, Mapping[int, bytes]],
+                      list_bank: str, first: int) -> ImaReplay | None:
+    """The appraisal's checks ``ima.replay`` (with the boot aggregate when the list starts
+    at ``first`` = 0) and ``ima.template_hashes``; the replay, or None if it failed. For a
+    SHA-1 list that does not reach the quote, the pre-5.8 form (the SHA-1 template hash
+    zero-padded into every bank) is tried, and accepted with a warning. ``pcrs``: every
+    quoted bank's values (the boot aggregate may be over another bank than ``bank``)."""
+    try:
+        if first == 0:
+            check_boot_aggregate(entries, pcrs)
+        replayed = _replay_either(entries, bank, start, pcrs.get(bank, {}), list_bank, runner)
+    except EvidenceError as exc:
+        runner.fail("ima.replay", exc)
+        return None
+    runner.record("ima.replay", None)
+    # An entry whose data does not hash to its template hash is a forged description of
+    # a measurement (a replay of the template hashes alone would not notice): never a
+    # mere warning.
+    failures = replayed.template_hash_failures
+    runner.record("ima.template_hashes", None if not failures else ImaTemplateHashMismatch(
+        f"{len(failures)} entries' data do not hash to their {list_bank} template hash "
+        f"(first: entry {first + failures[0]})"))
+    return replayed
+
+
+def _replay_either(entries: Sequence[ImaEntry], bank: str, start: ImaState,
+                   quoted: Mapping[int, bytes], list_bank: str,
+                   runner: CheckRunner) -> ImaReplay:
+    try:
+        return replay_ima(entries, [bank], start, {bank: quoted}, list_bank=list_bank)
+    except ImaReplayMismatch:
+        if list_bank != "sha1" or bank == "sha1":
+            raise
+        try:
+            replayed = replay_ima(entries, [bank], start, {bank: quoted}, padded_sha1=True)
+        except ImaReplayMismatch:
+            raise ImaReplayMismatch("no prefix of the IMA list replays to the quoted PCRs "
+                                    "(as kernels 5.8+ or earlier ones extend)") from None
+    if not replayed.template_hash_failures:
+        runner.warnings.append(f"{PADDED_QUIRK}: the kernel extends the SHA-1 template hash "
+                               f"zero-padded into {bank} (before Linux 5.8); accepted")
+    return replayed

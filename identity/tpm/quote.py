@@ -63,7 +63,7 @@ class ClockState(NamedTuple):
 
 
 class QuoteResult(NamedTuple):
-    checks: CheckRunner
+    passed: bool  # every quote.* check passed
     selection: PcrSelection | None
     clock: ClockState
     firmware_version: int
@@ -123,6 +123,7 @@ def check_signed_attest(
 
 
 def verify_quote(
+    runner: CheckRunner,
     ak: TpmKey,
     attest: bytes,
     signature: bytes,
@@ -134,7 +135,8 @@ def verify_quote(
     firmware_denied: Callable[[int], bool] | None = None,
     expected_signer: bytes | None = None,
 ) -> QuoteResult:
-    """Verify a quote by the enrolled AK over ``pcr_values`` with ``nonce``.
+    """Verify a quote by the enrolled AK over ``pcr_values`` with ``nonce``, recording
+    every ``quote.*`` check (and clock warnings) in ``runner``.
 
     ``previous`` is the clock state of the last accepted quote of this AK.
     ``expected_signer`` is the AK's qualified name when it can be computed.
@@ -144,20 +146,22 @@ def verify_quote(
     (:func:`_one_pass`); anything else, or any failed check, runs the check-by-check
     path, which records each outcome with its reason.
     """
+    before = len(runner.checks)
     passed = _one_pass(ak, attest, signature, nonce, pcr_values, required, expected_signer)
     if passed is None:
-        runner, att, selection = _check_each(ak, attest, signature, nonce, pcr_values, required,
-                                             expected_signer)
+        att, selection = _check_each(runner, ak, attest, signature, nonce, pcr_values,
+                                     required, expected_signer)
     else:
         att, selection = passed
-        runner = CheckRunner([*(_PASSED_SIGNER if expected_signer is not None else _PASSED)])
+        runner.checks.extend(_PASSED_SIGNER if expected_signer is not None else _PASSED)
     clock = ClockState.from_attest(att)
     reset = _check_clock(runner, clock, previous)
     firmware = att.firmware_version
     if firmware_denied is not None:
         runner.record("quote.firmware", None if not firmware_denied(firmware) else FirmwareDenied(
             f"TPM firmware version 0x{firmware:016x} is denied"))
-    return QuoteResult(runner, selection, clock, firmware, reset)
+    return QuoteResult(all(c.passed for c in runner.checks[before:]), selection, clock,
+                       firmware, reset)
 
 
 _PASSED = tuple(Check(f"quote.{name}", True) for name in (
@@ -223,11 +227,10 @@ def _one_pass(ak: TpmKey, attest: bytes, signature: bytes, nonce: bytes,
 _DIGESTS = {"sha256": hashlib.sha256, "sha384": hashlib.sha384, "sha512": hashlib.sha512}
 
 
-def _check_each(ak: TpmKey, attest: bytes, signature: bytes, nonce: bytes,
-                pcr_values: PcrValues, required: PcrSelection, expected_signer: bytes | None,
-                ) -> tuple[CheckRunner, Attest, PcrSelection | None]:
+def _check_each(runner: CheckRunner, ak: TpmKey, attest: bytes, signature: bytes,
+                nonce: bytes, pcr_values: PcrValues, required: PcrSelection,
+                expected_signer: bytes | None) -> tuple[Attest, PcrSelection | None]:
     """Every check of the quote's structures, each recorded with its outcome."""
-    runner = CheckRunner()
     att = check_signed_attest(runner, ak, attest, signature, "quote")
     is_quote = att.type == TPM_ST_ATTEST_QUOTE
     runner.record("quote.type", None if is_quote else QuoteTypeInvalid(
@@ -258,7 +261,7 @@ def _check_each(ak: TpmKey, attest: bytes, signature: bytes, nonce: bytes,
             runner.skip("quote.pcr_digest", "PCR values do not match the signed selection")
     else:
         runner.skip("quote.pcr_digest", "not a quote structure")
-    return runner, att, selection
+    return att, selection
 
 
 def _check_clock(runner: CheckRunner, now: ClockState, previous: ClockState | None) -> bool:

@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from identity.checks import CheckRunner
 from identity.errors import CsrKeyMismatch, CsrKeyWeak, CsrMalformed, CsrSignatureInvalid
 from identity.roca import roca_vulnerable
 from identity.tpm.keys import PublicKey
@@ -106,3 +107,9 @@ def _spki(key: PublicKey) -> bytes:
     return key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+
+
+def verify_csr(runner: CheckRunner, data: bytes,
+               expected_key: PublicKey | None = None) -> CheckedCsr | None:
+    """:func:`check_csr` as the appraisal's check ``csr``; the checked request, or None."""
+    return runner.run("csr", lambda: check_csr(data, expected_key))

@@ -97,7 +97,7 @@ def _audited(svc: Services, device_id: str) -> list[tuple[str, list[str]]]:
         events = session.exec(select(AuditEvent).where(
             AuditEvent.device_id == device_id, AuditEvent.action == "attestation")
             .order_by(AuditEvent.seq)).all()
-        return [(e.outcome, list(e.reasons or [])) for e in events]
+        return [(e.outcome, list(e.reasons)) for e in events]
 
 
 def test_a_challenge_writes_nothing_and_a_pass_spends_its_nonce(svc: Services,
@@ -230,8 +230,17 @@ def test_signed_requests_are_checked_in_the_services_transaction(
     assert _refusal_with(svc, device, forged, proof) == ["nonce.unknown"]
     with pytest.raises(AuthReplay):  # its transaction rolled back; the refusal spent it
         attestation.attest(svc, device_id, forged, proof)
-    result = attestation.attest(svc, device_id, request, _proof(svc, device, attest_path, body))
+    passing = _proof(svc, device, attest_path, body)
+    result = attestation.attest(svc, device_id, request, passing)
     assert result.verdict == "pass"
+    # The same signed request again is a replayed request before it is a replayed nonce
+    # (on PostgreSQL both are spent in one statement); a fresh request, the spent nonce.
+    with pytest.raises(AuthReplay):
+        attestation.attest(svc, device_id, request, passing)
+    again = _proof(svc, device, attest_path, body)
+    assert _refusal_with(svc, device, request, again) == ["nonce.used"]
+    with pytest.raises(AuthReplay):
+        attestation.attest(svc, device_id, request, again)
 
 
 def _refusal_with(svc: Services, device: SimDevice, request: AttestationRequest,

@@ -46,11 +46,12 @@ def test_crash_between_signing_and_recording_is_reconciled_at_start_up(
     request = evidence.request
     signed: list[int] = []
 
-    def crash_after_signing(session: object, issued: object) -> None:
+    def crash_after_signing(*args: object) -> None:  # before the pass is recorded
+        issued = args[8]
         signed.append(issued.cert.serial_number)  # type: ignore[attr-defined]
         raise Crash
 
-    monkeypatch.setattr(issuance, "confirm", crash_after_signing)
+    monkeypatch.setattr(attestation, "_record_pass", crash_after_signing)
     with pytest.raises(Crash):
         attestation.attest(attestor.services, device_id, request)
     monkeypatch.undo()

@@ -142,11 +142,11 @@ def test_ima_sig_signatures(make_key) -> None:  # type: ignore[no-untyped-def]
     by_other = good._replace(signature=_signature(other, good.digest))
     wrong_file = good._replace(signature=_signature(key, hashlib.sha256(b"x").digest()))
     runner = CheckRunner()
-    appraise_ima(policy, [signed], runner)
+    appraise_ima(runner, policy, [signed])
     assert runner.passed
     for forged in (by_other, wrong_file):
         runner = CheckRunner()
-        appraise_ima(policy, [forged], runner)
+        appraise_ima(runner, policy, [forged])
         assert "ima.signature_invalid" in runner.reason_codes
 
 
@@ -158,7 +158,7 @@ def test_allowlist_and_excludes() -> None:
     for entries, ok in (([known], True), ([unknown], False), ([changed], False),
                         ([_entry("/var/log/x", b"log")], True)):
         runner = CheckRunner()
-        appraise_ima(policy, entries, runner)
+        appraise_ima(runner, policy, entries)
         assert runner.passed is ok
         assert ok or runner.reason_codes == ["ima.file_not_allowed"]
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.adversarial
 
 def codes(events: list[SimEvent]) -> list[str]:
     runner = CheckRunner()
-    check_integrity(parse_event_log(encode_log(events, ("sha256",))), runner)
+    check_integrity(runner, parse_event_log(encode_log(events, ("sha256",))))
     return runner.reason_codes
 
 
@@ -35,7 +35,7 @@ def test_real_machines_logs_pass_every_rule(corpus: Path) -> None:
             if name == "short_no_action_eventlog":
                 continue
             runner = CheckRunner()
-            check_integrity(parse_event_log((corpus / folder / name).read_bytes()), runner)
+            check_integrity(runner, parse_event_log((corpus / folder / name).read_bytes()))
             assert runner.passed, (name, runner.reason_codes)
 
 
@@ -80,7 +80,7 @@ def test_measurement_relabelled_as_no_action() -> None:
     log += encode_agile_event(4, ev.EV_NO_ACTION, {"sha256": hashlib.sha256(b"grub").digest()},
                               b"grub")
     runner = CheckRunner()
-    check_integrity(parse_event_log(bytes(log)), runner)
+    check_integrity(runner, parse_event_log(bytes(log)))
     assert runner.reason_codes == ["eventlog.event_type_unexpected"]
 
 

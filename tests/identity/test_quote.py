@@ -5,6 +5,7 @@ A real TPM refuses to sign these; a verifier that skips a check accepts them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from tpm2_pytss import TPM2_ALG, TPMS_SIGNATURE_ECC, TPMT_SIGNATURE, TPMU_SIGNATURE
 
 from agent.sim.softtpm import SoftKey, software_pcrs
+from identity.checks import CheckRunner
 from identity.errors import TpmStructureMalformed, UnsupportedAlgorithm
 from identity.pcr import PcrSelection
 from identity.tpm.ak import check_attestation_key
@@ -25,15 +27,35 @@ NONCE = bytes(range(32))
 SEL = PcrSelection.of({"sha256": range(8)})
 
 
+@dataclass(frozen=True)
+class Verified:
+    """The runner the quote's checks were recorded in, and the quote's result."""
+
+    checks: CheckRunner
+    quote: QuoteResult
+
+    @property
+    def selection(self) -> PcrSelection | None:
+        return self.quote.selection
+
+    @property
+    def reset_since_last(self) -> bool:
+        return self.quote.reset_since_last
+
+
 def verify(ak: SoftKey, attest: bytes, sig: bytes,
-           values: dict[str, dict[int, bytes]] | None = None, **kw: Any) -> QuoteResult:
+           values: dict[str, dict[int, bytes]] | None = None, **kw: Any) -> Verified:
     kw.setdefault("nonce", NONCE)
     kw.setdefault("required", SEL)
     pcrs = values if values is not None else software_pcrs(SEL)
-    return verify_quote(check_attestation_key(ak.public), attest, sig, pcr_values=pcrs, **kw)
+    runner = CheckRunner()
+    result = verify_quote(runner, check_attestation_key(ak.public), attest, sig,
+                          pcr_values=pcrs, **kw)
+    assert result.passed == runner.passed  # the quote's checks are all the runner has
+    return Verified(runner, result)
 
 
-def codes(result: QuoteResult) -> list[str]:
+def codes(result: Verified) -> list[str]:
     return result.checks.reason_codes
 
 
@@ -198,7 +220,7 @@ def test_quote_result_is_frozen() -> None:
     ak = SoftKey()
     result = verify(ak, *ak.quote(SEL, software_pcrs(SEL), NONCE))
     with pytest.raises(AttributeError):
-        result.firmware_version = 0  # type: ignore[misc]
+        result.quote.firmware_version = 0  # type: ignore[misc]
 
 
 def test_hmac_signature_is_an_unsupported_algorithm() -> None:

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.sim.softtpm import SoftKey, software_pcrs
+from identity.checks import CheckRunner
 from identity.errors import IdentityError
 from identity.pcr import PcrSelection
 from identity.tpm import quote as quote_module
@@ -47,12 +48,13 @@ def _outcome(ak: TpmKey, attest: bytes, sig: bytes, one_pass: bool, **kw: Any) -
     if not one_pass:
         quote_module._one_pass = lambda *a: None  # type: ignore[assignment]
     try:
-        result = verify_quote(ak, attest, sig, **kw)
+        runner = CheckRunner()
+        result = verify_quote(runner, ak, attest, sig, **kw)
     except IdentityError as exc:
         return type(exc), str(exc)
     finally:
         quote_module._one_pass = saved
-    return (result.checks.checks, result.checks.warnings, result.selection, result.clock,
+    return (runner.checks, runner.warnings, result.passed, result.selection, result.clock,
             result.firmware_version, result.reset_since_last)
 
 

@@ -1,0 +1,80 @@
+"""The plain Starlette endpoints for challenge and attestation answer every refusal
+exactly as the FastAPI routes they stand in front of: the same status, problem and
+headers, for requests without or with the wrong credential, a malformed device id or
+body, a wrong method; the OpenAPI document still describes both operations."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from starlette.testclient import TestClient
+
+from attestor.api.routes import attestations
+from attestor.app import create_app
+from attestor.auth.tokens import local_issuer, mint
+from attestor.services.context import Services, build_services
+from attestor.settings import load_settings
+from attestor.setup import initialise
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    data_dir: Path = tmp_path_factory.mktemp("plain-routes")
+    settings_ = load_settings(data_dir, dev=True)
+    initialise(settings_, dt.datetime.now(dt.UTC))
+    svc = build_services(settings_)
+    try:
+        yield svc
+    finally:
+        svc.engine.dispose()
+
+
+def _without_plain_routes(app: FastAPI) -> FastAPI:
+    app.router.routes[:] = [r for r in app.router.routes
+                            if r not in attestations.PLAIN_ROUTES]
+    return app
+
+
+def _answer(client: TestClient, method: str, path: str, **kw: Any) -> tuple[Any, ...]:
+    response = client.request(method, path, **kw)
+    body = response.json() if response.content else None
+    if isinstance(body, dict):
+        body.pop("request_id", None)
+        body.pop("instance", None)
+    return response.status_code, body, response.headers.get("content-type")
+
+
+def test_refusals_are_the_fastapi_routes_own(services: Services) -> None:
+    plain = create_app(services, background=False)
+    assert plain.router.routes[:2] == list(attestations.PLAIN_ROUTES)
+    general = _without_plain_routes(create_app(services, background=False))
+    token = mint(services.signer, local_issuer(services.settings.trust_domain),
+                 role="admin", subject="plain-routes", ttl=dt.timedelta(hours=1),
+                 now=dt.datetime.now(dt.UTC))
+    cases: list[tuple[str, str, dict[str, Any]]] = []
+    # (the limits on refused requests answer 429 after a while: the same on both apps)
+    for tail in ("challenge", "attestations"):
+        for device_id in ("a" * 65, "x:y", "dev-1", "bad%20id", "a" * 64):
+            path = f"/v1/devices/{device_id}/{tail}"
+            cases += [
+                ("POST", path, {}),  # no credential
+                ("POST", path, {"headers": {"Authorization": f"Bearer {token}"}}),
+                ("POST", path, {"headers": {"X-Edgeproof-Device": "dev-1"}}),  # half a proof
+                ("POST", path, {"content": b"{}"}),
+                ("GET", path, {}),
+            ]
+    seen: set[int] = set()
+    with TestClient(plain) as a, TestClient(general) as b:
+        for method, path, kw in cases:
+            ours, theirs = _answer(a, method, path, **kw), _answer(b, method, path, **kw)
+            assert ours == theirs, (method, path, kw)
+            seen.add(ours[0])
+        schema = a.get("/openapi.json").json()
+    assert {401, 403, 405, 429} <= seen
+    for tail in ("challenge", "attestations"):
+        assert "post" in schema["paths"][f"/v1/devices/{{device_id}}/{tail}"]
