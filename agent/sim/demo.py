@@ -70,6 +70,18 @@ def attest_json(state: Path, expect: int) -> dict[str, object]:
     return result
 
 
+def device_id_in(out: str) -> str:
+    """The device id a provisioning or onboarding command printed."""
+    return next(w for w in out.split() if w.startswith("d") and len(w) == 32)
+
+
+def attest_before_learning(state: Path) -> None:
+    """The first attestation: the quote verifies, the class has no reference yet."""
+    first = attest_json(state, expect=3)
+    if first.get("codes") != ["policy.no_reference"]:
+        raise DemoFailed(f"expected policy.no_reference before learning, got {first}")
+
+
 def boot(tpm_proc: SwtpmProcess, log: Path, *, tamper: str | None) -> None:
     with Tpm(tpm_proc.tcti) as tpm:
         simulate_boot(tpm, log, tamper=tamper)
@@ -153,14 +165,12 @@ def _enroll_attest_renew(data: Path, state: Path, log: Path, url: str, ca: Path,
     out = run("edge-agent", "provision", "--attestor", url, "--ca-bundle", str(ca),
               "--tcti", tpm_proc.tcti, "--state-dir", str(state), "--serial", "EDGE-0001",
               "--event-log", str(log), env={"EDGE_AGENT_API_KEY": station_key})
-    device_id = next(w for w in out.split() if w.startswith("d") and len(w) == 32)
+    device_id = device_id_in(out)
     ok(f"device {device_id} enrolled; device identity certificate in devid.pem; from now on "
        "its requests are signed by its TPM-resident DevID key")
 
     step("Reference policy learned from the known-good boot")
-    first = attest_json(state, expect=3)
-    if first.get("codes") != ["policy.no_reference"]:
-        raise DemoFailed(f"expected policy.no_reference before learning, got {first}")
+    attest_before_learning(state)
     ok("first attestation: quote verified, no reference yet (policy.no_reference)")
     run("attestor", "policy", "learn", "--device", device_id, "--secret", SECRET_NAME,
         "-d", str(data), "--dev")

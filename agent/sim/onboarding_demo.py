@@ -19,7 +19,17 @@ from pathlib import Path
 import httpx
 
 from agent.sim.boot import simulate_boot
-from agent.sim.demo import DemoFailed, _wait_healthy, attest_json, console, ok, run, step
+from agent.sim.demo import (
+    DemoFailed,
+    _wait_healthy,
+    attest_before_learning,
+    attest_json,
+    console,
+    device_id_in,
+    ok,
+    run,
+    step,
+)
 from agent.sim.swtpm import Manufacturer, SwtpmProcess, free_port_pair
 from agent.tpm.device import Tpm
 
@@ -91,14 +101,12 @@ def main(workdir: Path) -> None:
 
         step("First boot: onboarding with IAK and IDevID, no station, no API key")
         out = run(*onboard)
-        device_id = next(w for w in out.split() if w.startswith("d") and len(w) == 32)
+        device_id = device_id_in(out)
         ok(f"device {device_id} onboarded: LDevID certificate from the owner's CA; LAK and "
            "LDevID certified by the IAK over the owner's nonce")
 
         step("The normal first attestation")
-        first = attest_json(state, expect=3)
-        if first.get("codes") != ["policy.no_reference"]:
-            raise DemoFailed(f"expected policy.no_reference before learning, got {first}")
+        attest_before_learning(state)
         run("attestor", "policy", "learn", "--device", device_id, "-d", str(data), "--dev")
         result = attest_json(state, expect=0)
         ok(f"attested: verdict {result.get('verdict')}, certificate serial "

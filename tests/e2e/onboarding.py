@@ -111,3 +111,10 @@ def evidence(attestor: LiveAttestor, device: Device, *, iak_cert: bytes | None =
                             ek_public=device.tpm.endorsement().public, srk_public=srk,
                             lak_handle=AK_HANDLE, ldevid_handle=DEVID_HANDLE)
     return challenge, request
+
+
+def refused(attestor: LiveAttestor, request: object) -> list[str]:
+    """The codes of an onboarding refused with 403."""
+    answer = post(attestor, "/v1/onboarding", request)
+    assert answer.status_code == 403, answer.text
+    return codes(answer)

@@ -33,6 +33,7 @@ from tests.e2e.onboarding import (
     now,
     oem,
     post,
+    refused,
 )
 from tests.harness import Device, LiveAttestor
 
@@ -41,24 +42,6 @@ BOTH_DATABASES = True  # runs on SQLite and on PostgreSQL (row locks, concurrent
 DER = serialization.Encoding.DER
 
 
-@pytest.fixture
-def authority(tmp_path: Path) -> OemAuthority:
-    return oem(tmp_path / "oem")
-
-
-@pytest.fixture
-def owned(attestor: LiveAttestor, device: Device, manufacturer: Manufacturer,
-          authority: OemAuthority, tmp_path: Path) -> Device:
-    factory(device, manufacturer, authority, tmp_path / "batch")
-    import_roots(attestor, authority)
-    assert import_manifest(attestor, authority, tmp_path / "batch").status_code == 201
-    return device
-
-
-def refused(attestor: LiveAttestor, request: object) -> list[str]:
-    answer = post(attestor, "/v1/onboarding", request)
-    assert answer.status_code == 403, answer.text
-    return codes(answer)
 
 
 def nv_certs(device: Device) -> tuple[bytes, bytes, list[bytes]]:

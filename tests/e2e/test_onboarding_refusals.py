@@ -33,6 +33,7 @@ from tests.e2e.onboarding import (
     now,
     oem,
     post,
+    refused,
 )
 from tests.harness import Device, LiveAttestor
 
@@ -40,25 +41,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.tpm, pytest.mark.adversarial]
 DER = serialization.Encoding.DER
 
 
-@pytest.fixture
-def authority(tmp_path: Path) -> OemAuthority:
-    return oem(tmp_path / "oem")
-
-
-@pytest.fixture
-def owned(attestor: LiveAttestor, device: Device, manufacturer: Manufacturer,
-          authority: OemAuthority, tmp_path: Path) -> Device:
-    """``device`` provisioned by the OEM, its batch imported by the owner."""
-    factory(device, manufacturer, authority, tmp_path / "batch")
-    import_roots(attestor, authority)
-    assert import_manifest(attestor, authority, tmp_path / "batch").status_code == 201
-    return device
-
-
-def refused(attestor: LiveAttestor, request: object) -> list[str]:
-    answer = post(attestor, "/v1/onboarding", request)
-    assert answer.status_code == 403, answer.text
-    return codes(answer)
 
 
 def test_idevid_of_another_device(attestor: LiveAttestor, owned: Device, other_device: Device,
