@@ -115,16 +115,9 @@ def main(workdir: Path) -> None:
 
     ca = workdir / "attestor-ca.pem"
     ca.write_text(run("attestor", "ca", "-d", str(data), "--dev"))
-    run("attestor", "tls", "issue", "-d", str(data), "--dev", "--dns", "localhost", "--ip",
-        "127.0.0.1", "--out-cert", str(data / "tls.pem"), "--out-key", str(data / "tls.key"))
+    issue_tls(data)
     ok("HTTPS certificate for 127.0.0.1 issued by the attestor's own CA (attestor tls issue)")
-    port = free_port_pair()
-    url = f"https://127.0.0.1:{port}"
-    server = subprocess.Popen(  # noqa: S603
-        [str(BIN / "attestor"), "serve", "--dev", "-d", str(data), "--port", str(port),
-         "--tls-cert", str(data / "tls.pem"), "--tls-key", str(data / "tls.key")],
-        stdout=open(workdir / "attestor.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
-    )
+    url, server = serve_https(data, workdir / "attestor.log")
     tpm_proc = SwtpmProcess(tpm_dir)
     http = httpx.Client(verify=ssl.create_default_context(cafile=ca), timeout=10)
     try:
@@ -143,6 +136,23 @@ def main(workdir: Path) -> None:
         tpm_proc.stop()
         server.terminate()
         server.wait(timeout=10)
+
+
+def issue_tls(data: Path) -> None:
+    """The attestor's HTTPS certificate for 127.0.0.1, from its own CA."""
+    run("attestor", "tls", "issue", "-d", str(data), "--dev", "--dns", "localhost", "--ip",
+        "127.0.0.1", "--out-cert", str(data / "tls.pem"), "--out-key", str(data / "tls.key"))
+
+
+def serve_https(data: Path, log: Path) -> tuple[str, subprocess.Popen[bytes]]:
+    """`attestor serve` on a free port with the certificate of :func:`issue_tls`."""
+    port = free_port_pair()
+    server = subprocess.Popen(  # noqa: S603
+        [str(BIN / "attestor"), "serve", "--dev", "-d", str(data), "--port", str(port),
+         "--tls-cert", str(data / "tls.pem"), "--tls-key", str(data / "tls.key")],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
+    )
+    return f"https://127.0.0.1:{port}", server
 
 
 def _wait_healthy(http: httpx.Client, url: str, server: subprocess.Popen[bytes]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import ssl
-import subprocess
 import sys
 from pathlib import Path
 
@@ -26,14 +25,14 @@ from agent.sim.demo import (
     attest_json,
     console,
     device_id_in,
+    issue_tls,
     ok,
     run,
+    serve_https,
     step,
 )
-from agent.sim.swtpm import Manufacturer, SwtpmProcess, free_port_pair
+from agent.sim.swtpm import Manufacturer, SwtpmProcess
 from agent.tpm.device import Tpm
-
-BIN = Path(sys.executable).parent
 
 
 def main(workdir: Path) -> None:
@@ -71,18 +70,11 @@ def main(workdir: Path) -> None:
     run("attestor", "init", "--dev", "-d", str(data))
     ca = workdir / "attestor-ca.pem"
     ca.write_text(run("attestor", "ca", "-d", str(data), "--dev"))
-    run("attestor", "tls", "issue", "-d", str(data), "--dev", "--dns", "localhost", "--ip",
-        "127.0.0.1", "--out-cert", str(data / "tls.pem"), "--out-key", str(data / "tls.key"))
+    issue_tls(data)
     run("attestor", "ownership", "import-roots", str(oem / "root.pem"), str(oem / "issuing.pem"),
         "-d", str(data), "--dev")
     ok("the OEM's root (and issuing CA) imported as manufacturer roots")
-    port = free_port_pair()
-    url = f"https://127.0.0.1:{port}"
-    server = subprocess.Popen(  # noqa: S603
-        [str(BIN / "attestor"), "serve", "--dev", "-d", str(data), "--port", str(port),
-         "--tls-cert", str(data / "tls.pem"), "--tls-key", str(data / "tls.key")],
-        stdout=open(workdir / "attestor.log", "w"), stderr=subprocess.STDOUT,  # noqa: SIM115
-    )
+    url, server = serve_https(data, workdir / "attestor.log")
     http = httpx.Client(verify=ssl.create_default_context(cafile=ca), timeout=10)
     onboard = ("edge-agent", "onboard", "--attestor", url, "--ca-bundle", str(ca), "--tcti",
                tpm_proc.tcti, "--state-dir", str(state), "--event-log", str(log))

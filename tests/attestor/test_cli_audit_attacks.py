@@ -23,14 +23,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.adversarial]
 CLAIM = "[/]x[bold red]TAMPERED"
 
 
-@pytest.fixture(autouse=True)
-def no_operator_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in ("EDGEPROOF_SERVER", "EDGEPROOF_TOKEN", "EDGEPROOF_PROFILE",
-                 "EDGEPROOF_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("EDGEPROOF_CLI_CONFIG", str(tmp_path / "no-such-cli.toml"))
-
-
 def cli(attestor: LiveAttestor, *args: str, token: str | None = None) -> Result:
     return CliRunner().invoke(app, ["--server", attestor.url, "--token",
                                     token or attestor.token("auditor"), *args])

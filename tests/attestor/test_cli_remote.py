@@ -26,15 +26,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.tpm]
 BOTH_DATABASES = True  # every test here runs on SQLite and on PostgreSQL
 
 
-@pytest.fixture(autouse=True)
-def no_operator_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Neither the developer's environment nor their config file takes part."""
-    for name in ("EDGEPROOF_SERVER", "EDGEPROOF_TOKEN", "EDGEPROOF_PROFILE",
-                 "EDGEPROOF_CA_BUNDLE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("EDGEPROOF_CLI_CONFIG", str(tmp_path / "no-such-cli.toml"))
-
-
 def cli(attestor: LiveAttestor, role: str, *args: str, stdin: str | None = None) -> Result:
     return CliRunner().invoke(app, ["--server", attestor.url, "--token",
                                     attestor.token(role), *args], input=stdin)
