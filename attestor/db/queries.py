@@ -113,12 +113,16 @@ def find_devices(session: Session, f: DeviceFilter, after: str | None,
 
 
 def current_certificate(session: Session, device_id: str) -> Certificate | None:
-    """The newest issued, unrevoked workload certificate."""
+    """The newest issued, unrevoked workload certificate: X.509 times have whole seconds,
+    so among certificates of one second, the one the later attestation issued."""
+    issued_by = sa.and_(col(Attestation.device_id) == col(Certificate.device_id),
+                        col(Attestation.certificate_serial) == col(Certificate.serial))
     return session.exec(
-        select(Certificate)
+        select(Certificate).outerjoin(Attestation, issued_by)
         .where(Certificate.device_id == device_id, Certificate.kind == "workload",
                Certificate.status == "issued", col(Certificate.revoked_at).is_(None))
-        .order_by(col(Certificate.not_before).desc()).limit(1)).first()
+        .order_by(col(Certificate.not_before).desc(), col(Attestation.id).desc().nulls_last())
+        .limit(1)).first()
 
 
 def latest_attestation(session: Session, device_id: str) -> Attestation | None:

@@ -120,3 +120,26 @@ def test_a_signed_requests_nonce_is_spent_once(engine: sa.Engine) -> None:
         assert queries.spend_request_nonce(conn, "dev-2", "n-1", NOW)  # per device
     with engine.begin() as conn:
         assert not queries.spend_request_nonce(conn, "dev-1", "n-1", NOW)
+
+
+@pytest.mark.parametrize("newer", ["00aa", "ffee"])
+def test_the_current_certificate_is_the_newest_when_two_share_a_second(
+        engine: sa.Engine, newer: str) -> None:
+    """X.509 times have whole seconds: two renewals in one second give two certificates
+    with the same notBefore. The current one is the one the later attestation issued,
+    whichever way the serials sort."""
+    from attestor.db.models import Attestation, Certificate
+
+    older = "ffee" if newer == "00aa" else "00aa"
+    second = dt.datetime(2026, 12, 2, 6, 0, 0, tzinfo=dt.UTC)
+    with Session(engine) as session, session.begin():
+        for serial in (older, newer):  # issued in this order, each by its attestation
+            session.add(Certificate(serial=serial, device_id="dev-1", kind="workload",
+                                    not_before=second,
+                                    not_after=second + dt.timedelta(hours=1), pem="-"))
+            session.add(Attestation(device_id="dev-1", at=second, verdict="pass",
+                                    evidence_sha256="0" * 64, certificate_serial=serial))
+            session.flush()
+    with Session(engine) as session:
+        current = queries.current_certificate(session, "dev-1")
+        assert current is not None and current.serial == newer
