@@ -16,7 +16,7 @@ from attestor import audit
 from attestor.api import refusals
 from attestor.console import views, web
 from attestor.console.session import ConsoleSession, check_csrf
-from attestor.db.console_queries import DeviceSearch
+from attestor.db.queries import DeviceFilter
 from attestor.models.common import FILTER_TEXT
 from attestor.services import devices
 from attestor.services.devices import MAX_POSITION
@@ -55,8 +55,9 @@ def device_list(request: Request, user: web.User, q: Text = None,
                 reason: Text = None,
                 after: Annotated[str | None, Query(max_length=64,
                                                    pattern=FILTER_TEXT)] = None) -> Response:
-    search = DeviceSearch(q or None, state or None, device_class or None, verdict or None,
-                          reason or None)
+    search = DeviceFilter(text=q or None, state=state or None,
+                          device_class=device_class or None, verdict=verdict or None,
+                          reason=reason or None)
     return _page(request, user, "devices.html",
                  lambda: views.device_list(web.services(request), search, after or None))
 

@@ -12,7 +12,6 @@ from cryptography import x509
 
 from attestor import audit
 from attestor.db import console_queries, fleet_queries, queries
-from attestor.db.console_queries import DeviceSearch
 from attestor.services import certificates, devices, explain
 from attestor.services.background import verify_audit
 from attestor.services.context import Services
@@ -46,9 +45,9 @@ def overview(svc: Services) -> dict[str, Any]:
             "anchor": anchor, "now": now}
 
 
-def device_list(svc: Services, search: DeviceSearch, after: str | None) -> dict[str, Any]:
+def device_list(svc: Services, search: queries.DeviceFilter, after: str | None) -> dict[str, Any]:
     with svc.session() as session:
-        rows = console_queries.search_devices(session, search, after, PAGE + 1)
+        rows = queries.find_devices(session, search, after, PAGE + 1)
         classes = console_queries.device_classes(session)
     return {"devices": rows[:PAGE], "next": rows[PAGE - 1].id if len(rows) > PAGE else None,
             "search": search, "classes": classes, "states": STATES, "verdicts": VERDICTS}

@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
@@ -39,39 +38,6 @@ def expiring_certificates(session: Session, kind: str, now: dt.datetime,
                                   Certificate.status == "issued",
                                   col(Certificate.revoked_at).is_(None))
         .order_by(col(Certificate.not_after)).limit(limit)).all()
-
-
-@dataclass(frozen=True)
-class DeviceSearch:
-    text: str | None = None  # part of the id, serial or model
-    state: str | None = None
-    device_class: str | None = None
-    verdict: str | None = None  # "pass", "fail" or "none" (never attested)
-    reason: str | None = None  # a reason code of the last attestation
-
-
-def search_devices(session: Session, f: DeviceSearch, after: str | None,
-                   limit: int) -> Sequence[Device]:
-    """Devices by id, keyset-paged after ``after``."""
-    query = select(Device).order_by(col(Device.id)).limit(limit)
-    if after:
-        query = query.where(col(Device.id) > after)
-    if f.text:
-        like = [col(c).contains(f.text, autoescape=True)
-                for c in (Device.id, Device.serial, Device.model)]
-        query = query.where(sa.or_(*like))
-    if f.state:
-        query = query.where(Device.state == f.state)
-    if f.device_class:
-        query = query.where(Device.device_class == f.device_class)
-    if f.reason:
-        query = query.where(col(Device.last_reasons).contains(f",{f.reason},",
-                                                             autoescape=True))
-    if f.verdict == "none":
-        query = query.where(col(Device.last_verdict).is_(None))
-    elif f.verdict:
-        query = query.where(Device.last_verdict == f.verdict)
-    return session.exec(query).all()
 
 
 def device_classes(session: Session) -> list[str]:

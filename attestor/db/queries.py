@@ -90,6 +90,8 @@ class DeviceFilter:
     attested_before: dt.datetime | None = None
     attested_after: dt.datetime | None = None
     reason: str | None = None  # a reason code of the last attestation
+    text: str | None = None  # part of the id, serial or model (the console's search)
+    verdict: str | None = None  # "pass", "fail" or "none" (never attested)
 
 
 def find_devices(session: Session, f: DeviceFilter, after: str | None,
@@ -98,6 +100,13 @@ def find_devices(session: Session, f: DeviceFilter, after: str | None,
     query = select(Device).order_by(col(Device.id)).limit(limit)
     if after:
         query = query.where(col(Device.id) > after)
+    if f.text:
+        query = query.where(sa.or_(*(col(c).contains(f.text, autoescape=True)
+                                     for c in (Device.id, Device.serial, Device.model))))
+    if f.verdict == "none":
+        query = query.where(col(Device.last_verdict).is_(None))
+    elif f.verdict:
+        query = query.where(Device.last_verdict == f.verdict)
     if f.state:
         query = query.where(Device.state == f.state)
     if f.device_class:

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from attestor.db import console_queries as cq
+from attestor.db import queries
 from attestor.db.models import Attestation, Certificate, Device
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)
@@ -54,17 +55,18 @@ def test_console_queries(engine: sa.Engine) -> None:
         assert refused == 1
         assert counts == {"policy.pcr_mismatch": 1, "eventlog.unknown_boot_application": 1}
 
-        def ids(search: cq.DeviceSearch, after: str | None = None, limit: int = 10) -> list[str]:
-            return [d.id for d in cq.search_devices(session, search, after, limit)]
+        def ids(search: queries.DeviceFilter, after: str | None = None,
+                limit: int = 10) -> list[str]:
+            return [d.id for d in queries.find_devices(session, search, after, limit)]
 
-        assert ids(cq.DeviceSearch()) == ["dev-a", "dev-b", "dev-c"]
-        assert ids(cq.DeviceSearch(), after="dev-a", limit=1) == ["dev-b"]
-        assert ids(cq.DeviceSearch(text="SN-2")) == ["dev-b"]
-        assert ids(cq.DeviceSearch(text="_3%")) == ["dev-c"]  # wildcards are literal
-        assert ids(cq.DeviceSearch(text="%")) == ["dev-c"]
-        assert ids(cq.DeviceSearch(verdict="none")) == ["dev-c"]
-        assert ids(cq.DeviceSearch(reason="policy.pcr_mismatch")) == ["dev-b"]
-        assert ids(cq.DeviceSearch(state="quarantined")) == ["dev-c"]
+        assert ids(queries.DeviceFilter()) == ["dev-a", "dev-b", "dev-c"]
+        assert ids(queries.DeviceFilter(), after="dev-a", limit=1) == ["dev-b"]
+        assert ids(queries.DeviceFilter(text="SN-2")) == ["dev-b"]
+        assert ids(queries.DeviceFilter(text="_3%")) == ["dev-c"]  # wildcards are literal
+        assert ids(queries.DeviceFilter(text="%")) == ["dev-c"]
+        assert ids(queries.DeviceFilter(verdict="none")) == ["dev-c"]
+        assert ids(queries.DeviceFilter(reason="policy.pcr_mismatch")) == ["dev-b"]
+        assert ids(queries.DeviceFilter(state="quarantined")) == ["dev-c"]
         assert cq.device_classes(session) == ["default"]
 
         soon = cq.expiring_certificates(session, "identity", NOW, dt.timedelta(days=30))
