@@ -10,7 +10,13 @@ certificate confirmation, audit entry), on the real schema, in:
 - ``merged``: the data-modifying CTEs the attestor sends (attestor/db/attestation_queries.py,
   attestor/audit.py), psycopg;
 - ``merged+pipeline``: those, with the commit pipelined behind the last statement;
-- ``asyncpg``: the merged statements on asyncpg (prepared), one event loop.
+- ``merged, autocommit open`` (what the attestor sends now): the read and the opening
+  statement each in autocommit (no BEGIN or COMMIT round trips), the pass in a transaction;
+- ``asyncpg``: the merged statements on asyncpg (prepared), one event loop;
+- ``... from an event loop``: the kept form as the server runs it, each of the cycle's two
+  requests handed to a worker thread (``anyio.to_thread``, what Starlette's
+  ``run_in_threadpool`` does), against the same statements on psycopg's
+  ``AsyncConnection`` with no hand-off: what an async database path would save or cost.
 
 Only the database side of the cycle: what the attestor's CPU per cycle would gain or
 lose with each. Usage: python -m bench.pg_roundtrips [--cycles N]
@@ -30,6 +36,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+import uvloop
 from psycopg.types.json import Json
 
 from attestor import audit
@@ -139,6 +146,93 @@ def merged(conn: psycopg.Connection[Any], pipelined: bool = False) -> None:
         conn.commit()
 
 
+def merged_autocommit(conn: psycopg.Connection[Any]) -> None:
+    _record(conn, _open(conn))
+
+
+def _open(conn: psycopg.Connection[Any]) -> str:
+    """The read and the opening statement, each in autocommit; returns the serial."""
+    request, nonce, serial = _ids()
+    conn.autocommit = True
+    aq.read_for_attestation_pg(conn, DEVICE)
+    fresh = aq.open_attestation_pg(conn, (DEVICE, request, _EXPIRY), (nonce, DEVICE, _EXPIRY,
+                                   NOW), (serial, DEVICE, "workload", NOW, _EXPIRY))
+    assert fresh == (True, True)
+    conn.autocommit = False
+    return serial
+
+
+def _record(conn: psycopg.Connection[Any], serial: str) -> None:
+    """The pass: one statement and the audit entry, in a transaction."""
+    entry = _entry(serial)
+    confirmed, head = aq.record_pass_pg(conn, DEVICE, NOW, (1, 2, 3), None,
+                                        _attestation(serial), (serial, _PEM, NOW, _EXPIRY))
+    assert confirmed == 1 and head is not None
+    conn.execute(audit._PG_CHAIN, _chain_params(entry, *head))
+    conn.commit()
+
+
+async def _threaded_cycles(url: str, cycles: int) -> tuple[float, float]:
+    """The kept form with each request in a worker thread, as the server runs it (the
+    first request's read stands for the challenge; the second opens and records)."""
+    import anyio.to_thread
+
+    conn = psycopg.connect(url)
+
+    def first() -> None:
+        conn.autocommit = True
+        aq.read_for_attestation_pg(conn, DEVICE)
+        conn.autocommit = False
+
+    def second() -> None:
+        _record(conn, _open(conn))
+
+    async def one() -> None:
+        await anyio.to_thread.run_sync(first)
+        await anyio.to_thread.run_sync(second)
+
+    try:
+        return await _timed(one, cycles)
+    finally:
+        conn.close()
+
+
+async def _async_cycles(url: str, cycles: int) -> tuple[float, float]:
+    """The same statements on psycopg's AsyncConnection, on the event loop."""
+    conn = await psycopg.AsyncConnection.connect(url, autocommit=True)
+
+    async def one() -> None:
+        request, nonce, serial = _ids()
+        await (await conn.execute(aq._PG_READ, (DEVICE,))).fetchone()
+        await (await conn.execute(aq._PG_READ, (DEVICE,))).fetchone()
+        cur = await conn.execute(aq._PG_OPEN_SIGNED, (DEVICE, request, _EXPIRY, nonce, DEVICE,
+                                                      _EXPIRY, NOW, serial, DEVICE, "workload",
+                                                      NOW, _EXPIRY))
+        assert await cur.fetchone() == (1, 1, 1)
+        entry = _entry(serial)
+        async with conn.transaction():
+            found = await (await conn.execute(aq._PG_PASS[False], (
+                NOW, 1, 2, 3, DEVICE, *_attestation_params(serial), _PEM, NOW, _EXPIRY,
+                serial))).fetchone()
+            assert found is not None
+            await conn.execute(audit._PG_CHAIN, _chain_params(entry, int(found[1]),
+                                                              str(found[2])))
+
+    try:
+        return await _timed(one, cycles)
+    finally:
+        await conn.close()
+
+
+async def _timed(one: Callable[[], Any], cycles: int) -> tuple[float, float]:
+    for _ in range(20):
+        await one()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(cycles):
+        await one()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
 class _Nothing:
     def __enter__(self) -> None:
         return None
@@ -221,6 +315,11 @@ def _report(url: str, cycles: int) -> None:
         "pipeline": lambda: _measure(url, lambda c: separate(c, True), cycles),
         "merged": lambda: _measure(url, merged, cycles),
         "merged+pipeline": lambda: _measure(url, lambda c: merged(c, True), cycles),
+        "merged, autocommit open (kept)": lambda: _measure(url, merged_autocommit, cycles),
+        "kept, two worker-thread hand-offs, from an event loop":
+            lambda: uvloop.run(_threaded_cycles(url, cycles)),
+        "kept, psycopg AsyncConnection, no hand-off, same event loop":
+            lambda: uvloop.run(_async_cycles(url, cycles)),
     }
     try:
         import asyncpg  # noqa: F401

@@ -46,12 +46,21 @@ def measure(data: Path, env: dict[str, str], fleet: list[SimDevice],
     direct = attestation_queries.driver
 
     class Counting:
+        """The psycopg connection, counting what it is sent (attributes such as
+        ``autocommit`` are the connection's own)."""
+
         def __init__(self, pg: Any) -> None:
-            self._pg = pg
+            object.__setattr__(self, "_pg", pg)
 
         def execute(self, query: str, params: Any = None) -> Any:
             counts[query.split(None, 1)[0].upper()] += 1
             return self._pg.execute(query, params)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._pg, name)
+
+        def __setattr__(self, name: str, value: Any) -> None:
+            setattr(self._pg, name, value)
 
     def counting(conn: sa.Connection) -> Any:
         pg = direct(conn)
@@ -87,7 +96,9 @@ def main() -> None:
     args = parser.parse_args()
     lines = [f"`python -m bench.service_path --cycles {args.cycles}` on {platform.machine()}, "
              f"{os.cpu_count()} cores, Python {platform.python_version()}: the service path "
-             "of one full cycle (challenge + attestation) in-process, SQL counted by kind.",
+             "of one full cycle (challenge + attestation) in-process, SQL counted by kind; "
+             "commits are explicit ones (on PostgreSQL the challenge's and the opening "
+             "statements run in autocommit, each its own transaction).",
              "", "| backend | attestor CPU ms / cycle | SQL statements / cycle | of which | "
              "commits / cycle |", "|---|---:|---:|---|---:|"]
     for backend in args.backends.split(","):

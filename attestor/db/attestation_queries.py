@@ -11,9 +11,12 @@ once. Both forms are exercised by the same tests (tests/attestor, on both databa
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from psycopg.types.json import Json
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -68,6 +71,49 @@ def driver(conn: sa.Connection) -> Any | None:
     if conn.dialect.name != "postgresql":
         return None
     return conn.connection.driver_connection
+
+
+@contextmanager
+def each_statement_atomic(conn: sa.Connection) -> Iterator[None]:
+    """A block whose writes need no transaction around them: on PostgreSQL every
+    statement in it runs in autocommit (atomic on its own, as the merged statements are
+    built to be), which saves the BEGIN and COMMIT round trips; elsewhere the block is
+    one transaction. The block's callers write at most one statement after any check
+    that can fail, so the two forms leave the same rows behind (tests/attestor/
+    test_autocommit_open.py)."""
+    pg = driver(conn)
+    if pg is None:
+        with conn.begin():
+            yield
+        return
+    try:
+        pg.autocommit = True
+        yield
+    except psycopg.Error as exc:
+        _leave_autocommit(conn, pg, failing=True)
+        if not (pg.closed or pg.broken):  # what the dialect calls a disconnect
+            raise
+        # As SQLAlchemy treats a lost connection on its own statements: the whole pool
+        # is discarded (a restart dropped them all) and the request fails once, with
+        # the error the API answers 503 for.
+        conn.engine.dispose()
+        raise sa.exc.DBAPIError.instance(None, None, exc, psycopg.Error,
+                                         connection_invalidated=True) from exc
+    except BaseException:
+        _leave_autocommit(conn, pg, failing=True)
+        raise
+    _leave_autocommit(conn, pg, failing=False)
+
+
+def _leave_autocommit(conn: sa.Connection, pg: Any, *, failing: bool) -> None:
+    try:
+        if conn.in_transaction():  # a Core statement began one: its work is committed
+            conn.commit()
+        pg.autocommit = False
+    except (psycopg.Error, sa.exc.SQLAlchemyError):
+        if not failing:
+            raise
+        conn.invalidate()  # the connection is gone: the block's own error says why
 
 
 _PG_DEVICE_AND_POLICY = (
@@ -257,12 +303,22 @@ def read_for_attestation_pg(pg: Any, device_id: str,
             bool(row[_WIDTH + 3]))
 
 
+# In autocommit, one statement is the whole transaction, so each write is conditional
+# on the earlier ones: a replayed signed request spends nothing, and a spent challenge
+# nonce reserves no serial (what the rolled-back transaction used to leave behind).
+_PG_SPEND_NONCE_IF = ("INSERT INTO nonces (value, device_id, expires_at, used_at)"
+                      " SELECT %s, %s, %s, %s WHERE {condition}"
+                      " ON CONFLICT DO NOTHING RETURNING value")
+_PG_RESERVE_IF = ("INSERT INTO certificates (serial, device_id, kind, not_before, not_after,"
+                  " pem, status) SELECT %s, %s, %s, %s, %s, '', 'pending'"
+                  " WHERE EXISTS (SELECT 1 FROM n) RETURNING serial")
 _PG_OPEN = (
-    "WITH n AS (" + _PG_SPEND_NONCE + "), c AS (" + _PG_RESERVE + " RETURNING serial)"  # noqa: S608
-    " SELECT (SELECT count(*) FROM n), (SELECT count(*) FROM c)")
+    "WITH n AS (" + _PG_SPEND_NONCE_IF.format(condition="true") + "),"  # noqa: S608
+    " c AS (" + _PG_RESERVE_IF + ") SELECT (SELECT count(*) FROM n), (SELECT count(*) FROM c)")
 _PG_OPEN_SIGNED = (
-    "WITH r AS (" + _PG_SPEND_REQUEST_NONCE + "), n AS (" + _PG_SPEND_NONCE + "),"  # noqa: S608
-    " c AS (" + _PG_RESERVE + " RETURNING serial)"
+    "WITH r AS (" + _PG_SPEND_REQUEST_NONCE + "),"  # noqa: S608
+    " n AS (" + _PG_SPEND_NONCE_IF.format(condition="EXISTS (SELECT 1 FROM r)") + "),"
+    " c AS (" + _PG_RESERVE_IF + ")"
     " SELECT (SELECT count(*) FROM n), (SELECT count(*) FROM c),"
     " (SELECT count(*) FROM r)")
 
@@ -273,8 +329,9 @@ def open_attestation_pg(pg: Any, request_nonce: tuple[str, str, dt.datetime] | N
                         ) -> tuple[bool, bool]:
     """Spend the signed request's nonce (if any: device id, nonce, expiry), spend the
     challenge nonce (:func:`spend_nonce`'s arguments) and reserve the certificate's serial
-    (:func:`reserve_certificate`'s), in one statement. Returns whether the request nonce
-    and the challenge nonce were fresh; the caller raises (and rolls back) if not."""
+    (:func:`reserve_certificate`'s), in one statement that writes nothing more once one
+    of them is found spent. Returns whether the request nonce and the challenge nonce
+    were fresh; the caller raises if not."""
     if request_nonce is None:
         row = pg.execute(_PG_OPEN, nonce + reserve).fetchone()
         return True, bool(row[0])

@@ -3,11 +3,13 @@
 
 - ``challenge`` reads the device and its policy and answers an authenticated, expiring
   nonce (identity/challenge.py): nothing is written.
-- ``attest``, in one transaction, reads the device and its policy, checks that the nonce
-  was issued by this attestor to this device and has not expired, spends it (an
-  insert-if-absent: a replay finds it spent, on every replica) and reserves the
-  certificate's serial. That commits before any verification, so a nonce is spent even
-  when the rest fails. Then the appraisal runs; on a pass, secrets are read and the
+- ``attest`` reads the device and its policy, checks that the nonce was issued by this
+  attestor to this device and has not expired, spends it (an insert-if-absent: a replay
+  finds it spent, on every replica) and reserves the certificate's serial: on PostgreSQL
+  one read and one write statement, each atomic on its own in autocommit (no BEGIN or
+  COMMIT round trips; ``attestation_queries.each_statement_atomic``), elsewhere one
+  transaction. That is written before any verification, so a nonce is spent even when
+  the rest fails. Then the appraisal runs; on a pass, secrets are read and the
   certificate signed, and one transaction records the pass (device, attestation record,
   certificate, audit entry); on a refusal one transaction records the refusal.
 """
@@ -71,8 +73,8 @@ def challenge(svc: Services, device_id: str, proof: RequestProof | None = None) 
     """A nonce for ``device_id``; ``proof``, the device's signed request, is checked and
     its nonce spent in the transaction that reads the device (None: checked already)."""
     now = svc.clock()
-    # a signed request's nonce is written (and committed); without one, nothing is
-    with svc.engine.begin() if proof is not None else svc.engine.connect() as conn:
+    # a signed request's nonce is written; without one, nothing is
+    with svc.engine.connect() as conn, aq.each_statement_atomic(conn):
         device, policy, _ = _read(svc, conn, device_id, proof, now)
     if device.state != "active":  # a quarantined or revoked device still calling in
         refused = DeviceNotActive(device.state)
@@ -196,7 +198,7 @@ def attest(svc: Services, device_id: str, req: AttestationRequest,
     reserved: int | None = None
     with svc.engine.connect() as conn:
         try:
-            with conn.begin():
+            with aq.each_statement_atomic(conn):  # PostgreSQL: two statements, no BEGIN
                 device, policy, holds = _read(svc, conn, device_id, proof, now,
                                               attesting=True)
                 if device.state != "active":

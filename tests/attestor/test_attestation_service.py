@@ -20,6 +20,7 @@ from agent.sim.fleet import SimDevice
 from attestor.auth import Principal
 from attestor.auth.devices import RequestProof
 from attestor.db import attestation_queries as aq
+from attestor.db import queries
 from attestor.db.attestation_queries import DeviceRecord
 from attestor.db.models import Attestation, AuditEvent, Certificate, Device, Nonce
 from attestor.models.operator import PreregistrationIn
@@ -241,6 +242,19 @@ def test_signed_requests_are_checked_in_the_services_transaction(
     assert _refusal_with(svc, device, request, again) == ["nonce.used"]
     with pytest.raises(AuthReplay):
         attestation.attest(svc, device_id, request, again)
+    with svc.session() as session:  # no refusal left a serial reserved
+        assert session.exec(select(Certificate).where(
+            Certificate.device_id == device_id, Certificate.status == "pending")).all() == []
+    # A replayed request does not spend the fresh challenge nonce it carries.
+    fresh = device.evidence(attestation.challenge(svc, device_id))
+    replayed = _proof(svc, device, attest_path, encode(fresh))
+    with svc.engine.begin() as conn:  # its request nonce is spent already
+        queries.spend_request_nonce(conn, device_id, replayed.signed.nonce,
+                                    svc.clock() + dt.timedelta(minutes=5))
+    with pytest.raises(AuthReplay):
+        attestation.attest(svc, device_id, fresh, replayed)
+    assert attestation.attest(svc, device_id, fresh, _proof(
+        svc, device, attest_path, encode(fresh))).verdict == "pass"
 
 
 def _refusal_with(svc: Services, device: SimDevice, request: AttestationRequest,

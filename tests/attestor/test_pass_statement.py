@@ -1,7 +1,9 @@
-"""The merged statement that records a pass on PostgreSQL takes its row locks in the
-order every other writer does (the device's row, then the audit head), so it cannot
-deadlock with, say, a quarantine of the same device; and it writes what the separate
-statements wrote."""
+"""The merged statements of the attestation cycle on PostgreSQL. The one that records a
+pass takes its row locks in the order every other writer does (the device's row, then
+the audit head), so it cannot deadlock with, say, a quarantine of the same device; and it
+writes what the separate statements wrote. The one that opens an attestation runs in
+autocommit, so it writes nothing more once it finds a nonce spent: a replayed request
+spends no challenge nonce, a spent challenge nonce reserves no serial."""
 
 from __future__ import annotations
 
@@ -91,3 +93,45 @@ def test_the_device_row_is_locked_before_the_audit_head(pg: str) -> None:
             == ("issued", "pem")
         assert conn.execute("SELECT count(*) FROM attestations").fetchone() == (1,)
         assert conn.execute("SELECT seq FROM audit_head").fetchone() == (1,)
+
+
+def _open(conn: psycopg.Connection, request: str | None, nonce: str,
+          serial: str) -> tuple[bool, bool]:
+    later = NOW + dt.timedelta(minutes=5)
+    return aq.open_attestation_pg(
+        conn, ("dev-1", request, later) if request is not None else None,
+        (nonce, "dev-1", later, NOW), (serial, "dev-1", "workload", NOW, later))
+
+
+def _written(conn: psycopg.Connection) -> tuple[list[str], list[str], list[str]]:
+    return ([r[0] for r in conn.execute("SELECT nonce FROM request_nonces ORDER BY 1")],
+            [r[0] for r in conn.execute("SELECT value FROM nonces ORDER BY 1")],
+            [r[0] for r in conn.execute("SELECT serial FROM certificates ORDER BY 1")])
+
+
+@pytest.mark.parametrize("signed", [True, False])
+def test_the_open_statement_writes_nothing_after_a_spent_nonce(pg: str, signed: bool) -> None:
+    with psycopg.connect(pg, autocommit=True) as conn:
+        request = "r1" if signed else None
+        assert _open(conn, request, "n1", "c1") == (True, True)
+        assert _written(conn) == (["r1"] if signed else [], ["n1"], ["ab", "c1"])
+        # a fresh request with a spent challenge nonce: the request is spent, no serial
+        assert _open(conn, "r2" if signed else None, "n1", "c2") == (True, False)
+        assert _written(conn) == (["r1", "r2"] if signed else [], ["n1"], ["ab", "c1"])
+        if signed:  # a replayed request: not even a fresh challenge nonce is spent
+            assert _open(conn, "r1", "n2", "c3") == (False, False)
+            assert _written(conn) == (["r1", "r2"], ["n1"], ["ab", "c1"])
+
+
+def test_a_failed_statement_leaves_the_connection_as_it_found_it(pg: str, pg_url: str) -> None:
+    """The autocommit block hands the pooled connection back in its usual mode."""
+    engine = make_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            with pytest.raises(psycopg.errors.UndefinedTable), aq.each_statement_atomic(conn):
+                aq.driver(conn).execute("SELECT 1 FROM no_such_table")
+            assert aq.driver(conn).autocommit is False
+            with conn.begin():
+                assert conn.execute(sa.text("SELECT count(*) FROM devices")).scalar() == 1
+    finally:
+        engine.dispose()
