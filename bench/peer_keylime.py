@@ -148,9 +148,12 @@ def main(argv: list[str] | None = None) -> None:
     kl, notes = load_keylime(args.keylime_src)
     if not (args.corpus / "eventlogs" / "manifest.json").is_file():
         sys.exit(f"peer_keylime: no corpus at {args.corpus} (set EDGEPROOF_CORPUS)")
+    load_before = os.getloadavg()[0]
     quotes, probes = quote_rows(kl, args.seconds)
     logs, log_notes = eventlog_rows(kl, args.corpus, args.seconds / 3)
     imas = ima_rows(kl, args.corpus, args.seconds)
+    notes.append(f"load average (1 min) {load_before:.1f} at the start, "
+                 f"{os.getloadavg()[0]:.1f} at the end")
     lines = report(args, notes, quotes, probes, logs, log_notes, imas)
     print("\n".join(lines))
     if args.write:
