@@ -5,11 +5,15 @@ needs Keylime."""
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from bench import peer_keylime
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("argv", [[], ["--keylime-src", "/nonexistent/keylime"]])
@@ -35,3 +39,17 @@ def test_pcr_file_layout() -> None:
     assert struct.unpack_from("<IHB3s", blob) == (1, 0x000B, 3, b"\xff\x00\x00")
     assert struct.unpack_from("<II", blob, 132) == (1, 8)
     assert struct.unpack_from("<H32s", blob, 140 + 66 * 3) == (32, bytes([3]) * 32)
+
+
+def test_a_failing_import_ends_the_run_with_the_cause(tmp_path: Path) -> None:
+    # In a child process: loading Keylime changes sys.path and the logging level.
+    (tmp_path / "keylime" / "tpm").mkdir(parents=True)
+    (tmp_path / "keylime" / "__init__.py").write_text("")
+    (tmp_path / "keylime" / "tpm" / "__init__.py").write_text("")
+    (tmp_path / "keylime" / "tpm" / "tpm_util.py").write_text(
+        "raise ImportError('No module named lark')\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.peer_keylime", "--keylime-src", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert "importing Keylime" in done.stderr and "No module named lark" in done.stderr
