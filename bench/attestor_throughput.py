@@ -18,7 +18,9 @@ under one category (crypto = cryptography/OpenSSL and hashlib only; the ORM, the
 driver, thread hand-offs, the HTTP framework, pydantic, event log + IMA, other
 identity/, own glue, logging, JSON): a split of the attestor's CPU, not of wall time,
 scaled to its measured CPU per cycle. Attestor CPU per cycle is the server processes'
-utime + stime (/proc/PID/stat) over a level / cycles completed. ``--profiler py-spy``
+utime + stime (/proc/PID/stat) over a level / cycles completed; the PostgreSQL server's
+CPU (every postgres process, bench/fleet_load.py) and the load generator's are reported
+beside it, and their sum is what a cycle costs the machine. ``--profiler py-spy``
 samples the running server instead (see bench/cpu_split.py for why it is not the
 default; it needs ptrace rights on the server: root, or kernel.yama.ptrace_scope = 0);
 the split is skipped with a note when its profiler fails. ``--quick`` is one process,
@@ -56,6 +58,7 @@ from agent.sim.swtpm import free_port_pair
 from bench import cpu_split
 from bench.fleet_load import (
     Attestor,
+    Level,
     _fresh_pg_database,
     enroll_fleet,
     run_level,
@@ -87,6 +90,16 @@ def in_process_services(data: Path, env: dict[str, str]) -> Services:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def _row(backend: str, processes: int, label: str, level: Level) -> str:
+    rate = max(level.rate, 1e-9)
+    database = level.database_cpu or 0.0
+    return (f"| {backend} | {processes} | {label} | {level.rate:.0f} | {level.pct(0.5):.0f} | "
+            f"{level.pct(0.99):.0f} | {level.errors} | {level.attestor_cpu:.2f} | "
+            f"{1000 * level.attestor_cpu / rate:.1f} | {level.generator_cpu:.2f} | "
+            f"{'–' if level.database_cpu is None else f'{database:.2f}'} | "
+            f"{1000 * (level.attestor_cpu + database + level.generator_cpu) / rate:.1f} |")
 
 
 def service_cycle(svc: Services, device: SimDevice) -> float:
@@ -214,10 +227,7 @@ def measure(backend: str, processes: int, args: argparse.Namespace, levels: tupl
                 cpu_ms = 1000 * level.attestor_cpu / level.rate if level.cycles else 0.0
                 if not level.errors and level.rate > out.peak:
                     out.peak, out.cpu_ms = level.rate, cpu_ms
-                lines.append(
-                    f"| {backend} | {processes} | {concurrency} | {level.rate:.0f} | "
-                    f"{level.pct(0.5):.0f} | {level.pct(0.99):.0f} | {level.errors} | "
-                    f"{level.attestor_cpu:.2f} | {cpu_ms:.1f} | {level.generator_cpu:.2f} |")
+                lines.append(_row(backend, processes, str(concurrency), level))
                 print(lines[-1], flush=True)
                 series.setdefault(f"{backend}, {processes} process"
                                   f"{'es' if processes > 1 else ''}", []).append(
@@ -226,12 +236,8 @@ def measure(backend: str, processes: int, args: argparse.Namespace, levels: tupl
                 raise SystemExit("every level had errors: see attestor-*.log")
             paced = run_level(attestor, fleet, 32, args.seconds, rate=0.8 * out.peak)
             out.p99_ms = paced.pct(0.99)
-            lines.append(
-                f"| {backend} | {processes} | open loop at 80 % of {out.peak:.0f}/s | "
-                f"{paced.rate:.0f} | {paced.pct(0.5):.0f} | {paced.pct(0.99):.0f} | "
-                f"{paced.errors} | {paced.attestor_cpu:.2f} | "
-                f"{1000 * paced.attestor_cpu / max(paced.rate, 1e-9):.1f} | "
-                f"{paced.generator_cpu:.2f} |")
+            lines.append(_row(backend, processes, f"open loop at 80 % of {out.peak:.0f}/s",
+                              paced))
             print(lines[-1], flush=True)
             if processes == 1 and split is not None and PROFILED in by_level:
                 base = by_level[PROFILED]
@@ -285,10 +291,14 @@ def main() -> None:
              f"simulated devices, {args.seconds:g} s per level, load generator and "
              f"PostgreSQL on the same machine; load average before the run "
              f"{load[0]:.1f} (other work on the machine counts in it). Attestor CPU: "
-             "utime + stime of the server processes (/proc/PID/stat) over the level.", "",
-             "| backend | processes | concurrency | cycles/s | p50 ms | p99 ms | errors | "
-             "attestor CPU (cores) | attestor CPU ms per cycle | load generator CPU (cores) |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "utime + stime of the server processes (/proc/PID/stat) over the level; "
+             "database CPU: the same of the PostgreSQL backends serving the bench's "
+             "database (not the server's shared background processes); the last column "
+             "is what one cycle costs the machine: attestor + database + load generator.",
+             "", "| backend | processes | concurrency | cycles/s | p50 ms | p99 ms | errors | "
+             "attestor CPU (cores) | attestor CPU ms per cycle | load generator CPU (cores) "
+             "| database CPU (cores) | machine CPU ms per cycle |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     results: dict[str, Outcome] = {}
     split: list[str] = []
     series: dict[str, list[tuple[int, float, float]]] = {}
