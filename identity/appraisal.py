@@ -115,10 +115,7 @@ class Verdict:
         return self.quote.passed
 
     def check_dicts(self) -> list[dict[str, object]]:
-        """:meth:`Check.as_dict` of each check (a plain pass, the common case, in line)."""
-        return [{"name": c.name, "passed": True}
-                if c.passed is True and not (c.code or c.detail or c.skipped)
-                else c.as_dict() for c in self.checks]
+        return [c.as_dict() for c in self.checks]
 
     def stored_ima_state(self) -> dict[str, object] | None:
         """What the device record keeps: the state and the boot (reset count) it is for."""

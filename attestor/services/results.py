@@ -40,12 +40,13 @@ def policy_id(device_class: str, version_: int | None) -> str:
 
 def measurements(result: Verdict, event_log: bytes | None) -> dict[str, Any]:
     """A summary of what was measured, for relying parties and operators."""
-    values = result.pcr_values
-    digest = hashlib.sha256(b"".join(  # SHA-256 of "bank:index:" || value, in order
-        f"{bank}:{index}:".encode() + values[bank][index]
-        for bank in sorted(values) for index in sorted(values[bank])))
-    out: dict[str, Any] = {"pcrs": {bank: sorted(entries) for bank, entries in values.items()},
-                           "pcr-digest": digest.hexdigest()}
+    pcr_digest = hashlib.sha256()
+    for bank in sorted(result.pcr_values):
+        for index in sorted(result.pcr_values[bank]):
+            pcr_digest.update(f"{bank}:{index}:".encode() + result.pcr_values[bank][index])
+    out: dict[str, Any] = {"pcrs": {bank: sorted(values) for bank, values
+                                    in result.pcr_values.items()},
+                           "pcr-digest": pcr_digest.hexdigest()}
     if event_log is not None:
         out["event-log-sha256"] = hashlib.sha256(event_log).hexdigest()
     if result.summary is not None:
