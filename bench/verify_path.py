@@ -78,7 +78,7 @@ def main() -> None:
             CheckRunner(), enrolled, c_attest, c_sig, workload.public, qualifying_data=nonce)),
         ("CSR parse and signature", lambda: check_csr(csr)),
         (f"event log parse + replay ({len(parse_event_log(log_bytes).events)} events)",
-         lambda: check_replay_matches(replay(parse_event_log(log_bytes)), values)),
+         lambda: check_replay_matches(parse_event_log(log_bytes), values)),
         ("golden-PCR policy", lambda: evaluate_pcrs(golden, values)),
         ("workload certificate (build + ECDSA sign)", lambda: workload_certificate(
             issuer, workload.private.public_key(), device_id="device", trust_domain="bench",

@@ -9,14 +9,19 @@ affirming, 32-95 warning, 96-127 contraindicated.
 from __future__ import annotations
 
 import base64
+import calendar
 import datetime as dt
+import functools
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 EAR_PROFILE = "tag:github.com,2023:veraison/ear"
 SUBMOD = "tpm"
@@ -60,22 +65,43 @@ class Appraisal:
     status: str
 
 
-def _outcomes(checks: Sequence[Mapping[str, Any]], prefixes: tuple[str, ...]) -> str:
-    """'fail', 'pass' or 'absent' over the checks whose names start with ``prefixes``."""
-    relevant = [c for c in checks if str(c.get("name", "")).startswith(prefixes)
-                and not c.get("skipped")]
-    if not relevant:
-        return "absent"
-    return "pass" if all(c.get("passed") for c in relevant) else "fail"
+# The check-name prefixes of each outcome :func:`appraise` reads, in this order:
+# instance identity, boot, golden PCRs, IMA, IMA files. A name may be in several.
+_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("quote.", "csr", "devid."), ("boot.", "eventlog."), ("policy.pcrs",), ("ima.",),
+    ("ima.files", "ima.signatures"))
+_OUTCOME = ("absent", "pass", "fail")
+_MEMBERSHIP: dict[str, tuple[int, ...]] = {}  # check name -> its groups (few distinct names)
+
+
+def _groups_of(name: str) -> tuple[int, ...]:
+    found = _MEMBERSHIP.get(name)
+    if found is None:
+        found = tuple(i for i, prefixes in enumerate(_GROUPS) if name.startswith(prefixes))
+        if len(_MEMBERSHIP) < 4096:
+            _MEMBERSHIP[name] = found
+    return found
+
+
+def _outcomes(checks: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per group of :data:`_GROUPS`: 'fail', 'pass' or 'absent' over its checks, skipped
+    ones left out; one pass over the checks."""
+    worst = [0, 0, 0, 0, 0]  # 0 absent, 1 pass, 2 fail
+    for c in checks:
+        if c.get("skipped"):
+            continue
+        groups = _groups_of(str(c.get("name", "")))
+        if groups:
+            value = 1 if c.get("passed") else 2
+            for g in groups:
+                if worst[g] < value:
+                    worst[g] = value
+    return [_OUTCOME[v] for v in worst]
 
 
 def appraise(checks: Sequence[Mapping[str, Any]], warnings: Sequence[str] = ()) -> Appraisal:
     """The AR4SI vector of one attestation from its recorded checks and warnings."""
-    quote = _outcomes(checks, ("quote.", "csr", "devid."))
-    boot = _outcomes(checks, ("boot.", "eventlog."))
-    pcrs = _outcomes(checks, ("policy.pcrs",))
-    ima = _outcomes(checks, ("ima.",))
-    ima_files = _outcomes(checks, ("ima.files", "ima.signatures"))
+    quote, boot, pcrs, ima, ima_files = _outcomes(checks)
     vector = {
         "instance-identity": {"pass": AFFIRMING, "fail": CONTRAINDICATED}.get(quote, NO_CLAIM),
         # the EK chained to a TPM vendor (or was pre-registered) at enrollment
@@ -155,5 +181,39 @@ def public_jwk(kid: str, public: ec.EllipticCurvePublicKey) -> dict[str, str]:
             "x": b64(numbers.x), "y": b64(numbers.y)}
 
 
+_ES256 = ec.ECDSA(hashes.SHA256())
+
+
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+@functools.lru_cache(maxsize=16)
+def _protected_header(kid: str) -> bytes:
+    """The encoded JWS header PyJWT writes for ``kid``: sorted keys, no spaces."""
+    return _b64url(json.dumps({"alg": "ES256", "kid": kid, "typ": "JWT"},
+                              separators=(",", ":"), sort_keys=True).encode())
+
+
 def sign(body: Mapping[str, Any], key: ec.EllipticCurvePrivateKey, kid: str) -> str:
-    return jwt.encode(dict(body), key, algorithm="ES256", headers={"kid": kid, "typ": "JWT"})
+    """The ES256 JWS compact serialization of ``body`` (RFC 7515), the bytes of
+    ``jwt.encode(dict(body), key, algorithm="ES256", headers={"kid": kid, "typ": "JWT"})``
+    but for the signature's randomness, without PyJWT's generic work per token
+    (differentially tested against it in tests/identity/test_ear.py)."""
+    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(
+            key.curve, ec.SECP256R1):
+        raise jwt.InvalidKeyError("ES256 needs a P-256 private key")
+    if not isinstance(kid, str):
+        raise jwt.InvalidTokenError("Key ID header parameter must be a string")
+    if "iss" in body and not isinstance(body["iss"], str):
+        raise TypeError("Issuer (iss) must be a string.")
+    payload = dict(body)
+    for claim in ("exp", "iat", "nbf"):
+        value = payload.get(claim)
+        if isinstance(value, dt.datetime):  # as PyJWT: a NumericDate
+            payload[claim] = calendar.timegm(value.utctimetuple())
+    signing_input = _protected_header(kid) + b"." + _b64url(
+        json.dumps(payload, separators=(",", ":")).encode())
+    r, s = decode_dss_signature(key.sign(signing_input, _ES256))
+    signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    return (signing_input + b"." + _b64url(signature)).decode()

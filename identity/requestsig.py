@@ -24,6 +24,7 @@ HEADER_NONCE = "X-Edgeproof-Nonce"
 HEADER_SIGNATURE = "X-Edgeproof-Signature"
 VERSION = "edgeproof-request-v1"
 _NONCE = re.compile(r"[0-9a-f]{32,64}")
+_ES256 = ec.ECDSA(hashes.SHA256())  # immutable: built once, not per request
 
 
 def canonical(method: str, path: str, body: bytes, timestamp: int, nonce: str,
@@ -67,7 +68,7 @@ def verify_request(request: SignedRequest, key: ec.EllipticCurvePublicKey, metho
     message = canonical(method, path, body, request.timestamp, request.nonce,
                         request.device_id)
     try:
-        key.verify(request.signature, message, ec.ECDSA(hashes.SHA256()))
+        key.verify(request.signature, message, _ES256)
     except InvalidSignature as exc:
         raise AuthInvalid("the request signature does not verify with the device's "
                           "DevID key") from exc

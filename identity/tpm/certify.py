@@ -46,37 +46,33 @@ def verify_certify(
         runner.fail(f"{what}.key", CertifiedKeyInvalid(f"certified public area: {exc.detail}"))
         return None
 
-    def certify_type() -> None:
-        if att.type != TPM_ST_ATTEST_CERTIFY:
-            raise CertifyTypeInvalid(f"type 0x{att.type:04x} is not TPM_ST_ATTEST_CERTIFY")
-
-    def name_matches() -> None:
-        if att.type != TPM_ST_ATTEST_CERTIFY:
-            raise CertifyNameMismatch("no certified name in a non-certify structure")
-        if not hmac.compare_digest(att.certified_name, certified.name):
-            raise CertifyNameMismatch("certified Name is not the Name of the presented key")
-
-    def qualifying() -> None:
-        if not hmac.compare_digest(att.extra_data, qualifying_data):
-            raise CertifyQualifyingMismatch("qualifying data is not bound to this challenge")
-
-    def attributes() -> None:
-        problems = []
-        if not certified.attributes & FIXED_TPM:
-            problems.append("fixedTPM is not set")
-        if not certified.attributes & SIGN:
-            problems.append("sign is not set")
-        if certified.attributes & RESTRICTED:
-            problems.append("restricted is set")
-        weak = key_strength_problem(certified.key)
-        if weak:
-            problems.append(weak)
-        if problems:
-            raise CertifiedKeyInvalid("certified key rejected: " + "; ".join(problems))
-
-    runner.run(f"{what}.type", certify_type)
-    runner.run(f"{what}.name", name_matches)
-    runner.run(f"{what}.qualifying_data", qualifying)
-    runner.run(f"{what}.key_attributes", attributes)
+    is_certify = att.type == TPM_ST_ATTEST_CERTIFY
+    # Each check decided in line and recorded (the error built only when it failed).
+    runner.record(f"{what}.type", None if is_certify else CertifyTypeInvalid(
+        f"type 0x{att.type:04x} is not TPM_ST_ATTEST_CERTIFY"))
+    runner.record(f"{what}.name", CertifyNameMismatch(
+        "no certified name in a non-certify structure") if not is_certify
+        else None if hmac.compare_digest(att.certified_name, certified.name)
+        else CertifyNameMismatch("certified Name is not the Name of the presented key"))
+    runner.record(f"{what}.qualifying_data", None if hmac.compare_digest(
+        att.extra_data, qualifying_data) else CertifyQualifyingMismatch(
+        "qualifying data is not bound to this challenge"))
+    problems = _attribute_problems(certified)
+    runner.record(f"{what}.key_attributes", None if not problems else CertifiedKeyInvalid(
+        "certified key rejected: " + "; ".join(problems)))
     ok = all(c.passed for c in runner.checks[before:])
     return certified if ok else None
+
+
+def _attribute_problems(certified: TpmKey) -> list[str]:
+    problems = []
+    if not certified.attributes & FIXED_TPM:
+        problems.append("fixedTPM is not set")
+    if not certified.attributes & SIGN:
+        problems.append("sign is not set")
+    if certified.attributes & RESTRICTED:
+        problems.append("restricted is set")
+    weak = key_strength_problem(certified.key)
+    if weak:
+        problems.append(weak)
+    return problems

@@ -15,8 +15,10 @@ from asn1crypto import csr as asn1_csr
 from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import SignatureAlgorithmOID
 
 from identity.checks import CheckRunner
 from identity.errors import CsrKeyMismatch, CsrKeyWeak, CsrMalformed, CsrSignatureInvalid
@@ -69,6 +71,28 @@ class CheckedCsr:
     pem: str = ""  # the request as the device sent it (for an external CA's sign endpoint)
 
 
+# Signature algorithms whose check is done here with the key already parsed (the same
+# verification ``is_signature_valid`` does, without parsing the key a second time);
+# every other algorithm is left to ``is_signature_valid``.
+_ECDSA_HASHES: dict[x509.ObjectIdentifier, ec.ECDSA] = {
+    SignatureAlgorithmOID.ECDSA_WITH_SHA256: ec.ECDSA(hashes.SHA256()),
+    SignatureAlgorithmOID.ECDSA_WITH_SHA384: ec.ECDSA(hashes.SHA384()),
+    SignatureAlgorithmOID.ECDSA_WITH_SHA512: ec.ECDSA(hashes.SHA512()),
+}
+
+
+def _signature_valid(csr: x509.CertificateSigningRequest, key: object) -> bool:
+    """``csr.is_signature_valid`` (differentially tested in tests/identity/test_x509.py)."""
+    ecdsa = _ECDSA_HASHES.get(csr.signature_algorithm_oid)
+    if ecdsa is None or not isinstance(key, ec.EllipticCurvePublicKey):
+        return csr.is_signature_valid
+    try:
+        key.verify(csr.signature, csr.tbs_certrequest_bytes, ecdsa)
+    except InvalidSignature:
+        return False
+    return True
+
+
 def check_csr(data: bytes, expected_key: PublicKey | None = None) -> CheckedCsr:
     """Parse a CSR (DER or PEM), check its signature and key; match ``expected_key``."""
     if len(data) > MAX_CSR_SIZE:
@@ -81,7 +105,7 @@ def check_csr(data: bytes, expected_key: PublicKey | None = None) -> CheckedCsr:
         key = csr.public_key()
     except (ValueError, TypeError) as exc:
         raise CsrMalformed(f"CSR does not parse: {exc}") from exc
-    if not csr.is_signature_valid:
+    if not _signature_valid(csr, key):
         raise CsrSignatureInvalid("the CSR is not signed by the key it names")
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < 2048:
@@ -93,20 +117,16 @@ def check_csr(data: bytes, expected_key: PublicKey | None = None) -> CheckedCsr:
             raise CsrKeyWeak(f"curve {key.curve.name} is below P-256")
     else:
         raise CsrKeyWeak("only RSA and ECC keys are accepted")
-    if expected_key is not None and _spki(key) != _spki(expected_key):
+    if expected_key is not None and not same_key(key, expected_key):
         raise CsrKeyMismatch("the CSR's key is not the TPM-certified key")
     pem = csr.public_bytes(serialization.Encoding.PEM).decode()
     return CheckedCsr(key, csr.subject.rfc4514_string(), pem)
 
 
 def same_key(a: PublicKey, b: PublicKey) -> bool:
-    return _spki(a) == _spki(b)
-
-
-def _spki(key: PublicKey) -> bytes:
-    return key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    """The same public key: what comparing their SubjectPublicKeyInfo DER says (key type,
+    curve or modulus and exponent, point), without encoding either."""
+    return bool(a == b)
 
 
 def verify_csr(runner: CheckRunner, data: bytes,

@@ -7,6 +7,7 @@ certificates come from the device record, never from a CSR.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -87,6 +88,28 @@ def issuing_ca(
     return builder.sign(root.key, hashes.SHA256())
 
 
+# Extension values are immutable: the constant ones are built once, not per certificate.
+_LEAF_CONSTRAINTS = x509.BasicConstraints(ca=False, path_length=None)
+_LEAF_KEY_USAGE = _key_usage(ca=False)
+_EKUS: dict[tuple[x509.ObjectIdentifier, ...], x509.ExtendedKeyUsage] = {}
+
+
+def _extended_key_usage(ekus: list[x509.ObjectIdentifier]) -> x509.ExtendedKeyUsage:
+    key = tuple(ekus)
+    found = _EKUS.get(key)
+    if found is None:
+        found = x509.ExtendedKeyUsage(ekus)
+        if len(_EKUS) < 16:  # the profiles use three lists
+            _EKUS[key] = found
+    return found
+
+
+@functools.lru_cache(maxsize=16)
+def _authority_key_id(issuer: SigningCa) -> x509.AuthorityKeyIdentifier:
+    """The issuer key's identifier (a hash of its public key): once per issuer."""
+    return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key())
+
+
 def _leaf(
     issuer: SigningCa,
     subject: x509.Name,
@@ -106,15 +129,12 @@ def _leaf(
         .serial_number(serial if serial is not None else x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
+        .add_extension(_LEAF_CONSTRAINTS, critical=True)
+        .add_extension(_LEAF_KEY_USAGE, critical=True)
+        .add_extension(_extended_key_usage(ekus), critical=False)
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.key.public_key()),
-            critical=False,
-        )
+        .add_extension(_authority_key_id(issuer), critical=False)
         .sign(issuer.key, hashes.SHA256())
     )
 

@@ -125,3 +125,25 @@ def test_other_replica_picks_up_a_rotated_key(engine: sa.Engine, tmp_path: Path)
     replica.put("a", b"alpha value", NOW)
     EmbeddedSecretStore.from_key_file(engine, key).rotate_key(key)
     assert replica.read("a") == SecretValue("a", 1, b"alpha value")  # re-reads the key file
+
+
+def test_issued_certificate_text_is_encoded_once_and_as_before(tmp_path: Path) -> None:
+    """serial, pem and chain_pem are read several times per attestation (issue 15):
+    encoded once, the same text as encoding them each time; equality ignores the memo."""
+    from cryptography.hazmat.primitives import serialization
+
+    from attestor.backends.issuer import IssuedCertificate
+    from identity.x509.csr import CheckedCsr
+
+    LocalCa.create(tmp_path, PASS, NOW, name="t", root_days=10, issuing_days=5)
+    ca = LocalCa.load(tmp_path, PASS, trust_domain="fleet", device_identity_days=3)
+    leaf = ec.generate_private_key(ec.SECP256R1()).public_key()
+    issued = ca.issue_workload(CheckedCsr(leaf, "CN=x"), device_id="d1", now=NOW,
+                               ttl=dt.timedelta(minutes=5), serial=0xABC)
+    pem = issued.cert.public_bytes(serialization.Encoding.PEM).decode()
+    chain = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in issued.chain)
+    for _ in range(2):
+        assert (issued.serial, issued.pem, issued.chain_pem) == ("abc", pem, chain)
+    assert ca.roots_pem() == ca.root.public_bytes(serialization.Encoding.PEM).decode()
+    assert issued == IssuedCertificate(issued.cert, issued.chain)
+    assert hash(issued) == hash(IssuedCertificate(issued.cert, issued.chain))

@@ -163,3 +163,29 @@ def test_a_certify_of_another_key_is_refused(device: SimDevice, policy: PolicyDo
 
 def _replace(req: AttestationRequest, **changes: object) -> AttestationRequest:
     return msgspec.structs.replace(req, **changes)
+
+
+def test_ear_vector_of_real_verdicts_as_before(device: SimDevice,
+                                               policy: PolicyDocument) -> None:
+    """Real verdicts, passing and refused: the EAR vector of their recorded checks is the
+    rescanning reference's (tests/identity/test_ear.py; issue 15)."""
+    from identity import ear
+    from tests.identity.test_ear import old_appraise
+
+    donor = device.evidence(_challenge(policy))
+    strict = policy.model_copy(update={"boot": BootPolicy(secure_boot=False)})
+    verdicts = [
+        _appraise(device, policy), _appraise(device, policy, nonce=b"\0" * 32),
+        _appraise(device, policy, enrolled=_enrolled(device, ak=load_key(SoftKey().public))),
+        _appraise(device, strict, lambda r: _replace(r, event_log=None)),
+        _appraise(device, strict),
+        _appraise(device, policy, lambda r: _replace(r, csr=donor.csr)),
+        _appraise(device, policy, lambda r: _replace(r, key_certify=donor.key_certify)),
+        _appraise(device, policy, enrolled=_enrolled(device, previous_clock=ClockState(
+            clock=2**62, reset_count=2**20, restart_count=0, safe=True))),
+    ]
+    assert any(v.passed for v in verdicts) and not all(v.passed for v in verdicts)
+    for verdict in verdicts:
+        dicts = verdict.check_dicts()
+        warnings = list(verdict.warnings)
+        assert ear.appraise(dicts, warnings) == old_appraise(dicts, warnings)

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import hmac
+
 import pytest
 from tpm2_pytss import TPMA_OBJECT
 
 from agent.sim.softtpm import SIGNING_KEY_ATTRS, SoftKey, software_pcrs
 from identity.checks import CheckRunner
+from identity.errors import (
+    CertifiedKeyInvalid,
+    CertifyNameMismatch,
+    CertifyQualifyingMismatch,
+    CertifyTypeInvalid,
+    IdentityError,
+)
 from identity.pcr import PcrSelection
-from identity.tpm.ak import check_attestation_key
-from identity.tpm.certify import verify_certify
+from identity.tpm.ak import (
+    FIXED_TPM,
+    RESTRICTED,
+    SIGN,
+    TpmKey,
+    check_attestation_key,
+    key_strength_problem,
+    load_key,
+)
+from identity.tpm.certify import CERTIFY_ERRORS, verify_certify
+from identity.tpm.quote import TPM_ST_ATTEST_CERTIFY, check_signed_attest
 
 pytestmark = pytest.mark.adversarial
 
@@ -93,3 +111,98 @@ def test_certify_signed_with_unpinned_scheme_is_refused() -> None:
     ecc.signatureR.buffer, ecc.signatureS.buffer = r.to_bytes(32, "big"), s.to_bytes(32, "big")
     sig = TPMT_SIGNATURE(sigAlg=TPM2_ALG.ECDSA, signature=TPMU_SIGNATURE(ecdsa=ecc))
     assert run(ak, attest, bytes(sig.marshal()), key) == (False, ["certify.scheme_mismatch"])
+
+
+# -- the checks are recorded exactly as before issue 15 (closures run one by one) ----------
+
+
+def old_verify_certify(runner: CheckRunner, ak: TpmKey, attest: bytes, signature: bytes,
+                       certified_public: bytes, *, qualifying_data: bytes,
+                       what: str = "certify") -> TpmKey | None:
+    """verify_certify before issue 15."""
+    before = len(runner.checks)
+    att = check_signed_attest(runner, ak, attest, signature, what, CERTIFY_ERRORS)
+    try:
+        certified = load_key(certified_public)
+    except IdentityError as exc:
+        runner.fail(f"{what}.key", CertifiedKeyInvalid(f"certified public area: {exc.detail}"))
+        return None
+
+    def certify_type() -> None:
+        if att.type != TPM_ST_ATTEST_CERTIFY:
+            raise CertifyTypeInvalid(f"type 0x{att.type:04x} is not TPM_ST_ATTEST_CERTIFY")
+
+    def name_matches() -> None:
+        if att.type != TPM_ST_ATTEST_CERTIFY:
+            raise CertifyNameMismatch("no certified name in a non-certify structure")
+        if not hmac.compare_digest(att.certified_name, certified.name):
+            raise CertifyNameMismatch("certified Name is not the Name of the presented key")
+
+    def qualifying() -> None:
+        if not hmac.compare_digest(att.extra_data, qualifying_data):
+            raise CertifyQualifyingMismatch("qualifying data is not bound to this challenge")
+
+    def attributes() -> None:
+        problems = []
+        if not certified.attributes & FIXED_TPM:
+            problems.append("fixedTPM is not set")
+        if not certified.attributes & SIGN:
+            problems.append("sign is not set")
+        if certified.attributes & RESTRICTED:
+            problems.append("restricted is set")
+        weak = key_strength_problem(certified.key)
+        if weak:
+            problems.append(weak)
+        if problems:
+            raise CertifiedKeyInvalid("certified key rejected: " + "; ".join(problems))
+
+    runner.run(f"{what}.type", certify_type)
+    runner.run(f"{what}.name", name_matches)
+    runner.run(f"{what}.qualifying_data", qualifying)
+    runner.run(f"{what}.key_attributes", attributes)
+    ok = all(c.passed for c in runner.checks[before:])
+    return certified if ok else None
+
+
+def _cases() -> list[tuple[SoftKey, bytes, bytes, bytes, bytes]]:
+    """(ak, attest, signature, presented public, qualifying data): genuine and forged."""
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    ak, rogue = SoftKey(), SoftKey()
+    keys = [SoftKey(attributes=int(SIGNING_KEY_ATTRS)),
+            SoftKey(attributes=int(SIGNING_KEY_ATTRS) & ~int(TPMA_OBJECT.FIXEDTPM)),
+            SoftKey(attributes=int(SIGNING_KEY_ATTRS) & ~int(TPMA_OBJECT.SIGN_ENCRYPT)
+                    & ~int(TPMA_OBJECT.FIXEDTPM)),
+            SoftKey(private=ec.generate_private_key(ec.SECP384R1()), hash_name="sha384",
+                    attributes=int(SIGNING_KEY_ATTRS)),
+            SoftKey(private=rsa.generate_private_key(65537, 2048),
+                    attributes=int(SIGNING_KEY_ATTRS)),
+            SoftKey()]  # an AK: restricted
+    selection = PcrSelection.of({"sha256": [0]})
+    quote = ak.quote(selection, software_pcrs(selection), Q)
+    cases = []
+    for key in keys:
+        attest, sig = ak.certify(key.public, Q)
+        cases += [(ak, attest, sig, key.public, Q), (ak, attest, sig, key.public, b"other"),
+                  (ak, attest, rogue.sign(attest), key.public, Q),
+                  (ak, attest, sig, keys[0].public, Q), (ak, *quote, key.public, Q),
+                  (ak, attest, sig, key.public[:-3], Q), (rogue, attest, sig, key.public, Q)]
+    return cases
+
+
+@pytest.mark.parametrize("case", _cases())
+def test_checks_recorded_as_before(case: tuple[SoftKey, bytes, bytes, bytes, bytes]) -> None:
+    ak, attest, sig, public, qualifying = case
+    key = check_attestation_key(ak.public)
+    outcomes = []
+    for verify in (verify_certify, old_verify_certify):
+        runner = CheckRunner()
+        try:
+            certified = verify(runner, key, attest, sig, public, qualifying_data=qualifying,
+                               what="key.certify")
+        except IdentityError as exc:
+            outcomes.append((type(exc), exc.detail))
+            continue
+        outcomes.append((runner.checks, runner.warnings,
+                         None if certified is None else certified.public))
+    assert outcomes[0] == outcomes[1]

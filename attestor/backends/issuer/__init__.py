@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cryptography import x509
@@ -12,22 +13,38 @@ from cryptography.hazmat.primitives import serialization
 from identity.x509.csr import CheckedCsr
 
 
+@functools.lru_cache(maxsize=32)
+def pem_text(certificates: tuple[x509.Certificate, ...]) -> str:
+    """The PEM of CA certificates (a chain, a root): immutable, so each is encoded once
+    per process (bounded: an issuer has a handful)."""
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in certificates)
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedCertificate:
     cert: x509.Certificate
     chain: tuple[x509.Certificate, ...]  # issuing CA first, up to (not including) the root
+    # serial and PEM, encoded once: an attestation reads them several times
+    _text: dict[str, str] = field(default_factory=dict, init=False, repr=False,
+                                  compare=False)
 
     @property
     def serial(self) -> str:
-        return f"{self.cert.serial_number:x}"
+        serial = self._text.get("serial")
+        if serial is None:
+            serial = self._text["serial"] = f"{self.cert.serial_number:x}"
+        return serial
 
     @property
     def pem(self) -> str:
-        return self.cert.public_bytes(serialization.Encoding.PEM).decode()
+        pem = self._text.get("pem")
+        if pem is None:
+            pem = self._text["pem"] = self.cert.public_bytes(serialization.Encoding.PEM).decode()
+        return pem
 
     @property
     def chain_pem(self) -> str:
-        return "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in self.chain)
+        return pem_text(self.chain)
 
 
 class Issuer(Protocol):

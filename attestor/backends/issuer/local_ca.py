@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from attestor.backends.files import write_private
-from attestor.backends.issuer import IssuedCertificate
+from attestor.backends.issuer import IssuedCertificate, pem_text
 from identity.errors import ServiceError
 from identity.tpm.keys import PublicKey
 from identity.x509.crl import build_crl
@@ -120,7 +120,7 @@ class LocalCa:
             raise CaError("the issuing CA certificate is not valid now")
 
     def roots_pem(self) -> str:
-        return _pem(self.root).decode()
+        return pem_text((self.root,))
 
     def ca_certificates(self, now: dt.datetime) -> list[x509.Certificate]:
         return [self.issuing.cert, self.root]
