@@ -9,19 +9,14 @@ affirming, 32-95 warning, 96-127 contraindicated.
 from __future__ import annotations
 
 import base64
-import calendar
 import datetime as dt
-import functools
 import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 EAR_PROFILE = "tag:github.com,2023:veraison/ear"
 SUBMOD = "tpm"
@@ -181,39 +176,5 @@ def public_jwk(kid: str, public: ec.EllipticCurvePublicKey) -> dict[str, str]:
             "x": b64(numbers.x), "y": b64(numbers.y)}
 
 
-_ES256 = ec.ECDSA(hashes.SHA256())
-
-
-def _b64url(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
-
-
-@functools.lru_cache(maxsize=16)
-def _protected_header(kid: str) -> bytes:
-    """The encoded JWS header PyJWT writes for ``kid``: sorted keys, no spaces."""
-    return _b64url(json.dumps({"alg": "ES256", "kid": kid, "typ": "JWT"},
-                              separators=(",", ":"), sort_keys=True).encode())
-
-
 def sign(body: Mapping[str, Any], key: ec.EllipticCurvePrivateKey, kid: str) -> str:
-    """The ES256 JWS compact serialization of ``body`` (RFC 7515), the bytes of
-    ``jwt.encode(dict(body), key, algorithm="ES256", headers={"kid": kid, "typ": "JWT"})``
-    but for the signature's randomness, without PyJWT's generic work per token
-    (differentially tested against it in tests/identity/test_ear.py)."""
-    if not isinstance(key, ec.EllipticCurvePrivateKey) or not isinstance(
-            key.curve, ec.SECP256R1):
-        raise jwt.InvalidKeyError("ES256 needs a P-256 private key")
-    if not isinstance(kid, str):
-        raise jwt.InvalidTokenError("Key ID header parameter must be a string")
-    if "iss" in body and not isinstance(body["iss"], str):
-        raise TypeError("Issuer (iss) must be a string.")
-    payload = dict(body)
-    for claim in ("exp", "iat", "nbf"):
-        value = payload.get(claim)
-        if isinstance(value, dt.datetime):  # as PyJWT: a NumericDate
-            payload[claim] = calendar.timegm(value.utctimetuple())
-    signing_input = _protected_header(kid) + b"." + _b64url(
-        json.dumps(payload, separators=(",", ":")).encode())
-    r, s = decode_dss_signature(key.sign(signing_input, _ES256))
-    signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    return (signing_input + b"." + _b64url(signature)).decode()
+    return jwt.encode(dict(body), key, algorithm="ES256", headers={"kid": kid, "typ": "JWT"})
