@@ -260,6 +260,9 @@ def _resume(sessions: Callable[[], Session], keys: Keys, through: int, batch: in
         return None
     if row.hash != base_hash or not signed(Mark.of(row), keys):
         return None  # refused by the checks below
+    with sessions() as session:
+        if not audit.verify(session, keys).ok:  # e.g. an anchor moved by hand
+            return None  # refused by the checks below (nothing deleted)
     return _delete(sessions, base, batch)
 
 

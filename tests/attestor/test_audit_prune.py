@@ -302,6 +302,21 @@ def test_tampering_after_a_prune_is_named(pruned: sa.Engine, name: str) -> None:
     assert expected <= _codes(report), report.problems
 
 
+def test_an_anchor_moved_by_hand_is_named_and_never_finished(engine: sa.Engine) -> None:
+    """Someone with database access moves the anchor to a real checkpoint, leaving the
+    entries before it: named, and a prune through it deletes nothing."""
+    _fill(engine, 1, 8, checkpoints=(4,))
+    archive = _export(engine)
+    with Session(engine) as session:
+        mark = session.get(AuditCheckpoint, 4)
+    assert mark is not None
+    _sql(engine, "UPDATE audit_head SET base_seq = 4, base_hash = :h", h=mark.hash)
+    assert "audit.anchor_unrecorded" in _codes(_verify(engine))
+    with pytest.raises(audit_prune.NoAnchor):
+        _prune(engine, archive, 4)
+    assert _seqs(engine)[0] == 1
+
+
 def test_a_forged_prune_with_a_real_checkpoint_is_named(engine: sa.Engine) -> None:
     """Someone with database access deletes entries up to a real checkpoint and moves the
     anchor there: no audit.pruned entry names that anchor."""

@@ -13,6 +13,7 @@ import httpx
 from typer.testing import CliRunner
 
 from attestor.cli import app
+from attestor.services import housekeeping
 from tests.harness import LiveAttestor
 
 BOTH_DATABASES = True
@@ -65,9 +66,12 @@ def test_prune_against_an_export_then_everything_verifies_from_the_anchor(
         assert code == 1, output
         assert json.loads(output) == {"ok": False, "code": reason,
                                       "detail": json.loads(output)["detail"]}
+    # housekeeping never prunes the audit log (the archive is the operator's to keep)
+    counts = housekeeping.purge(attestor.services)
+    assert not [table for table in counts if table.startswith("audit")]
     verified = httpx.get(f"{attestor.url}/v1/audit/verify",
                          headers=attestor.headers("auditor")).json()
-    assert verified["ok"] and verified["base_seq"] == 0
+    assert verified["ok"] and verified["base_seq"] == 0 and verified["entries"] > seq
 
     code, output = _local(attestor, "audit", "prune", "--through-checkpoint", str(seq),
                           "--archive", str(archive), "--json")
