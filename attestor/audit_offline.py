@@ -9,6 +9,10 @@ export (``{"export": {"seq", "hash", "entries", "filtered", "at", "sha256", "kid
 The chain and its checkpoints prove the entries are what the attestor wrote; the
 signed last line proves the file is what it exported: a changed byte, a removed,
 added or moved line (checkpoint lines included) or a cut-off end all fail.
+
+An unfiltered export of a pruned log starts with the anchor's checkpoint line (before
+any entry): the chain is checked from there, as the database's is. An export written
+before the prune still starts at genesis and verifies on its own.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from attestor.audit_verify import AuditReport, ChainWalk, Mark
+from attestor.db.chain import GENESIS
 
 EXPORT_TAG = "edgeproof-audit-export-v1"
 TRAILER_FIELDS = ("seq", "hash", "entries", "filtered", "at", "sha256", "kid")
@@ -102,6 +107,13 @@ def _trailer_ok(report: ExportReport, trailer: Mapping[str, Any], digest: str,
     report.exported_at = str(trailer["at"])
 
 
+def _anchor_line(value: Mapping[str, Any]) -> Mark | None:
+    try:
+        return Mark.parse(value["checkpoint"]) if "checkpoint" in value else None
+    except (KeyError, TypeError, ValueError):
+        return None  # named as an unreadable checkpoint line
+
+
 def verify_export(lines: Sequence[bytes], keys: Mapping[str, ec.EllipticCurvePublicKey],
                   external: Sequence[Mark] = ()) -> ExportReport:
     """Check an export's lines (as read, each with its newline): every entry's hash, the
@@ -128,8 +140,13 @@ def verify_export(lines: Sequence[bytes], keys: Mapping[str, ec.EllipticCurvePub
             except (KeyError, TypeError, ValueError):
                 report.problem("audit.checkpoint_invalid", 0, "a checkpoint line is "
                                "unreadable")
-    walk = ChainWalk(report, {m.seq for m in [*marks, *external]}, linked=not filtered)
-    for value in parsed[:-1] if trailer is not None else parsed:
+    body = parsed[:-1] if trailer is not None else parsed
+    # A checkpoint before any entry: the anchor of a pruned chain, which starts after it.
+    base = _anchor_line(body[0]) if body and not filtered else None
+    walk = ChainWalk(report, {m.seq for m in [*marks, *external]}, linked=not filtered,
+                     start=(base.seq, base.hash) if base is not None else (0, GENESIS))
+    walk.check_anchor(base, keys)
+    for value in body:
         if value and "checkpoint" not in value and "export" not in value:
             walk.feed(value)
         elif "export" in value:

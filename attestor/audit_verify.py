@@ -3,7 +3,14 @@ attestor/db/chain.py), check links, sequence and the signed checkpoints (the
 database's, and copies a sink kept), and report what no valid checkpoint covers as
 unanchored. :class:`ChainWalk` works on entries as JSON objects, so the database's
 verification and the offline one of an export (:mod:`attestor.audit_offline`) are
-the same code."""
+the same code.
+
+After a prune (:mod:`attestor.services.audit_prune`) the chain starts at an anchor: a
+signed checkpoint (``audit_head.base_seq``/``base_hash``, its row kept in
+``audit_checkpoints``; the first line of an export). The walk then starts there: the
+anchor's signature must verify and match, the first entry must be the anchor's next
+with the anchor's hash as its previous one, and an ``audit.pruned`` entry after the
+anchor must name it (a forged anchor the chain never recorded is named)."""
 
 from __future__ import annotations
 
@@ -36,6 +43,7 @@ class AuditReport:
     last_seq: int = 0
     checkpoints: int = 0
     anchored_seq: int = 0  # entries up to here are covered by a valid checkpoint
+    base_seq: int = 0  # entries up to here were pruned: the chain starts after its anchor
     # After the last valid checkpoint: chain-consistent, but not proven (a writer with
     # database access could have rewritten them and their hashes).
     unanchored_entries: int = 0
@@ -105,12 +113,16 @@ class ChainWalk:
     """Feeds entries in order into ``report``; keeps the hashes at ``wanted`` sequence
     numbers (the checkpoints') and the times of the entries after them."""
 
-    def __init__(self, report: AuditReport, wanted: set[int], linked: bool = True) -> None:
+    def __init__(self, report: AuditReport, wanted: set[int], linked: bool = True,
+                 start: tuple[int, str] = (0, GENESIS)) -> None:
         self.report = report
         self.wanted = wanted
         self.linked = linked  # False for a filtered export: no links or sequence to check
-        self.prev, self.expected = GENESIS, 1
-        self.hashes_at: dict[int, str] = {}
+        self.start = start  # (seq, hash) of the anchor the chain starts after (0: genesis)
+        self.prev, self.expected = start[1], start[0] + 1
+        self.hashes_at: dict[int, str] = {start[0]: start[1]} if start[0] else {}
+        self.recorded = start[0] == 0  # an anchor must be named by an audit.pruned entry
+        report.base_seq = report.last_seq = start[0]
         self.times_after: dict[int, str] = {}  # checkpoint seq -> time of the next entry
         self.fed: list[tuple[int, str]] = []  # unlinked (filtered) walks: (seq, at) of each
 
@@ -142,6 +154,10 @@ class ChainWalk:
             self.times_after[seq - 1] = str(entry["at"])
         if not self.linked:
             self.fed.append((seq, str(entry["at"])))
+        elif not self.recorded and entry.get("action") == "audit.pruned":
+            details = entry.get("details") or {}
+            self.recorded = (details.get("through_seq"), details.get("anchor_hash")) == \
+                self.start
         self.prev, self.expected = str(entry.get("hash")), seq + 1
         report.last_seq = seq
 
@@ -153,6 +169,8 @@ class ChainWalk:
             if not signed(mark, keys):
                 report.problem("audit.checkpoint_invalid", mark.seq, f"{what}: the "
                                "signature does not verify with the attestor's keys")
+            elif mark.seq < self.start[0]:
+                continue  # before the anchor: its entries were pruned (in the archive)
             elif mark.seq > report.last_seq:
                 report.problem("audit.truncated", mark.seq, f"{what} at {mark.seq} is past "
                                f"the log's end ({report.last_seq})")
@@ -162,8 +180,28 @@ class ChainWalk:
             else:
                 report.anchored_seq = max(report.anchored_seq, mark.seq)
 
+    def check_anchor(self, mark: Mark | None, keys: Mapping[str, ec.EllipticCurvePublicKey]
+                     ) -> None:
+        """The anchor the walk started after: a checkpoint there, signed, that signed
+        exactly the anchor's hash."""
+        seq, digest = self.start
+        if seq == 0:
+            return
+        if mark is None or mark.seq != seq:
+            self.report.problem("audit.anchor_invalid", seq, f"no checkpoint at the anchor "
+                                f"{seq} the chain starts after")
+        elif not signed(mark, keys):
+            self.report.problem("audit.anchor_invalid", seq, "the anchor's checkpoint "
+                                "signature does not verify with the attestor's keys")
+        elif mark.hash != digest:
+            self.report.problem("audit.anchor_invalid", seq, "the anchor's hash is not the "
+                                "one its checkpoint signed")
+
     def finish(self) -> None:
         report = self.report
+        if self.linked and not self.recorded:
+            report.problem("audit.anchor_unrecorded", self.start[0], "no audit.pruned entry "
+                           "after the anchor names it (a prune the chain did not record)")
         if not self.linked:  # a filtered export: count the entries it holds, not the log's
             after = [at for seq, at in self.fed if seq > report.anchored_seq]
             report.unanchored_entries = len(after)
@@ -174,8 +212,13 @@ class ChainWalk:
             report.unanchored_since = self.times_after.get(report.anchored_seq)
 
 
-def _events(session: Session) -> Iterator[AuditEvent]:
-    last = 0
+def anchor(session: Session) -> tuple[int, str]:
+    """(seq, hash) the chain starts after: (0, GENESIS) until a prune."""
+    head = session.get(AuditHead, 1)
+    return (head.base_seq, head.base_hash) if head is not None else (0, GENESIS)
+
+
+def _events(session: Session, last: int) -> Iterator[AuditEvent]:
     while True:
         batch = session.exec(select(AuditEvent).where(col(AuditEvent.seq) > last)
                              .order_by(col(AuditEvent.seq)).limit(BATCH)).all()
@@ -193,9 +236,11 @@ def verify(session: Session, keys: Mapping[str, ec.EllipticCurvePublicKey],
 
     report = AuditReport()
     checkpoints = {c.seq: Mark.of(c) for c in session.exec(select(AuditCheckpoint)).all()}
-    walk = ChainWalk(report, set(checkpoints) | {m.seq for m in external})
-    for event in _events(session):
+    start = anchor(session)
+    walk = ChainWalk(report, set(checkpoints) | {m.seq for m in external}, start=start)
+    for event in _events(session, start[0]):  # what a prune left behind is not the chain
         walk.feed(event_json(event))
+    walk.check_anchor(checkpoints.get(start[0]), keys)
     head = session.get(AuditHead, 1)
     if head is not None and (head.seq != report.last_seq or head.hash != walk.prev):
         report.problem("audit.truncated", report.last_seq,
@@ -205,7 +250,7 @@ def verify(session: Session, keys: Mapping[str, ec.EllipticCurvePublicKey],
     report.external_checkpoints = len(set(external))
     walk.check_marks(external, keys, "the checkpoint the sink kept")
     for mark in set(external):
-        if signed(mark, keys) and checkpoints.get(mark.seq) != mark:
+        if mark.seq >= start[0] and signed(mark, keys) and checkpoints.get(mark.seq) != mark:
             report.problem("audit.checkpoint_missing", mark.seq, "a checkpoint the sink kept "
                            "is not in the database (deleted with the entries it covers?)")
     walk.finish()

@@ -214,7 +214,9 @@ def _print_report(report: AuditReport, as_json: bool) -> None:
     # Problems quote what the file or database held: text, never markup.
     out.print(f"entries {report.entries}, last {report.last_seq}, checkpoints "
               f"{report.checkpoints} (+{report.external_checkpoints} from sinks), "
-              f"anchored to {report.anchored_seq}")
+              f"anchored to {report.anchored_seq}"
+              + (f", pruned up to {report.base_seq} (the chain starts after its signed "
+                 "checkpoint)" if report.base_seq else ""))
     for problem in report.problems:
         out.print(f"[red]{escape(str(problem['code']))}[/] at {escape(str(problem['seq']))}: "
                   f"{escape(str(problem['detail']))}", highlight=False)
@@ -323,3 +325,49 @@ def audit_checkpoint(data_dir: DataDir = DEFAULT_DIR, dev: Dev = None) -> None:
     svc = _services(data_dir, dev)
     mark = checkpoints.sign(svc)
     out.print(f"checkpoint at {mark.seq}" if mark else "nothing new to sign")
+
+
+@audit_app.command("prune")
+def audit_prune(
+    through_checkpoint: Annotated[int, typer.Option(
+        "--through-checkpoint", metavar="SEQ", min=1, help="delete the entries up to this "
+        "signed checkpoint's sequence number; it becomes the chain's anchor")],
+    archive: Annotated[Path, typer.Option(
+        "--archive", metavar="EXPORT", help="an unfiltered export (`attestor audit export "
+        "--out`) holding those entries and that checkpoint: keep it, it is their only "
+        "copy afterwards", **ExistingFile)],
+    data_dir: DataDir = DEFAULT_DIR, dev: Dev = None, as_json: Json = False,
+) -> None:
+    """Delete the audit entries up to a signed checkpoint, on the attestor host only, once
+    --archive is proven to hold them: a complete export that verifies with the attestor's
+    keys, holds the checkpoint, and whose entries have the database's hashes. The
+    checkpoint becomes the chain's anchor: `audit verify` and exports start there. Audited
+    (audit.pruned, with the range and the archive's SHA-256). Refused, deleting nothing,
+    with a reason code (exit 1) otherwise. Never run automatically (docs/audit.md)."""
+    from attestor.cli_remote import client
+    from attestor.services import audit_prune as pruning
+
+    if client() is not None:
+        raise typer.BadParameter("`attestor audit prune` runs on the attestor host (-d), "
+                                 "where the archive is checked against the database; not "
+                                 "with --server")
+    svc = _services(data_dir, dev)
+    try:
+        done = pruning.prune(svc.session, svc.keys.all_public(), archive.read_bytes(),
+                             through_checkpoint, now=svc.clock(), actor=cli_principal())
+    except pruning.PruneRefused as exc:
+        if as_json:
+            print(json.dumps({"ok": False, "code": exc.code, "detail": exc.detail}))
+        else:
+            out.print(f"[red]{exc.code}[/]: {escape(exc.detail)}\nnothing pruned",
+                      highlight=False)
+        raise typer.Exit(1) from exc
+    if as_json:
+        print(json.dumps({"ok": True, **done.as_dict()}))
+    elif done.entries:
+        out.print(f"pruned entries {done.from_seq}..{done.through_seq} ({done.deleted} rows, "
+                  f"{done.checkpoints_deleted} checkpoints); the chain now starts after "
+                  f"checkpoint {done.through_seq}; archive sha256 {done.archive_sha256}")
+    else:
+        out.print(f"finished an interrupted prune through {done.through_seq} "
+                  f"({done.deleted} rows, {done.checkpoints_deleted} checkpoints)")

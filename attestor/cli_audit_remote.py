@@ -172,7 +172,8 @@ def verify_remotely(api: OperatorClient, as_json: bool) -> None:
 
 def _print_report(report: AuditVerification) -> None:
     out.print(f"entries {report.entries}, last {report.last_seq}, checkpoints "
-              f"{report.checkpoints}, anchored to {report.anchored_seq}")
+              f"{report.checkpoints}, anchored to {report.anchored_seq}"
+              + (f", pruned up to {report.base_seq}" if report.base_seq else ""))
     for problem in report.problems:
         out.print(f"[red]{escape(str(problem.get('code')))}[/] at {problem.get('seq')}: "
                   f"{escape(str(problem.get('detail')))}")

@@ -176,13 +176,20 @@ class AuditEvent(SQLModel, table=True):
 
 
 class AuditHead(SQLModel, table=True):
-    """The chain's head, one row: locked by every append, so appends are serialised."""
+    """The chain's head, one row: locked by every append, so appends are serialised.
+    ``base_seq``/``base_hash``: the anchor the chain starts after once entries up to a
+    signed checkpoint were pruned (attestor/services/audit_prune.py); 0 and the genesis
+    hash until then."""
 
     __tablename__ = "audit_head"
 
     id: int = Field(default=1, primary_key=True)
     seq: int = Field(default=0, sa_type=sa.BigInteger)
     hash: str = Field(default="0" * 64, max_length=64)
+    base_seq: int = Field(default=0, sa_type=sa.BigInteger,
+                          sa_column_kwargs={"server_default": "0"})
+    base_hash: str = Field(default="0" * 64, max_length=64,
+                           sa_column_kwargs={"server_default": "0" * 64})
 
 
 class AuditCheckpoint(SQLModel, table=True):

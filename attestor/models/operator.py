@@ -166,6 +166,8 @@ class AuditVerification(BaseModel):
     checkpoints: int
     anchored_seq: int = Field(description="entries up to here are proven by a signed "
                               "checkpoint")
+    base_seq: int = Field(0, description="entries up to here were pruned (attestor audit "
+                          "prune): the chain starts after the signed checkpoint here")
     unanchored_entries: int = Field(0, description="entries after the last valid "
                                     "checkpoint: chain-consistent, not proven (not verified)")
     unanchored_since: dt.datetime | None = Field(None, description="when the first "

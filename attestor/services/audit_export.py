@@ -11,6 +11,7 @@ from sqlmodel import select
 
 from attestor import audit
 from attestor.audit_offline import public_pem, sign_trailer
+from attestor.audit_verify import anchor
 from attestor.db import queries
 from attestor.db.chain import GENESIS
 from attestor.db.models import AuditCheckpoint
@@ -26,13 +27,21 @@ def export_lines(svc: Services, f: queries.AuditFilter) -> Iterator[bytes]:
     then the last line signed with the attestor's current key."""
     filtered = f != queries.AuditFilter()
     with svc.session() as session:
+        base, base_hash = anchor(session)
         marks = {} if filtered else {
             c.seq: c for c in session.exec(select(AuditCheckpoint)).all()}
     digest = hashlib.sha256()
-    after, entries, last_hash = 0, 0, GENESIS
+    # After a prune, an unfiltered export starts with the anchor's checkpoint line.
+    after, entries, last_hash = (0, 0, GENESIS) if filtered else (base, 0, base_hash)
+    if base and not filtered:
+        line = _line({"checkpoint": audit.checkpoint_json(marks[base])}) \
+            if base in marks else _line({"checkpoint": None})  # a missing anchor fails
+        digest.update(line)
+        yield line
+    cursor = base  # what a prune left behind is not exported
     while True:
         with svc.session() as session:
-            rows = queries.audit_page(session, f, after, audit.BATCH)
+            rows = queries.audit_page(session, f, cursor, audit.BATCH)
         if not rows:
             break
         for row in rows:
@@ -43,7 +52,7 @@ def export_lines(svc: Services, f: queries.AuditFilter) -> Iterator[bytes]:
                 digest.update(line)
                 yield line
             entries, last_hash = entries + 1, row.hash
-        after = rows[-1].seq
+        after = cursor = rows[-1].seq
     signer = svc.signer
     trailer = sign_trailer({"seq": after, "hash": last_hash, "entries": entries,
                             "filtered": filtered, "at": svc.clock().isoformat(),

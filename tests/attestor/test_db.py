@@ -25,7 +25,7 @@ NOW = dt.datetime(2026, 11, 28, 12, 0, tzinfo=dt.UTC)
 
 
 def test_migrations_reach_head_and_match_the_models(engine: sa.Engine) -> None:
-    assert is_current(engine) and head_revision() == "0008"
+    assert is_current(engine) and head_revision() == "0009"
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diff == []

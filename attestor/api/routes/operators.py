@@ -247,6 +247,7 @@ async def audit_verify(svc: ServicesDep, caller: Reader) -> AuditVerification:
         return AuditVerification(ok=report.ok, entries=report.entries,
                                  last_seq=report.last_seq, checkpoints=report.checkpoints,
                                  anchored_seq=report.anchored_seq,
+                                 base_seq=report.base_seq,
                                  unanchored_entries=report.unanchored_entries,
                                  unanchored_since=report.unanchored_since,
                                  problems=report.problems)
