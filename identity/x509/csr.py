@@ -15,7 +15,7 @@ from asn1crypto import csr as asn1_csr
 from asn1crypto import keys as asn1_keys
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import SignatureAlgorithmOID
@@ -103,7 +103,7 @@ def check_csr(data: bytes, expected_key: PublicKey | None = None) -> CheckedCsr:
         else:
             csr = x509.load_der_x509_csr(data)
         key = csr.public_key()
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # e.g. an unknown curve
         raise CsrMalformed(f"CSR does not parse: {exc}") from exc
     if not _signature_valid(csr, key):
         raise CsrSignatureInvalid("the CSR is not signed by the key it names")

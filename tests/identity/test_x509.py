@@ -72,6 +72,16 @@ def test_garbage_csr_is_malformed() -> None:
             check_csr(data)
 
 
+def test_csr_naming_an_unknown_curve_is_malformed() -> None:
+    """A CSR whose key names a curve no library knows (prime256v1's OID with its last arc
+    changed, the signature left as it was) is refused as malformed, not a server error."""
+    der = signed_csr(ec.generate_private_key(ec.SECP256R1()))
+    prime256v1 = bytes.fromhex("06082a8648ce3d030107")
+    assert der.count(prime256v1) == 1
+    with pytest.raises(CsrMalformed):
+        check_csr(der.replace(prime256v1, prime256v1[:-1] + b"\x63"))
+
+
 @pytest.fixture(scope="module")
 def ca() -> tuple[x509.Certificate, SigningCa]:
     root_key = ec.generate_private_key(ec.SECP256R1())
