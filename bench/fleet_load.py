@@ -6,6 +6,7 @@ getrusage."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import resource
 import subprocess
@@ -64,17 +65,31 @@ def postgres_cpu_seconds() -> float:
     return total / tick
 
 
+def _drop_pg_database(name: str) -> None:
+    import psycopg
+
+    try:
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    except psycopg.Error:  # the server went away: nothing left to drop
+        return
+
+
 def _fresh_pg_database(name: str) -> str | None:
+    """A new database for this run: ``name`` and this process's id (two benchmarks at
+    once must not drop each other's), dropped again when the process exits."""
     try:
         import psycopg
     except ImportError:
         return None
+    name = f"{name}_{os.getpid()}"
     try:
         with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{name}"')
     except psycopg.Error:
         return None
+    atexit.register(_drop_pg_database, name)
     return f"postgresql://postgres@127.0.0.1:5432/{name}"
 
 

@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import os
 import re
 import secrets
 import time
@@ -42,7 +41,7 @@ from psycopg.types.json import Json
 from attestor import audit
 from attestor.db import attestation_queries as aq
 from attestor.db.engine import make_engine, upgrade
-from bench.fleet_load import PG_ADMIN, _fresh_pg_database
+from bench.fleet_load import _fresh_pg_database
 
 DEVICE = "bench-device"
 NOW = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -297,16 +296,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cycles", type=int, default=2000)
     args = parser.parse_args()
-    name = f"edgeproof_bench_rt_{os.getpid()}"
-    url = _fresh_pg_database(name)
+    url = _fresh_pg_database("edgeproof_bench_rt")  # dropped at exit
     if url is None:
         raise SystemExit("no PostgreSQL at 127.0.0.1:5432")
-    try:
-        _setup(url)
-        _report(url, args.cycles)
-    finally:
-        with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    _setup(url)
+    _report(url, args.cycles)
 
 
 def _report(url: str, cycles: int) -> None:
