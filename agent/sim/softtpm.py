@@ -16,7 +16,20 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from tpm2_pytss import TPM2_ALG, TPM2B_PUBLIC, TPMA_OBJECT, TPMT_ASYM_SCHEME
+from tpm2_pytss import (
+    TPM2_ALG,
+    TPM2B_DATA,
+    TPM2B_DIGEST,
+    TPM2B_NAME,
+    TPM2B_PUBLIC,
+    TPMA_OBJECT,
+    TPMS_ATTEST,
+    TPMS_CERTIFY_INFO,
+    TPMS_CLOCK_INFO,
+    TPMS_QUOTE_INFO,
+    TPMT_ASYM_SCHEME,
+    TPMU_ATTEST,
+)
 
 from agent.sim import tpmwire
 from identity.pcr import PcrSelection, PcrValues, pcr_digest
@@ -109,6 +122,16 @@ class SoftKey:
         return tpmwire.attest(magic, st, self._name, extra, clock.clock, clock.reset_count,
                               clock.restart_count, clock.safe, self.firmware_version, attested)
 
+    def _mislabelled(self, st: int, extra: bytes, attested: TPMU_ATTEST, magic: int) -> bytes:
+        """A TPMS_ATTEST whose type does not match its info (a forgery): tpm2-pytss
+        marshals the union member ``st`` selects, over the bytes of the one filled in."""
+        clock = TPMS_CLOCK_INFO(clock=self.clock.clock, resetCount=self.clock.reset_count,
+                                restartCount=self.clock.restart_count, safe=self.clock.safe)
+        return bytes(TPMS_ATTEST(magic=magic, type=st, qualifiedSigner=TPM2B_NAME(self._name),
+                                 extraData=TPM2B_DATA(extra), clockInfo=clock,
+                                 firmwareVersion=self.firmware_version,
+                                 attested=attested).marshal())
+
     def quote(self, selection: PcrSelection, values: PcrValues, nonce: bytes, *,
               magic: int = TPM_GENERATED_VALUE, st: int = TPM_ST_ATTEST_QUOTE,
               signed_selection: PcrSelection | None = None,
@@ -116,7 +139,12 @@ class SoftKey:
         """(TPMS_ATTEST, TPMT_SIGNATURE) of a quote; overrides let a test forge one field."""
         signed_sel = signed_selection or selection
         pcr_dig = digest if digest is not None else pcr_digest(selection, values, self.hash_name)
-        att = self._attest(st, nonce, tpmwire.quote_info(signed_sel, pcr_dig), magic)
+        if st == TPM_ST_ATTEST_QUOTE:
+            att = self._attest(st, nonce, tpmwire.quote_info(signed_sel, pcr_dig), magic)
+        else:  # a quote labelled as another type: its info read as that type's, as TSS does
+            info = TPMS_QUOTE_INFO(pcrSelect=signed_sel.to_tpml(),
+                                   pcrDigest=TPM2B_DIGEST(pcr_dig))
+            att = self._mislabelled(st, nonce, TPMU_ATTEST(quote=info), magic)
         self.clock.tick()
         return att, self.sign(att)
 
@@ -124,8 +152,15 @@ class SoftKey:
                 st: int = TPM_ST_ATTEST_CERTIFY, name: bytes | None = None) -> tuple[bytes, bytes]:
         """(TPMS_ATTEST, TPMT_SIGNATURE) of TPM2_Certify over ``certified_public``."""
         certified_name = name if name is not None else tpmwire.object_name(certified_public)
-        att = self._attest(st, qualifying, tpmwire.certify_info(certified_name, certified_name),
-                           TPM_GENERATED_VALUE)
+        if st == TPM_ST_ATTEST_CERTIFY:
+            att = self._attest(st, qualifying, tpmwire.certify_info(certified_name,
+                                                                    certified_name),
+                               TPM_GENERATED_VALUE)
+        else:
+            info = TPMS_CERTIFY_INFO(name=TPM2B_NAME(certified_name),
+                                     qualifiedName=TPM2B_NAME(certified_name))
+            att = self._mislabelled(st, qualifying, TPMU_ATTEST(certify=info),
+                                    TPM_GENERATED_VALUE)
         return att, self.sign(att)
 
 

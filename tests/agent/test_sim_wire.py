@@ -30,6 +30,7 @@ from tpm2_pytss import (
     TPMU_ATTEST,
     TPMU_SIGNATURE,
 )
+from tpm2_pytss.TSS2_Exception import TSS2_Exception
 
 from agent.sim import tpmwire
 from agent.sim.softtpm import AK_ATTRS, SIGNING_KEY_ATTRS, Clock, SoftKey, software_pcrs
@@ -163,3 +164,19 @@ def test_oversized_fields_are_refused_as_tpm2_pytss_refuses_them() -> None:
     with pytest.raises(ValueError, match="TPM2B_PUBLIC"):
         key.certify(key.public + b"\0", b"n")
     assert tpmwire.object_name(key.public) == key.name
+
+
+def test_mislabelled_structures_are_marshalled_by_tpm2_pytss() -> None:
+    """A quote labelled certify is a forgery tests sign: its bytes are what tpm2-pytss
+    writes for that union selector, as before."""
+    key = SoftKey()
+    selection = SELECTIONS[0]
+    values = software_pcrs(selection)
+    at = Clock(key.clock.clock)
+    attest, _ = key.quote(selection, values, b"n" * 32, st=TPM_ST_ATTEST_CERTIFY)
+    info = TPMS_QUOTE_INFO(pcrSelect=selection.to_tpml(),
+                           pcrDigest=TPM2B_DIGEST(pcr_digest(selection, values, "sha256")))
+    assert attest == reference_attest(key, TPM_ST_ATTEST_CERTIFY, b"n" * 32,
+                                      TPMU_ATTEST(quote=info), TPM_GENERATED_VALUE, at)
+    with pytest.raises(TSS2_Exception):  # tpm2-pytss cannot marshal this one
+        key.certify(key.public, b"q", st=TPM_ST_ATTEST_QUOTE)
