@@ -17,10 +17,10 @@ import hashlib
 import hmac
 import math
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from tpm2_pytss import (
     TPM2B_ID_OBJECT,
@@ -32,13 +32,13 @@ from tpm2_pytss.internal.crypto import _decrypt, _kdfa, _symdef_to_crypt, kdfe
 
 from agent.client import DeviceSigner
 from agent.sim.boot import boot_events, encode_log
+from agent.sim.csr import ECDSA_SHA256, CsrTemplate, csr_der
 from agent.sim.softtpm import SIGNING_KEY_ATTRS, SoftKey
 from identity.eventlog.replay import replay
 from identity.eventlog.tcg import parse_event_log
 from identity.messages import AttestationRequest, Challenge, EnrollmentRequest, SignedAttest
-from identity.pcr import PcrSelection, format_pcr_values
+from identity.pcr import PcrSelection, format_pcr_values, pcr_digest
 from identity.protocol import enrollment_binding
-from identity.x509.csr import assemble_csr, csr_info
 
 EK_ATTRS = (TPMA_OBJECT.FIXEDTPM | TPMA_OBJECT.FIXEDPARENT | TPMA_OBJECT.SENSITIVEDATAORIGIN
             | TPMA_OBJECT.ADMINWITHPOLICY | TPMA_OBJECT.RESTRICTED | TPMA_OBJECT.DECRYPT)
@@ -66,6 +66,14 @@ def _ek_public(key: ec.EllipticCurvePrivateKey) -> bytes:
     return bytes(public.marshal())
 
 
+@dataclass(frozen=True)
+class _Quoted:
+    log: bytes
+    values: dict[str, dict[int, bytes]]
+    wire: dict[str, dict[str, str]]
+    digest: bytes  # of the values, with the AK's hash
+
+
 @dataclass
 class SimDevice:
     serial: str
@@ -78,6 +86,8 @@ class SimDevice:
 
     def __post_init__(self) -> None:
         self.ek_public = _ek_public(self.ek)
+        self._quoted: dict[PcrSelection, _Quoted] = {}
+        self._csr_template: CsrTemplate | None = None
 
     @property
     def ek_spki(self) -> bytes:
@@ -129,24 +139,39 @@ class SimDevice:
         assert self.device_id is not None  # noqa: S101 (enrolled before attesting)
         private = self.devid.private
         assert isinstance(private, ec.EllipticCurvePrivateKey)  # noqa: S101
-        return DeviceSigner(self.device_id,
-                            lambda message: private.sign(message, ec.ECDSA(hashes.SHA256())))
+        return DeviceSigner(self.device_id, partial(private.sign, signature_algorithm=ECDSA_SHA256))
+
+    def _pcrs(self, selection: PcrSelection) -> _Quoted:
+        """The boot log and the selected PCRs (constant for a device: computed once)."""
+        quoted = self._quoted.get(selection)
+        if quoted is None:
+            log, values = boot_log(tuple(bank for bank, _ in selection.banks))
+            picked = {bank: {i: values[bank][i] for i in idx} for bank, idx in selection.banks}
+            quoted = self._quoted[selection] = _Quoted(
+                log, picked, format_pcr_values(picked),
+                pcr_digest(selection, picked, self.ak.hash_name))
+        return quoted
+
+    def _csr(self, private: ec.EllipticCurvePrivateKey) -> bytes:
+        """The workload key's CSR, as :func:`csr_info` and :func:`assemble_csr` build it."""
+        if self._csr_template is None or self._csr_template.common_name != str(self.device_id):
+            self._csr_template = CsrTemplate.of(str(self.device_id))
+        info = self._csr_template.info(private.public_key())
+        return csr_der(info, private.sign(info, ECDSA_SHA256))
 
     def evidence(self, challenge: Challenge) -> AttestationRequest:
         """The attestation request for ``challenge``: quote, PCRs, event log, a fresh
         workload key with its certify and CSR."""
         nonce = challenge.nonce
         selection = PcrSelection.of(challenge.pcr_selection)
-        log, values = boot_log(tuple(bank for bank, _ in selection.banks))
-        quoted = {bank: {i: values[bank][i] for i in idx} for bank, idx in selection.banks}
-        attest, signature = self.ak.quote(selection, quoted, nonce)
+        pcrs = self._pcrs(selection)
+        attest, signature = self.ak.quote(selection, pcrs.values, nonce, digest=pcrs.digest)
         workload = SoftKey(attributes=int(SIGNING_KEY_ATTRS))
         c_attest, c_signature = self.ak.certify(workload.public, nonce)
         private = workload.private
         assert isinstance(private, ec.EllipticCurvePrivateKey)  # noqa: S101
-        info = csr_info(private.public_key(), str(self.device_id))
-        csr = assemble_csr(info, "ecdsa", "sha256", private.sign(info, ec.ECDSA(hashes.SHA256())))
         return AttestationRequest(
             nonce=nonce, quote=SignedAttest(attest=attest, signature=signature),
-            pcrs=format_pcr_values(quoted), event_log=log, csr=csr, key_public=workload.public,
+            pcrs=pcrs.wire, event_log=pcrs.log, csr=self._csr(private),
+            key_public=workload.public,
             key_certify=SignedAttest(attest=c_attest, signature=c_signature))

@@ -27,14 +27,11 @@ from tpm2_pytss import (
     TPMS_CERTIFY_INFO,
     TPMS_CLOCK_INFO,
     TPMS_QUOTE_INFO,
-    TPMS_SIGNATURE_ECC,
-    TPMS_SIGNATURE_RSA,
     TPMT_ASYM_SCHEME,
-    TPMT_SIGNATURE,
     TPMU_ATTEST,
-    TPMU_SIGNATURE,
 )
 
+from agent.sim import tpmwire
 from identity.pcr import PcrSelection, PcrValues, pcr_digest
 from identity.tpm.quote import TPM_GENERATED_VALUE, TPM_ST_ATTEST_CERTIFY, TPM_ST_ATTEST_QUOTE
 
@@ -71,56 +68,69 @@ class SoftKey:
     pss_salt: int | None = None  # RSA: sign RSAPSS with this salt length instead of RSASSA
 
     def __post_init__(self) -> None:
+        self._hash_alg = tpmwire.HASH_ALGS[self.hash_name]
+        self._digest = getattr(hashes, self.hash_name.upper())()
+        self._size = 0
+        if isinstance(self.private, rsa.RSAPrivateKey):
+            self._public = self._rsa_public()
+        else:
+            self._size = (self.private.curve.key_size + 7) // 8
+            self._ecdsa = ec.ECDSA(self._digest)
+            self._public = tpmwire.ecc_public(self.private.public_key(), self.attributes,
+                                              self._hash_alg)
+        self._name = tpmwire.object_name(self._public)
+
+    def _rsa_public(self) -> bytes:
         pem = self.private.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
-        self._hash_alg = {"sha256": TPM2_ALG.SHA256, "sha384": TPM2_ALG.SHA384,
-                          "sha512": TPM2_ALG.SHA512, "sha1": TPM2_ALG.SHA1}[self.hash_name]
-        if isinstance(self.private, rsa.RSAPrivateKey):
-            alg = TPM2_ALG.RSAPSS if self.pss_salt is not None else TPM2_ALG.RSASSA
-        else:
-            alg = TPM2_ALG.ECDSA
+        alg = TPM2_ALG.RSAPSS if self.pss_salt is not None else TPM2_ALG.RSASSA
         scheme = TPMT_ASYM_SCHEME(scheme=alg)
         scheme.details.anySig.hashAlg = self._hash_alg
-        self.tpm_public = TPM2B_PUBLIC.from_pem(
-            pem, objectAttributes=self.attributes, scheme=scheme
-        )
+        public = TPM2B_PUBLIC.from_pem(pem, objectAttributes=self.attributes, scheme=scheme)
+        return bytes(public.marshal())
+
+    @property
+    def tpm_public(self) -> TPM2B_PUBLIC:
+        return TPM2B_PUBLIC.unmarshal(self._public)[0]
 
     @property
     def public(self) -> bytes:
-        return bytes(self.tpm_public.marshal())
+        return self._public
 
     @property
     def name(self) -> bytes:
-        return bytes(self.tpm_public.get_name())
+        return self._name
 
     def sign(self, data: bytes) -> bytes:
         """A marshalled TPMT_SIGNATURE (the key's scheme and hash) over ``data``."""
-        digest = getattr(hashes, self.hash_name.upper())()
         if isinstance(self.private, rsa.RSAPrivateKey):
             if self.pss_salt is not None:
-                pad: padding.AsymmetricPadding = padding.PSS(padding.MGF1(digest), self.pss_salt)
-                alg = TPM2_ALG.RSAPSS
+                pad: padding.AsymmetricPadding = padding.PSS(padding.MGF1(self._digest),
+                                                             self.pss_salt)
+                alg = tpmwire.ALG_RSAPSS
             else:
-                pad, alg = padding.PKCS1v15(), TPM2_ALG.RSASSA
-            rsa_sig = TPMS_SIGNATURE_RSA(hash=self._hash_alg)
-            rsa_sig.sig.buffer = self.private.sign(data, pad, digest)
-            signature = TPMT_SIGNATURE(sigAlg=alg, signature=TPMU_SIGNATURE(rsassa=rsa_sig))
-            return bytes(signature.marshal())
-        r, s = decode_dss_signature(self.private.sign(data, ec.ECDSA(digest)))
-        size = (self.private.curve.key_size + 7) // 8
-        ecc = TPMS_SIGNATURE_ECC(hash=self._hash_alg)
-        ecc.signatureR.buffer = r.to_bytes(size, "big")
-        ecc.signatureS.buffer = s.to_bytes(size, "big")
-        sig = TPMT_SIGNATURE(sigAlg=TPM2_ALG.ECDSA, signature=TPMU_SIGNATURE(ecdsa=ecc))
-        return bytes(sig.marshal())
+                pad, alg = padding.PKCS1v15(), tpmwire.ALG_RSASSA
+            return tpmwire.rsa_signature(alg, self._hash_alg,
+                                         self.private.sign(data, pad, self._digest))
+        r, s = decode_dss_signature(self.private.sign(data, self._ecdsa))
+        return tpmwire.ecdsa_signature(self._hash_alg, r.to_bytes(self._size, "big"),
+                                       s.to_bytes(self._size, "big"))
 
-    def _attest(self, st: int, extra: bytes, attested: TPMU_ATTEST, magic: int) -> TPMS_ATTEST:
+    def _attest(self, st: int, extra: bytes, attested: bytes, magic: int) -> bytes:
+        clock = self.clock
+        return tpmwire.attest(magic, st, self._name, extra, clock.clock, clock.reset_count,
+                              clock.restart_count, clock.safe, self.firmware_version, attested)
+
+    def _mislabelled(self, st: int, extra: bytes, attested: TPMU_ATTEST, magic: int) -> bytes:
+        """A TPMS_ATTEST whose type does not match its info (a forgery): tpm2-pytss
+        marshals the union member ``st`` selects, over the bytes of the one filled in."""
         clock = TPMS_CLOCK_INFO(clock=self.clock.clock, resetCount=self.clock.reset_count,
                                 restartCount=self.clock.restart_count, safe=self.clock.safe)
-        return TPMS_ATTEST(magic=magic, type=st, qualifiedSigner=TPM2B_NAME(self.name),
-                           extraData=TPM2B_DATA(extra), clockInfo=clock,
-                           firmwareVersion=self.firmware_version, attested=attested)
+        return bytes(TPMS_ATTEST(magic=magic, type=st, qualifiedSigner=TPM2B_NAME(self._name),
+                                 extraData=TPM2B_DATA(extra), clockInfo=clock,
+                                 firmwareVersion=self.firmware_version,
+                                 attested=attested).marshal())
 
     def quote(self, selection: PcrSelection, values: PcrValues, nonce: bytes, *,
               magic: int = TPM_GENERATED_VALUE, st: int = TPM_ST_ATTEST_QUOTE,
@@ -129,21 +139,29 @@ class SoftKey:
         """(TPMS_ATTEST, TPMT_SIGNATURE) of a quote; overrides let a test forge one field."""
         signed_sel = signed_selection or selection
         pcr_dig = digest if digest is not None else pcr_digest(selection, values, self.hash_name)
-        info = TPMS_QUOTE_INFO(pcrSelect=signed_sel.to_tpml(), pcrDigest=TPM2B_DIGEST(pcr_dig))
-        att = self._attest(st, nonce, TPMU_ATTEST(quote=info), magic).marshal()
+        if st == TPM_ST_ATTEST_QUOTE:
+            att = self._attest(st, nonce, tpmwire.quote_info(signed_sel, pcr_dig), magic)
+        else:  # a quote labelled as another type: its info read as that type's, as TSS does
+            info = TPMS_QUOTE_INFO(pcrSelect=signed_sel.to_tpml(),
+                                   pcrDigest=TPM2B_DIGEST(pcr_dig))
+            att = self._mislabelled(st, nonce, TPMU_ATTEST(quote=info), magic)
         self.clock.tick()
-        return bytes(att), self.sign(att)
+        return att, self.sign(att)
 
     def certify(self, certified_public: bytes, qualifying: bytes, *,
                 st: int = TPM_ST_ATTEST_CERTIFY, name: bytes | None = None) -> tuple[bytes, bytes]:
         """(TPMS_ATTEST, TPMT_SIGNATURE) of TPM2_Certify over ``certified_public``."""
-        public, _ = TPM2B_PUBLIC.unmarshal(certified_public)
-        certified_name = name if name is not None else bytes(public.get_name())
-        info = TPMS_CERTIFY_INFO(name=TPM2B_NAME(certified_name),
-                                 qualifiedName=TPM2B_NAME(certified_name))
-        att = self._attest(st, qualifying, TPMU_ATTEST(certify=info), TPM_GENERATED_VALUE)
-        data = bytes(att.marshal())
-        return data, self.sign(data)
+        certified_name = name if name is not None else tpmwire.object_name(certified_public)
+        if st == TPM_ST_ATTEST_CERTIFY:
+            att = self._attest(st, qualifying, tpmwire.certify_info(certified_name,
+                                                                    certified_name),
+                               TPM_GENERATED_VALUE)
+        else:
+            info = TPMS_CERTIFY_INFO(name=TPM2B_NAME(certified_name),
+                                     qualifiedName=TPM2B_NAME(certified_name))
+            att = self._mislabelled(st, qualifying, TPMU_ATTEST(certify=info),
+                                    TPM_GENERATED_VALUE)
+        return att, self.sign(att)
 
 
 def software_pcrs(selection: PcrSelection, seed: bytes = b"") -> dict[str, dict[int, bytes]]:
