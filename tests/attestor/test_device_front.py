@@ -21,7 +21,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
+from starlette.requests import Request
 
+from attestor.api.deps import first_values, signed_path
 from attestor.api.limits import Overload
 from attestor.api.ratelimit import RateLimiter
 from attestor.app import create_app
@@ -308,3 +310,20 @@ def test_the_front_stands_down_before_a_stack_it_does_not_know(
     assert len(response.headers.get_list("x-request-id")) == 2  # both layers ran
     assert app.front is None  # type: ignore[attr-defined]
     assert any("the device front is off" in line for line in LOGS.lines[start:])
+
+
+@pytest.mark.parametrize("path", [f"/v1/devices/{DEVICE}/challenge",
+                                  "/v1/devices/a.b_c-9/attestations", "/v1/devices/../challenge",
+                                  "//v1/devices/a/challenge",
+                                  "/v1/devices/a?b/challenge", "/v1/devices/a#b/attestations",
+                                  "/v1/devices/a\\b/challenge", "/v1/devices/a\tb/challenge"])
+@pytest.mark.parametrize("query", [b"", b"x=1", b"a=%23&b=#c"])
+@pytest.mark.parametrize("host", [b"attestor:8443", b"evil/x", None])
+def test_the_signed_path_is_the_urls(path: str, query: bytes, host: bytes | None) -> None:
+    headers = [(b"x-edgeproof-device", b"one"), (b"user-agent", b"a"),
+               (b"x-edgeproof-device", b"two")] + ([(b"host", host)] if host else [])
+    request = Request({"type": "http", "method": "POST", "path": path, "query_string": query,
+                       "headers": headers, "server": None if host else ("::1", 80)})
+    url = request.url
+    assert signed_path(request) == url.path + (f"?{url.query}" if url.query else "")
+    assert first_values(request) == dict(request.headers)
