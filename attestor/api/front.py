@@ -141,7 +141,7 @@ class FrontedApp(FastAPI):
                 self.middleware_stack = self.build_middleware_stack()
             front = self.front
             found = None if front is None else front.match(scope)
-            if found is not None and not _telemetry_on(self):
+            if found is not None and not _observed(self, scope):
                 route, params, serve = found
                 scope["app"] = self  # what Starlette and the router set
                 scope.setdefault("router", self.router)
@@ -152,8 +152,11 @@ class FrontedApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def _telemetry_on(app: FastAPI) -> bool:
-    """FastAPI's native (OpenTelemetry) request telemetry would observe this request."""
+def _observed(app: FastAPI, scope: Scope) -> bool:
+    """FastAPI's native (OpenTelemetry) telemetry would observe this request: a parent
+    app's (in the scope), else this app's own when it is on (as FastAPI decides)."""
+    if "fastapi.telemetry" in scope:
+        return scope["fastapi.telemetry"] is not None
     telemetry = getattr(app, "_native_telemetry", None)
     return telemetry is not None and bool(telemetry.enabled())
 

@@ -327,3 +327,32 @@ def test_the_signed_path_is_the_urls(path: str, query: bytes, host: bytes | None
     url = request.url
     assert signed_path(request) == url.path + (f"?{url.query}" if url.query else "")
     assert first_values(request) == dict(request.headers)
+
+
+ABSENT = object()
+
+
+@pytest.mark.parametrize(("telemetry", "fronted"), [(ABSENT, True), (None, True),
+                                                    (object(), False)])
+def test_a_request_fastapis_telemetry_observes_takes_the_stack(
+        pair: tuple[Services, Services], telemetry: object, fronted: bool) -> None:
+    """(A parent FastAPI app's telemetry in the scope; the stack's exit stack marks it.)"""
+    app = create_app(pair[0], background=False)
+    scope: dict[str, Any] = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": f"/v1/devices/{DEVICE}/challenge", "root_path": "",
+        "raw_path": b"", "query_string": b"", "headers": [], "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80)}
+    if telemetry is not ABSENT:
+        scope["fastapi.telemetry"] = telemetry
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 401
+    assert ("fastapi_middleware_astack" not in scope) is fronted
