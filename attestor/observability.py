@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import sys
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from attestor import origin, untrusted
 
 REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID_KEY = REQUEST_ID_HEADER.encode()
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
 access_log = structlog.get_logger("attestor.access")
 
@@ -81,7 +82,9 @@ def current_request_id() -> str | None:
 
 class RequestContext:
     """Binds a request id for the request's logs and audit entries; one access line each;
-    counts and times every request in ``metrics`` (by route template and status)."""
+    counts and times every request in ``metrics`` (by route template and status).
+    attestor/api/front.py runs the same :meth:`open` and :meth:`close` around the
+    device's two per-cycle requests."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics | None = None,
                  proxies: Sequence[origin.Network] = (),
@@ -91,29 +94,49 @@ class RequestContext:
         self.proxies = tuple(proxies)
         self.client_header = client_header.lower().encode()
 
-    def _origin(self, scope: Scope) -> origin.Origin:
-        """The client address (through trusted proxies only) and user agent, bound for
-        the request's audit entries and kept in the scope for the rate limits."""
-        headers = scope.get("headers") or []
+    def open(self, scope: Scope) -> tuple[bytes, origin.Origin]:
+        """The request's id (a well-formed ``X-Request-Id``, else one of ours), bound for
+        its logs; its origin: the client address (through trusted proxies only) and user
+        agent, bound for its audit entries and kept in the scope for the rate limits. One
+        pass over the headers (the last X-Request-Id counts, the first User-Agent)."""
+        given = b""
+        forwarded: list[str] = []
+        agent: bytes | None = None
+        wanted = self.client_header
+        for key, value in scope.get("headers") or ():
+            if key == _REQUEST_ID_KEY:
+                given = value
+            if key == wanted:
+                forwarded.append(value.decode("latin-1"))
+            if key == b"user-agent" and agent is None:
+                agent = value
+        text = given.decode("latin-1")
+        # 128 random bits as 32 hex digits, as uuid4().hex gave (less its 6 fixed bits)
+        request_id = text if _REQUEST_ID.match(text) else secrets.token_hex(16)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id)
         peer = scope.get("client")
-        forwarded = [v.decode("latin-1") for k, v in headers if k == self.client_header]
         address = origin.client_address(peer[0] if peer else None, forwarded, self.proxies)
-        agent = next((v for k, v in headers if k == b"user-agent"), None)
         found = origin.Origin(address, None if agent is None else untrusted.from_bytes(agent))
         scope[CLIENT_KEY] = address
         origin.bind(found)
-        return found
+        return request_id.encode(), found
+
+    def close(self, scope: Scope, status: int, started: float, source: origin.Origin) -> None:
+        """Count and time the request, write its access line, unbind its id."""
+        elapsed = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.request(scope["method"], route_template(scope), status, elapsed)
+        access_log.info("request", method=scope["method"], path=scope["path"],
+                        status=status, client=source.client_address,
+                        duration_ms=round(elapsed * 1000, 2))
+        structlog.contextvars.clear_contextvars()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        given = dict(scope.get("headers") or []).get(REQUEST_ID_HEADER.encode(), b"")
-        text = given.decode("latin-1")
-        request_id = text if _REQUEST_ID.match(text) else uuid.uuid4().hex
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=request_id)
-        source = self._origin(scope)
+        request_id, source = self.open(scope)
         status = 500
         started = time.perf_counter()
 
@@ -121,21 +144,14 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"],
-                                      (REQUEST_ID_HEADER.encode(), request_id.encode())]
+                message["headers"] = [*message.get("headers", ()),
+                                      (_REQUEST_ID_KEY, request_id)]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            elapsed = time.perf_counter() - started
-            if self.metrics is not None:
-                self.metrics.request(scope["method"], route_template(scope), status, elapsed)
-            access_log.info("request", method=scope["method"], path=scope["path"],
-                            status=status, client=source.client_address,
-                            duration_ms=round(elapsed * 1000, 2))
-            structlog.contextvars.clear_contextvars()
+            self.close(scope, status, started, source)
 
 
 # Methods outside this set are counted as "other": the label's values stay bounded
@@ -216,6 +232,9 @@ class Metrics:
         self.http_requests = Counter(
             "edgeproof_http_requests_total", "HTTP requests by method, route template and "
             "status code", ["method", "route", "status"], registry=r)
+        # (method, route, status) -> its two series: labels() takes a lock and checks
+        # its arguments on every call
+        self._http_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.http_duration = Histogram(
             "edgeproof_http_request_duration_seconds", "HTTP request latency (until the "
             "response is sent) by method, route template and status code",
@@ -290,6 +309,12 @@ class Metrics:
         self.audit_verification = AuditVerification(ok, at)
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
-        labels = (method if method in _METHODS else "other", route, str(status))
-        self.http_requests.labels(*labels).inc()
-        self.http_duration.labels(*labels).observe(seconds)
+        key = (method, route, status)
+        series = self._http_series.get(key)
+        if series is None:  # bounded: methods, route templates and statuses are
+            labels = (method if method in _METHODS else "other", route, str(status))
+            series = (self.http_requests.labels(*labels), self.http_duration.labels(*labels))
+            if len(self._http_series) < 4096:  # (a flood of odd methods stays uncached)
+                self._http_series[key] = series
+        series[0].inc()
+        series[1].observe(seconds)

@@ -156,7 +156,8 @@ def yappi_level(attestor: Attestor, devices: list[SimDevice], seconds: float,
          str(attestor.data), "--port", str(port)],
         env={**os.environ, **attestor.env}, stdout=log, stderr=log)
     attestor.servers, attestor.urls = [server], [f"http://127.0.0.1:{port}"]
-    wait_healthy(attestor.urls[0])
+    # imports alone take 10 s and more under yappi on a busy machine
+    wait_healthy(attestor.urls[0], timeout=120.0)
     run_level(attestor, devices, PROFILED, 2.0)  # warm up: imports, caches, pools
     server.send_signal(signal.SIGUSR1)
     level = run_level(attestor, devices, PROFILED, seconds)

@@ -132,7 +132,7 @@ def start_attestor(work: Path, database_url: str | None, processes: int) -> Atte
             env={**os.environ, **env}, stdout=log, stderr=log))
         urls.append(f"http://127.0.0.1:{port}")
     for url in urls:
-        wait_healthy(url)
+        wait_healthy(url, timeout=120.0)  # (a busy shared machine starts slowly)
     return Attestor(data, env, servers, urls)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
@@ -143,19 +144,44 @@ def signed_device(kind: str) -> Callable[..., Awaitable[RequestProof]]:
     return dependency
 
 
+def first_values(request: Request) -> dict[str, str]:
+    """The request's headers, the first value of each name: ``dict(request.headers)``
+    in one pass (that walks the headers once per name)."""
+    found: dict[str, str] = {}
+    for key, value in request.headers.raw:
+        found.setdefault(key.decode("latin-1"), value.decode("latin-1"))
+    return found
+
+
+# A device route's path as Starlette's URL gives it back unchanged: nothing it escapes,
+# splits off or normalises
+_PLAIN_DEVICE_PATH = re.compile(r"/v1/devices/[A-Za-z0-9._-]{1,64}/(?:challenge|attestations)")
+
+
+def signed_path(request: Request) -> str:
+    """The path and query the device signed, as ``request.url`` gives them (without
+    building the URL when the path is plain and there is no query)."""
+    if not request.scope.get("query_string") and _PLAIN_DEVICE_PATH.fullmatch(
+            request.scope["path"]):
+        path: str = request.scope["path"]
+        return path
+    return request.url.path + (f"?{request.url.query}" if request.url.query else "")
+
+
 async def device_proof(request: Request, svc: Services, kind: str) -> RequestProof:
     """:func:`signed_device`'s work, once the client's rate limit is applied (the plain
     device routes of attestor/api/routes/attestations.py call it directly)."""
     throttle(request, svc)
-    other = "authorization" in request.headers or "x-api-key" in request.headers
-    signed = None if other else parse_headers(dict(request.headers))
+    headers = first_values(request)
+    other = "authorization" in headers or "x-api-key" in headers
+    signed = None if other else parse_headers(headers)
     if signed is None or signed.device_id != request.path_params.get("device_id"):
         caller = await _authenticate(request, svc)
         request.state.caller = caller
         await _this_device(request, caller)  # raises: not this device's request
         raise AuthForbidden("only the device itself may do this")
     body = await request.body()
-    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    path = signed_path(request)
 
     def admit(caller: Principal) -> Exception | None:
         request.state.caller = caller  # the problem handler names it in audit entries

@@ -34,16 +34,17 @@ class BodyLimit:
         self.app = app
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(send)
-            return
+    def declared_too_large(self, scope: Scope) -> bool:
+        """The request's Content-Length (the last one) is over the limit."""
+        declared = None
+        for key, value in scope.get("headers") or ():
+            if key == b"content-length":
+                declared = value
+        return declared is not None and declared.isdigit() and int(declared) > self.max_bytes
+
+    def limited(self, receive: Receive) -> Receive:
+        """``receive``, raising BodyTooLarge once the body read passes the limit."""
         seen = 0
-        started = False
 
         async def limited_receive() -> Message:
             nonlocal seen
@@ -54,6 +55,17 @@ class BodyLimit:
                     raise BodyTooLarge(self.max_bytes)
             return message
 
+        return limited_receive
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.declared_too_large(scope):
+            await self.refuse(send)
+            return
+        started = False
+
         async def tracking_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
@@ -61,12 +73,12 @@ class BodyLimit:
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, self.limited(receive), tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send)
+                await self.refuse(send)
 
-    async def _refuse(self, send: Send) -> None:
+    async def refuse(self, send: Send) -> None:
         await send_problem(send, 413, "request.too_large", "request body too large",
                            f"bodies are limited to {self.max_bytes} bytes")
 
@@ -84,29 +96,39 @@ class Overload:
         self.on_shed = on_shed
 
     @staticmethod
-    def _heavy(scope: Scope) -> bool:
+    def heavy(scope: Scope) -> bool:
         path: str = scope.get("path", "")
         return scope.get("method") == "POST" and (
             path.startswith("/v1/enrollments")
             or (path.startswith("/v1/devices/") and path.endswith(("/challenge",
                                                                    "/attestations"))))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self._heavy(scope):
-            await self.app(scope, receive, send)
-            return
+    def enter(self) -> bool:
+        """One more device request in flight; False (counted) when at capacity: the
+        caller sheds it (:meth:`shed`), else calls :meth:`leave` when it is answered."""
         if self.inflight >= self.max_inflight:
             if self.on_shed is not None:
                 self.on_shed()
-            await self._shed(send)
-            return
+            return False
         self.inflight += 1
+        return True
+
+    def leave(self) -> None:
+        self.inflight -= 1
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.heavy(scope):
+            await self.app(scope, receive, send)
+            return
+        if not self.enter():
+            await self.shed(send)
+            return
         try:
             await self.app(scope, receive, send)
         finally:
-            self.inflight -= 1
+            self.leave()
 
-    async def _shed(self, send: Send) -> None:
+    async def shed(self, send: Send) -> None:
         wait = self.retry_after + secrets.randbelow(self.retry_after + 1)
         await send_problem(send, 429, "request.overloaded", "too many requests",
                            f"the attestor is at capacity; retry in {wait} s",

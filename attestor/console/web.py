@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +27,12 @@ HTML_HEADERS = [(b"content-security-policy", CSP.encode()),
                 (b"x-frame-options", b"DENY")]
 
 
+def is_html(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """The response's (first) Content-Type is HTML: it gets :data:`HTML_HEADERS`."""
+    kind = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+    return kind.startswith(b"text/html")
+
+
 class SecurityHeaders:
     """Adds the Content-Security-Policy (no inline script or style) and its companions
     to every HTML response, whichever route made it (pure ASGI: the device API's JSON
@@ -41,11 +48,9 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                kind = next((v for k, v in headers if k.lower() == b"content-type"), b"")
-                if kind.startswith(b"text/html"):
-                    headers += HTML_HEADERS
-                    message["headers"] = headers
+                headers = list(message.get("headers", ()))
+                if is_html(headers):
+                    message["headers"] = [*headers, *HTML_HEADERS]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
