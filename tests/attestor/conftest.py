@@ -1,7 +1,9 @@
-"""Database fixtures: every storage test runs on SQLite and on PostgreSQL."""
+"""Database fixtures: every storage test runs on SQLite and on PostgreSQL; a module's
+own initialised attestor (SQLite, development mode) for tests of the API alone."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from attestor.db.engine import make_engine, upgrade
+from attestor.services.context import Services, build_services
+from attestor.settings import load_settings
+from attestor.setup import initialise
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.pg)])
@@ -37,3 +42,15 @@ def no_operator_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
                  "EDGEPROOF_CA_BUNDLE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("EDGEPROOF_CLI_CONFIG", str(tmp_path / "no-such-cli.toml"))
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    """An initialised attestor's services, one per test module."""
+    settings = load_settings(tmp_path_factory.mktemp("attestor"), dev=True)
+    initialise(settings, dt.datetime.now(dt.UTC))
+    svc = build_services(settings)
+    try:
+        yield svc
+    finally:
+        svc.engine.dispose()

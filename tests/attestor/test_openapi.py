@@ -7,8 +7,6 @@ import datetime as dt
 import json
 import re
 import traceback
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import schemathesis
@@ -21,24 +19,10 @@ from schemathesis.checks import (
 
 from attestor.app import create_app
 from attestor.auth.tokens import local_issuer, mint
-from attestor.services.context import Services, build_services
-from attestor.settings import load_settings
-from attestor.setup import initialise
+from attestor.services.context import Services
 
 EXAMPLES = int(__import__("os").environ.get("SCHEMATHESIS_EXAMPLES", "20"))
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
-
-
-@pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    data_dir: Path = tmp_path_factory.mktemp("openapi-attestor")
-    settings_ = load_settings(data_dir, dev=True)
-    initialise(settings_, dt.datetime.now(dt.UTC))
-    svc = build_services(settings_)
-    try:
-        yield svc
-    finally:
-        svc.engine.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -7,32 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from fastapi import FastAPI
 
 from attestor.api.routes import attestations
 from attestor.app import create_app
 from attestor.auth.tokens import local_issuer, mint
-from attestor.services.context import Services, build_services
-from attestor.settings import load_settings
-from attestor.setup import initialise
-
-
-@pytest.fixture(scope="module")
-def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    data_dir: Path = tmp_path_factory.mktemp("plain-routes")
-    settings_ = load_settings(data_dir, dev=True)
-    initialise(settings_, dt.datetime.now(dt.UTC))
-    svc = build_services(settings_)
-    try:
-        yield svc
-    finally:
-        svc.engine.dispose()
+from attestor.services.context import Services
 
 
 def _without_plain_routes(app: FastAPI) -> FastAPI:
